@@ -1,0 +1,30 @@
+@{
+    RootModule           = 'PgBackup.dll'
+    ModuleVersion        = '0.1.0'
+    GUID                 = '4f0c2f8e-7d4a-4b53-9a57-2c1d6b0e9f31'
+    Author               = 'PgBackup contributors'
+    CompanyName          = 'PgBackup'
+    Copyright            = '(c) PgBackup contributors. MIT License.'
+    Description          = 'PostgreSQL backup and recovery for PowerShell: pg_dump and pg_restore as objects that pipe into each other, with a catalog, checksums, test restores, -WhatIf, progress and actionable errors.'
+    PowerShellVersion    = '7.4'
+    CompatiblePSEditions = @('Core')
+    RequiredAssemblies   = @('PgBackup.Model.dll')
+    FormatsToProcess     = @('PgBackup.Format.ps1xml')
+    CmdletsToExport      = @(
+        'Get-PgBackup'
+        'Get-PgBackupConfig'
+        'Invoke-PgDump'
+        'Remove-PgBackup'
+        'Restore-PgDump'
+        'Test-PgBackup'
+    )
+    FunctionsToExport    = @()
+    AliasesToExport      = @()
+    VariablesToExport    = @()
+    PrivateData          = @{
+        PSData = @{
+            Tags       = @('PostgreSQL', 'Postgres', 'Backup', 'Restore', 'pg_dump', 'pg_restore', 'DBA', 'Linux', 'Windows', 'MacOS')
+            LicenseUri = 'https://opensource.org/licenses/MIT'
+        }
+    }
+}

@@ -1,0 +1,112 @@
+namespace PgBackup.Engine.Catalog;
+
+public sealed record CatalogFilter(string? Server = null, int? Port = null, Func<string, bool>? DatabaseMatches = null, BackupKind? Kind = null,
+    DateTimeOffset? After = null, DateTimeOffset? Before = null);
+
+/// <summary>A backup the retention plan removes, or keeps although asked to remove, and why.</summary>
+public sealed record RetentionDecision(DumpBackup Backup, bool Remove, string Reason);
+
+/// <summary>
+/// The repository seen as a catalog: every dump that has a metadata file beside it. Retention never removes the
+/// last valid backup of a database unless forced.
+/// </summary>
+public static class BackupCatalog
+{
+    public static IReadOnlyList<DumpBackup> List(string repository, CatalogFilter? filter, Action<string>? warn)
+    {
+        if (!Directory.Exists(repository))
+            throw new PgBackupException("RepositoryNotFound", ErrorKind.ObjectNotFound, $"The repository folder '{repository}' does not exist.", repository,
+                "Check the path given to -Repository (or the Repository setting), or create a backup into it first with Invoke-PgDump.");
+        var backups = new List<DumpBackup>();
+        foreach (var metadata in Directory.EnumerateFiles(repository, "*" + BackupMetadata.Suffix, new EnumerationOptions { RecurseSubdirectories = true, IgnoreInaccessible = true }))
+        {
+            var backup = BackupMetadata.Read(metadata, repository, warn);
+            if (backup == null) continue;
+            if (!File.Exists(backup.Path) && !Directory.Exists(backup.Path))
+            {
+                warn?.Invoke($"The metadata '{metadata}' names '{backup.Path}', which is missing; that backup is not listed.");
+                continue;
+            }
+            if (Matches(backup, filter)) backups.Add(backup);
+        }
+        return backups.OrderBy(b => b.Server, StringComparer.OrdinalIgnoreCase).ThenBy(b => b.Port).ThenBy(b => b.Database, StringComparer.Ordinal)
+            .ThenByDescending(b => b.StartTime).ToList();
+    }
+
+    private static bool Matches(DumpBackup b, CatalogFilter? f) =>
+        f == null ||
+        ((f.Server == null || string.Equals(f.Server, b.Server, StringComparison.OrdinalIgnoreCase)) &&
+         (f.Port == null || f.Port == b.Port) &&
+         (f.DatabaseMatches == null || f.DatabaseMatches(b.Database)) &&
+         (f.Kind == null || f.Kind == b.Kind) &&
+         (f.After == null || b.StartTime >= f.After) &&
+         (f.Before == null || b.StartTime <= f.Before));
+
+    /// <summary>Which backups go, by -KeepLast and/or -OlderThan, for every server/database group.</summary>
+    public static IReadOnlyList<RetentionDecision> PlanRetention(IEnumerable<DumpBackup> backups, int? keepLast, TimeSpan? olderThan, DateTimeOffset now, bool force)
+    {
+        var decisions = new List<RetentionDecision>();
+        foreach (var group in backups.GroupBy(GroupKey))
+        {
+            var newestFirst = group.OrderByDescending(b => b.StartTime).ToList();
+            var wanted = new List<(DumpBackup Backup, string Reason)>();
+            for (var i = 0; i < newestFirst.Count; i++)
+            {
+                var b = newestFirst[i];
+                if (keepLast is { } n && i >= n) wanted.Add((b, $"beyond the newest {n}"));
+                else if (olderThan is { } age && b.StartTime < now - age) wanted.Add((b, $"older than {age}"));
+            }
+            decisions.AddRange(ProtectLastValid(wanted, newestFirst, force));
+        }
+        return decisions;
+    }
+
+    /// <summary>Removal of explicitly chosen backups (piped in): the same guard for the last valid backup of each group.</summary>
+    public static IReadOnlyList<RetentionDecision> PlanRemoval(IEnumerable<DumpBackup> requested, Func<DumpBackup, IEnumerable<DumpBackup>> siblingsOf, bool force)
+    {
+        var decisions = new List<RetentionDecision>();
+        foreach (var group in requested.GroupBy(GroupKey))
+        {
+            var first = group.First();
+            var all = siblingsOf(first).Where(s => GroupKey(s) == group.Key).ToList();
+            foreach (var b in group)
+                if (!all.Any(a => SamePath(a, b))) all.Add(b);
+            decisions.AddRange(ProtectLastValid(group.Select(b => (b, "requested")).ToList(), all.OrderByDescending(b => b.StartTime).ToList(), force));
+        }
+        return decisions;
+    }
+
+    private static IEnumerable<RetentionDecision> ProtectLastValid(List<(DumpBackup Backup, string Reason)> wanted, List<DumpBackup> group, bool force)
+    {
+        var remaining = group.Where(g => !wanted.Any(w => SamePath(w.Backup, g)) && g.VerificationState != VerificationState.Failed).ToList();
+        // Remove the newest of the wanted ones last: if all would go, the newest valid one is the one kept.
+        var keep = !force && remaining.Count == 0
+            ? wanted.Select(w => w.Backup).Where(b => b.VerificationState != VerificationState.Failed).OrderByDescending(b => b.StartTime).FirstOrDefault()
+            : null;
+        foreach (var (backup, reason) in wanted)
+            yield return backup == keep
+                ? new RetentionDecision(backup, false, "it is the only valid backup left of this database (use -Force to remove it anyway)")
+                : new RetentionDecision(backup, true, reason);
+    }
+
+    /// <summary>Deletes the metadata first, so a backup that is half deleted is never listed as valid.</summary>
+    public static void Delete(DumpBackup backup)
+    {
+        var metadata = string.IsNullOrEmpty(backup.MetadataPath) ? BackupMetadata.PathFor(backup.Path) : backup.MetadataPath;
+        try
+        {
+            if (File.Exists(metadata)) File.Delete(metadata);
+            if (Directory.Exists(backup.Path)) Directory.Delete(backup.Path, recursive: true);
+            else if (File.Exists(backup.Path)) File.Delete(backup.Path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new PgBackupException("RemoveFailed", ErrorKind.PermissionDenied, $"The backup '{backup.Path}' could not be removed: {ex.Message}", backup,
+                "Check that the repository is writable by this account and that no other process holds the files open.", ex);
+        }
+    }
+
+    private static string GroupKey(DumpBackup b) => $"{b.Server.ToLowerInvariant()}\u0001{b.Port}\u0001{b.Kind}\u0001{b.Database}";
+
+    private static bool SamePath(DumpBackup a, DumpBackup b) => string.Equals(Path.GetFullPath(a.Path), Path.GetFullPath(b.Path), StringComparison.Ordinal);
+}

@@ -1,0 +1,113 @@
+using System.Diagnostics;
+using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Connection;
+
+namespace PgBackup.Engine.Logical;
+
+public sealed record BackupTestRequest
+{
+    public required DumpBackup Backup { get; init; }
+    public bool HasMetadata { get; init; } = true;
+    /// <summary>Where to test-restore; null checks the checksum only.</summary>
+    public ConnectionTarget? RestoreTarget { get; init; }
+    public int Jobs { get; init; } = 1;
+    public string? ToolPath { get; init; }
+}
+
+/// <summary>
+/// "Test your restores": verifies a dump's SHA-256 and, when asked, restores it into a throwaway database,
+/// checks that every table came back, and drops the database again whatever happened.
+/// </summary>
+public static class BackupTester
+{
+    public static async Task<BackupTestResult> TestAsync(BackupTestRequest request, IOperationReporter reporter, CancellationToken ct)
+    {
+        var backup = request.Backup;
+        var started = Stopwatch.StartNew();
+        var result = new BackupTestResult
+        {
+            Path = backup.Path,
+            Kind = backup.Kind,
+            SourceServer = string.IsNullOrEmpty(backup.Server) ? "" : $"{backup.Server}:{backup.Port}",
+            Database = backup.Database,
+            Format = backup.Format,
+            ExpectedSha256 = backup.Sha256,
+            TestedAt = DateTimeOffset.UtcNow,
+        };
+        var failures = new List<string>();
+
+        reporter.Progress("Testing " + backup.Path, "Verifying SHA-256", 0);
+        result.ActualSha256 = await BackupChecksum.ComputeAsync(backup.Path, ct).ConfigureAwait(false);
+        result.ChecksumValid = request.HasMetadata && string.Equals(result.ActualSha256, backup.Sha256, StringComparison.OrdinalIgnoreCase);
+        if (!request.HasMetadata) failures.Add("The dump has no PgBackup metadata, so there is no recorded SHA-256 to compare with.");
+        else if (!result.ChecksumValid) failures.Add($"SHA-256 mismatch: expected {backup.Sha256}, found {result.ActualSha256}.");
+
+        if (request.RestoreTarget is { } server && failures.Count == 0)
+        {
+            if (backup.Kind == BackupKind.Globals)
+                reporter.Warning("A globals dump is not test-restored: it would create roles and tablespaces on the server. Only its checksum was verified.");
+            else
+                await TestRestoreAsync(request, server, result, failures, reporter, ct).ConfigureAwait(false);
+        }
+        reporter.ProgressCompleted("Testing " + backup.Path);
+
+        result.Failures = [.. failures];
+        result.Success = failures.Count == 0;
+        result.Duration = started.Elapsed;
+        if (request.HasMetadata)
+        {
+            try { BackupMetadata.RecordVerification(backup, result.Success, result.TestedAt); }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                reporter.Warning($"The test result could not be recorded in '{backup.MetadataPath}': {ex.Message}");
+            }
+        }
+        reporter.Milestone($"Test of {backup.Path}: {(result.Success ? "passed" : "FAILED: " + string.Join(" ", failures))}");
+        return result;
+    }
+
+    private static async Task TestRestoreAsync(BackupTestRequest request, ConnectionTarget server, BackupTestResult result, List<string> failures,
+        IOperationReporter reporter, CancellationToken ct)
+    {
+        var testDatabase = "pgbackup_test_" + Guid.NewGuid().ToString("N")[..12];
+        var target = server.WithDatabase(testDatabase);
+        result.RestoreTested = true;
+        result.RestoreServer = server.Host;
+        result.RestorePort = server.Port;
+        result.TestDatabase = testDatabase;
+        result.TablesExpected = request.Backup.TableCount;
+        RestorePlan? plan = null;
+        try
+        {
+            plan = await RestoreService.PlanAsync(new RestoreRequest
+            {
+                Target = target,
+                Source = request.Backup,
+                HasMetadata = false, // the checksum was verified above
+                Create = true,
+                NoOwner = true,
+                Jobs = request.Backup.Format is DumpFormat.Custom or DumpFormat.Directory ? request.Jobs : 1,
+                ToolPath = request.ToolPath,
+            }, reporter, ct).ConfigureAwait(false);
+            var restored = await RestoreService.ExecuteAsync(plan, reporter, ct).ConfigureAwait(false);
+            result.RestoreDuration = restored.Duration;
+
+            await using var connection = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
+            result.TablesRestored = (int)await ServerSession.ScalarAsync<long>(connection, """
+                select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                where c.relkind = 'r' and n.nspname not in ('pg_catalog','information_schema') and n.nspname !~ '^pg_(toast|temp)'
+                  and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')
+                """, ct).ConfigureAwait(false);
+            if (result.TablesRestored < result.TablesExpected)
+                failures.Add($"The test restore holds {result.TablesRestored} tables, but the dump recorded data for {result.TablesExpected}.");
+        }
+        catch (PgBackupException ex)
+        {
+            failures.Add($"Test restore failed ({ex.ErrorId}): {ex.Message}");
+        }
+        finally
+        {
+            if (plan != null) await RestoreService.DropQuietlyAsync(target, plan.Server, reporter).ConfigureAwait(false);
+        }
+    }
+}

@@ -1,0 +1,56 @@
+using System.Text;
+
+namespace PgBackup.Engine.Logical;
+
+/// <summary>Where dumps live on disk and how a dump's format is recognised from its bytes.</summary>
+public static class DumpLayout
+{
+    public const string PartialSuffix = ".partial";
+
+    public static string Extension(DumpFormat format) => format switch
+    {
+        DumpFormat.Plain => ".sql",
+        DumpFormat.Custom => ".dump",
+        DumpFormat.Tar => ".tar",
+        DumpFormat.Directory => ".dir",
+        _ => throw new ArgumentOutOfRangeException(nameof(format)),
+    };
+
+    public static string RepositoryPath(string repository, string host, int port, string? database, DumpFormat format, DateTimeOffset startUtc)
+    {
+        var name = database == null ? "globals" : SafeName(database);
+        var folder = System.IO.Path.Combine(repository, SafeName($"{host}_{port}"), database == null ? "_globals" : name);
+        return System.IO.Path.Combine(folder, $"{name}_{startUtc:yyyyMMdd'T'HHmmssfff'Z'}{Extension(format)}");
+    }
+
+    /// <summary>A file-name-safe form of a database or host name; non-ASCII letters are kept, path characters are not.</summary>
+    public static string SafeName(string name)
+    {
+        var invalid = System.IO.Path.GetInvalidFileNameChars().Concat(['/', '\\', ':', '*', '?', '"', '<', '>', '|']).ToHashSet();
+        var sb = new StringBuilder(name.Length);
+        foreach (var c in name) sb.Append(invalid.Contains(c) || char.IsControl(c) ? '_' : c);
+        var s = sb.ToString().Trim('.', ' ');
+        return s.Length == 0 ? "_" : s;
+    }
+
+    /// <summary>Recognises a dump that has no metadata file: PGDMP header (custom), toc.dat (directory), ustar header (tar), else SQL text.</summary>
+    public static DumpFormat Detect(string path)
+    {
+        if (Directory.Exists(path))
+            return File.Exists(System.IO.Path.Combine(path, "toc.dat")) ? DumpFormat.Directory
+                : throw new PgBackupException("UnknownDumpFormat", ErrorKind.InvalidData, $"'{path}' is a folder without toc.dat, so it is not a Directory-format dump.", path,
+                    "Give the path of a dump file, or of a folder written by pg_dump --format=directory.");
+        if (!File.Exists(path))
+            throw new PgBackupException("BackupNotFound", ErrorKind.ObjectNotFound, $"The dump '{path}' does not exist.", path,
+                "Check the path, or list the backups with Get-PgBackup.");
+        var header = new byte[512];
+        int read;
+        using (var f = File.OpenRead(path)) read = f.ReadAtLeast(header, header.Length, throwOnEndOfStream: false);
+        if (read >= 5 && Encoding.ASCII.GetString(header, 0, 5) == "PGDMP") return DumpFormat.Custom;
+        if (read >= 262 && Encoding.ASCII.GetString(header, 257, 5) == "ustar") return DumpFormat.Tar;
+        if (read > 0 && (header[0] == 0x1f && header[1] == 0x8b))
+            throw new PgBackupException("UnknownDumpFormat", ErrorKind.InvalidData, $"'{path}' is gzip-compressed; plain dumps must be decompressed before restoring.", path,
+                "Decompress it (gunzip) and restore the .sql file, or use a Custom-format dump, which is compressed internally.");
+        return DumpFormat.Plain;
+    }
+}

@@ -1,0 +1,248 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Connection;
+using PgBackup.Engine.Tools;
+
+namespace PgBackup.Engine.Logical;
+
+/// <summary>
+/// Runs pg_dump (or pg_dumpall --globals-only) into a ".partial" name, and only when the tool succeeded renames it into
+/// place, records its SHA-256 and writes the metadata file that makes it part of the catalog.
+/// </summary>
+public static class DumpService
+{
+    private static readonly Regex TableDataLine = new(@"dumping contents of table ""(?<name>.+)""", RegexOptions.Compiled);
+
+    public static async Task<DumpBackup> DumpAsync(DumpRequest request, IOperationReporter reporter, CancellationToken ct)
+    {
+        Validate(request);
+        var target = request.Target;
+        var what = request.Globals ? $"globals of {target.Display}" : $"{target.Display}/{target.Database}";
+        var activity = $"Dumping {what}";
+
+        reporter.Progress(activity, "Connecting", 0);
+        ServerInfo info;
+        int tablesToDump = 0;
+        await using (var connection = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false))
+        {
+            info = await ServerSession.GetInfoAsync(connection, ct).ConfigureAwait(false);
+            if (!request.Globals)
+                tablesToDump = (int)await ServerSession.ScalarAsync<long>(connection, CountTablesSql(request), ct).ConfigureAwait(false);
+        }
+
+        var tool = new ToolLocator(request.ToolPath).Find(request.Globals ? "pg_dumpall" : "pg_dump", info.Major, info.Major, reporter);
+        var start = DateTimeOffset.UtcNow;
+        var format = request.Globals ? DumpFormat.Plain : request.Format;
+        var finalPath = System.IO.Path.GetFullPath(request.Path ?? DumpLayout.RepositoryPath(request.Repository!, target.Host, target.Port,
+            request.Globals ? null : target.Database, format, start));
+        PrepareTarget(finalPath, request.Force);
+        var partial = finalPath.TrimEnd('/', '\\') + DumpLayout.PartialSuffix;
+        DeletePath(partial);
+
+        var args = request.Globals ? GlobalsArguments(partial, target) : DumpArguments(request, format, partial);
+        var done = 0;
+        var dumped = 0;
+        reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {what} into {finalPath}");
+        ToolResult result;
+        try
+        {
+            result = await ToolRunner.RunAsync(tool, args, target.ToolEnvironment(), line =>
+            {
+                if (TableDataLine.Match(line) is { Success: true } m)
+                {
+                    var n = Interlocked.Increment(ref done);
+                    Interlocked.Increment(ref dumped);
+                    var percent = tablesToDump > 0 ? Math.Min(99, n * 100 / tablesToDump) : -1;
+                    reporter.Progress(activity, $"Table {n} of {Math.Max(n, tablesToDump)}: {m.Groups["name"].Value}", percent);
+                }
+                reporter.Verbose(line);
+            }, ct, reporter: reporter).ConfigureAwait(false);
+        }
+        catch
+        {
+            DeletePath(partial);
+            reporter.ProgressCompleted(activity);
+            throw;
+        }
+
+        if (!result.Succeeded)
+        {
+            DeletePath(partial);
+            reporter.ProgressCompleted(activity);
+            throw ToolFailure(tool, result, finalPath, what);
+        }
+
+        reporter.Progress(activity, "Computing SHA-256", 99);
+        var sha = await BackupChecksum.ComputeAsync(partial, ct).ConfigureAwait(false);
+        if (request.Force) RemoveExisting(finalPath);
+        if (Directory.Exists(partial)) Directory.Move(partial, finalPath); else File.Move(partial, finalPath);
+        var end = DateTimeOffset.UtcNow;
+
+        var backup = new DumpBackup
+        {
+            Id = System.IO.Path.GetFileName(finalPath),
+            Kind = request.Globals ? BackupKind.Globals : BackupKind.Dump,
+            Server = target.Host,
+            Port = target.Port,
+            Database = request.Globals ? "" : target.Database,
+            Format = format,
+            Path = finalPath,
+            Repository = request.Path == null ? System.IO.Path.GetFullPath(request.Repository!) : null,
+            SizeBytes = BackupChecksum.SizeOf(finalPath),
+            StartTime = start,
+            EndTime = end,
+            Duration = end - start,
+            ServerVersion = info.Version,
+            ToolVersion = tool.VersionText,
+            Sha256 = sha,
+            Compression = request.Compress ?? -1,
+            Jobs = request.Format == DumpFormat.Directory ? request.Jobs : 1,
+            Encoding = info.Encoding,
+            TableCount = dumped,
+            Schemas = request.Schemas,
+            ExcludeSchemas = request.ExcludeSchemas,
+            Tables = request.Tables,
+            ExcludeTables = request.ExcludeTables,
+            VerificationState = VerificationState.Unverified,
+        };
+        BackupMetadata.Write(backup);
+        reporter.ProgressCompleted(activity);
+        reporter.Milestone($"Dumped {what}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, SHA-256 {sha}");
+        return backup;
+    }
+
+    private static void Validate(DumpRequest r)
+    {
+        if (r.Path == null && string.IsNullOrWhiteSpace(r.Repository))
+            throw new PgBackupException("NoDestination", ErrorKind.InvalidArgument, "No destination was given for the dump.", null,
+                "Pass -Repository (a folder; dumps are filed by server and database) or -Path, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
+        if (r.Jobs < 1)
+            throw new PgBackupException("InvalidJobs", ErrorKind.InvalidArgument, $"-Jobs must be at least 1, not {r.Jobs}.", r.Jobs, "Pass -Jobs 1 or more.");
+        if (r.Jobs > 1 && r.Format != DumpFormat.Directory && !r.Globals)
+            throw new PgBackupException("JobsNeedDirectoryFormat", ErrorKind.InvalidArgument,
+                $"pg_dump can run parallel jobs only for the Directory format, not for {r.Format}.", r.Jobs,
+                "Use -Format Directory with -Jobs, or leave -Jobs out.");
+        if (r.Compress is { } c && (c < 0 || c > 9))
+            throw new PgBackupException("InvalidCompression", ErrorKind.InvalidArgument, $"-Compress must be from 0 to 9, not {c}.", c, "Pass a gzip level from 0 (none) to 9 (smallest).");
+        if (r.Compress is > 0 && r.Format is DumpFormat.Tar && !r.Globals)
+            throw new PgBackupException("TarNotCompressible", ErrorKind.InvalidArgument, "pg_dump cannot compress Tar-format dumps.", r.Compress,
+                "Use -Format Custom or Directory (both compress), or leave -Compress out.");
+        if (r.Compress is > 0 && r.Globals)
+            throw new PgBackupException("GlobalsNotCompressible", ErrorKind.InvalidArgument, "pg_dumpall cannot compress its output.", r.Compress,
+                "Leave -Compress out for -Globals; the globals of a cluster are small.");
+    }
+
+    private static List<string> DumpArguments(DumpRequest r, DumpFormat format, string output)
+    {
+        var args = new List<string>
+        {
+            "--format=" + format switch { DumpFormat.Plain => "plain", DumpFormat.Custom => "custom", DumpFormat.Directory => "directory", _ => "tar" },
+            "--file=" + output,
+            "--verbose",
+        };
+        if (format == DumpFormat.Directory && r.Jobs > 1) args.Add("--jobs=" + r.Jobs);
+        if (r.Compress is { } c) args.Add("--compress=" + c);
+        args.AddRange(r.Schemas.Select(s => "--schema=" + s));
+        args.AddRange(r.ExcludeSchemas.Select(s => "--exclude-schema=" + s));
+        args.AddRange(r.Tables.Select(t => "--table=" + t));
+        args.AddRange(r.ExcludeTables.Select(t => "--exclude-table=" + t));
+        args.Add(ConnectionTarget.DbNameArgument(r.Target.Database));
+        return args;
+    }
+
+    private static List<string> GlobalsArguments(string output, ConnectionTarget target) =>
+        ["--globals-only", "--file=" + output, "--verbose", "--dbname=dbname=" + ConnectionTarget.QuoteConnInfoValue(target.Database)];
+
+    /// <summary>An estimate of the tables whose data pg_dump will write, for the progress bar only.</summary>
+    private static string CountTablesSql(DumpRequest r)
+    {
+        static string Like(IEnumerable<string> patterns, string column) =>
+            string.Join(" or ", patterns.Select(p => $"{column} ~ '{PatternToRegex(p)}'"));
+        var where = new List<string>
+        {
+            "c.relkind = 'r'",
+            "n.nspname not in ('pg_catalog','information_schema')",
+            "n.nspname !~ '^pg_(toast|temp)'",
+            "not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')",
+        };
+        if (r.Schemas.Length > 0) where.Add("(" + Like(r.Schemas, "n.nspname") + ")");
+        if (r.ExcludeSchemas.Length > 0) where.Add("not (" + Like(r.ExcludeSchemas, "n.nspname") + ")");
+        if (r.Tables.Length > 0) where.Add("(" + Like(r.Tables.Select(t => t.Contains('.') ? t : "*." + t), "n.nspname || '.' || c.relname") + ")");
+        if (r.ExcludeTables.Length > 0) where.Add("not (" + Like(r.ExcludeTables.Select(t => t.Contains('.') ? t : "*." + t), "n.nspname || '.' || c.relname") + ")");
+        return "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace where " + string.Join(" and ", where);
+    }
+
+    /// <summary>psql-style pattern (* and ?, unquoted parts folded to lower case) as an anchored regular expression.</summary>
+    private static string PatternToRegex(string pattern)
+    {
+        var sb = new System.Text.StringBuilder("^");
+        var quoted = false;
+        foreach (var ch in pattern)
+        {
+            if (ch == '"') { quoted = !quoted; continue; }
+            var c = quoted ? ch : char.ToLowerInvariant(ch);
+            sb.Append(c switch { '*' when !quoted => ".*", '?' when !quoted => ".", '\'' => "''", _ => Regex.Escape(c.ToString()) });
+        }
+        return sb.Append('$').ToString();
+    }
+
+    private static void PrepareTarget(string finalPath, bool force)
+    {
+        if ((File.Exists(finalPath) || Directory.Exists(finalPath)) && !force)
+            throw new PgBackupException("TargetExists", ErrorKind.ResourceExists, $"'{finalPath}' already exists.", finalPath,
+                "Choose another -Path, or pass -Force to replace it once the new dump has succeeded.");
+        var folder = System.IO.Path.GetDirectoryName(finalPath)!;
+        try
+        {
+            Directory.CreateDirectory(folder);
+            var probe = System.IO.Path.Combine(folder, ".pgbackup-write-test-" + Guid.NewGuid().ToString("N"));
+            File.WriteAllBytes(probe, [0]);
+            File.Delete(probe);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw WriteFailure(folder, ex.Message, ex);
+        }
+    }
+
+    internal static PgBackupException WriteFailure(string folder, string detail, Exception? inner = null) =>
+        IsDiskFull(detail)
+            ? new PgBackupException("TargetFull", ErrorKind.WriteFailed, $"The target folder '{folder}' is full: {detail}", folder,
+                "Free space there (for example with Remove-PgBackup -KeepLast), or write to a bigger volume with -Repository or -Path.", inner)
+            : new PgBackupException("TargetNotWritable", ErrorKind.PermissionDenied, $"Cannot write into '{folder}': {detail}", folder,
+                "Check that the folder exists or can be created, that this account may write there, and that the volume is not read-only.", inner);
+
+    private static bool IsDiskFull(string text) =>
+        text.Contains("No space left", StringComparison.OrdinalIgnoreCase) || text.Contains("not enough space", StringComparison.OrdinalIgnoreCase) ||
+        text.Contains("disk full", StringComparison.OrdinalIgnoreCase) || text.Contains("quota", StringComparison.OrdinalIgnoreCase);
+
+    private static PgBackupException ToolFailure(PgTool tool, ToolResult result, string finalPath, string what)
+    {
+        var summary = result.ErrorSummary();
+        var all = string.Join("\n", result.ErrorLines);
+        if (IsDiskFull(all) || all.Contains("could not write", StringComparison.OrdinalIgnoreCase) || all.Contains("could not open output", StringComparison.OrdinalIgnoreCase) ||
+            all.Contains("Read-only file system", StringComparison.OrdinalIgnoreCase) || all.Contains("could not create directory", StringComparison.OrdinalIgnoreCase))
+            return WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, summary);
+        return new PgBackupException("DumpFailed", ErrorKind.ToolFailed,
+            $"{tool.Name} failed (exit code {result.ExitCode}) while dumping {what}; nothing was kept. {tool.Name} said:{Environment.NewLine}{summary}", what,
+            "Read the tool's message above (run with -Verbose for its full output); a permission error needs a role that can read every object, such as the table owner or pg_read_all_data.");
+    }
+
+    private static void RemoveExisting(string path)
+    {
+        var metadata = BackupMetadata.PathFor(path);
+        if (File.Exists(metadata)) File.Delete(metadata);
+        DeletePath(path);
+    }
+
+    internal static void DeletePath(string path)
+    {
+        try
+        {
+            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
+            else if (File.Exists(path)) File.Delete(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { Debug.WriteLine(ex); }
+    }
+}

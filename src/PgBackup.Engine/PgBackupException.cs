@@ -1,0 +1,38 @@
+namespace PgBackup.Engine;
+
+/// <summary>What kind of failure an engine error is; the cmdlets map it to a PowerShell ErrorCategory.</summary>
+public enum ErrorKind
+{
+    InvalidArgument,
+    ConnectionFailed,
+    AuthenticationFailed,
+    ObjectNotFound,
+    ResourceExists,
+    NotInstalled,
+    PermissionDenied,
+    WriteFailed,
+    InvalidData,
+    InvalidOperation,
+    ToolFailed,
+}
+
+/// <summary>
+/// An error a user can act on: a stable id (PgBackup.*), the offending value and what to do next.
+/// Messages never contain passwords.
+/// </summary>
+public sealed class PgBackupException : Exception
+{
+    public PgBackupException(string errorId, ErrorKind kind, string message, object? target, string recommendedAction, Exception? inner = null)
+        : base(message, inner)
+    {
+        ErrorId = errorId.StartsWith("PgBackup.", StringComparison.Ordinal) ? errorId : "PgBackup." + errorId;
+        Kind = kind;
+        Target = target;
+        RecommendedAction = recommendedAction;
+    }
+
+    public string ErrorId { get; }
+    public ErrorKind Kind { get; }
+    public object? Target { get; }
+    public string RecommendedAction { get; }
+}

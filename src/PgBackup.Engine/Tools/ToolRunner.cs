@@ -1,0 +1,91 @@
+using System.Diagnostics;
+
+namespace PgBackup.Engine.Tools;
+
+public sealed record ToolResult(int ExitCode, IReadOnlyList<string> ErrorLines, string StandardOutput, TimeSpan Duration)
+{
+    public bool Succeeded => ExitCode == 0;
+
+    /// <summary>The last lines of stderr that matter, for an error message.</summary>
+    public string ErrorSummary(int lines = 8) =>
+        string.Join(Environment.NewLine, ErrorLines.Where(l => l.Contains("error", StringComparison.OrdinalIgnoreCase) || l.Contains("fatal", StringComparison.OrdinalIgnoreCase) || l.Contains("detail", StringComparison.OrdinalIgnoreCase)).DefaultIfEmpty(ErrorLines.LastOrDefault() ?? "").TakeLast(lines));
+}
+
+/// <summary>
+/// Runs a PostgreSQL tool: arguments as a list (never a joined command line), connection details and the password in the
+/// child's environment only, stderr streamed line by line, and the whole process tree killed on cancellation.
+/// </summary>
+public static class ToolRunner
+{
+    private const int KeptErrorLines = 200;
+
+    public static async Task<ToolResult> RunAsync(PgTool tool, IEnumerable<string> arguments, IReadOnlyDictionary<string, string?> environment,
+        Action<string>? onErrorLine, CancellationToken ct, bool captureOutput = false, IOperationReporter? reporter = null, Stream? input = null)
+    {
+        var psi = new ProcessStartInfo(tool.Path)
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+            CreateNoWindow = true,
+        };
+        foreach (var a in arguments) psi.ArgumentList.Add(a);
+        foreach (var (key, value) in environment)
+        {
+            if (value == null) psi.Environment.Remove(key);
+            else psi.Environment[key] = value;
+        }
+        reporter?.Verbose("Running " + tool.Path + " " + string.Join(" ", psi.ArgumentList.Select(QuoteForDisplay)));
+
+        var started = Stopwatch.StartNew();
+        using var process = new Process { StartInfo = psi, EnableRaisingEvents = true };
+        var errors = new List<string>();
+        var output = new System.Text.StringBuilder();
+        var errorsDone = new TaskCompletionSource();
+        var outputDone = new TaskCompletionSource();
+        process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data == null) { errorsDone.TrySetResult(); return; }
+            lock (errors)
+            {
+                errors.Add(e.Data);
+                if (errors.Count > KeptErrorLines) errors.RemoveAt(0);
+            }
+            onErrorLine?.Invoke(e.Data);
+        };
+        process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data == null) { outputDone.TrySetResult(); return; }
+            if (captureOutput) lock (output) output.AppendLine(e.Data);
+        };
+
+        try { process.Start(); }
+        catch (System.ComponentModel.Win32Exception ex)
+        {
+            throw new PgBackupException("ToolNotFound", ErrorKind.NotInstalled, $"{tool.Name} at '{tool.Path}' could not be started: {ex.Message}", tool.Path,
+                "Check that the file exists and is executable, or set ToolPath (PGBACKUP_TOOLPATH) to another PostgreSQL bin folder.", ex);
+        }
+        process.BeginErrorReadLine();
+        process.BeginOutputReadLine();
+
+        using (ct.Register(() => { try { process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { } }))
+        {
+            if (input != null)
+            {
+                // A tool that fails early closes its stdin; its exit code and stderr then say why, not the broken pipe.
+                try { await input.CopyToAsync(process.StandardInput.BaseStream, ct).ConfigureAwait(false); }
+                catch (IOException) { }
+            }
+            try { process.StandardInput.Close(); } catch (IOException) { }
+            await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
+            await Task.WhenAll(errorsDone.Task, outputDone.Task).ConfigureAwait(false);
+        }
+        ct.ThrowIfCancellationRequested();
+        List<string> kept;
+        lock (errors) kept = [.. errors];
+        return new ToolResult(process.ExitCode, kept, output.ToString(), started.Elapsed);
+    }
+
+    private static string QuoteForDisplay(string arg) => arg.Length > 0 && !arg.Any(c => char.IsWhiteSpace(c) || c is '"' or '\'') ? arg : "'" + arg.Replace("'", "''") + "'";
+}

@@ -1,0 +1,62 @@
+using System.Management.Automation;
+using PgBackup.Engine;
+using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Connection;
+
+namespace PgBackup.Commands;
+
+[Cmdlet(VerbsCommon.Get, "PgBackup")]
+[OutputType(typeof(DumpBackup))]
+public sealed class GetPgBackupCommand : PgCmdlet
+{
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    public string? Repository { get; set; }
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Server { get; set; }
+
+    [Parameter(Position = 1)]
+    [SupportsWildcards]
+    [ValidateNotNullOrEmpty]
+    public string[]? Database { get; set; }
+
+    [Parameter]
+    public BackupKind? Kind { get; set; }
+
+    [Parameter]
+    public SwitchParameter Latest { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
+        try
+        {
+            var repository = settings.Repository ?? throw new PgBackupException("NoRepository", ErrorKind.InvalidArgument,
+                "No repository was given.", null, "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
+            var filter = new CatalogFilter(Kind: Kind, DatabaseMatches: DatabaseFilter());
+            if (Server != null)
+            {
+                var parts = ServerResolver.Parse(Server, settings);
+                filter = filter with
+                {
+                    Server = parts.GetValueOrDefault("host") ?? Server,
+                    Port = parts.TryGetValue("port", out var p) && int.TryParse(p, out var port) ? port : null,
+                };
+            }
+            var backups = BackupCatalog.List(GetUnresolvedProviderPathFromPSPath(repository), filter, WriteWarning);
+            if (Latest)
+                backups = backups.GroupBy(b => (b.Server.ToLowerInvariant(), b.Port, b.Kind, b.Database)).Select(g => g.MaxBy(b => b.StartTime)!).ToList();
+            WriteObject(backups, enumerateCollection: true);
+        }
+        catch (PgBackupException ex) { WriteEngineError(ex); }
+    }
+
+    private Func<string, bool>? DatabaseFilter()
+    {
+        if (Database == null) return null;
+        var patterns = Database.Select(d => new WildcardPattern(d, WildcardOptions.None)).ToList();
+        return name => patterns.Any(p => p.IsMatch(name));
+    }
+}

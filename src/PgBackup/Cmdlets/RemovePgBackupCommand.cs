@@ -1,0 +1,117 @@
+using System.Management.Automation;
+using PgBackup.Engine;
+using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Connection;
+
+namespace PgBackup.Commands;
+
+[Cmdlet(VerbsCommon.Remove, "PgBackup", DefaultParameterSetName = InputObjectSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[OutputType(typeof(DumpBackup))]
+public sealed class RemovePgBackupCommand : PgCmdlet
+{
+    private const string InputObjectSet = "InputObject";
+    private const string RetentionSet = "Retention";
+
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ParameterSetName = InputObjectSet)]
+    public DumpBackup[]? InputObject { get; set; }
+
+    [Parameter(Position = 0, ParameterSetName = RetentionSet)]
+    [ValidateNotNullOrEmpty]
+    public string? Repository { get; set; }
+
+    [Parameter(ParameterSetName = RetentionSet)]
+    [ValidateRange(1, int.MaxValue)]
+    public int? KeepLast { get; set; }
+
+    [Parameter(ParameterSetName = RetentionSet)]
+    public TimeSpan? OlderThan { get; set; }
+
+    [Parameter(ParameterSetName = RetentionSet)]
+    [ValidateNotNullOrEmpty]
+    public string? Server { get; set; }
+
+    [Parameter(ParameterSetName = RetentionSet)]
+    [SupportsWildcards]
+    [ValidateNotNullOrEmpty]
+    public string[]? Database { get; set; }
+
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
+    private readonly List<DumpBackup> _requested = [];
+
+    protected override void ProcessRecord()
+    {
+        if (InputObject != null) _requested.AddRange(InputObject);
+    }
+
+    protected override void EndProcessing()
+    {
+        try
+        {
+            IReadOnlyList<RetentionDecision> decisions;
+            if (ParameterSetName == RetentionSet)
+            {
+                if (KeepLast == null && OlderThan == null)
+                    throw new PgBackupException("NoRetentionRule", ErrorKind.InvalidArgument, "Neither -KeepLast nor -OlderThan was given, so nothing would be chosen for removal.", null,
+                        "Pass -KeepLast N (keep the newest N backups of each database), -OlderThan (a TimeSpan such as 30.00:00:00), or both.");
+                if (OlderThan is { } age && age <= TimeSpan.Zero)
+                    throw new PgBackupException("InvalidOlderThan", ErrorKind.InvalidArgument, $"-OlderThan must be a positive time span, not {age}.", age,
+                        "Pass a positive TimeSpan, for example -OlderThan 30.00:00:00 for thirty days.");
+                var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
+                var repository = settings.Repository ?? throw new PgBackupException("NoRepository", ErrorKind.InvalidArgument, "No repository was given.", null,
+                    "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
+                var filter = new CatalogFilter(DatabaseMatches: DatabaseFilter());
+                if (Server != null)
+                {
+                    var parts = ServerResolver.Parse(Server, settings);
+                    filter = filter with { Server = parts.GetValueOrDefault("host"), Port = parts.TryGetValue("port", out var p) && int.TryParse(p, out var n) ? n : null };
+                }
+                var all = BackupCatalog.List(GetUnresolvedProviderPathFromPSPath(repository), filter, WriteWarning);
+                decisions = BackupCatalog.PlanRetention(all, KeepLast, OlderThan, DateTimeOffset.UtcNow, Force);
+            }
+            else
+            {
+                decisions = BackupCatalog.PlanRemoval(_requested, SiblingsOf, Force);
+            }
+
+            foreach (var decision in decisions)
+            {
+                var backup = decision.Backup;
+                if (!decision.Remove)
+                {
+                    var refusal = new PgBackupException("LastValidBackup", ErrorKind.InvalidOperation,
+                        $"'{backup.Path}' was kept: {decision.Reason}.", backup, "Pass -Force to remove the last valid backup of a database as well.");
+                    if (ParameterSetName == RetentionSet) WriteWarning(refusal.Message);
+                    else WriteEngineError(refusal);
+                    continue;
+                }
+                if (!ShouldProcess(backup.Path, $"Remove backup ({decision.Reason})")) continue;
+                try
+                {
+                    BackupCatalog.Delete(backup);
+                    WriteVerbose($"Removed {backup.Path} ({decision.Reason}).");
+                    if (PassThru) WriteObject(backup);
+                }
+                catch (PgBackupException ex) { WriteEngineError(ex); }
+            }
+        }
+        catch (PgBackupException ex) { WriteEngineError(ex); }
+    }
+
+    private IEnumerable<DumpBackup> SiblingsOf(DumpBackup backup)
+    {
+        var folder = backup.Repository ?? System.IO.Path.GetDirectoryName(backup.Path);
+        return folder != null && Directory.Exists(folder) ? BackupCatalog.List(folder, null, null) : [];
+    }
+
+    private Func<string, bool>? DatabaseFilter()
+    {
+        if (Database == null) return null;
+        var patterns = Database.Select(d => new WildcardPattern(d, WildcardOptions.None)).ToList();
+        return name => patterns.Any(p => p.IsMatch(name));
+    }
+}

@@ -1,0 +1,89 @@
+using System.Management.Automation;
+using PgBackup.Engine;
+using PgBackup.Engine.Logical;
+
+namespace PgBackup.Commands;
+
+[Cmdlet(VerbsData.Restore, "PgDump", DefaultParameterSetName = InputObjectSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[OutputType(typeof(RestoreResult))]
+public sealed class RestorePgDumpCommand : PgCmdlet
+{
+    private const string InputObjectSet = "InputObject";
+    private const string PathSet = "Path";
+
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ParameterSetName = InputObjectSet)]
+    public DumpBackup? InputObject { get; set; }
+
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true, ParameterSetName = PathSet)]
+    [Alias("FullName")]
+    [ValidateNotNullOrEmpty]
+    public string? Path { get; set; }
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Server { get; set; }
+
+    [Parameter]
+    [ValidateRange(1, 65535)]
+    public int? Port { get; set; }
+
+    [Parameter]
+    [Credential]
+    public PSCredential? Credential { get; set; }
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? TargetDatabase { get; set; }
+
+    [Parameter]
+    public SwitchParameter Create { get; set; }
+
+    [Parameter]
+    public SwitchParameter Clean { get; set; }
+
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
+    [Parameter]
+    public SwitchParameter NoOwner { get; set; }
+
+    [Parameter]
+    [ValidateRange(1, 256)]
+    public int? Jobs { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var settings = LoadSettings(BoundSettings(("Jobs", nameof(Jobs))));
+        try
+        {
+            var (source, hasMetadata) = InputObject != null
+                ? (InputObject, !string.IsNullOrEmpty(InputObject.Sha256))
+                : RestoreService.LoadSource(GetUnresolvedProviderPathFromPSPath(Path!), WriteWarning);
+            var database = TargetDatabase ?? (source.Kind == BackupKind.Globals ? "postgres" : source.Database);
+            if (string.IsNullOrEmpty(database))
+                throw new PgBackupException("TargetDatabaseRequired", ErrorKind.InvalidArgument,
+                    $"'{source.Path}' does not say which database it came from, so there is no default target.", source.Path,
+                    "Pass -TargetDatabase with the database to restore into.");
+            // The dump's own server is the default target, as a restore "back where it came from" is the common case.
+            var server = Server ?? (string.IsNullOrEmpty(source.Server) ? null : source.Server);
+            var port = Port ?? (Server == null && source.Port > 0 ? source.Port : null);
+            var target = ResolveServer(settings, server, port, database, Credential);
+            var request = new RestoreRequest
+            {
+                Target = target,
+                Source = source,
+                HasMetadata = hasMetadata,
+                Create = Create,
+                Clean = Clean,
+                Force = Force,
+                NoOwner = NoOwner,
+                Jobs = Jobs ?? (source.Format is DumpFormat.Custom or DumpFormat.Directory ? settings.Jobs : 1),
+                ToolPath = settings.ToolPath,
+            };
+            var plan = RunEngine((reporter, ct) => RestoreService.PlanAsync(request, reporter, ct));
+            if (!ShouldProcess(plan.TargetDescription, plan.ActionDescription)) return;
+            WriteObject(RunEngine((reporter, ct) => RestoreService.ExecuteAsync(plan, reporter, ct)));
+        }
+        catch (PgBackupException ex) { WriteEngineError(ex); }
+    }
+}

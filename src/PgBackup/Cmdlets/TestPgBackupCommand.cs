@@ -1,0 +1,71 @@
+using System.Management.Automation;
+using PgBackup.Engine;
+using PgBackup.Engine.Logical;
+
+namespace PgBackup.Commands;
+
+[Cmdlet(VerbsDiagnostic.Test, "PgBackup", DefaultParameterSetName = InputObjectSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
+[OutputType(typeof(BackupTestResult), typeof(bool))]
+public sealed class TestPgBackupCommand : PgCmdlet
+{
+    private const string InputObjectSet = "InputObject";
+    private const string PathSet = "Path";
+
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ParameterSetName = InputObjectSet)]
+    public DumpBackup? InputObject { get; set; }
+
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true, ParameterSetName = PathSet)]
+    [Alias("FullName")]
+    [ValidateNotNullOrEmpty]
+    public string? Path { get; set; }
+
+    [Parameter]
+    public SwitchParameter Restore { get; set; }
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Server { get; set; }
+
+    [Parameter]
+    [ValidateRange(1, 65535)]
+    public int? Port { get; set; }
+
+    [Parameter]
+    [Credential]
+    public PSCredential? Credential { get; set; }
+
+    [Parameter]
+    [ValidateRange(1, 256)]
+    public int? Jobs { get; set; }
+
+    [Parameter]
+    public SwitchParameter Quiet { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var settings = LoadSettings(BoundSettings(("Jobs", nameof(Jobs))));
+        try
+        {
+            var (backup, hasMetadata) = InputObject != null
+                ? (InputObject, !string.IsNullOrEmpty(InputObject.Sha256))
+                : RestoreService.LoadSource(GetUnresolvedProviderPathFromPSPath(Path!), WriteWarning);
+            var request = new BackupTestRequest { Backup = backup, HasMetadata = hasMetadata, Jobs = Jobs ?? settings.Jobs, ToolPath = settings.ToolPath };
+            if (Restore)
+            {
+                var server = Server ?? (string.IsNullOrEmpty(backup.Server) ? null : backup.Server);
+                var port = Port ?? (Server == null && backup.Port > 0 ? backup.Port : null);
+                var target = ResolveServer(settings, server, port, null, Credential);
+                if (!ShouldProcess(target.Display, $"Test-restore {backup.Path} into a throwaway database and drop it")) return;
+                request = request with { RestoreTarget = target };
+            }
+            var result = RunEngine((reporter, ct) => BackupTester.TestAsync(request, reporter, ct));
+            if (Quiet) WriteObject(result.Success);
+            else WriteObject(result);
+        }
+        catch (PgBackupException ex)
+        {
+            if (Quiet) { WriteVerbose(ex.Message); WriteObject(false); }
+            else WriteEngineError(ex);
+        }
+    }
+}

@@ -1,0 +1,116 @@
+using System.Collections.Concurrent;
+using System.Management.Automation;
+using PgBackup.Engine;
+using PgBackup.Engine.Configuration;
+using PgBackup.Engine.Connection;
+
+namespace PgBackup.Commands;
+
+/// <summary>
+/// What every PgBackup cmdlet shares: running engine work off the pipeline thread while its progress, verbose and
+/// warning messages are written from the pipeline thread; Ctrl+C cancelling the engine (and killing child tools);
+/// and turning engine errors into ErrorRecords with an id, a category, a target and a recommended action.
+/// </summary>
+public abstract class PgCmdlet : PSCmdlet
+{
+    private CancellationTokenSource? _cancel;
+    private readonly Dictionary<string, int> _activityIds = [];
+
+    protected override void StopProcessing() => _cancel?.Cancel();
+
+    /// <summary>Runs engine work; messages it reports are written while it runs. Engine errors come out as PgBackupException.</summary>
+    protected T RunEngine<T>(Func<IOperationReporter, CancellationToken, Task<T>> work)
+    {
+        using var queue = new BlockingCollection<Action>();
+        using var cancel = new CancellationTokenSource();
+        _cancel = cancel;
+        var reporter = new QueueReporter(queue, this);
+        var task = Task.Run(() => work(reporter, cancel.Token));
+        task.ContinueWith(_ => queue.CompleteAdding(), TaskScheduler.Default);
+        foreach (var write in queue.GetConsumingEnumerable()) write();
+        _cancel = null;
+        try { return task.GetAwaiter().GetResult(); }
+        catch (OperationCanceledException) when (cancel.IsCancellationRequested) { throw new PipelineStoppedException(); }
+    }
+
+    protected PgBackupSettings LoadSettings(IReadOnlyDictionary<string, string?>? fromParameters = null)
+    {
+        try { return PgBackupSettings.Load(fromParameters); }
+        catch (PgBackupException ex) { ThrowTerminatingError(ToErrorRecord(ex)); throw; }
+    }
+
+    protected ConnectionTarget ResolveServer(PgBackupSettings settings, string? server, int? port, string? database, PSCredential? credential)
+    {
+        var pgCredential = credential == null || credential == PSCredential.Empty
+            ? null
+            : new PgCredential(credential.UserName.TrimStart('\\'), credential.GetNetworkCredential().Password);
+        return ServerResolver.Resolve(new ServerRequest(server, port, database, pgCredential), settings, WriteWarning);
+    }
+
+    protected static ErrorRecord ToErrorRecord(PgBackupException ex) =>
+        new(ex, ex.ErrorId, ToCategory(ex.Kind), ex.Target)
+        {
+            ErrorDetails = new ErrorDetails(ex.Message) { RecommendedAction = ex.RecommendedAction },
+        };
+
+    /// <summary>Writes a non-terminating error for one failed item, so the rest of the pipeline goes on.</summary>
+    protected void WriteEngineError(PgBackupException ex) => WriteError(ToErrorRecord(ex));
+
+    protected void ThrowEngineError(PgBackupException ex) => ThrowTerminatingError(ToErrorRecord(ex));
+
+    protected static ErrorCategory ToCategory(ErrorKind kind) => kind switch
+    {
+        ErrorKind.InvalidArgument => ErrorCategory.InvalidArgument,
+        ErrorKind.ConnectionFailed => ErrorCategory.ConnectionError,
+        ErrorKind.AuthenticationFailed => ErrorCategory.AuthenticationError,
+        ErrorKind.ObjectNotFound => ErrorCategory.ObjectNotFound,
+        ErrorKind.ResourceExists => ErrorCategory.ResourceExists,
+        ErrorKind.NotInstalled => ErrorCategory.NotInstalled,
+        ErrorKind.PermissionDenied => ErrorCategory.PermissionDenied,
+        ErrorKind.WriteFailed => ErrorCategory.WriteError,
+        ErrorKind.InvalidData => ErrorCategory.InvalidData,
+        ErrorKind.InvalidOperation => ErrorCategory.InvalidOperation,
+        ErrorKind.ToolFailed => ErrorCategory.InvalidResult,
+        _ => ErrorCategory.NotSpecified,
+    };
+
+    /// <summary>The parameters the user actually typed, as configuration overrides (the highest layer).</summary>
+    protected Dictionary<string, string?> BoundSettings(params (string Key, string Parameter)[] map)
+    {
+        var result = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
+        foreach (var (key, parameter) in map)
+            if (MyInvocation.BoundParameters.TryGetValue(parameter, out var value) && value != null)
+                result[key] = Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture);
+        return result;
+    }
+
+    private int ActivityId(string activity)
+    {
+        if (!_activityIds.TryGetValue(activity, out var id)) _activityIds[activity] = id = _activityIds.Count + 1;
+        return id;
+    }
+
+    private sealed class QueueReporter(BlockingCollection<Action> queue, PgCmdlet cmdlet) : IOperationReporter
+    {
+        private void Post(Action write)
+        {
+            try { queue.Add(write); }
+            catch (InvalidOperationException) { } // the pipeline thread has finished reading; late messages are dropped
+        }
+
+        public void Progress(string activity, string status, int percent) => Post(() =>
+            cmdlet.WriteProgress(new ProgressRecord(cmdlet.ActivityId(activity), activity, status) { PercentComplete = Math.Clamp(percent, -1, 100) }));
+
+        public void ProgressCompleted(string activity) => Post(() =>
+            cmdlet.WriteProgress(new ProgressRecord(cmdlet.ActivityId(activity), activity, "Done") { RecordType = ProgressRecordType.Completed }));
+
+        public void Verbose(string message) => Post(() => cmdlet.WriteVerbose(message));
+        public void Warning(string message) => Post(() => cmdlet.WriteWarning(message));
+
+        public void Milestone(string message) => Post(() =>
+        {
+            cmdlet.WriteVerbose(message);
+            cmdlet.WriteInformation(message, ["PgBackup"]);
+        });
+    }
+}
