@@ -1,0 +1,85 @@
+using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Logical;
+
+namespace PgBackup.Engine.Tests;
+
+public sealed class CatalogTests
+{
+    private static readonly DateTimeOffset Now = new(2026, 11, 25, 12, 0, 0, TimeSpan.Zero);
+
+    private static DumpBackup Backup(string db, int daysAgo, VerificationState state = VerificationState.Unverified) => new()
+    {
+        Server = "db1", Port = 5432, Database = db, Kind = BackupKind.Dump, StartTime = Now.AddDays(-daysAgo),
+        Path = $"/repo/db1_5432/{db}/{db}_{daysAgo}.dump", VerificationState = state,
+    };
+
+    [Fact]
+    public void KeepLast_keeps_the_newest_n_of_each_database()
+    {
+        var backups = new[] { Backup("a", 1), Backup("a", 2), Backup("a", 3), Backup("b", 5) };
+        var plan = BackupCatalog.PlanRetention(backups, keepLast: 2, olderThan: null, Now, force: false);
+        var removed = Assert.Single(plan);
+        Assert.True(removed.Remove);
+        Assert.EndsWith("a_3.dump", removed.Backup.Path);
+    }
+
+    [Fact]
+    public void OlderThan_never_removes_the_last_valid_backup_unless_forced()
+    {
+        var backups = new[] { Backup("a", 40), Backup("a", 50), Backup("a", 35, VerificationState.Failed) };
+        var plan = BackupCatalog.PlanRetention(backups, null, TimeSpan.FromDays(30), Now, force: false);
+        Assert.Equal(3, plan.Count);
+        var kept = Assert.Single(plan, d => !d.Remove);
+        Assert.EndsWith("a_40.dump", kept.Backup.Path); // the newest valid one; the failed one does not count
+        Assert.All(BackupCatalog.PlanRetention(backups, null, TimeSpan.FromDays(30), Now, force: true), d => Assert.True(d.Remove));
+    }
+
+    [Fact]
+    public void Removing_piped_backups_keeps_the_only_valid_one()
+    {
+        var a1 = Backup("a", 1);
+        var a2 = Backup("a", 2);
+        var plan = BackupCatalog.PlanRemoval([a1, a2], _ => [a1, a2], force: false);
+        Assert.Equal(a1, Assert.Single(plan, d => !d.Remove).Backup);
+        var withOther = BackupCatalog.PlanRemoval([a2], _ => [a1, a2], force: false);
+        Assert.True(Assert.Single(withOther).Remove);
+    }
+
+    [Fact]
+    public void Safe_names_keep_letters_and_drop_path_characters()
+    {
+        Assert.Equal("café_données", DumpLayout.SafeName("café_données"));
+        Assert.Equal("a_b_c", DumpLayout.SafeName("a/b\\c"));
+        Assert.Equal("_", DumpLayout.SafeName(".."));
+    }
+
+    [Fact]
+    public void Directory_checksums_change_when_a_file_changes_or_disappears()
+    {
+        var folder = Targets.NewFolder();
+        File.WriteAllText(Path.Combine(folder, "toc.dat"), "toc");
+        File.WriteAllText(Path.Combine(folder, "3001.dat.gz"), "data");
+        var before = BackupChecksum.ComputeAsync(folder, default).Result;
+        Assert.Equal(before, BackupChecksum.ComputeAsync(folder, default).Result);
+        File.WriteAllText(Path.Combine(folder, "3001.dat.gz"), "dat4");
+        Assert.NotEqual(before, BackupChecksum.ComputeAsync(folder, default).Result);
+        File.Delete(Path.Combine(folder, "3001.dat.gz"));
+        Assert.NotEqual(before, BackupChecksum.ComputeAsync(folder, default).Result);
+    }
+
+    [Fact]
+    public void Formats_are_recognised_from_their_bytes()
+    {
+        var folder = Targets.NewFolder();
+        var custom = Path.Combine(folder, "x.dump");
+        File.WriteAllText(custom, "PGDMP\u0001\u000e");
+        var plain = Path.Combine(folder, "x.sql");
+        File.WriteAllText(plain, "create table t();");
+        var dir = Directory.CreateDirectory(Path.Combine(folder, "d")).FullName;
+        File.WriteAllText(Path.Combine(dir, "toc.dat"), "");
+        Assert.Equal(DumpFormat.Custom, DumpLayout.Detect(custom));
+        Assert.Equal(DumpFormat.Plain, DumpLayout.Detect(plain));
+        Assert.Equal(DumpFormat.Directory, DumpLayout.Detect(dir));
+        Assert.Equal("PgBackup.BackupNotFound", Assert.Throws<PgBackupException>(() => DumpLayout.Detect(Path.Combine(folder, "nope"))).ErrorId);
+    }
+}

@@ -1,0 +1,70 @@
+using System.Collections.Concurrent;
+using PgBackup.Engine;
+using PgBackup.Engine.Connection;
+using PgBackup.Testing;
+
+namespace PgBackup.Engine.Tests;
+
+/// <summary>Collects what the engine reports, so tests can assert on progress and messages.</summary>
+public sealed class RecordingReporter : IOperationReporter
+{
+    public ConcurrentQueue<(string Activity, string Status, int Percent)> ProgressRecords { get; } = new();
+    public ConcurrentQueue<string> Lines { get; } = new();
+    public ConcurrentQueue<string> Warnings { get; } = new();
+    public Action? OnFirstTableProgress { get; set; }
+    private int _tableProgressSeen;
+
+    public void Progress(string activity, string status, int percent)
+    {
+        ProgressRecords.Enqueue((activity, status, percent));
+        if (status.StartsWith("Table ", StringComparison.Ordinal) && Interlocked.Exchange(ref _tableProgressSeen, 1) == 0) OnFirstTableProgress?.Invoke();
+    }
+
+    public void ProgressCompleted(string activity) { }
+    public void Verbose(string message) => Lines.Enqueue(message);
+    public void Warning(string message) => Warnings.Enqueue(message);
+    public void Milestone(string message) => Lines.Enqueue(message);
+}
+
+public static class Targets
+{
+    public static ConnectionTarget For(PgTestCluster cluster, string database = "postgres", string? password = null) => new()
+    {
+        Host = cluster.Host,
+        Port = cluster.Port,
+        Database = database,
+        User = PgTestCluster.SuperUser,
+        Password = password ?? PgTestCluster.Password,
+        PasswordSource = "test",
+    };
+
+    public static string NewFolder()
+    {
+        var path = Path.Combine(Path.GetTempPath(), "pgbackup-engine-tests", Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(path);
+        return path;
+    }
+}
+
+/// <summary>One cluster with the sample database (100k rows) and the non-ASCII database, shared by the integration tests.</summary>
+public sealed class SampleClusterFixture : IDisposable
+{
+    public const string Database = "sample";
+    public PgTestCluster Cluster { get; } = PgTestCluster.Start("engine");
+
+    public SampleClusterFixture()
+    {
+        SampleDatabase.Create(Cluster, Database);
+        SampleDatabase.Create(Cluster, SampleDatabase.NonAsciiName, itemRows: 1000);
+        Cluster.Psql("create role app_reader login password 'reader-secret'; create role app_owner nologin;");
+    }
+
+    public void Dispose() => Cluster.Dispose();
+}
+
+[CollectionDefinition("sample cluster")]
+public sealed class SampleClusterCollection : ICollectionFixture<SampleClusterFixture>;
+
+/// <summary>Tests that change process-wide environment variables run alone.</summary>
+[CollectionDefinition("environment", DisableParallelization = true)]
+public sealed class EnvironmentCollection;
