@@ -16,7 +16,11 @@ public abstract class PgCmdlet : PSCmdlet
     private CancellationTokenSource? _cancel;
     private readonly Dictionary<string, int> _activityIds = [];
 
-    protected override void StopProcessing() => _cancel?.Cancel();
+    protected override void StopProcessing()
+    {
+        try { _cancel?.Cancel(); }
+        catch (ObjectDisposedException) { }
+    }
 
     /// <summary>Runs engine work; messages it reports are written while it runs. Engine errors come out as PgBackupException.</summary>
     protected T RunEngine<T>(Func<IOperationReporter, CancellationToken, Task<T>> work)
@@ -27,8 +31,18 @@ public abstract class PgCmdlet : PSCmdlet
         var reporter = new QueueReporter(queue, this);
         var task = Task.Run(() => work(reporter, cancel.Token));
         task.ContinueWith(_ => queue.CompleteAdding(), TaskScheduler.Default);
-        foreach (var write in queue.GetConsumingEnumerable()) write();
-        _cancel = null;
+        try
+        {
+            foreach (var write in queue.GetConsumingEnumerable()) write();
+        }
+        catch
+        {
+            // The pipeline was stopped while writing (Ctrl+C): let the engine kill its tools and clean up before we return.
+            cancel.Cancel();
+            try { task.Wait(); } catch (AggregateException) { }
+            throw;
+        }
+        finally { _cancel = null; }
         try { return task.GetAwaiter().GetResult(); }
         catch (OperationCanceledException) when (cancel.IsCancellationRequested) { throw new PipelineStoppedException(); }
     }

@@ -19,7 +19,7 @@ public static class SampleDatabase
             insert into public.items select g, 'item ' || g, g * 1.5, timestamptz '2026-01-01' + g * interval '1 minute' from generate_series(1, {{itemRows}}) g;
             comment on table public.items is 'Every item we sell';
             create table sales.orders(id serial primary key, item_id int not null references public.items(id), qty int not null, note text);
-            insert into sales.orders(item_id, qty, note) select (g % 1000) + 1, g % 7, 'note ü€ ' || g from generate_series(1, 5000) g;
+            insert into sales.orders(item_id, qty, note) select (g % least(1000, {{itemRows}})) + 1, g % 7, 'note ü€ ' || g from generate_series(1, 5000) g;
             create index orders_item on sales.orders(item_id);
             create view sales.order_totals as select item_id, sum(qty) as qty from sales.orders group by item_id;
             create table "Ünïcode schema"."Tåble"(k text primary key, v jsonb);
