@@ -5,7 +5,7 @@ public sealed class ConfigSetting
 {
     public string Name { get; set; } = "";
     public string? Value { get; set; }
-    /// <summary>Default, File (with its path), Environment (with the variable name) or Parameter.</summary>
+    /// <summary>Default, File: path, Environment: variable name, Parameter, or Unset when no layer gives a value.</summary>
     public string Source { get; set; } = "";
     public string Description { get; set; } = "";
 

@@ -13,6 +13,8 @@ public sealed class DumpBackup
     public BackupKind Kind { get; set; }
     public string Server { get; set; } = "";
     public int Port { get; set; }
+    /// <summary>The pgbackup.json server profile used for the dump (-Server prod); restores default to it.</summary>
+    public string? ServerProfile { get; set; }
     /// <summary>The database that was dumped; empty for a globals dump.</summary>
     public string Database { get; set; } = "";
     public DumpFormat Format { get; set; }
@@ -27,7 +29,8 @@ public sealed class DumpBackup
     public string ServerVersion { get; set; } = "";
     public string ToolVersion { get; set; } = "";
     public string Sha256 { get; set; } = "";
-    public int Compression { get; set; }
+    /// <summary>The gzip level given to pg_dump; null when pg_dump chose (Custom and Directory dumps are compressed by default).</summary>
+    public int? Compression { get; set; }
     public int Jobs { get; set; }
     public string Encoding { get; set; } = "";
     /// <summary>Tables whose data the dump holds; Test-PgBackup compares a test restore with it.</summary>

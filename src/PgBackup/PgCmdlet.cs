@@ -61,6 +61,31 @@ public abstract class PgCmdlet : PSCmdlet
         return ServerResolver.Resolve(new ServerRequest(server, port, database, pgCredential), settings, WriteWarning);
     }
 
+    /// <summary>
+    /// ShouldProcess with ConfirmImpact High semantics for one call: the cmdlet is Medium (creating a new database is
+    /// routine), but dropping or overwriting data asks for confirmation unless -Confirm:$false or $ConfirmPreference allows it.
+    /// </summary>
+    protected bool ShouldProcessHighImpact(string target, string action)
+    {
+        if (!ShouldProcess(target, action)) return false;
+        if (MyInvocation.BoundParameters.TryGetValue("Confirm", out var confirm)) return true; // -Confirm:$false, or already asked by ShouldProcess
+        var preference = GetVariableValue("ConfirmPreference") is ConfirmImpact p ? p : ConfirmImpact.High;
+        if (preference == ConfirmImpact.None || preference > ConfirmImpact.High) return true;
+        return ShouldContinue($"{action} on {target}? This removes or overwrites data that no backup taken by this command holds.", "Confirm a destructive restore");
+    }
+
+    /// <summary>The catalog filter for a -Server value given to Get-PgBackup or Remove-PgBackup (host, host:port, profile...).</summary>
+    protected static Engine.Catalog.CatalogFilter WithServer(Engine.Catalog.CatalogFilter filter, string? server, PgBackupSettings settings)
+    {
+        if (server == null) return filter;
+        var parts = ServerResolver.Parse(server, settings);
+        return filter with
+        {
+            Server = parts.GetValueOrDefault("host") ?? server,
+            Port = parts.TryGetValue("port", out var p) && int.TryParse(p, out var port) ? port : null,
+        };
+    }
+
     protected static ErrorRecord ToErrorRecord(PgBackupException ex) =>
         new(ex, ex.ErrorId, ToCategory(ex.Kind), ex.Target)
         {

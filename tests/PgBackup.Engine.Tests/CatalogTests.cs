@@ -24,6 +24,16 @@ public sealed class CatalogTests
     }
 
     [Fact]
+    public void KeepLast_and_OlderThan_together_keep_at_least_n_and_everything_newer_than_the_age()
+    {
+        var backups = Enumerable.Range(1, 10).Select(d => Backup("a", d * 5)).ToArray(); // 5, 10, ... 50 days old
+        var plan = BackupCatalog.PlanRetention(backups, keepLast: 3, olderThan: TimeSpan.FromDays(30), Now, force: false);
+        Assert.Equal(["a_35.dump", "a_40.dump", "a_45.dump", "a_50.dump"], plan.Where(d => d.Remove).Select(d => Path.GetFileName(d.Backup.Path)).Order());
+        var few = BackupCatalog.PlanRetention(backups.Skip(6).ToArray(), keepLast: 3, olderThan: TimeSpan.FromDays(30), Now, force: false);
+        Assert.Equal(["a_50.dump"], few.Where(d => d.Remove).Select(d => Path.GetFileName(d.Backup.Path)));
+    }
+
+    [Fact]
     public void OlderThan_never_removes_the_last_valid_backup_unless_forced()
     {
         var backups = new[] { Backup("a", 40), Backup("a", 50), Backup("a", 35, VerificationState.Failed) };

@@ -66,11 +66,21 @@ public sealed class CatalogCmdletTests(ModuleFixture fx)
         Assert.Equal("PgBackup.LastValidBackup", e.FullyQualifiedErrorId.Split(',')[0]);
         Assert.Equal(ErrorCategory.InvalidOperation, e.CategoryInfo.Category);
         Assert.Single(fx.Shell.Run("Get-PgBackup -Repository $r", ("r", repo)).Output);
-        Thread.Sleep(50);
-        var older = fx.Shell.Run("Remove-PgBackup -Repository $r -OlderThan 00:00:00.010", ("r", repo));
+        Thread.Sleep(1100);
+        var older = fx.Shell.Run("Remove-PgBackup -Repository $r -OlderThan 00:00:01", ("r", repo));
         Assert.Contains(older.Warnings, w => w.Contains("only valid backup"));
         fx.Shell.Run("Get-PgBackup -Repository $r | Remove-PgBackup -Force", ("r", repo)).AssertNoErrors();
         Assert.Empty(fx.Shell.Run("Get-PgBackup -Repository $r", ("r", repo)).Output);
+    }
+
+    [Fact]
+    public void Remove_PgBackup_refuses_an_age_that_is_really_a_number_of_ticks()
+    {
+        var repo = RepositoryWithDumps(0, 1);
+        var e = fx.Shell.Run("Remove-PgBackup -Repository $r -OlderThan 30", ("r", repo)).SingleError();
+        Assert.Equal("PgBackup.InvalidOlderThan", e.FullyQualifiedErrorId.Split(',')[0]);
+        Assert.Equal(ErrorCategory.InvalidArgument, e.CategoryInfo.Category);
+        Assert.Single(fx.Shell.Run("Get-PgBackup -Repository $r", ("r", repo)).Output);
     }
 
     [Fact]

@@ -80,7 +80,7 @@ public sealed class ConventionTests(ModuleFixture fx)
         Assert.DoesNotContain(name + " [", synopsis); // PowerShell's generated stub repeats the syntax as synopsis
         Assert.NotEmpty(Texts(help.Properties["description"].Value));
 
-        var documented = ((IEnumerable<object>)LanguagePrimitives.GetEnumerable(((PSObject)help.Properties["parameters"].Value).Properties["parameter"].Value).Cast<object>())
+        var documented = Items(((PSObject)help.Properties["parameters"].Value).Properties["parameter"].Value)
             .Select(p => (PSObject)p).ToDictionary(p => p.Properties["name"].Value.ToString()!, p => string.Join(" ", Texts(p.Properties["description"]?.Value)));
         foreach (var parameter in RealParameters(name))
         {
@@ -108,6 +108,12 @@ public sealed class ConventionTests(ModuleFixture fx)
                 Assert.Equal(realSets, documented.ParameterSets.Order().ToList());
             var mandatory = real.ParameterSets.Values.Any(s => s.IsMandatory);
             Assert.True(mandatory == documented.Required, $"{name} -{documented.Name}: Required is {documented.Required} in the markdown, {mandatory} in the code");
+            var wildcards = real.Attributes.OfType<SupportsWildcardsAttribute>().Any();
+            Assert.True(wildcards == documented.AcceptWildcardCharacters, $"{name} -{documented.Name}: Accept wildcard characters is {documented.AcceptWildcardCharacters} in the markdown, {wildcards} in the code");
+            var byValue = real.ParameterSets.Values.Any(s => s.ValueFromPipeline);
+            var byName = real.ParameterSets.Values.Any(s => s.ValueFromPipelineByPropertyName);
+            Assert.True(byValue == documented.AcceptPipelineInput.Contains("ByValue") && byName == documented.AcceptPipelineInput.Contains("ByPropertyName"),
+                $"{name} -{documented.Name}: Accept pipeline input is '{documented.AcceptPipelineInput}' in the markdown; the code says ByValue={byValue}, ByPropertyName={byName}");
         }
         var maml = XDocument.Load(Path.Combine(ModuleLayout.ModuleFolder, "en-US", "PgBackup.dll-Help.xml"));
         XNamespace command_ = "http://schemas.microsoft.com/maml/dev/command/2004/10";
@@ -137,6 +143,10 @@ public sealed class ConventionTests(ModuleFixture fx)
 
     private IEnumerable<string> RealParameters(string name) =>
         Command(name).Parameters.Keys.Where(k => !Cmdlet.CommonParameters.Contains(k) && !Cmdlet.OptionalCommonParameters.Contains(k) || k is "WhatIf" or "Confirm");
+
+    /// <summary>Help properties hold one object or an array of them, as PowerShell's help objects do.</summary>
+    private static IEnumerable<object> Items(object? value) =>
+        value == null ? [] : LanguagePrimitives.GetEnumerable(value)?.Cast<object>() ?? [value];
 
     private static List<string> Texts(object? value) =>
         value == null ? [] : LanguagePrimitives.GetEnumerable(value) is { } items

@@ -62,6 +62,31 @@ public sealed class RestorePgDumpTests(ModuleFixture fx)
     }
 
     [Fact]
+    public void Dropping_or_cleaning_a_database_needs_confirmation_and_WhatIf_changes_nothing()
+    {
+        var repo = fx.NewRepository();
+        fx.Shell.Run("Invoke-PgDump -Server $s -Database shop_eu -Repository $r | Restore-PgDump -TargetDatabase eu_twin", ("s", fx.Server), ("r", repo)).AssertNoErrors();
+        fx.Cluster.Psql("create table local_notes(id int); insert into public.items values (999999, 'local', 1, now());", "eu_twin");
+
+        fx.Shell.Run("Get-PgBackup -Repository $r | Restore-PgDump -TargetDatabase eu_twin -Create -Force -WhatIf", ("r", repo)).AssertNoErrors();
+        Assert.Equal("1", fx.Cluster.Psql("select count(*) from pg_class where relname = 'local_notes'", "eu_twin"));
+
+        // No host to ask in this runspace, as in a runbook: a destructive restore without -Confirm:$false is refused.
+        var refused = fx.Shell.Run("Get-PgBackup -Repository $r | Restore-PgDump -TargetDatabase eu_twin -Clean", ("r", repo));
+        Assert.NotEmpty(refused.AllErrors);
+        Assert.Equal("501", fx.Cluster.Psql("select count(*) from public.items", "eu_twin"));
+
+        var cleaned = fx.Shell.Run("Get-PgBackup -Repository $r | Restore-PgDump -TargetDatabase eu_twin -Clean -Confirm:$false", ("r", repo)).AssertNoErrors();
+        Assert.Equal(true, cleaned.Output[0].Properties["Cleaned"].Value);
+        Assert.Equal("500", fx.Cluster.Psql("select count(*) from public.items", "eu_twin"));
+        Assert.Equal("1", fx.Cluster.Psql("select count(*) from pg_class where relname = 'local_notes'", "eu_twin"));
+
+        fx.Shell.Run("Get-PgBackup -Repository $r | Restore-PgDump -TargetDatabase eu_twin -Create -Force -Confirm:$false", ("r", repo)).AssertNoErrors();
+        Assert.Equal("0", fx.Cluster.Psql("select count(*) from pg_class where relname = 'local_notes'", "eu_twin"));
+        fx.Cluster.DropDatabase("eu_twin");
+    }
+
+    [Fact]
     public void A_corrupted_dump_is_refused_with_a_checksum_error()
     {
         var repo = fx.NewRepository();

@@ -53,8 +53,11 @@ public static class BackupCatalog
             for (var i = 0; i < newestFirst.Count; i++)
             {
                 var b = newestFirst[i];
-                if (keepLast is { } n && i >= n) wanted.Add((b, $"beyond the newest {n}"));
-                else if (olderThan is { } age && b.StartTime < now - age) wanted.Add((b, $"older than {age}"));
+                // With both rules, a backup goes only when both let it go: keep at least N, and everything newer than the age.
+                var beyondKept = keepLast is not { } n || i >= n;
+                var tooOld = olderThan is not { } age || b.StartTime < now - age;
+                if (beyondKept && tooOld)
+                    wanted.Add((b, string.Join(" and ", new[] { keepLast is { } k ? $"beyond the newest {k}" : null, olderThan is { } a ? $"older than {a}" : null }.OfType<string>())));
             }
             decisions.AddRange(ProtectLastValid(wanted, newestFirst, force));
         }

@@ -80,8 +80,8 @@ public sealed class PgBackupSettings
     public string? ToolPath => Get("ToolPath");
     public string? SslMode => Get("SslMode");
     public string? SslRootCert => Get("SslRootCert");
-    public int ConnectTimeoutSeconds => GetInt("ConnectTimeout", 1, 3600);
-    public int Jobs => GetInt("Jobs", 1, 256);
+    public int ConnectTimeoutSeconds => GetInt("ConnectTimeout", 1, 3600, 15);
+    public int Jobs => GetInt("Jobs", 1, 256, 1);
 
     public DumpFormat DefaultFormat
     {
@@ -110,7 +110,8 @@ public sealed class PgBackupSettings
     public IReadOnlyList<ConfigSetting> Describe()
     {
         var keys = new SortedSet<string>(Known.Keys, StringComparer.OrdinalIgnoreCase);
-        foreach (var leaf in Leaves(_root)) keys.Add(leaf);
+        // PGBACKUP_CONFIG names the file; it is shown as ConfigFile below, not as a setting called "CONFIG".
+        foreach (var leaf in Leaves(_root).Where(l => !l.Equals("CONFIG", StringComparison.OrdinalIgnoreCase))) keys.Add(leaf);
         var result = new List<ConfigSetting>();
         foreach (var key in keys)
         {
@@ -138,6 +139,13 @@ public sealed class PgBackupSettings
                 Description = description,
             });
         }
+        result.Add(new ConfigSetting
+        {
+            Name = "ConfigFile",
+            Value = ConfigFile,
+            Source = Environment.GetEnvironmentVariable(ConfigPathVariable) is { Length: > 0 } ? "Environment: " + ConfigPathVariable : ConfigFile != null ? "Default" : "Unset",
+            Description = $"The pgbackup.json in use (from {ConfigPathVariable}, else {DefaultConfigFile}).",
+        });
         foreach (var variable in LibpqVariables)
         {
             var value = Environment.GetEnvironmentVariable(variable);
@@ -154,17 +162,17 @@ public sealed class PgBackupSettings
     }
 
     public static readonly string[] LibpqVariables =
-        ["PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGCONNECT_TIMEOUT", "PGAPPNAME", "PGSERVICE"];
+        ["PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSSLMODE", "PGSSLROOTCERT", "PGCONNECT_TIMEOUT"];
 
     private static bool IsSecret(string key) => key.EndsWith("Password", StringComparison.OrdinalIgnoreCase);
 
     private static IEnumerable<string> Leaves(IConfiguration section) =>
         section.GetChildren().SelectMany(c => c.GetChildren().Any() ? Leaves(c) : c.Value != null ? [c.Path] : []);
 
-    private int GetInt(string key, int min, int max)
+    private int GetInt(string key, int min, int max, int fallback)
     {
         var raw = Get(key);
-        if (raw == null) return min;
+        if (raw == null) return fallback;
         return int.TryParse(raw, out var n) && n >= min && n <= max ? n : throw Invalid(key, raw, $"a whole number from {min} to {max}");
     }
 

@@ -26,6 +26,8 @@ public sealed record ConnectionTarget
     public string? SslRootCert { get; init; }
     public string? PassFile { get; init; }
     public int ConnectTimeoutSeconds { get; init; } = 15;
+    /// <summary>The pgbackup.json profile the target came from, if any; recorded in backups so restores find the same settings.</summary>
+    public string? Profile { get; init; }
 
     /// <summary>host:port, for messages and result objects; never holds a secret.</summary>
     public string Display => Host.Contains(':') && !Host.StartsWith('/') ? $"[{Host}]:{Port}" : $"{Host}:{Port}";

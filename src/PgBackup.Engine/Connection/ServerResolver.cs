@@ -23,7 +23,7 @@ public static class ServerResolver
         if (host.Contains(',')) host = host.Split(',')[0];
         var portText = request.Port?.ToString(CultureInfo.InvariantCulture) ?? fromString.GetValueOrDefault("port") ?? Env("PGPORT") ?? "5432";
         if (!int.TryParse(portText, NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port is < 1 or > 65535)
-            throw new PgBackupException("InvalidServer", ErrorKind.InvalidArgument, $"'{portText}' is not a valid TCP port.", request.Server ?? portText,
+            throw new PgBackupException("InvalidServer", ErrorKind.InvalidArgument, $"'{portText}' is not a valid TCP port.", request.Server != null ? Redact(request.Server) : portText,
                 "Give a port from 1 to 65535, as -Port 5432 or -Server host:5432.");
         var database = request.Database ?? fromString.GetValueOrDefault("dbname") ?? Env("PGDATABASE") ?? "postgres";
         var user = request.Credential?.User is { Length: > 0 } cu ? cu : fromString.GetValueOrDefault("user") ?? Env("PGUSER") ?? Environment.UserName;
@@ -60,6 +60,7 @@ public static class ServerResolver
             SslRootCert = fromString.GetValueOrDefault("sslrootcert") ?? Env("PGSSLROOTCERT") ?? settings.SslRootCert,
             PassFile = passFile,
             ConnectTimeoutSeconds = timeout,
+            Profile = fromString.GetValueOrDefault("profile"),
         };
     }
 
@@ -77,6 +78,7 @@ public static class ServerResolver
         if (settings?.FindProfile(server) is { } profile)
         {
             void Put(string key, string? value) { if (value != null) result[key] = value; }
+            Put("profile", profile.Name);
             Put("host", profile.Host ?? server);
             Put("port", profile.Port?.ToString(CultureInfo.InvariantCulture));
             Put("dbname", profile.Database);

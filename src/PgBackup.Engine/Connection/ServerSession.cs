@@ -63,10 +63,12 @@ public static class ServerSession
         return value is null or DBNull ? default : (T)Convert.ChangeType(value, typeof(T), System.Globalization.CultureInfo.InvariantCulture);
     }
 
-    public static async Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken ct)
+    /// <summary>Runs a statement; a refusal by the server (no CREATEDB privilege, a database in use) becomes a PgBackupException.</summary>
+    public static async Task ExecuteAsync(NpgsqlConnection connection, string sql, ConnectionTarget target, CancellationToken ct)
     {
         await using var cmd = new NpgsqlCommand(sql, connection);
-        await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        try { await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false); }
+        catch (NpgsqlException ex) when (!ct.IsCancellationRequested) { throw Translate(ex, target); }
     }
 
     public static async Task<List<string>> ListDatabasesAsync(ConnectionTarget target, CancellationToken ct)
@@ -97,6 +99,12 @@ public static class ServerSession
                 "3D000" => new PgBackupException("DatabaseNotFound", ErrorKind.ObjectNotFound,
                     $"The database '{target.Database}' does not exist on {target.Display}.", target.Database,
                     "Check the name with Invoke-PgDump -Database * -WhatIf or psql -l; database names are case-sensitive.", ex),
+                "42501" => new PgBackupException("PermissionDenied", ErrorKind.PermissionDenied,
+                    $"The server {target.Display} refused '{target.User}': {pg.MessageText}", who,
+                    "Use a role with the privilege the message names (CREATEDB to create databases, ownership to drop them), or ask the DBA to grant it.", ex),
+                "55006" => new PgBackupException("DatabaseInUse", ErrorKind.InvalidOperation,
+                    $"The server {target.Display} refused because the database is in use: {pg.MessageText}", target.Database,
+                    "Disconnect the other sessions (pg_terminate_backend) or, on PostgreSQL 13 and later, let PgBackup drop the database WITH (FORCE).", ex),
                 "57P03" => new PgBackupException("ServerStarting", ErrorKind.ConnectionFailed,
                     $"The server {target.Display} is not accepting connections yet: {pg.MessageText}", target.Display,
                     "Wait until the server has finished starting or recovering, then run the command again.", ex),

@@ -48,9 +48,7 @@ public static class DumpLayout
         using (var f = File.OpenRead(path)) read = f.ReadAtLeast(header, header.Length, throwOnEndOfStream: false);
         if (read >= 5 && Encoding.ASCII.GetString(header, 0, 5) == "PGDMP") return DumpFormat.Custom;
         if (read >= 262 && Encoding.ASCII.GetString(header, 257, 5) == "ustar") return DumpFormat.Tar;
-        if (read > 0 && (header[0] == 0x1f && header[1] == 0x8b))
-            throw new PgBackupException("UnknownDumpFormat", ErrorKind.InvalidData, $"'{path}' is gzip-compressed; plain dumps must be decompressed before restoring.", path,
-                "Decompress it (gunzip) and restore the .sql file, or use a Custom-format dump, which is compressed internally.");
+        // Anything else is taken as SQL text; a gzip-compressed one (pg_dump --format=plain --compress) is decompressed on restore.
         return DumpFormat.Plain;
     }
 }

@@ -127,10 +127,10 @@ public static class RestoreService
             if (plan.Action == RestoreAction.RecreateDatabase)
             {
                 reporter.Milestone($"Dropping database '{target.Database}' on {target.Display}");
-                await ServerSession.ExecuteAsync(connection, $"drop database {ServerSession.QuoteIdentifier(target.Database)}{(plan.Server.Major >= 13 ? " with (force)" : "")}", ct).ConfigureAwait(false);
+                await ServerSession.ExecuteAsync(connection, $"drop database {ServerSession.QuoteIdentifier(target.Database)}{(plan.Server.Major >= 13 ? " with (force)" : "")}", target, ct).ConfigureAwait(false);
             }
             var encoding = string.IsNullOrEmpty(source.Encoding) ? "" : $" encoding '{source.Encoding.Replace("'", "''")}'";
-            await ServerSession.ExecuteAsync(connection, $"create database {ServerSession.QuoteIdentifier(target.Database)} template template0{encoding}", ct).ConfigureAwait(false);
+            await ServerSession.ExecuteAsync(connection, $"create database {ServerSession.QuoteIdentifier(target.Database)} template template0{encoding}", target, ct).ConfigureAwait(false);
             created = true;
         }
 
@@ -213,6 +213,8 @@ public static class RestoreService
     {
         var request = plan.Request;
         var globals = request.Source.Kind == BackupKind.Globals;
+        if (request.NoOwner)
+            reporter.Warning("-NoOwner has no effect on a Plain dump: psql runs its ALTER ... OWNER statements as written. Dump with the Custom format to choose at restore time.");
         var tool = new ToolLocator(request.ToolPath).Find("psql", null, plan.Server.Major, reporter);
         var args = new List<string> { "--no-psqlrc", "--quiet", "--file=-", ConnectionTarget.DbNameArgument(request.Target.Database) };
         // Roles that already exist make some globals statements fail; those are reported, not fatal.
@@ -273,7 +275,7 @@ public static class RestoreService
         try
         {
             await using var connection = await ServerSession.OpenAsync(target.WithDatabase(target.Database == "postgres" ? "template1" : "postgres"), CancellationToken.None).ConfigureAwait(false);
-            await ServerSession.ExecuteAsync(connection, $"drop database if exists {ServerSession.QuoteIdentifier(target.Database)}{(server.Major >= 13 ? " with (force)" : "")}", CancellationToken.None).ConfigureAwait(false);
+            await ServerSession.ExecuteAsync(connection, $"drop database if exists {ServerSession.QuoteIdentifier(target.Database)}{(server.Major >= 13 ? " with (force)" : "")}", target, CancellationToken.None).ConfigureAwait(false);
         }
         catch (Exception ex)
         {

@@ -35,16 +35,7 @@ public sealed class GetPgBackupCommand : PgCmdlet
         {
             var repository = settings.Repository ?? throw new PgBackupException("NoRepository", ErrorKind.InvalidArgument,
                 "No repository was given.", null, "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
-            var filter = new CatalogFilter(Kind: Kind, DatabaseMatches: DatabaseFilter());
-            if (Server != null)
-            {
-                var parts = ServerResolver.Parse(Server, settings);
-                filter = filter with
-                {
-                    Server = parts.GetValueOrDefault("host") ?? Server,
-                    Port = parts.TryGetValue("port", out var p) && int.TryParse(p, out var port) ? port : null,
-                };
-            }
+            var filter = WithServer(new CatalogFilter(Kind: Kind, DatabaseMatches: DatabaseFilter()), Server, settings);
             var backups = BackupCatalog.List(GetUnresolvedProviderPathFromPSPath(repository), filter, WriteWarning);
             if (Latest)
                 backups = backups.GroupBy(b => (b.Server.ToLowerInvariant(), b.Port, b.Kind, b.Database)).Select(g => g.MaxBy(b => b.StartTime)!).ToList();

@@ -44,15 +44,19 @@ public sealed class InvokePgDumpCommand : PgCmdlet
     public int? Compress { get; set; }
 
     [Parameter(ParameterSetName = DatabaseSet)]
+    [SupportsWildcards]
     public string[] Schema { get; set; } = [];
 
     [Parameter(ParameterSetName = DatabaseSet)]
+    [SupportsWildcards]
     public string[] ExcludeSchema { get; set; } = [];
 
     [Parameter(ParameterSetName = DatabaseSet)]
+    [SupportsWildcards]
     public string[] Table { get; set; } = [];
 
     [Parameter(ParameterSetName = DatabaseSet)]
+    [SupportsWildcards]
     public string[] ExcludeTable { get; set; } = [];
 
     [Parameter]
@@ -118,7 +122,7 @@ public sealed class InvokePgDumpCommand : PgCmdlet
         {
             var named = ServerResolver.Parse(Server, LoadSettings()).ContainsKey("dbname") || !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("PGDATABASE"));
             return named ? [target.Database]
-                : throw new PgBackupException("DatabaseRequired", ErrorKind.InvalidArgument, "No database was named to dump.", Server,
+                : throw new PgBackupException("DatabaseRequired", ErrorKind.InvalidArgument, "No database was named to dump.", ServerResolver.Redact(Server),
                     "Pass -Database (names or wildcards, e.g. -Database * for all), name one in the -Server connection string, or set PGDATABASE; use -Globals for roles and tablespaces.");
         }
         if (!Database.Any(WildcardPattern.ContainsWildcardCharacters)) return [.. Database.Distinct()];

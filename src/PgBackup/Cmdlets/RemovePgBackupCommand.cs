@@ -58,18 +58,14 @@ public sealed class RemovePgBackupCommand : PgCmdlet
                 if (KeepLast == null && OlderThan == null)
                     throw new PgBackupException("NoRetentionRule", ErrorKind.InvalidArgument, "Neither -KeepLast nor -OlderThan was given, so nothing would be chosen for removal.", null,
                         "Pass -KeepLast N (keep the newest N backups of each database), -OlderThan (a TimeSpan such as 30.00:00:00), or both.");
-                if (OlderThan is { } age && age <= TimeSpan.Zero)
-                    throw new PgBackupException("InvalidOlderThan", ErrorKind.InvalidArgument, $"-OlderThan must be a positive time span, not {age}.", age,
-                        "Pass a positive TimeSpan, for example -OlderThan 30.00:00:00 for thirty days.");
+                // PowerShell turns a bare number into ticks (-OlderThan 30 is 3 microseconds), which would select everything.
+                if (OlderThan is { } age && age < TimeSpan.FromSeconds(1))
+                    throw new PgBackupException("InvalidOlderThan", ErrorKind.InvalidArgument, $"-OlderThan {age} is less than a second; a bare number is read as ticks.", age,
+                        "Pass a TimeSpan such as 30.00:00:00 (thirty days) or ([TimeSpan]::FromDays(30)).");
                 var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
                 var repository = settings.Repository ?? throw new PgBackupException("NoRepository", ErrorKind.InvalidArgument, "No repository was given.", null,
                     "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
-                var filter = new CatalogFilter(DatabaseMatches: DatabaseFilter());
-                if (Server != null)
-                {
-                    var parts = ServerResolver.Parse(Server, settings);
-                    filter = filter with { Server = parts.GetValueOrDefault("host"), Port = parts.TryGetValue("port", out var p) && int.TryParse(p, out var n) ? n : null };
-                }
+                var filter = WithServer(new CatalogFilter(DatabaseMatches: DatabaseFilter()), Server, settings);
                 var all = BackupCatalog.List(GetUnresolvedProviderPathFromPSPath(repository), filter, WriteWarning);
                 decisions = BackupCatalog.PlanRetention(all, KeepLast, OlderThan, DateTimeOffset.UtcNow, Force);
             }

@@ -65,8 +65,8 @@ public sealed class RestorePgDumpCommand : PgCmdlet
                     $"'{source.Path}' does not say which database it came from, so there is no default target.", source.Path,
                     "Pass -TargetDatabase with the database to restore into.");
             // The dump's own server is the default target, as a restore "back where it came from" is the common case.
-            var server = Server ?? (string.IsNullOrEmpty(source.Server) ? null : source.Server);
-            var port = Port ?? (Server == null && source.Port > 0 ? source.Port : null);
+            var server = Server ?? source.ServerProfile ?? (string.IsNullOrEmpty(source.Server) ? null : source.Server);
+            var port = Port ?? (Server == null && source.ServerProfile == null && source.Port > 0 ? source.Port : null);
             var target = ResolveServer(settings, server, port, database, Credential);
             var request = new RestoreRequest
             {
@@ -81,7 +81,8 @@ public sealed class RestorePgDumpCommand : PgCmdlet
                 ToolPath = settings.ToolPath,
             };
             var plan = RunEngine((reporter, ct) => RestoreService.PlanAsync(request, reporter, ct));
-            if (!ShouldProcess(plan.TargetDescription, plan.ActionDescription)) return;
+            var destructive = plan.Action is RestoreAction.RecreateDatabase or RestoreAction.CleanExisting or RestoreAction.OverExisting;
+            if (destructive ? !ShouldProcessHighImpact(plan.TargetDescription, plan.ActionDescription) : !ShouldProcess(plan.TargetDescription, plan.ActionDescription)) return;
             WriteObject(RunEngine((reporter, ct) => RestoreService.ExecuteAsync(plan, reporter, ct)));
         }
         catch (PgBackupException ex) { WriteEngineError(ex); }

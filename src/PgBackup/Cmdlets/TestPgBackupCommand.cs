@@ -50,10 +50,11 @@ public sealed class TestPgBackupCommand : PgCmdlet
                 ? (InputObject, !string.IsNullOrEmpty(InputObject.Sha256))
                 : RestoreService.LoadSource(GetUnresolvedProviderPathFromPSPath(Path!), WriteWarning);
             var request = new BackupTestRequest { Backup = backup, HasMetadata = hasMetadata, Jobs = Jobs ?? settings.Jobs, ToolPath = settings.ToolPath };
+            if (!Restore && !ShouldProcess(backup.Path, "Verify the SHA-256 and record the result in the backup's metadata")) return;
             if (Restore)
             {
-                var server = Server ?? (string.IsNullOrEmpty(backup.Server) ? null : backup.Server);
-                var port = Port ?? (Server == null && backup.Port > 0 ? backup.Port : null);
+                var server = Server ?? backup.ServerProfile ?? (string.IsNullOrEmpty(backup.Server) ? null : backup.Server);
+                var port = Port ?? (Server == null && backup.ServerProfile == null && backup.Port > 0 ? backup.Port : null);
                 var target = ResolveServer(settings, server, port, null, Credential);
                 if (!ShouldProcess(target.Display, $"Test-restore {backup.Path} into a throwaway database and drop it")) return;
                 request = request with { RestoreTarget = target };

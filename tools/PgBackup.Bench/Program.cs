@@ -1,0 +1,83 @@
+using System.Diagnostics;
+using System.Management.Automation;
+using System.Management.Automation.Runspaces;
+using PgBackup.Testing;
+
+// Usage: PgBackup.Bench [rows (default 2000000)] [rounds (default 3)]
+// Each round times the raw tool and the cmdlet on the same database, alternating which goes first; the median ratio is reported.
+var rows = args.Length > 0 ? int.Parse(args[0]) : 2_000_000;
+var rounds = args.Length > 1 ? int.Parse(args[1]) : 3;
+var root = FindRoot();
+var manifest = Directory.GetFiles(Path.Combine(root, "out", "PgBackup"), "PgBackup.psd1", SearchOption.AllDirectories).Single();
+var work = Path.Combine(Path.GetTempPath(), "pgbackup-bench-" + Guid.NewGuid().ToString("N")[..8]);
+Directory.CreateDirectory(work);
+
+using var cluster = PgTestCluster.Start("bench");
+Console.WriteLine($"Creating the benchmark database: {rows:N0} rows of items plus orders...");
+SampleDatabase.Create(cluster, "bench", rows);
+cluster.Psql("create table filler as select g as id, md5(g::text) || repeat(md5((g * 7)::text), 4) as payload from generate_series(1, " + rows + ") g", "bench");
+cluster.Psql("vacuum analyze", "bench");
+var size = long.Parse(cluster.Psql("select pg_database_size('bench')"));
+Console.WriteLine($"Database size: {size / 1024 / 1024} MB; PostgreSQL {PgTestCluster.MajorVersion}; {Environment.ProcessorCount} cores; {rounds} rounds");
+Environment.SetEnvironmentVariable("PGPASSFILE", PgTestCluster.PgPassFile);
+Environment.SetEnvironmentVariable("PGUSER", PgTestCluster.SuperUser);
+
+using var runspace = RunspaceFactory.CreateRunspace(InitialSessionState.CreateDefault2());
+runspace.Open();
+Ps($"Import-Module '{manifest}' -ErrorAction Stop");
+
+var cases = new (string Name, Func<int, TimeSpan> Raw, Func<int, TimeSpan> Cmdlet)[]
+{
+    ("dump, Custom format",
+        i => Time(() => cluster.RunTool("pg_dump", "--format=custom", $"--file={work}/raw{i}.dump", "--dbname=" + cluster.ConnectionString("bench"))),
+        i => Time(() => Ps($"Invoke-PgDump -Server '{cluster.ServerArgument}' -Database bench -Format Custom -Path '{work}/cmdlet{i}.dump'"))),
+    ("dump, Directory format, 2 jobs",
+        i => Time(() => cluster.RunTool("pg_dump", "--format=directory", "--jobs=2", $"--file={work}/rawdir{i}", "--dbname=" + cluster.ConnectionString("bench"))),
+        i => Time(() => Ps($"Invoke-PgDump -Server '{cluster.ServerArgument}' -Database bench -Format Directory -Jobs 2 -Path '{work}/cmdletdir{i}'"))),
+    ("restore, Custom format into a new database",
+        i => Time(() => { cluster.CreateDatabase($"raw_{i}"); cluster.RunTool("pg_restore", "--exit-on-error", "--single-transaction", "--dbname=" + cluster.ConnectionString($"raw_{i}"), $"{work}/raw{i}.dump"); }),
+        i => Time(() => Ps($"Restore-PgDump -Path '{work}/cmdlet{i}.dump' -Server '{cluster.ServerArgument}' -TargetDatabase cmdlet_{i}"))),
+};
+
+Console.WriteLine();
+Console.WriteLine("| operation | raw tool (median) | PgBackup cmdlet (median) | ratio |");
+Console.WriteLine("|---|---|---|---|");
+foreach (var (name, raw, cmdlet) in cases)
+{
+    var rawTimes = new List<TimeSpan>();
+    var cmdletTimes = new List<TimeSpan>();
+    for (var i = 0; i < rounds; i++)
+    {
+        if (i % 2 == 0) { rawTimes.Add(raw(i)); cmdletTimes.Add(cmdlet(i)); }
+        else { cmdletTimes.Add(cmdlet(i)); rawTimes.Add(raw(i)); }
+    }
+    var r = Median(rawTimes);
+    var c = Median(cmdletTimes);
+    Console.WriteLine($"| {name} | {r.TotalSeconds:0.00} s | {c.TotalSeconds:0.00} s | {c / r:0.00} |");
+}
+Directory.Delete(work, recursive: true);
+
+void Ps(string script)
+{
+    using var ps = PowerShell.Create();
+    ps.Runspace = runspace;
+    ps.AddScript(script);
+    ps.Invoke();
+    if (ps.HadErrors) throw new InvalidOperationException(string.Join("; ", ps.Streams.Error));
+}
+
+static TimeSpan Time(Action action)
+{
+    var sw = Stopwatch.StartNew();
+    action();
+    return sw.Elapsed;
+}
+
+static TimeSpan Median(List<TimeSpan> times) => times.Order().ElementAt(times.Count / 2);
+
+static string FindRoot()
+{
+    for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+        if (File.Exists(Path.Combine(dir.FullName, "PgBackup.sln"))) return dir.FullName;
+    throw new InvalidOperationException("Run the benchmark from inside the PgBackup repository.");
+}
