@@ -64,17 +64,27 @@ public sealed class CatalogTests
     }
 
     [Fact]
-    public void Directory_checksums_change_when_a_file_changes_or_disappears()
+    public async Task Directory_checksums_change_when_a_file_changes_or_disappears()
     {
         var folder = Targets.NewFolder();
         File.WriteAllText(Path.Combine(folder, "toc.dat"), "toc");
         File.WriteAllText(Path.Combine(folder, "3001.dat.gz"), "data");
-        var before = BackupChecksum.ComputeAsync(folder, default).Result;
-        Assert.Equal(before, BackupChecksum.ComputeAsync(folder, default).Result);
+        var before = await BackupChecksum.ComputeAsync(folder, default);
+        Assert.Equal(before, await BackupChecksum.ComputeAsync(folder, default));
         File.WriteAllText(Path.Combine(folder, "3001.dat.gz"), "dat4");
-        Assert.NotEqual(before, BackupChecksum.ComputeAsync(folder, default).Result);
+        Assert.NotEqual(before, await BackupChecksum.ComputeAsync(folder, default));
         File.Delete(Path.Combine(folder, "3001.dat.gz"));
-        Assert.NotEqual(before, BackupChecksum.ComputeAsync(folder, default).Result);
+        Assert.NotEqual(before, await BackupChecksum.ComputeAsync(folder, default));
+    }
+
+    [Fact]
+    public void Stale_partial_dumps_are_reported_not_listed()
+    {
+        var folder = Targets.NewFolder();
+        File.WriteAllText(Path.Combine(folder, "app_20260101T000000000Z.dump.partial"), "half");
+        var warnings = new List<string>();
+        Assert.Empty(BackupCatalog.List(folder, null, warnings.Add));
+        Assert.Contains(warnings, w => w.Contains("interrupted dump"));
     }
 
     [Fact]

@@ -25,7 +25,7 @@ public sealed class CatalogCmdletTests(ModuleFixture fx)
         Assert.Empty(fx.Shell.Run("Get-PgBackup -Repository $r -Server 'elsewhere:5432'", ("r", repo)).Output);
         var latest = fx.Shell.Run("Get-PgBackup -Repository $r -Latest", ("r", repo)).AssertNoErrors();
         Assert.Equal(2, latest.Output.Count);
-        Assert.Equal(1, fx.Shell.Run("Get-PgBackup -Repository $r | Where-Object Database -eq 'shop_eu'", ("r", repo)).Output.Count);
+        Assert.Single(fx.Shell.Run("Get-PgBackup -Repository $r | Where-Object Database -eq 'shop_eu'", ("r", repo)).Output);
     }
 
     [Fact]

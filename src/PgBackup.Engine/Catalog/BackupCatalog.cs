@@ -17,8 +17,11 @@ public static class BackupCatalog
         if (!Directory.Exists(repository))
             throw new PgBackupException("RepositoryNotFound", ErrorKind.ObjectNotFound, $"The repository folder '{repository}' does not exist.", repository,
                 "Check the path given to -Repository (or the Repository setting), or create a backup into it first with Invoke-PgDump.");
+        var options = new EnumerationOptions { RecurseSubdirectories = true, IgnoreInaccessible = true };
+        foreach (var leftover in Directory.EnumerateFileSystemEntries(repository, "*" + Logical.DumpLayout.PartialSuffix, options))
+            warn?.Invoke($"'{leftover}' was left by an interrupted dump and is not a backup; delete it when no dump is running.");
         var backups = new List<DumpBackup>();
-        foreach (var metadata in Directory.EnumerateFiles(repository, "*" + BackupMetadata.Suffix, new EnumerationOptions { RecurseSubdirectories = true, IgnoreInaccessible = true }))
+        foreach (var metadata in Directory.EnumerateFiles(repository, "*" + BackupMetadata.Suffix, options))
         {
             var backup = BackupMetadata.Read(metadata, repository, warn);
             if (backup == null) continue;

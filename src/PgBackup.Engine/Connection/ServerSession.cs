@@ -118,11 +118,20 @@ public static class ServerSession
             return new PgBackupException("AuthenticationFailed", ErrorKind.AuthenticationFailed,
                 $"The server {target.Display} asks for a password for '{target.User}', and none was given.", who,
                 "Pass -Credential, set PGPASSWORD, or add a line for this server to your .pgpass file (PGPASSFILE).", ex);
+        if (Chain(ex).OfType<System.Security.Authentication.AuthenticationException>().FirstOrDefault() is { } tls)
+            return new PgBackupException("TlsFailed", ErrorKind.ConnectionFailed,
+                $"The TLS connection to {target.Display} failed (sslmode={target.SslMode ?? "prefer"}): {tls.Message}", target.Display,
+                "Check that SslRootCert (sslrootcert, PGSSLROOTCERT) names the CA that signed the server's certificate, and for verify-full that the host name matches the certificate.", ex);
         if (ex is NpgsqlException or SocketException or TimeoutException or IOException || ex.InnerException is SocketException or TimeoutException)
             return new PgBackupException("ServerUnreachable", ErrorKind.ConnectionFailed,
                 $"Cannot connect to the PostgreSQL server at {target.Display}: {(ex.InnerException ?? ex).Message}", target.Display,
                 "Check that the server is running and listens on that host and port (listen_addresses, firewall), and that -Server and -Port are right.", ex);
         return ex;
+    }
+
+    private static IEnumerable<Exception> Chain(Exception? ex)
+    {
+        for (; ex != null; ex = ex.InnerException) yield return ex;
     }
 
     private static SslMode ToNpgsql(string libpqMode) => libpqMode switch

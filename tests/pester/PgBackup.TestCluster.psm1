@@ -1,0 +1,770 @@
+#Requires -Version 7.4
+<#
+.SYNOPSIS
+    Throwaway PostgreSQL clusters and small helpers for the PgBackup Pester suites.
+
+.DESCRIPTION
+    The PowerShell twin of tests/PgBackup.Testing (PgTestCluster.cs, SampleDatabase.cs, FreePort.cs) and of the
+    C# module tests' fixture (ModuleFixture.cs, PowerShellSession.cs, TmpfsMount):
+
+    - Start-PgTestCluster / Stop-PgTestCluster: initdb into a temp folder, a free port on 127.0.0.1, scram-sha-256
+      for TCP, started as the postgres user when running as root on Linux; always removed again.
+    - Invoke-PgTestSql, New-PgTestSampleDatabase, Get-PgTestRowCount, Remove-PgTestDatabase: the oracle side.
+    - Enter-PgTestEnvironment / Exit-PgTestEnvironment: the process environment a suite runs the module in.
+    - New-PgTestRunspace / Invoke-PgTestRunspace: a second runspace, to see progress records and to stop a pipeline
+      as Ctrl+C does.
+    - New-PgTestTmpfs / Remove-PgTestTmpfs: a full or read-only folder for real (Linux, needs root).
+    - Get-PgBackupModuleManifest: the built module the suites import.
+#>
+
+Set-StrictMode -Version Latest
+$ErrorActionPreference = 'Stop'
+# Native commands are checked through $LASTEXITCODE, with messages that say what failed.
+$PSNativeCommandUseErrorActionPreference = $false
+
+$script:SuperUser = 'postgres'
+$script:HandedOutPorts = [System.Collections.Generic.HashSet[int]]::new()
+$script:Repositories = [System.Collections.Generic.List[string]]::new()
+$script:Utf8 = [System.Text.UTF8Encoding]::new($false)
+
+#region Locating things
+
+function Get-PgTestRepositoryRoot {
+    <# The repository root: the folder above tests/pester that holds PgBackup.sln. #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param()
+    $root = [System.IO.Path]::GetFullPath((Join-Path $PSScriptRoot '..' '..'))
+    if (-not (Test-Path -LiteralPath (Join-Path $root 'PgBackup.sln') -PathType Leaf)) {
+        throw "PgBackup.sln not found in '$root' (expected two folders above $PSScriptRoot)."
+    }
+    $root
+}
+
+function Get-PgBackupModuleManifest {
+    <#
+    .SYNOPSIS
+        The manifest of the built module: $env:PGBACKUP_MODULE_PATH when set (build.ps1 sets it), else the only
+        out/PgBackup/<version>/PgBackup.psd1 of the repository.
+    #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param()
+    if (-not [string]::IsNullOrWhiteSpace($env:PGBACKUP_MODULE_PATH)) {
+        if (-not (Test-Path -LiteralPath $env:PGBACKUP_MODULE_PATH -PathType Leaf)) {
+            throw "PGBACKUP_MODULE_PATH is '$env:PGBACKUP_MODULE_PATH', but there is no module manifest there. Build with ./build.ps1 -Task Build, or clear PGBACKUP_MODULE_PATH to use the module under out/PgBackup."
+        }
+        return (Resolve-Path -LiteralPath $env:PGBACKUP_MODULE_PATH).ProviderPath
+    }
+    $root = Get-PgTestRepositoryRoot
+    $pattern = Join-Path $root 'out' 'PgBackup' '*' 'PgBackup.psd1'
+    $manifests = @(Get-ChildItem -Path $pattern -File -ErrorAction SilentlyContinue)
+    if ($manifests.Count -eq 0) {
+        throw "No built module found at $pattern. Run ./build.ps1 -Task Build (or dotnet build PgBackup.sln) first, or set PGBACKUP_MODULE_PATH to a PgBackup.psd1."
+    }
+    if ($manifests.Count -gt 1) {
+        throw "Expected exactly one built module version under $(Join-Path $root 'out' 'PgBackup'), found $($manifests.Count): $($manifests.FullName -join ', '). Delete the old ones, or set PGBACKUP_MODULE_PATH."
+    }
+    $manifests[0].FullName
+}
+
+function Get-PgTestKnownCmdlet {
+    <# The cmdlets the suites know; a new cmdlet fails Module.Tests.ps1 until it is added here (and so gets all its checks). #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param()
+    'Get-PgBackup', 'Get-PgBackupConfig', 'Invoke-PgDump', 'Remove-PgBackup', 'Restore-PgDump', 'Test-PgBackup'
+}
+
+function Get-NewestBinFolder {
+    # <Parent>/<Filter>/bin folders, the highest version number (at the end of the folder name) first.
+    param([string] $Parent, [string] $Filter)
+    if ([string]::IsNullOrEmpty($Parent) -or -not (Test-Path -LiteralPath $Parent -PathType Container)) { return }
+    Get-ChildItem -LiteralPath $Parent -Directory -Filter $Filter -ErrorAction SilentlyContinue |
+        Sort-Object -Descending -Property { if ($_.Name -match '(\d+(?:\.\d+)?)$') { [double] $Matches[1] } else { 0.0 } } |
+        ForEach-Object { Join-Path $_.FullName 'bin' }
+}
+
+function Find-PgServerBinDirectory {
+    <# The folder holding initdb and pg_ctl: `pg_config --bindir`, else the newest versioned install folder. Throws naming what to install. #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param()
+    $suffix = if ($IsWindows) { '.exe' } else { '' }
+    $candidates = [System.Collections.Generic.List[string]]::new()
+
+    $pgConfig = Get-Command -Name pg_config -CommandType Application -ErrorAction SilentlyContinue | Select-Object -First 1
+    if ($pgConfig) {
+        try {
+            $bindir = & $pgConfig.Source --bindir 2>$null
+            if ($LASTEXITCODE -eq 0 -and $bindir) { $candidates.Add(([string]($bindir | Select-Object -First 1)).Trim()) }
+        }
+        catch { Write-Verbose "pg_config --bindir failed: $_" }
+    }
+    if ($IsWindows) {
+        foreach ($programFiles in @($env:ProgramFiles, ${env:ProgramFiles(x86)})) {
+            if ($programFiles) { foreach ($bin in Get-NewestBinFolder (Join-Path $programFiles 'PostgreSQL') '*') { $candidates.Add($bin) } }
+        }
+    }
+    else {
+        foreach ($bin in Get-NewestBinFolder '/usr/lib/postgresql' '*') { $candidates.Add($bin) }
+        foreach ($bin in Get-NewestBinFolder '/usr' 'pgsql-*') { $candidates.Add($bin) }
+    }
+
+    foreach ($dir in $candidates) {
+        if ((Test-Path -LiteralPath (Join-Path $dir "initdb$suffix") -PathType Leaf) -and
+            (Test-Path -LiteralPath (Join-Path $dir "pg_ctl$suffix") -PathType Leaf)) {
+            return $dir
+        }
+    }
+    throw ('PostgreSQL server binaries (initdb, pg_ctl) not found, so the PgBackup Pester suites cannot start a test cluster. ' +
+        'Install them: Debian/Ubuntu "apt-get install -y postgresql postgresql-contrib", RHEL/Fedora "dnf install postgresql-server postgresql-contrib", ' +
+        'macOS "brew install postgresql@17", Windows the EDB installer; and make sure initdb and pg_ctl are in "pg_config --bindir", ' +
+        '/usr/lib/postgresql/<version>/bin, /usr/pgsql-<version>/bin or C:\Program Files\PostgreSQL\<version>\bin. ' +
+        "Searched: $(if ($candidates.Count) { $candidates -join ', ' } else { '(no candidate folder exists)' }).")
+}
+
+function Get-PgTestFreePort {
+    <# A TCP port that is free on 127.0.0.1 right now (and not handed out before by this module). #>
+    [CmdletBinding()]
+    [OutputType([int])]
+    param()
+    for ($attempt = 0; $attempt -lt 1000; $attempt++) {
+        $listener = [System.Net.Sockets.TcpListener]::new([System.Net.IPAddress]::Loopback, 0)
+        $listener.Start()
+        try { $port = ([System.Net.IPEndPoint] $listener.LocalEndpoint).Port }
+        finally { $listener.Stop() }
+        if ($script:HandedOutPorts.Add($port)) { return $port }
+    }
+    throw 'Could not find a TCP port that was not already handed out.'
+}
+
+#endregion
+
+#region Environment
+
+function Set-ProcessEnvironmentVariable {
+    # $null or '' removes the variable. (PowerShell turns $null into '' when it calls a .NET method with a string
+    # parameter, and .NET on Unix would then keep an empty variable, so the removal needs [NullString]::Value.)
+    param([string] $Name, [AllowNull()] [string] $Value)
+    if ([string]::IsNullOrEmpty($Value)) { [System.Environment]::SetEnvironmentVariable($Name, [NullString]::Value) }
+    else { [System.Environment]::SetEnvironmentVariable($Name, $Value) }
+}
+
+function Test-PgVariableName {
+    # PG* variables are libpq's and PgBackup's configuration; PGBACKUP_MODULE_PATH only tells the suites which build to test.
+    param([string] $Name)
+    $Name.StartsWith('PG', [System.StringComparison]::Ordinal) -and $Name -ne 'PGBACKUP_MODULE_PATH'
+}
+
+function Push-PgEnvironment {
+    # Removes every PG* variable (PGHOST, PGPASSFILE, PGBACKUP_*, ...) from the process environment, so none can
+    # redirect a child, then sets the given ones. Returns what Pop-PgEnvironment needs to put everything back.
+    param([hashtable] $Set = @{})
+    $saved = @{}
+    foreach ($entry in [System.Environment]::GetEnvironmentVariables().GetEnumerator()) {
+        $key = [string] $entry.Key
+        if (Test-PgVariableName $key) {
+            $saved[$key] = [string] $entry.Value
+            Set-ProcessEnvironmentVariable -Name $key -Value $null
+        }
+    }
+    foreach ($key in $Set.Keys) {
+        if (-not $saved.ContainsKey($key)) { $saved[$key] = [System.Environment]::GetEnvironmentVariable($key) }
+        Set-ProcessEnvironmentVariable -Name $key -Value ([string] $Set[$key])
+    }
+    $saved
+}
+
+function Pop-PgEnvironment {
+    param([hashtable] $Saved)
+    foreach ($entry in [System.Environment]::GetEnvironmentVariables().GetEnumerator()) {
+        $key = [string] $entry.Key
+        if ((Test-PgVariableName $key) -and -not $Saved.ContainsKey($key)) {
+            Set-ProcessEnvironmentVariable -Name $key -Value $null
+        }
+    }
+    foreach ($key in $Saved.Keys) { Set-ProcessEnvironmentVariable -Name $key -Value $Saved[$key] }
+}
+
+function Write-PrivateFile {
+    # Creates a new file readable and writable by its owner only (mode 600 on Unix), as libpq wants for .pgpass.
+    param([string] $Path, [string] $Content)
+    $options = [System.IO.FileStreamOptions]::new()
+    $options.Mode = [System.IO.FileMode]::CreateNew
+    $options.Access = [System.IO.FileAccess]::Write
+    if (-not $IsWindows) { $options.UnixCreateMode = [System.IO.UnixFileMode] 'UserRead, UserWrite' }
+    $stream = [System.IO.FileStream]::new($Path, $options)
+    try {
+        $bytes = $script:Utf8.GetBytes($Content)
+        $stream.Write($bytes, 0, $bytes.Length)
+    }
+    finally { $stream.Dispose() }
+}
+
+function Remove-PgTestFolder {
+    # Best effort, a few attempts (a server that just stopped may still hold files for a moment); never throws.
+    param([string] $Path)
+    if ([string]::IsNullOrEmpty($Path)) { return }
+    for ($attempt = 0; $attempt -lt 3; $attempt++) {
+        try {
+            if (Test-Path -LiteralPath $Path) { Remove-Item -LiteralPath $Path -Recurse -Force -ErrorAction Stop }
+            return
+        }
+        catch { Start-Sleep -Milliseconds 200 }
+    }
+    Write-Warning "Could not remove $Path."
+}
+
+function Enter-PgTestEnvironment {
+    <#
+    .SYNOPSIS
+        Sets the process environment as the C# ModuleFixture does, and returns the state Exit-PgTestEnvironment restores.
+    .DESCRIPTION
+        Every PG* and PGBACKUP_* variable of the user's shell is removed (so a PGHOST or PGBACKUP_REPOSITORY cannot change
+        what the tests see); PGUSER is postgres; PGPASSFILE is the cluster's .pgpass (the module finds the password as psql
+        would), or an empty one without a cluster; PGBACKUP_CONFIG names an empty pgbackup.json, so the user's own
+        configuration file is not read either.
+    #>
+    [CmdletBinding()]
+    param([psobject] $Cluster)
+    $folder = [System.IO.Directory]::CreateTempSubdirectory('pgbackup-pester-env-').FullName
+    $config = Join-Path $folder 'pgbackup.json'
+    [System.IO.File]::WriteAllText($config, '{}', $script:Utf8)
+    $pgPass = if ($Cluster) { $Cluster.PgPassFile } else {
+        $path = Join-Path $folder '.pgpass'
+        Write-PrivateFile -Path $path -Content ''
+        $path
+    }
+    $saved = Push-PgEnvironment -Set @{ PGUSER = $script:SuperUser; PGPASSFILE = $pgPass; PGBACKUP_CONFIG = $config }
+    [pscustomobject]@{ PSTypeName = 'PgBackup.TestEnvironment'; Saved = $saved; Folder = $folder }
+}
+
+function Exit-PgTestEnvironment {
+    <# Puts back the environment Enter-PgTestEnvironment found. Accepts $null (when BeforeAll failed early); never throws. #>
+    [CmdletBinding()]
+    param([AllowNull()] [psobject] $State)
+    if ($null -eq $State) { return }
+    try { Pop-PgEnvironment -Saved $State.Saved }
+    catch { Write-Warning "Could not restore the environment: $_" }
+    Remove-PgTestFolder -Path $State.Folder
+}
+
+function New-PgTestRepository {
+    <# A new empty folder under the temp folder, removed by Remove-PgTestRepository. #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param()
+    $path = Join-Path ([System.IO.Path]::GetTempPath()) 'pgbackup-pester-tests' ([guid]::NewGuid().ToString('N').Substring(0, 8))
+    $null = New-Item -ItemType Directory -Path $path -Force
+    $script:Repositories.Add($path)
+    $path
+}
+
+function Remove-PgTestRepository {
+    <# Removes every folder New-PgTestRepository made since the module was imported; never throws. #>
+    [CmdletBinding()]
+    param()
+    foreach ($path in $script:Repositories) { Remove-PgTestFolder -Path $path }
+    $script:Repositories.Clear()
+}
+
+#endregion
+
+#region Clusters
+
+function ConvertTo-PgConfString {
+    param([string] $Value)
+    "'" + $Value.Replace('\', '\\').Replace("'", "''") + "'"
+}
+
+function ConvertTo-PgIdentifier {
+    param([string] $Name)
+    '"' + $Name.Replace('"', '""') + '"'
+}
+
+function Get-PgToolPath {
+    param([psobject] $Cluster, [string] $Tool)
+    Join-Path $Cluster.BinDirectory ($(if ($IsWindows) { "$Tool.exe" } else { $Tool }))
+}
+
+function Invoke-PgServerTool {
+    # Runs initdb/pg_ctl without any inherited PG* variable; as the postgres user (runuser) when this process is root on
+    # Linux, as PostgreSQL refuses to run as root; from the cluster's own folder, so that user never sits in an unreadable
+    # working directory such as /root. Returns the exit code and the merged output.
+    param([psobject] $Cluster, [string] $Tool, [string[]] $ArgumentList)
+    $exe = Get-PgToolPath -Cluster $Cluster -Tool $Tool
+    $saved = Push-PgEnvironment
+    Push-Location -LiteralPath $Cluster.Root
+    try {
+        if ($Cluster.RunAsPostgres) {
+            $runuserArguments = @('-u', $script:SuperUser, '--', $exe) + $ArgumentList
+            $output = & runuser @runuserArguments 2>&1
+        }
+        else { $output = & $exe @ArgumentList 2>&1 }
+        $code = $LASTEXITCODE
+    }
+    finally {
+        Pop-Location
+        Pop-PgEnvironment -Saved $saved
+    }
+    [pscustomobject]@{ ExitCode = $code; Output = (@($output | ForEach-Object { "$_" }) -join [System.Environment]::NewLine) }
+}
+
+function Get-PgTestLogTail {
+    param([psobject] $Cluster, [int] $Lines = 40)
+    try {
+        if (Test-Path -LiteralPath $Cluster.LogFile) { (Get-Content -LiteralPath $Cluster.LogFile -Tail $Lines) -join "`n" } else { '(no server log)' }
+    }
+    catch { "(server log unreadable: $_)" }
+}
+
+function Start-PgTestServer {
+    param([psobject] $Cluster)
+    $r = Invoke-PgServerTool -Cluster $Cluster -Tool pg_ctl -ArgumentList @('-D', $Cluster.DataDirectory, '-l', $Cluster.LogFile, '-w', '-t', '60', 'start')
+    if ($r.ExitCode -ne 0) {
+        throw "pg_ctl start failed on port $($Cluster.Port) (exit code $($r.ExitCode)): $($r.Output)`n--- tail of $($Cluster.LogFile) ---`n$(Get-PgTestLogTail -Cluster $Cluster)"
+    }
+}
+
+function Add-PgConf {
+    param([psobject] $Cluster, [string[]] $Lines)
+    $text = "`n# added by PgBackup.TestCluster.psm1`n" + ($Lines -join "`n") + "`n"
+    [System.IO.File]::AppendAllText((Join-Path $Cluster.DataDirectory 'postgresql.conf'), $text, $script:Utf8)
+}
+
+function Start-PgTestCluster {
+    <#
+    .SYNOPSIS
+        Creates and starts a throwaway PostgreSQL cluster; Stop-PgTestCluster stops and removes it.
+    .DESCRIPTION
+        initdb (UTF8, data checksums, trust for the local socket, scram-sha-256 with a random password for TCP) into a new
+        temp folder; listen_addresses 127.0.0.1 on a free port, the Unix socket in a temp folder, fsync off. When this
+        process is root on Linux, the folder is given to the postgres user and initdb/pg_ctl run through runuser.
+        Throws, naming what to install, when the PostgreSQL server binaries are missing: a suite never skips silently.
+        Returns Host, Port, Server ('127.0.0.1:port'), DataDirectory, Password and PgPassFile (a .pgpass for this cluster,
+        mode 600; suites point PGPASSFILE at it through Enter-PgTestEnvironment), among others.
+    .PARAMETER Settings
+        Extra postgresql.conf settings, appended after the defaults (so they win). Values that are not a plain word or
+        number are quoted. Do not set port.
+    .EXAMPLE
+        $cluster = Start-PgTestCluster -Name restore
+    #>
+    [CmdletBinding()]
+    param(
+        [string] $Name = 'pester',
+        [hashtable] $Settings = @{}
+    )
+    $bin = Find-PgServerBinDirectory # fail fast, before creating anything
+
+    $tag = $Name -replace '[^A-Za-z0-9_-]', ''
+    if ($tag.Length -gt 20) { $tag = $tag.Substring(0, 20) }
+    $root = [System.IO.Directory]::CreateTempSubdirectory("pgbackup-pester-$tag-").FullName
+    $socketRoot = $null
+    $socketDirectory = Join-Path $root 'sock'
+    if (-not $IsWindows -and ($socketDirectory.Length + '/.s.PGSQL.65535'.Length) -ge 100) {
+        # A Unix socket path is limited to about 100 bytes; macOS' temp folder is long.
+        $socketDirectory = $socketRoot = Join-Path '/tmp' ('pgbt-' + [System.Convert]::ToHexString([System.Security.Cryptography.RandomNumberGenerator]::GetBytes(4)).ToLowerInvariant())
+    }
+    $null = New-Item -ItemType Directory -Path $socketDirectory -Force
+
+    $cluster = [pscustomobject]@{
+        PSTypeName      = 'PgBackup.TestCluster'
+        Name            = $tag
+        Host            = '127.0.0.1'
+        Port            = 0
+        Server          = $null
+        User            = $script:SuperUser
+        Password        = 'pgbackup-test-' + [System.Convert]::ToHexString([System.Security.Cryptography.RandomNumberGenerator]::GetBytes(12)).ToLowerInvariant()
+        PgPassFile      = $null
+        DataDirectory   = Join-Path $root 'data'
+        LogFile         = Join-Path $root 'server.log'
+        SocketDirectory = $socketDirectory
+        SocketRoot      = $socketRoot
+        Root            = $root
+        BinDirectory    = $bin
+        RunAsPostgres   = [bool] ($IsLinux -and [System.Environment]::IsPrivilegedProcess)
+    }
+
+    try {
+        $pwFile = Join-Path $root 'pwfile'
+        Write-PrivateFile -Path $pwFile -Content ($cluster.Password + "`n")
+        if ($cluster.RunAsPostgres) {
+            foreach ($folder in @($root, $socketRoot)) {
+                if (-not $folder) { continue }
+                $out = & chown -R "$($script:SuperUser):$($script:SuperUser)" $folder 2>&1
+                if ($LASTEXITCODE -ne 0) { throw "chown -R postgres:postgres $folder failed (is there a postgres user?): $($out -join ' ')" }
+            }
+        }
+        try {
+            # initdb creates the data directory itself (mode 0700, owned by whoever runs it).
+            # --no-sync: a throwaway cluster does not need the final fsync of every file.
+            $initdb = @('--auth-local=trust', '--auth-host=scram-sha-256', "--username=$($script:SuperUser)", "--pwfile=$pwFile",
+                '--encoding=UTF8', '--data-checksums', '--no-sync', '-D', $cluster.DataDirectory)
+            $r = Invoke-PgServerTool -Cluster $cluster -Tool initdb -ArgumentList ($initdb + '--locale=C.UTF-8')
+            if ($r.ExitCode -ne 0) { $r = Invoke-PgServerTool -Cluster $cluster -Tool initdb -ArgumentList ($initdb + '--locale=C') } # no C.UTF-8 here
+            if ($r.ExitCode -ne 0) { throw "initdb failed (exit code $($r.ExitCode)):`n$($r.Output)" }
+        }
+        finally {
+            Remove-Item -LiteralPath $pwFile -Force -ErrorAction SilentlyContinue
+        }
+
+        $cluster.Port = Get-PgTestFreePort
+        $conf = @(
+            "listen_addresses = '127.0.0.1'"
+            "port = $($cluster.Port)"
+            "unix_socket_directories = $(if ($IsWindows) { "''" } else { ConvertTo-PgConfString $socketDirectory })"
+            "cluster_name = $(ConvertTo-PgConfString ('pgbackup-pester-' + $tag))"
+            'fsync = off'
+            'synchronous_commit = off'
+            'full_page_writes = on'
+            'max_connections = 50'
+            'shared_buffers = 32MB'
+            'logging_collector = off'
+        )
+        foreach ($key in $Settings.Keys) {
+            $value = [string] $Settings[$key]
+            if (-not ($value.StartsWith("'") -or $value -match '^[A-Za-z0-9_.+-]+$')) { $value = ConvertTo-PgConfString $value }
+            $conf += "$key = $value"
+        }
+        Add-PgConf -Cluster $cluster -Lines $conf
+
+        try { Start-PgTestServer -Cluster $cluster }
+        catch {
+            if ((Get-PgTestLogTail -Cluster $cluster -Lines 200) -notmatch 'could not bind') { throw }
+            # Someone took the port between Get-PgTestFreePort and the server binding it.
+            $cluster.Port = Get-PgTestFreePort
+            Add-PgConf -Cluster $cluster -Lines @("port = $($cluster.Port)")
+            Start-PgTestServer -Cluster $cluster
+        }
+        $cluster.Server = "$($cluster.Host):$($cluster.Port)"
+
+        $passFolder = [System.IO.Directory]::CreateTempSubdirectory('pgbackup-pgpass-').FullName
+        $cluster.PgPassFile = Join-Path $passFolder '.pgpass'
+        Write-PrivateFile -Path $cluster.PgPassFile -Content (
+            "127.0.0.1:*:*:$($script:SuperUser):$($cluster.Password)`n" +
+            "localhost:*:*:$($script:SuperUser):$($cluster.Password)`n")
+        $cluster
+    }
+    catch {
+        Stop-PgTestCluster -Cluster $cluster
+        throw
+    }
+}
+
+function Stop-PgTestCluster {
+    <#
+    .SYNOPSIS
+        Stops a test cluster (fast shutdown, else immediate, else kill) and removes its folders. Accepts $null; never throws.
+    .EXAMPLE
+        Stop-PgTestCluster -Cluster $cluster
+    #>
+    [CmdletBinding()]
+    param([Parameter(ValueFromPipeline)] [AllowNull()] [psobject] $Cluster)
+    process {
+        if ($null -eq $Cluster) { return }
+        try {
+            $pidFile = Join-Path $Cluster.DataDirectory 'postmaster.pid'
+            if (Test-Path -LiteralPath $pidFile) {
+                $r = Invoke-PgServerTool -Cluster $Cluster -Tool pg_ctl -ArgumentList @('-D', $Cluster.DataDirectory, '-m', 'fast', '-w', '-t', '60', 'stop')
+                if ($r.ExitCode -ne 0) {
+                    Write-Warning "pg_ctl stop -m fast failed (exit code $($r.ExitCode)): $($r.Output); trying an immediate shutdown."
+                    $r = Invoke-PgServerTool -Cluster $Cluster -Tool pg_ctl -ArgumentList @('-D', $Cluster.DataDirectory, '-m', 'immediate', '-w', '-t', '30', 'stop')
+                }
+                if ($r.ExitCode -ne 0 -and (Test-Path -LiteralPath $pidFile)) {
+                    $postmasterId = 0
+                    if ([int]::TryParse((Get-Content -LiteralPath $pidFile -TotalCount 1), [ref] $postmasterId)) {
+                        # The pid file may be stale: only a postgres process is killed.
+                        Get-Process -Id $postmasterId -ErrorAction SilentlyContinue |
+                            Where-Object ProcessName -eq 'postgres' |
+                            ForEach-Object { $_.Kill($true) }
+                    }
+                }
+            }
+        }
+        catch { Write-Warning "Stopping the test cluster in $($Cluster.DataDirectory) failed: $_" }
+        Remove-PgTestFolder -Path $Cluster.Root
+        Remove-PgTestFolder -Path $Cluster.SocketRoot
+        if ($Cluster.PgPassFile) { Remove-PgTestFolder -Path (Split-Path -Parent $Cluster.PgPassFile) }
+    }
+}
+
+function Invoke-PgTestSql {
+    <#
+    .SYNOPSIS
+        Runs SQL with psql (-X -q -A -t, ON_ERROR_STOP) as the superuser over TCP and returns its trimmed output.
+    .DESCRIPTION
+        The SQL goes through a UTF-8 file (-f), so non-ASCII names survive on every platform. The password reaches psql
+        through PGPASSWORD, set for this call only: every PG* variable is put back as it was afterwards.
+    .EXAMPLE
+        Invoke-PgTestSql -Cluster $cluster -Database shop -Sql 'select count(*) from public.items'
+    #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param(
+        [Parameter(Mandatory)] [psobject] $Cluster,
+        [string] $Database = 'postgres',
+        [Parameter(Mandatory)] [string] $Sql
+    )
+    $file = Join-Path ([System.IO.Path]::GetTempPath()) ("pgbackup-pester-$([guid]::NewGuid().ToString('N')).sql")
+    [System.IO.File]::WriteAllText($file, $Sql, $script:Utf8)
+    $psql = Get-PgToolPath -Cluster $Cluster -Tool psql
+    $saved = Push-PgEnvironment -Set @{ PGPASSWORD = $Cluster.Password; PGCLIENTENCODING = 'UTF8' }
+    try {
+        $output = & $psql -X -q -A -t -v ON_ERROR_STOP=1 -h $Cluster.Host -p ([string] $Cluster.Port) -U $script:SuperUser -d $Database -f $file 2>&1
+        $code = $LASTEXITCODE
+    }
+    finally {
+        Pop-PgEnvironment -Saved $saved
+        Remove-Item -LiteralPath $file -Force -ErrorAction SilentlyContinue
+    }
+    $stdout = @($output | Where-Object { $_ -isnot [System.Management.Automation.ErrorRecord] } | ForEach-Object { "$_" })
+    if ($code -ne 0) {
+        $stderr = @($output | Where-Object { $_ -is [System.Management.Automation.ErrorRecord] } | ForEach-Object { "$_" })
+        throw "psql failed on database '$Database' (exit code $code): $($stderr -join "`n")"
+    }
+    ($stdout -join "`n").Trim()
+}
+
+function Remove-PgTestDatabase {
+    <# DROP DATABASE IF EXISTS ... WITH (FORCE). #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory)] [psobject] $Cluster, [Parameter(Mandatory)] [string] $Database)
+    $null = Invoke-PgTestSql -Cluster $Cluster -Sql "DROP DATABASE IF EXISTS $(ConvertTo-PgIdentifier $Database) WITH (FORCE)"
+}
+
+function New-PgTestSampleDatabase {
+    <#
+    .SYNOPSIS
+        Creates a database worth backing up, as tests/PgBackup.Testing/SampleDatabase.cs does.
+    .DESCRIPTION
+        Schemas sales and "Ünïcode schema"; public.items with -ItemRows rows; sales.orders (5000 rows) with a foreign key
+        to items and an index; a view, a function and a sequence (at 42) in sales; a jsonb table in the non-ASCII schema;
+        two large objects.
+    .EXAMPLE
+        New-PgTestSampleDatabase -Cluster $cluster -Database shop -ItemRows 20000
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory)] [psobject] $Cluster,
+        [Parameter(Mandatory)] [string] $Database,
+        [ValidateRange(1, [int]::MaxValue)] [int] $ItemRows = 100000
+    )
+    $null = Invoke-PgTestSql -Cluster $Cluster -Sql "CREATE DATABASE $(ConvertTo-PgIdentifier $Database)"
+    $sql = @"
+create schema sales;
+create schema "Ünïcode schema";
+create table public.items(id int primary key, name text not null, price numeric(10,2), created timestamptz not null default '2026-01-01');
+insert into public.items select g, 'item ' || g, g * 1.5, timestamptz '2026-01-01' + g * interval '1 minute' from generate_series(1, $ItemRows) g;
+comment on table public.items is 'Every item we sell';
+create table sales.orders(id serial primary key, item_id int not null references public.items(id), qty int not null, note text);
+insert into sales.orders(item_id, qty, note) select (g % least(1000, $ItemRows)) + 1, g % 7, 'note ü€ ' || g from generate_series(1, 5000) g;
+create index orders_item on sales.orders(item_id);
+create view sales.order_totals as select item_id, sum(qty) as qty from sales.orders group by item_id;
+create table "Ünïcode schema"."Tåble"(k text primary key, v jsonb);
+insert into "Ünïcode schema"."Tåble" values ('a', '{"x": 1}'), ('ß', '{"y": [1,2,3]}');
+create function sales.add(a int, b int) returns int language sql immutable as 'select a + b';
+create sequence sales.invoice_no;
+select setval('sales.invoice_no', 42);
+select lo_from_bytea(0, convert_to('large object one', 'UTF8'));
+select lo_from_bytea(0, decode(repeat('00ff', 5000), 'hex'));
+"@
+    $null = Invoke-PgTestSql -Cluster $Cluster -Database $Database -Sql $sql
+}
+
+function Get-PgTestRowCount {
+    <#
+    .SYNOPSIS
+        The oracle of SampleDatabase.RowCounts: "schema.table=count" for every user table, a digest of the large objects
+        and the sequence's value, one per line; equal strings mean the same data.
+    #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param([Parameter(Mandatory)] [psobject] $Cluster, [Parameter(Mandatory)] [string] $Database)
+    $tables = (Invoke-PgTestSql -Cluster $Cluster -Database $Database -Sql @'
+select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where c.relkind = 'r' and n.nspname not in ('pg_catalog','information_schema') and n.nspname !~ '^pg_' order by 1
+'@) -split '\r?\n' | Where-Object { $_.Trim() }
+    $lines = [System.Collections.Generic.List[string]]::new()
+    foreach ($table in $tables) {
+        $lines.Add("$table=$(Invoke-PgTestSql -Cluster $Cluster -Database $Database -Sql "select count(*) from $table")")
+    }
+    $lines.Add('largeobjects=' + (Invoke-PgTestSql -Cluster $Cluster -Database $Database -Sql @'
+select count(*) || ':' || coalesce(md5(string_agg(md5(lo_get(oid)), ',' order by md5(lo_get(oid)))), '') from pg_largeobject_metadata
+'@))
+    $lines.Add('sequence=' + (Invoke-PgTestSql -Cluster $Cluster -Database $Database -Sql @'
+select coalesce((select last_value::text from pg_sequences where sequencename = 'invoice_no'), 'none')
+'@))
+    $lines -join "`n"
+}
+
+#endregion
+
+#region Runspaces (progress records, stopping a pipeline)
+
+function Invoke-PgTestRunspace {
+    <#
+    .SYNOPSIS
+        Runs a script in another runspace and returns what it wrote on every stream, as the C# PowerShellSession does.
+    .DESCRIPTION
+        Progress records cannot be redirected in a script, so the tests that look at them (or stop a pipeline as Ctrl+C does)
+        run the cmdlet here. -Variables become global variables of that runspace. With -StopWhen, the pipeline is stopped
+        ($ps.Stop(), what Ctrl+C does) as soon as a progress record satisfies it; Stopped says whether that happened.
+        A terminating error is caught and returned in Terminating (and AllErrors), not thrown.
+    .EXAMPLE
+        Invoke-PgTestRunspace -Runspace $rs -Script 'Invoke-PgDump -Server $s -Database shop' -Variables @{ s = $cluster.Server }
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory)] [System.Management.Automation.Runspaces.Runspace] $Runspace,
+        [Parameter(Mandatory)] [string] $Script,
+        [hashtable] $Variables = @{},
+        [scriptblock] $StopWhen,
+        [timespan] $Timeout = [timespan]::FromMinutes(5)
+    )
+    foreach ($key in $Variables.Keys) { $Runspace.SessionStateProxy.SetVariable($key, $Variables[$key]) }
+    $ps = [powershell]::Create()
+    try {
+        $ps.Runspace = $Runspace
+        $null = $ps.AddScript($Script)
+        $handle = $ps.BeginInvoke()
+        $stopped = $false
+        if ($StopWhen) {
+            $seen = 0
+            $deadline = [datetime]::UtcNow + $Timeout
+            while (-not $handle.IsCompleted -and -not $stopped -and [datetime]::UtcNow -lt $deadline) {
+                $count = $ps.Streams.Progress.Count
+                while ($seen -lt $count) {
+                    if (& $StopWhen $ps.Streams.Progress[$seen]) { $stopped = $true; break }
+                    $seen++
+                }
+                if ($stopped) { $ps.Stop() } else { Start-Sleep -Milliseconds 5 }
+            }
+        }
+        $output = @()
+        $terminating = $null
+        try { $output = @($ps.EndInvoke($handle)) }
+        catch {
+            $exception = $_.Exception
+            while ($exception -is [System.Management.Automation.MethodInvocationException] -and $null -ne $exception.InnerException) {
+                $exception = $exception.InnerException
+            }
+            if ($exception -is [System.Management.Automation.PipelineStoppedException]) { }
+            elseif ($exception -is [System.Management.Automation.RuntimeException]) { $terminating = $exception.ErrorRecord }
+            else { throw }
+        }
+        $errors = @($ps.Streams.Error)
+        $allErrors = [System.Collections.Generic.List[object]]::new()
+        foreach ($record in $errors) { $allErrors.Add($record) }
+        if ($null -ne $terminating) { $allErrors.Add($terminating) }
+        [pscustomobject]@{
+            PSTypeName  = 'PgBackup.TestRunResult'
+            Output      = $output
+            Errors      = $errors
+            AllErrors   = $allErrors.ToArray()
+            Terminating = $terminating
+            Warnings    = @($ps.Streams.Warning | ForEach-Object { $_.Message })
+            Verbose     = @($ps.Streams.Verbose | ForEach-Object { $_.Message })
+            Progress    = @($ps.Streams.Progress)
+            Information = @($ps.Streams.Information)
+            Stopped     = $stopped
+        }
+    }
+    finally { $ps.Dispose() }
+}
+
+function New-PgTestRunspace {
+    <# A new PowerShell runspace with the built module imported through its manifest. Dispose it in AfterAll. #>
+    [CmdletBinding()]
+    [OutputType([System.Management.Automation.Runspaces.Runspace])]
+    param([Parameter(Mandatory)] [string] $ModulePath)
+    $runspace = [runspacefactory]::CreateRunspace([System.Management.Automation.Runspaces.InitialSessionState]::CreateDefault2())
+    $runspace.Open()
+    $r = Invoke-PgTestRunspace -Runspace $runspace -Script 'Import-Module -Name $PgBackupManifest -ErrorAction Stop' -Variables @{ PgBackupManifest = $ModulePath }
+    if ($r.AllErrors.Count -gt 0) {
+        $runspace.Dispose()
+        throw "Importing $ModulePath into a new runspace failed: $($r.AllErrors -join '; ')"
+    }
+    $runspace
+}
+
+function Format-PgTestError {
+    <# One line per error with its id, message and recommended action, for -Because texts. #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param([AllowNull()] [object[]] $ErrorRecord)
+    @($ErrorRecord | Where-Object { $null -ne $_ } | ForEach-Object {
+            if ($_ -is [System.Management.Automation.ErrorRecord]) {
+                $action = if ($_.ErrorDetails) { " $($_.ErrorDetails.RecommendedAction)" } else { '' }
+                "$($_.FullyQualifiedErrorId): $_$action"
+            }
+            else { "$_" }
+        }) -join ' | '
+}
+
+#endregion
+
+#region tmpfs (a full or read-only folder for real)
+
+function New-PgTestTmpfs {
+    <#
+    .SYNOPSIS
+        Mounts a tmpfs with the given options on a new temp folder and returns its path (Linux; needs root or CAP_SYS_ADMIN).
+    .DESCRIPTION
+        Fails with a clear message when mount fails, as the C# TmpfsMount does: a test that needs a full or read-only
+        disk must not pass without one.
+    .EXAMPLE
+        $path = New-PgTestTmpfs -Options 'size=256k'
+    #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param([Parameter(Mandatory)] [string] $Options)
+    $path = Join-Path ([System.IO.Path]::GetTempPath()) ('pgbackup-tmpfs-' + [guid]::NewGuid().ToString('N').Substring(0, 8))
+    $null = New-Item -ItemType Directory -Path $path
+    $detail = $null
+    try {
+        $out = & mount -t tmpfs -o $Options tmpfs $path 2>&1
+        if ($LASTEXITCODE -ne 0) { $detail = (@($out | ForEach-Object { "$_" }) -join ' ').Trim() }
+    }
+    catch { $detail = "$_" }
+    if ($null -ne $detail) {
+        Remove-PgTestFolder -Path $path
+        throw "mounting a tmpfs failed ($detail); these tests need root (or CAP_SYS_ADMIN) to simulate a full or read-only disk"
+    }
+    $path
+}
+
+function Remove-PgTestTmpfs {
+    <# Unmounts (lazily) and removes a folder made by New-PgTestTmpfs. Accepts $null; never throws. #>
+    [CmdletBinding()]
+    param([AllowNull()] [string] $Path)
+    if ([string]::IsNullOrEmpty($Path)) { return }
+    try { $null = & umount -l $Path 2>&1 }
+    catch { Write-Warning "umount -l $Path failed: $_" }
+    Remove-PgTestFolder -Path $Path
+}
+
+#endregion
+
+Export-ModuleMember -Function @(
+    'Get-PgTestRepositoryRoot'
+    'Get-PgBackupModuleManifest'
+    'Get-PgTestKnownCmdlet'
+    'Find-PgServerBinDirectory'
+    'Get-PgTestFreePort'
+    'Enter-PgTestEnvironment'
+    'Exit-PgTestEnvironment'
+    'New-PgTestRepository'
+    'Remove-PgTestRepository'
+    'Start-PgTestCluster'
+    'Stop-PgTestCluster'
+    'Invoke-PgTestSql'
+    'Remove-PgTestDatabase'
+    'New-PgTestSampleDatabase'
+    'Get-PgTestRowCount'
+    'Invoke-PgTestRunspace'
+    'New-PgTestRunspace'
+    'Format-PgTestError'
+    'New-PgTestTmpfs'
+    'Remove-PgTestTmpfs'
+)
