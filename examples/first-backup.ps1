@@ -18,5 +18,6 @@ Get-PgBackup -Repository $Repository
 '4. The "test your restores" habit: checksum, restore into a throwaway database, count tables, drop it:'
 Get-PgBackup -Repository $Repository -Kind Dump | Test-PgBackup -Restore
 
-'5. Retention keeps the newest dump of each database and never the last valid one:'
-Remove-PgBackup -Repository $Repository -KeepLast 1 -WhatIf
+'5. Retention: after a second dump of "shop", keep the newest dump of each database; these were removed:'
+Invoke-PgDump -Server $Server -Database shop -Repository $Repository | Out-Null
+Remove-PgBackup -Repository $Repository -KeepLast 1 -PassThru

@@ -47,7 +47,7 @@ public static class ProcessRunner
         // Both pipes are drained concurrently, and stdin is fed on its own task, so no pipe buffer can fill up and deadlock.
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
-        _ = Task.Run(() =>
+        var feeding = Task.Run(() =>
         {
             try
             {
@@ -62,8 +62,11 @@ public static class ProcessRunner
         {
             try { process.Kill(entireProcessTree: true); process.WaitForExit(5000); }
             catch (InvalidOperationException) { } // already gone
+            feeding.Wait(5000);
             throw new TimeoutException($"'{fileName} {string.Join(' ', info.ArgumentList)}' did not finish within {limit} and was killed.");
         }
+        // The feeding task closes stdin; Process.Dispose closes it too, and the two must not race.
+        feeding.Wait();
         return (process.ExitCode, stdout.Result, stderr.Result);
     }
 

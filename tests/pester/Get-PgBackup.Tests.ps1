@@ -12,12 +12,6 @@ Describe 'Get-PgBackup' -Tag 'Integration' {
         New-PgTestSampleDatabase -Cluster $cluster -Database shop -ItemRows 20000
         New-PgTestSampleDatabase -Cluster $cluster -Database shop_eu -ItemRows 500
 
-        function New-DumpRepository([string] $Server, [int] $ShopDumps, [int] $EuDumps) {
-            $repo = New-PgTestRepository
-            for ($i = 0; $i -lt $ShopDumps; $i++) { $null = Invoke-PgDump -Server $Server -Database shop -Repository $repo -Schema sales -ErrorAction Stop }
-            for ($i = 0; $i -lt $EuDumps; $i++) { $null = Invoke-PgDump -Server $Server -Database shop_eu -Repository $repo -ErrorAction Stop }
-            $repo
-        }
     }
 
     AfterAll {
@@ -27,7 +21,7 @@ Describe 'Get-PgBackup' -Tag 'Integration' {
     }
 
     It 'lists, filters and picks the latest' {
-        $repo = New-DumpRepository -Server $server -ShopDumps 2 -EuDumps 1
+        $repo = New-PgTestDumpRepository -Server $server -ShopDumps 2 -EuDumps 1
         $all = Get-PgBackup -Repository $repo -ErrorAction Stop
         $all | Should -HaveCount 3
         foreach ($backup in $all) { $backup.PSObject.TypeNames | Should -Contain 'PgBackup.DumpBackup' }
@@ -47,7 +41,7 @@ Describe 'Get-PgBackup' -Tag 'Integration' {
     }
 
     It 'takes the repository from the environment' {
-        $repo = New-DumpRepository -Server $server -ShopDumps 0 -EuDumps 1
+        $repo = New-PgTestDumpRepository -Server $server -ShopDumps 0 -EuDumps 1
         $env:PGBACKUP_REPOSITORY = $repo
         try { $backups = Get-PgBackup -ErrorAction Stop }
         finally { $env:PGBACKUP_REPOSITORY = $null }

@@ -551,25 +551,23 @@ function New-PgTestSampleDatabase {
         [ValidateRange(1, [int]::MaxValue)] [int] $ItemRows = 100000
     )
     $null = Invoke-PgTestSql -Cluster $Cluster -Sql "CREATE DATABASE $(ConvertTo-PgIdentifier $Database)"
-    $sql = @"
-create schema sales;
-create schema "Ünïcode schema";
-create table public.items(id int primary key, name text not null, price numeric(10,2), created timestamptz not null default '2026-01-01');
-insert into public.items select g, 'item ' || g, g * 1.5, timestamptz '2026-01-01' + g * interval '1 minute' from generate_series(1, $ItemRows) g;
-comment on table public.items is 'Every item we sell';
-create table sales.orders(id serial primary key, item_id int not null references public.items(id), qty int not null, note text);
-insert into sales.orders(item_id, qty, note) select (g % least(1000, $ItemRows)) + 1, g % 7, 'note ü€ ' || g from generate_series(1, 5000) g;
-create index orders_item on sales.orders(item_id);
-create view sales.order_totals as select item_id, sum(qty) as qty from sales.orders group by item_id;
-create table "Ünïcode schema"."Tåble"(k text primary key, v jsonb);
-insert into "Ünïcode schema"."Tåble" values ('a', '{"x": 1}'), ('ß', '{"y": [1,2,3]}');
-create function sales.add(a int, b int) returns int language sql immutable as 'select a + b';
-create sequence sales.invoice_no;
-select setval('sales.invoice_no', 42);
-select lo_from_bytea(0, convert_to('large object one', 'UTF8'));
-select lo_from_bytea(0, decode(repeat('00ff', 5000), 'hex'));
-"@
+    $sqlFile = Join-Path (Get-PgTestRepositoryRoot) 'tests' 'PgBackup.Testing' 'sample-database.sql'
+    $sql = (Get-Content -LiteralPath $sqlFile -Raw -Encoding utf8).Replace('{ITEM_ROWS}', [string] $ItemRows)
     $null = Invoke-PgTestSql -Cluster $Cluster -Database $Database -Sql $sql
+}
+
+function New-PgTestDumpRepository {
+    <#
+    .SYNOPSIS
+        A fresh repository holding the given number of dumps of the sample databases shop (sales schema only) and shop_eu.
+    #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param([Parameter(Mandatory)] [string] $Server, [int] $ShopDumps = 0, [int] $EuDumps = 0)
+    $repo = New-PgTestRepository
+    for ($i = 0; $i -lt $ShopDumps; $i++) { $null = Invoke-PgDump -Server $Server -Database shop -Repository $repo -Schema sales -ErrorAction Stop }
+    for ($i = 0; $i -lt $EuDumps; $i++) { $null = Invoke-PgDump -Server $Server -Database shop_eu -Repository $repo -ErrorAction Stop }
+    $repo
 }
 
 function Get-PgTestRowCount {
@@ -747,6 +745,7 @@ function Remove-PgTestTmpfs {
 #endregion
 
 Export-ModuleMember -Function @(
+    'New-PgTestDumpRepository'
     'Get-PgTestRepositoryRoot'
     'Get-PgBackupModuleManifest'
     'Get-PgTestKnownCmdlet'

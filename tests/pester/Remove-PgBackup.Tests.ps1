@@ -12,12 +12,6 @@ Describe 'Remove-PgBackup' -Tag 'Integration' {
         New-PgTestSampleDatabase -Cluster $cluster -Database shop -ItemRows 20000
         New-PgTestSampleDatabase -Cluster $cluster -Database shop_eu -ItemRows 500
 
-        function New-DumpRepository([string] $Server, [int] $ShopDumps, [int] $EuDumps) {
-            $repo = New-PgTestRepository
-            for ($i = 0; $i -lt $ShopDumps; $i++) { $null = Invoke-PgDump -Server $Server -Database shop -Repository $repo -Schema sales -ErrorAction Stop }
-            for ($i = 0; $i -lt $EuDumps; $i++) { $null = Invoke-PgDump -Server $Server -Database shop_eu -Repository $repo -ErrorAction Stop }
-            $repo
-        }
     }
 
     AfterAll {
@@ -27,7 +21,7 @@ Describe 'Remove-PgBackup' -Tag 'Integration' {
     }
 
     It 'applies -KeepLast, and -WhatIf removes nothing' {
-        $repo = New-DumpRepository -Server $server -ShopDumps 3 -EuDumps 1
+        $repo = New-PgTestDumpRepository -Server $server -ShopDumps 3 -EuDumps 1
         Remove-PgBackup -Repository $repo -KeepLast 1 -WhatIf -ErrorAction Stop
         Get-PgBackup -Repository $repo | Should -HaveCount 4
 
@@ -41,7 +35,7 @@ Describe 'Remove-PgBackup' -Tag 'Integration' {
     }
 
     It 'refuses to remove the last valid backup without -Force' {
-        $repo = New-DumpRepository -Server $server -ShopDumps 0 -EuDumps 1
+        $repo = New-PgTestDumpRepository -Server $server -ShopDumps 0 -EuDumps 1
         Get-PgBackup -Repository $repo -ErrorAction Stop | Remove-PgBackup -ErrorVariable err -ErrorAction SilentlyContinue
         $err | Should -HaveCount 1 -Because (Format-PgTestError $err)
         $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.LastValidBackup,*'
@@ -58,7 +52,7 @@ Describe 'Remove-PgBackup' -Tag 'Integration' {
     }
 
     It 'refuses an age that is really a number of ticks' {
-        $repo = New-DumpRepository -Server $server -ShopDumps 0 -EuDumps 1
+        $repo = New-PgTestDumpRepository -Server $server -ShopDumps 0 -EuDumps 1
         # PowerShell binds a bare number to a TimeSpan as ticks: 30 is 3 microseconds, which would select everything.
         Remove-PgBackup -Repository $repo -OlderThan 30 -ErrorVariable err -ErrorAction SilentlyContinue
         $err | Should -HaveCount 1 -Because (Format-PgTestError $err)

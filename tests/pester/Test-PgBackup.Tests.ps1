@@ -11,11 +11,6 @@ Describe 'Test-PgBackup' -Tag 'Integration' {
         $server = $cluster.Server
         New-PgTestSampleDatabase -Cluster $cluster -Database shop_eu -ItemRows 500
 
-        function New-DumpRepository([string] $Server, [int] $EuDumps) {
-            $repo = New-PgTestRepository
-            for ($i = 0; $i -lt $EuDumps; $i++) { $null = Invoke-PgDump -Server $Server -Database shop_eu -Repository $repo -ErrorAction Stop }
-            $repo
-        }
     }
 
     AfterAll {
@@ -25,7 +20,7 @@ Describe 'Test-PgBackup' -Tag 'Integration' {
     }
 
     It 'restores into a throwaway database and drops it' {
-        $repo = New-DumpRepository -Server $server -EuDumps 1
+        $repo = New-PgTestDumpRepository -Server $server -EuDumps 1
         $result = Get-PgBackup -Repository $repo -ErrorAction Stop | Test-PgBackup -Restore -ErrorAction Stop
         $result | Should -HaveCount 1
         $result.PSObject.TypeNames | Should -Contain 'PgBackup.BackupTestResult'
@@ -38,7 +33,7 @@ Describe 'Test-PgBackup' -Tag 'Integration' {
     }
 
     It 'answers $true or $false with -Quiet' {
-        $repo = New-DumpRepository -Server $server -EuDumps 1
+        $repo = New-PgTestDumpRepository -Server $server -EuDumps 1
         $ok = Get-PgBackup -Repository $repo -ErrorAction Stop | Test-PgBackup -Quiet -ErrorAction Stop
         $ok | Should -BeOfType ([bool])
         $ok | Should -Be $true
@@ -52,7 +47,7 @@ Describe 'Test-PgBackup' -Tag 'Integration' {
     }
 
     It 'creates no database with -WhatIf' {
-        $repo = New-DumpRepository -Server $server -EuDumps 1
+        $repo = New-PgTestDumpRepository -Server $server -EuDumps 1
         $before = Invoke-PgTestSql -Cluster $cluster -Sql 'select count(*) from pg_database'
         $null = Get-PgBackup -Repository $repo -ErrorAction Stop | Test-PgBackup -Restore -WhatIf -ErrorAction Stop
         Invoke-PgTestSql -Cluster $cluster -Sql 'select count(*) from pg_database' | Should -BeExactly $before
