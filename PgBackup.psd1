@@ -16,6 +16,7 @@
         'Invoke-PgDump'
         'Remove-PgBackup'
         'Restore-PgDump'
+        'Start-PgBaseBackup'
         'Test-PgBackup'
     )
     FunctionsToExport    = @()

@@ -7,7 +7,8 @@ public sealed class BackupTestResult
     public BackupKind Kind { get; set; }
     public string SourceServer { get; set; } = "";
     public string Database { get; set; } = "";
-    public DumpFormat Format { get; set; }
+    /// <summary>The dump format (Plain, Custom, Directory, Tar) or, for a base backup, Plain or Tar.</summary>
+    public string Format { get; set; } = "";
     public bool Success { get; set; }
     public bool ChecksumValid { get; set; }
     public string ExpectedSha256 { get; set; } = "";

@@ -33,7 +33,7 @@ public sealed class LogicalRoundTripTests(SampleClusterFixture fixture)
         Assert.Empty(Directory.GetFileSystemEntries(repository, "*.partial", SearchOption.AllDirectories));
         Assert.Contains(reporter.ProgressRecords, p => p.Percent > 0 && p.Status.StartsWith("Table "));
 
-        var listed = Assert.Single(BackupCatalog.List(repository, null, null));
+        var listed = Assert.IsType<DumpBackup>(Assert.Single(BackupCatalog.List(repository, null, null)));
         Assert.Equal(backup.Sha256, listed.Sha256);
         Assert.Equal(backup.Path, listed.Path);
 

@@ -4,7 +4,7 @@ public sealed record CatalogFilter(string? Server = null, int? Port = null, Func
     DateTimeOffset? After = null, DateTimeOffset? Before = null);
 
 /// <summary>A backup the retention plan removes, or keeps although asked to remove, and why.</summary>
-public sealed record RetentionDecision(DumpBackup Backup, bool Remove, string Reason);
+public sealed record RetentionDecision(PgBackupItem Backup, bool Remove, string Reason);
 
 /// <summary>
 /// The repository seen as a catalog: every dump that has a metadata file beside it. Retention never removes the
@@ -12,7 +12,7 @@ public sealed record RetentionDecision(DumpBackup Backup, bool Remove, string Re
 /// </summary>
 public static class BackupCatalog
 {
-    public static IReadOnlyList<DumpBackup> List(string repository, CatalogFilter? filter, Action<string>? warn)
+    public static IReadOnlyList<PgBackupItem> List(string repository, CatalogFilter? filter, Action<string>? warn)
     {
         if (!Directory.Exists(repository))
             throw new PgBackupException("RepositoryNotFound", ErrorKind.ObjectNotFound, $"The repository folder '{repository}' does not exist.", repository,
@@ -20,7 +20,7 @@ public static class BackupCatalog
         var options = new EnumerationOptions { RecurseSubdirectories = true, IgnoreInaccessible = true };
         foreach (var leftover in Directory.EnumerateFileSystemEntries(repository, "*" + Logical.DumpLayout.PartialSuffix, options))
             warn?.Invoke($"'{leftover}' was left by an interrupted dump and is not a backup; delete it when no dump is running.");
-        var backups = new List<DumpBackup>();
+        var backups = new List<PgBackupItem>();
         foreach (var metadata in Directory.EnumerateFiles(repository, "*" + BackupMetadata.Suffix, options))
         {
             var backup = BackupMetadata.Read(metadata, repository, warn);
@@ -36,7 +36,7 @@ public static class BackupCatalog
             .ThenByDescending(b => b.StartTime).ToList();
     }
 
-    private static bool Matches(DumpBackup b, CatalogFilter? f) =>
+    private static bool Matches(PgBackupItem b, CatalogFilter? f) =>
         f == null ||
         ((f.Server == null || string.Equals(f.Server, b.Server, StringComparison.OrdinalIgnoreCase)) &&
          (f.Port == null || f.Port == b.Port) &&
@@ -46,13 +46,13 @@ public static class BackupCatalog
          (f.Before == null || b.StartTime <= f.Before));
 
     /// <summary>Which backups go, by -KeepLast and/or -OlderThan, for every server/database group.</summary>
-    public static IReadOnlyList<RetentionDecision> PlanRetention(IEnumerable<DumpBackup> backups, int? keepLast, TimeSpan? olderThan, DateTimeOffset now, bool force)
+    public static IReadOnlyList<RetentionDecision> PlanRetention(IEnumerable<PgBackupItem> backups, int? keepLast, TimeSpan? olderThan, DateTimeOffset now, bool force)
     {
         var decisions = new List<RetentionDecision>();
         foreach (var group in backups.GroupBy(GroupKey))
         {
             var newestFirst = group.OrderByDescending(b => b.StartTime).ToList();
-            var wanted = new List<(DumpBackup Backup, string Reason)>();
+            var wanted = new List<(PgBackupItem Backup, string Reason)>();
             for (var i = 0; i < newestFirst.Count; i++)
             {
                 var b = newestFirst[i];
@@ -68,7 +68,7 @@ public static class BackupCatalog
     }
 
     /// <summary>Removal of explicitly chosen backups (piped in): the same guard for the last valid backup of each group.</summary>
-    public static IReadOnlyList<RetentionDecision> PlanRemoval(IEnumerable<DumpBackup> requested, Func<DumpBackup, IEnumerable<DumpBackup>> siblingsOf, bool force)
+    public static IReadOnlyList<RetentionDecision> PlanRemoval(IEnumerable<PgBackupItem> requested, Func<PgBackupItem, IEnumerable<PgBackupItem>> siblingsOf, bool force)
     {
         var decisions = new List<RetentionDecision>();
         foreach (var group in requested.GroupBy(GroupKey))
@@ -82,7 +82,7 @@ public static class BackupCatalog
         return decisions;
     }
 
-    private static IEnumerable<RetentionDecision> ProtectLastValid(List<(DumpBackup Backup, string Reason)> wanted, List<DumpBackup> group, bool force)
+    private static IEnumerable<RetentionDecision> ProtectLastValid(List<(PgBackupItem Backup, string Reason)> wanted, List<PgBackupItem> group, bool force)
     {
         var remaining = group.Where(g => !wanted.Any(w => SamePath(w.Backup, g)) && g.VerificationState != VerificationState.Failed).ToList();
         // Remove the newest of the wanted ones last: if all would go, the newest valid one is the one kept.
@@ -96,7 +96,7 @@ public static class BackupCatalog
     }
 
     /// <summary>Deletes the metadata first, so a backup that is half deleted is never listed as valid.</summary>
-    public static void Delete(DumpBackup backup)
+    public static void Delete(PgBackupItem backup)
     {
         var metadata = string.IsNullOrEmpty(backup.MetadataPath) ? BackupMetadata.PathFor(backup.Path) : backup.MetadataPath;
         try
@@ -112,7 +112,7 @@ public static class BackupCatalog
         }
     }
 
-    private static string GroupKey(DumpBackup b) => $"{b.Server.ToLowerInvariant()}\u0001{b.Port}\u0001{b.Kind}\u0001{b.Database}";
+    private static string GroupKey(PgBackupItem b) => $"{b.Server.ToLowerInvariant()}\u0001{b.Port}\u0001{b.Kind}\u0001{b.Database}";
 
-    private static bool SamePath(DumpBackup a, DumpBackup b) => string.Equals(Path.GetFullPath(a.Path), Path.GetFullPath(b.Path), StringComparison.Ordinal);
+    private static bool SamePath(PgBackupItem a, PgBackupItem b) => string.Equals(Path.GetFullPath(a.Path), Path.GetFullPath(b.Path), StringComparison.Ordinal);
 }

@@ -14,13 +14,13 @@ public static class BackupMetadata
     private static readonly JsonSerializerOptions Options = new()
     {
         WriteIndented = true,
-        Converters = { new JsonStringEnumConverter() },
+        Converters = { new JsonStringEnumConverter(), new LsnConverter() },
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
     };
 
     public static string PathFor(string backupPath) => backupPath.TrimEnd('/', '\\') + Suffix;
 
-    public static void Write(DumpBackup backup)
+    public static void Write(PgBackupItem backup)
     {
         var metadataPath = PathFor(backup.Path);
         var stored = Clone(backup);
@@ -29,17 +29,17 @@ public static class BackupMetadata
         stored.MetadataPath = "";
         stored.Repository = null;
         var temp = metadataPath + ".tmp";
-        File.WriteAllText(temp, JsonSerializer.Serialize(stored, Options));
+        File.WriteAllText(temp, JsonSerializer.Serialize(stored, stored.GetType(), Options));
         File.Move(temp, metadataPath, overwrite: true);
         backup.MetadataPath = metadataPath;
     }
 
     /// <returns>The backup, or null when the metadata file is not PgBackup's or cannot be read.</returns>
-    public static DumpBackup? Read(string metadataPath, string? repository, Action<string>? warn = null)
+    public static PgBackupItem? Read(string metadataPath, string? repository, Action<string>? warn = null)
     {
         try
         {
-            var backup = JsonSerializer.Deserialize<DumpBackup>(File.ReadAllText(metadataPath), Options);
+            var backup = Deserialize(File.ReadAllText(metadataPath));
             if (backup == null || string.IsNullOrEmpty(backup.Path)) return null;
             backup.Path = Path.Combine(Path.GetDirectoryName(metadataPath)!, backup.Path);
             backup.MetadataPath = metadataPath;
@@ -53,12 +53,26 @@ public static class BackupMetadata
         }
     }
 
-    public static void RecordVerification(DumpBackup backup, bool passed, DateTimeOffset when)
+    public static void RecordVerification(PgBackupItem backup, bool passed, DateTimeOffset when)
     {
         backup.VerificationState = passed ? VerificationState.Verified : VerificationState.Failed;
         backup.LastVerified = when;
         if (File.Exists(PathFor(backup.Path))) Write(backup);
     }
 
-    private static DumpBackup Clone(DumpBackup b) => JsonSerializer.Deserialize<DumpBackup>(JsonSerializer.Serialize(b, Options), Options)!;
+    private static PgBackupItem Clone(PgBackupItem b) => Deserialize(JsonSerializer.Serialize(b, b.GetType(), Options))!;
+
+    /// <summary>The "kind" property says which type a metadata file holds: base backups and dumps share the catalog.</summary>
+    private static PgBackupItem? Deserialize(string json)
+    {
+        using var document = JsonDocument.Parse(json);
+        var isBase = document.RootElement.TryGetProperty("kind", out var kind) && kind.GetString() == nameof(BackupKind.Base);
+        return isBase ? document.Deserialize<BaseBackup>(Options) : document.Deserialize<DumpBackup>(Options);
+    }
+
+    private sealed class LsnConverter : JsonConverter<Lsn>
+    {
+        public override Lsn Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => Lsn.Parse(reader.GetString() ?? "");
+        public override void Write(Utf8JsonWriter writer, Lsn value, JsonSerializerOptions options) => writer.WriteStringValue(value.ToString());
+    }
 }

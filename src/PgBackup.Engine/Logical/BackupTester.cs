@@ -1,22 +1,27 @@
 using System.Diagnostics;
 using PgBackup.Engine.Catalog;
 using PgBackup.Engine.Connection;
+using PgBackup.Engine.Physical;
+using PgBackup.Engine.Recovery;
 
 namespace PgBackup.Engine.Logical;
 
 public sealed record BackupTestRequest
 {
-    public required DumpBackup Backup { get; init; }
+    public required PgBackupItem Backup { get; init; }
     public bool HasMetadata { get; init; } = true;
-    /// <summary>Where to test-restore; null checks the checksum only.</summary>
+    /// <summary>Where to test-restore a dump; null checks the checksum only.</summary>
     public ConnectionTarget? RestoreTarget { get; init; }
+    /// <summary>For base backups: start the backup as a throwaway local instance.</summary>
+    public bool StartInstance { get; init; }
     public int Jobs { get; init; } = 1;
     public string? ToolPath { get; init; }
 }
 
 /// <summary>
-/// "Test your restores": verifies a dump's SHA-256 and, when asked, restores it into a throwaway database,
-/// checks that every table came back, and drops the database again whatever happened.
+/// "Test your restores": verifies a dump's SHA-256 (a base backup's manifest) and, when asked, restores the dump into a
+/// throwaway database and checks that every table came back (starts the base backup as a throwaway instance and queries
+/// it), then removes what it made whatever happened.
 /// </summary>
 public static class BackupTester
 {
@@ -30,25 +35,16 @@ public static class BackupTester
             Kind = backup.Kind,
             SourceServer = string.IsNullOrEmpty(backup.Server) ? "" : $"{backup.Server}:{backup.Port}",
             Database = backup.Database,
-            Format = backup.Format,
-            ExpectedSha256 = backup.Sha256,
+            Format = backup switch { DumpBackup d => d.Format.ToString(), BaseBackup b => b.Format.ToString(), _ => "" },
+            ExpectedSha256 = (backup as DumpBackup)?.Sha256 ?? "",
             TestedAt = DateTimeOffset.UtcNow,
         };
         var failures = new List<string>();
 
-        reporter.Progress("Testing " + backup.Path, "Verifying SHA-256", 0);
-        result.ActualSha256 = await BackupChecksum.ComputeAsync(backup.Path, ct).ConfigureAwait(false);
-        result.ChecksumValid = request.HasMetadata && string.Equals(result.ActualSha256, backup.Sha256, StringComparison.OrdinalIgnoreCase);
-        if (!request.HasMetadata) failures.Add("The dump has no PgBackup metadata, so there is no recorded SHA-256 to compare with.");
-        else if (!result.ChecksumValid) failures.Add($"SHA-256 mismatch: expected {backup.Sha256}, found {result.ActualSha256}.");
-
-        if (request.RestoreTarget is { } server && failures.Count == 0)
-        {
-            if (backup.Kind == BackupKind.Globals)
-                reporter.Warning("A globals dump is not test-restored: it would create roles and tablespaces on the server. Only its checksum was verified.");
-            else
-                await TestRestoreAsync(request, server, result, failures, reporter, ct).ConfigureAwait(false);
-        }
+        if (backup is BaseBackup baseBackup)
+            await TestBaseBackupAsync(request, baseBackup, result, failures, reporter, ct).ConfigureAwait(false);
+        else
+            await TestDumpAsync(request, (DumpBackup)backup, result, failures, reporter, ct).ConfigureAwait(false);
         reporter.ProgressCompleted("Testing " + backup.Path);
 
         result.Failures = [.. failures];
@@ -66,7 +62,56 @@ public static class BackupTester
         return result;
     }
 
-    private static async Task TestRestoreAsync(BackupTestRequest request, ConnectionTarget server, BackupTestResult result, List<string> failures,
+    private static async Task TestDumpAsync(BackupTestRequest request, DumpBackup backup, BackupTestResult result, List<string> failures,
+        IOperationReporter reporter, CancellationToken ct)
+    {
+        reporter.Progress("Testing " + backup.Path, "Verifying SHA-256", 0);
+        result.ActualSha256 = await BackupChecksum.ComputeAsync(backup.Path, ct).ConfigureAwait(false);
+        result.ChecksumValid = request.HasMetadata && string.Equals(result.ActualSha256, backup.Sha256, StringComparison.OrdinalIgnoreCase);
+        if (!request.HasMetadata) failures.Add("The dump has no PgBackup metadata, so there is no recorded SHA-256 to compare with.");
+        else if (!result.ChecksumValid) failures.Add($"SHA-256 mismatch: expected {backup.Sha256}, found {result.ActualSha256}.");
+
+        if (request.RestoreTarget is { } server && failures.Count == 0)
+        {
+            if (backup.Kind == BackupKind.Globals)
+                reporter.Warning("A globals dump is not test-restored: it would create roles and tablespaces on the server. Only its checksum was verified.");
+            else
+                await TestRestoreAsync(request, backup, server, result, failures, reporter, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Checks the backup against its manifest and, when asked, starts it as a throwaway instance and queries it.</summary>
+    private static async Task TestBaseBackupAsync(BackupTestRequest request, BaseBackup backup, BackupTestResult result, List<string> failures,
+        IOperationReporter reporter, CancellationToken ct)
+    {
+        reporter.Progress("Testing " + backup.Path, "Verifying the backup manifest", 0);
+        var problems = await BaseBackupVerifier.VerifyAsync(backup, backup.Path, request.ToolPath, reporter, ct).ConfigureAwait(false);
+        result.ChecksumValid = problems.Count == 0;
+        failures.AddRange(problems.Select(p => "Manifest check: " + p));
+        if (!request.StartInstance || failures.Count > 0) return;
+
+        result.RestoreTested = true;
+        var started = Stopwatch.StartNew();
+        try
+        {
+            reporter.Progress("Testing " + backup.Path, "Starting the backup as a throwaway instance", 30);
+            await using var instance = await LocalInstance.CreateFromBackupAsync(backup, request.ToolPath, reporter, ct).ConfigureAwait(false);
+            result.RestoreServer = instance.SocketDirectory;
+            result.RestorePort = instance.Port;
+            await instance.StartAsync(TimeSpan.FromMinutes(10), ct).ConfigureAwait(false);
+            await using var connection = await ServerSession.OpenAsync(instance.Connection(string.IsNullOrEmpty(backup.User) ? LocalInstance.DefaultServiceUser : backup.User), ct).ConfigureAwait(false);
+            if (await ServerSession.ScalarAsync<bool>(connection, "select pg_is_in_recovery()", ct).ConfigureAwait(false))
+                failures.Add("The restored instance is still in recovery.");
+            result.TablesRestored = (int)await ServerSession.ScalarAsync<long>(connection, "select count(*) from pg_database where datallowconn", ct).ConfigureAwait(false);
+            result.RestoreDuration = started.Elapsed;
+        }
+        catch (PgBackupException ex)
+        {
+            failures.Add($"Test start failed ({ex.ErrorId}): {ex.Message}");
+        }
+    }
+
+    private static async Task TestRestoreAsync(BackupTestRequest request, DumpBackup backup, ConnectionTarget server, BackupTestResult result, List<string> failures,
         IOperationReporter reporter, CancellationToken ct)
     {
         var testDatabase = "pgbackup_test_" + Guid.NewGuid().ToString("N")[..12];
@@ -75,18 +120,18 @@ public static class BackupTester
         result.RestoreServer = server.Host;
         result.RestorePort = server.Port;
         result.TestDatabase = testDatabase;
-        result.TablesExpected = request.Backup.TableCount;
+        result.TablesExpected = backup.TableCount;
         RestorePlan? plan = null;
         try
         {
             plan = await RestoreService.PlanAsync(new RestoreRequest
             {
                 Target = target,
-                Source = request.Backup,
+                Source = backup,
                 HasMetadata = false, // the checksum was verified above
                 Create = true,
                 NoOwner = true,
-                Jobs = request.Backup.Format is DumpFormat.Custom or DumpFormat.Directory ? request.Jobs : 1,
+                Jobs = backup.Format is DumpFormat.Custom or DumpFormat.Directory ? request.Jobs : 1,
                 ToolPath = request.ToolPath,
             }, reporter, ct).ConfigureAwait(false);
             var restored = await RestoreService.ExecuteAsync(plan, reporter, ct).ConfigureAwait(false);

@@ -188,7 +188,7 @@ public static class DumpService
         return sb.Append('$').ToString();
     }
 
-    private static void PrepareTarget(string finalPath, bool force)
+    internal static void PrepareTarget(string finalPath, bool force)
     {
         if ((File.Exists(finalPath) || Directory.Exists(finalPath)) && !force)
             throw new PgBackupException("TargetExists", ErrorKind.ResourceExists, $"'{finalPath}' already exists.", finalPath,
@@ -230,7 +230,7 @@ public static class DumpService
             "Read the tool's message above (run with -Verbose for its full output); a permission error needs a role that can read every object, such as the table owner or pg_read_all_data.");
     }
 
-    private static void RemoveExisting(string path)
+    internal static void RemoveExisting(string path)
     {
         var metadata = BackupMetadata.PathFor(path);
         if (File.Exists(metadata)) File.Delete(metadata);

@@ -50,12 +50,21 @@ public static class RestoreService
     private static readonly Regex ParallelTableLine = new(@"finished item \d+ TABLE DATA (?<name>.+)$", RegexOptions.Compiled);
 
     /// <summary>Reads a dump from a path: its metadata when PgBackup wrote it, otherwise what its bytes say.</summary>
-    public static (DumpBackup Backup, bool HasMetadata) LoadSource(string path, Action<string>? warn)
+    public static (DumpBackup Backup, bool HasMetadata) LoadSource(string path, Action<string>? warn) =>
+        LoadAny(path, warn) switch
+        {
+            (DumpBackup dump, var hasMetadata) => (dump, hasMetadata),
+            var (other, _) => throw new PgBackupException("NotADump", ErrorKind.InvalidArgument, $"'{other.Path}' is a base backup, not a dump.", other.Path,
+                "Restore base backups by starting them as an instance (Test-PgBackup -Restore proves they start); Restore-PgDump takes pg_dump output."),
+        };
+
+    /// <summary>Reads any backup from a path: its metadata when PgBackup wrote it, otherwise a dump recognised by its bytes.</summary>
+    public static (PgBackupItem Backup, bool HasMetadata) LoadAny(string path, Action<string>? warn)
     {
         var full = System.IO.Path.GetFullPath(path.TrimEnd('/', '\\'));
         if (full.EndsWith(BackupMetadata.Suffix, StringComparison.OrdinalIgnoreCase)) full = full[..^BackupMetadata.Suffix.Length];
         var metadata = BackupMetadata.PathFor(full);
-        if (File.Exists(metadata) && BackupMetadata.Read(metadata, null, warn) is { } b) return (b, true);
+        if (File.Exists(metadata) && BackupMetadata.Read(metadata, null, warn) is { } known) return (known, true);
         var format = DumpLayout.Detect(full);
         warn?.Invoke($"'{full}' has no PgBackup metadata ({System.IO.Path.GetFileName(metadata)}), so its checksum cannot be verified.");
         return (new DumpBackup { Path = full, Format = format, Kind = BackupKind.Dump, Id = System.IO.Path.GetFileName(full) }, false);

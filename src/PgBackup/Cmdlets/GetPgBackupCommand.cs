@@ -6,7 +6,7 @@ using PgBackup.Engine.Connection;
 namespace PgBackup.Commands;
 
 [Cmdlet(VerbsCommon.Get, "PgBackup")]
-[OutputType(typeof(DumpBackup))]
+[OutputType(typeof(DumpBackup), typeof(BaseBackup))]
 public sealed class GetPgBackupCommand : PgCmdlet
 {
     [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]

@@ -6,14 +6,14 @@ using PgBackup.Engine.Connection;
 namespace PgBackup.Commands;
 
 [Cmdlet(VerbsCommon.Remove, "PgBackup", DefaultParameterSetName = InputObjectSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
-[OutputType(typeof(DumpBackup))]
+[OutputType(typeof(DumpBackup), typeof(BaseBackup))]
 public sealed class RemovePgBackupCommand : PgCmdlet
 {
     private const string InputObjectSet = "InputObject";
     private const string RetentionSet = "Retention";
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ParameterSetName = InputObjectSet)]
-    public DumpBackup[]? InputObject { get; set; }
+    public PgBackupItem[]? InputObject { get; set; }
 
     [Parameter(Position = 0, ParameterSetName = RetentionSet)]
     [ValidateNotNullOrEmpty]
@@ -41,7 +41,7 @@ public sealed class RemovePgBackupCommand : PgCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    private readonly List<DumpBackup> _requested = [];
+    private readonly List<PgBackupItem> _requested = [];
 
     protected override void ProcessRecord()
     {
@@ -98,7 +98,7 @@ public sealed class RemovePgBackupCommand : PgCmdlet
         catch (PgBackupException ex) { WriteEngineError(ex); }
     }
 
-    private IEnumerable<DumpBackup> SiblingsOf(DumpBackup backup)
+    private IEnumerable<PgBackupItem> SiblingsOf(PgBackupItem backup)
     {
         var folder = backup.Repository ?? System.IO.Path.GetDirectoryName(backup.Path);
         return folder != null && Directory.Exists(folder) ? BackupCatalog.List(folder, null, null) : [];

@@ -12,7 +12,7 @@ public sealed class TestPgBackupCommand : PgCmdlet
     private const string PathSet = "Path";
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ParameterSetName = InputObjectSet)]
-    public DumpBackup? InputObject { get; set; }
+    public PgBackupItem? InputObject { get; set; }
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true, ParameterSetName = PathSet)]
     [Alias("FullName")]
@@ -47,11 +47,16 @@ public sealed class TestPgBackupCommand : PgCmdlet
         try
         {
             var (backup, hasMetadata) = InputObject != null
-                ? (InputObject, !string.IsNullOrEmpty(InputObject.Sha256))
-                : RestoreService.LoadSource(GetUnresolvedProviderPathFromPSPath(Path!), WriteWarning);
+                ? (InputObject, InputObject is BaseBackup || !string.IsNullOrEmpty(((DumpBackup)InputObject).Sha256))
+                : RestoreService.LoadAny(GetUnresolvedProviderPathFromPSPath(Path!), WriteWarning);
             var request = new BackupTestRequest { Backup = backup, HasMetadata = hasMetadata, Jobs = Jobs ?? settings.Jobs, ToolPath = settings.ToolPath };
-            if (!Restore && !ShouldProcess(backup.Path, "Verify the SHA-256 and record the result in the backup's metadata")) return;
-            if (Restore)
+            if (!Restore && !ShouldProcess(backup.Path, "Verify the checksums and record the result in the backup's metadata")) return;
+            if (Restore && backup is BaseBackup)
+            {
+                if (!ShouldProcess(backup.Path, "Start the base backup as a throwaway local instance, query it and remove it")) return;
+                request = request with { StartInstance = true };
+            }
+            else if (Restore)
             {
                 var server = Server ?? backup.ServerProfile ?? (string.IsNullOrEmpty(backup.Server) ? null : backup.Server);
                 var port = Port ?? (Server == null && backup.ServerProfile == null && backup.Port > 0 ? backup.Port : null);

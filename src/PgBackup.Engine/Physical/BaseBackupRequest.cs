@@ -1,0 +1,22 @@
+using PgBackup.Engine.Connection;
+
+namespace PgBackup.Engine.Physical;
+
+public sealed record BaseBackupRequest
+{
+    public required ConnectionTarget Target { get; init; }
+    public BaseBackupFormat Format { get; init; } = BaseBackupFormat.Plain;
+    public WalMethod WalMethod { get; init; } = WalMethod.Stream;
+    /// <summary>A pg_basebackup --compress value: [client-|server-]gzip|lz4|zstd|none[:level].</summary>
+    public string? Compress { get; init; }
+    public CheckpointMode CheckpointMode { get; init; } = CheckpointMode.Fast;
+    public string? Label { get; init; }
+    /// <summary>pg_basebackup --max-rate, such as "50M" or "2048k".</summary>
+    public string? MaxRate { get; init; }
+    /// <summary>Repository root; the backup goes to &lt;repository&gt;/&lt;host_port&gt;/base/.</summary>
+    public string? Repository { get; init; }
+    /// <summary>Exact folder to write instead of a repository location.</summary>
+    public string? Path { get; init; }
+    public bool Force { get; init; }
+    public string? ToolPath { get; init; }
+}

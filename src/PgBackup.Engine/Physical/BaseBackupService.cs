@@ -1,0 +1,189 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Connection;
+using PgBackup.Engine.Logical;
+using PgBackup.Engine.Tools;
+
+namespace PgBackup.Engine.Physical;
+
+/// <summary>
+/// Runs pg_basebackup into a ".partial" folder with a SHA-256 manifest, verifies it, and only then renames it into
+/// place and writes the metadata that makes it part of the catalog. A failed or cancelled backup leaves nothing behind.
+/// </summary>
+public static class BaseBackupService
+{
+    private static readonly Regex ProgressLine = new(@"(?<done>\d+)/(?<total>\d+) kB \((?<pct>\d+)%\)", RegexOptions.Compiled);
+    private static readonly Regex StartLine = new(@"write-ahead log start point: (?<lsn>[0-9A-F]+/[0-9A-F]+) on timeline (?<tli>\d+)", RegexOptions.Compiled);
+    private static readonly Regex EndLine = new(@"write-ahead log end point: (?<lsn>[0-9A-F]+/[0-9A-F]+)", RegexOptions.Compiled);
+    private static readonly Regex CompressSpec = new(@"^((client|server)-)?(none|gzip|lz4|zstd)(:\d+)?$|^\d$", RegexOptions.Compiled | RegexOptions.IgnoreCase);
+
+    public static async Task<BaseBackup> BackupAsync(BaseBackupRequest request, IOperationReporter reporter, CancellationToken ct)
+    {
+        Validate(request);
+        var target = request.Target;
+        var activity = $"Base backup of {target.Display}";
+        reporter.Progress(activity, "Connecting", 0);
+
+        ServerInfo info;
+        string systemIdentifier;
+        bool inRecovery;
+        long segmentSize;
+        await using (var connection = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false))
+        {
+            info = await ServerSession.GetInfoAsync(connection, ct).ConfigureAwait(false);
+            systemIdentifier = (await ServerSession.ScalarAsync<long>(connection, "select system_identifier from pg_control_system()", ct).ConfigureAwait(false)).ToString(CultureInfo.InvariantCulture);
+            inRecovery = await ServerSession.ScalarAsync<bool>(connection, "select pg_is_in_recovery()", ct).ConfigureAwait(false);
+            segmentSize = await ServerSession.ScalarAsync<long>(connection, "select setting::bigint * (case unit when 'B' then 1 when 'kB' then 1024 when 'MB' then 1048576 else 1 end) from pg_settings where name = 'wal_segment_size'", ct).ConfigureAwait(false);
+        }
+        if (info.Major < 13)
+            throw new PgBackupException("ServerTooOld", ErrorKind.NotInstalled, $"Base backups with manifests need PostgreSQL 13 or later; {target.Display} runs {info.Version}.", target.Display,
+                "Upgrade the server, or take logical backups with Invoke-PgDump.");
+
+        var tool = new ToolLocator(request.ToolPath).Find("pg_basebackup", info.Major, info.Major, reporter);
+        var start = DateTimeOffset.UtcNow;
+        var id = $"base_{start:yyyyMMdd'T'HHmmssfff'Z'}";
+        var finalPath = System.IO.Path.GetFullPath(request.Path ?? System.IO.Path.Combine(request.Repository!, DumpLayout.SafeName($"{target.Host}_{target.Port}"), "base", id));
+        DumpService.PrepareTarget(finalPath, request.Force);
+        var partial = finalPath.TrimEnd('/', '\\') + DumpLayout.PartialSuffix;
+        DumpService.DeletePath(partial);
+
+        var label = request.Label ?? $"PgBackup {id}";
+        var args = new List<string>
+        {
+            "--pgdata=" + partial,
+            "--format=" + (request.Format == BaseBackupFormat.Plain ? "plain" : "tar"),
+            "--wal-method=" + request.WalMethod.ToString().ToLowerInvariant(),
+            "--checkpoint=" + request.CheckpointMode.ToString().ToLowerInvariant(),
+            "--label=" + label,
+            "--manifest-checksums=SHA256",
+            "--progress",
+            "--verbose",
+            "--no-password",
+        };
+        if (request.Compress != null) args.Add("--compress=" + request.Compress);
+        if (request.MaxRate != null) args.Add("--max-rate=" + request.MaxRate);
+
+        Lsn startLsn = default, stopLsn = default;
+        uint timeline = 0;
+        reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {target.Display} into {finalPath}");
+        ToolResult result;
+        try
+        {
+            result = await ToolRunner.RunAsync(tool, args, target.ToolEnvironment(), line =>
+            {
+                if (ProgressLine.Match(line) is { Success: true } p)
+                {
+                    reporter.Progress(activity, $"{long.Parse(p.Groups["done"].Value, CultureInfo.InvariantCulture) / 1024} of {long.Parse(p.Groups["total"].Value, CultureInfo.InvariantCulture) / 1024} MB",
+                        Math.Min(99, int.Parse(p.Groups["pct"].Value, CultureInfo.InvariantCulture)));
+                    return;
+                }
+                if (StartLine.Match(line) is { Success: true } s)
+                {
+                    startLsn = Lsn.Parse(s.Groups["lsn"].Value);
+                    timeline = uint.Parse(s.Groups["tli"].Value, CultureInfo.InvariantCulture);
+                }
+                else if (EndLine.Match(line) is { Success: true } e) stopLsn = Lsn.Parse(e.Groups["lsn"].Value);
+                reporter.Verbose(line);
+            }, ct, reporter: reporter).ConfigureAwait(false);
+        }
+        catch
+        {
+            DumpService.DeletePath(partial);
+            reporter.ProgressCompleted(activity);
+            throw;
+        }
+        if (!result.Succeeded)
+        {
+            DumpService.DeletePath(partial);
+            reporter.ProgressCompleted(activity);
+            throw Failure(tool, result, finalPath, target);
+        }
+
+        var backup = new BaseBackup
+        {
+            Id = id,
+            Server = target.Host,
+            Port = target.Port,
+            ServerProfile = target.Profile,
+            SystemIdentifier = systemIdentifier,
+            User = target.User,
+            Label = label,
+            Path = finalPath,
+            Repository = request.Path == null ? System.IO.Path.GetFullPath(request.Repository!) : null,
+            Format = request.Format,
+            WalMethod = request.WalMethod,
+            WalIncluded = request.WalMethod != WalMethod.None,
+            Timeline = timeline,
+            StartLsn = startLsn,
+            StopLsn = stopLsn,
+            StartSegment = WalSegmentName.FromLsn(timeline, startLsn, segmentSize).ToString(),
+            StopSegment = WalSegmentName.FromLsn(timeline, stopLsn, segmentSize).ToString(),
+            WalSegmentSize = segmentSize,
+            Compression = request.Compress,
+            ManifestPath = System.IO.Path.Combine(finalPath, "backup_manifest"),
+            FromStandby = inRecovery,
+            ServerVersion = info.Version,
+            ToolVersion = tool.VersionText,
+            StartTime = start,
+        };
+
+        reporter.Progress(activity, "Verifying the backup manifest", 99);
+        var problems = await BaseBackupVerifier.VerifyAsync(backup, partial, request.ToolPath, reporter, ct).ConfigureAwait(false);
+        if (problems.Count > 0)
+        {
+            DumpService.DeletePath(partial);
+            reporter.ProgressCompleted(activity);
+            throw new PgBackupException("BackupVerificationFailed", ErrorKind.InvalidData,
+                $"The base backup of {target.Display} does not match its own manifest, so it was discarded: {string.Join("; ", problems.Take(5))}", finalPath,
+                "Check the disk that holds the repository (a full or failing disk corrupts files), then take the backup again.");
+        }
+
+        if (request.Force) DumpService.RemoveExisting(finalPath);
+        Directory.Move(partial, finalPath);
+        var end = DateTimeOffset.UtcNow;
+        backup.EndTime = end;
+        backup.Duration = end - start;
+        backup.SizeBytes = BackupChecksum.SizeOf(finalPath);
+        backup.VerificationState = VerificationState.Verified;
+        backup.LastVerified = end;
+        BackupMetadata.Write(backup);
+        reporter.ProgressCompleted(activity);
+        reporter.Milestone($"Base backup of {target.Display}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, WAL {startLsn} to {stopLsn} on timeline {timeline}, manifest verified");
+        return backup;
+    }
+
+    private static void Validate(BaseBackupRequest r)
+    {
+        if (r.Path == null && string.IsNullOrWhiteSpace(r.Repository))
+            throw new PgBackupException("NoDestination", ErrorKind.InvalidArgument, "No destination was given for the base backup.", null,
+                "Pass -Repository (a folder; backups are filed by server) or -Path, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
+        if (r.Compress != null && !CompressSpec.IsMatch(r.Compress))
+            throw new PgBackupException("InvalidCompression", ErrorKind.InvalidArgument, $"'{r.Compress}' is not a compression pg_basebackup understands.", r.Compress,
+                "Use a level 0-9 (gzip) or [client-|server-]gzip|lz4|zstd[:level], for example client-gzip:5 or server-lz4.");
+        if (r.Compress != null && r.Format == BaseBackupFormat.Plain && !r.Compress.StartsWith("server-", StringComparison.OrdinalIgnoreCase) && !r.Compress.StartsWith("none", StringComparison.OrdinalIgnoreCase))
+            throw new PgBackupException("PlainNotCompressible", ErrorKind.InvalidArgument, "A Plain-format base backup is written as files and cannot be compressed on the client.", r.Compress,
+                "Use -Format Tar with -Compress, or server-side compression (server-gzip, server-lz4, server-zstd) to save network bandwidth.");
+    }
+
+    private static PgBackupException Failure(PgTool tool, ToolResult result, string finalPath, ConnectionTarget target)
+    {
+        var all = string.Join("\n", result.ErrorLines);
+        var summary = result.ErrorSummary();
+        if (all.Contains("No space left", StringComparison.OrdinalIgnoreCase) || all.Contains("could not create directory", StringComparison.OrdinalIgnoreCase) ||
+            all.Contains("Permission denied", StringComparison.OrdinalIgnoreCase) || all.Contains("Read-only file system", StringComparison.OrdinalIgnoreCase) ||
+            all.Contains("could not write", StringComparison.OrdinalIgnoreCase))
+            return DumpService.WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, summary);
+        if (all.Contains("no pg_hba.conf entry for replication", StringComparison.OrdinalIgnoreCase) || all.Contains("must have REPLICATION", StringComparison.OrdinalIgnoreCase) ||
+            all.Contains("permission denied to start WAL sender", StringComparison.OrdinalIgnoreCase))
+            return new PgBackupException("ReplicationNotAllowed", ErrorKind.PermissionDenied,
+                $"{target.Display} does not allow '{target.User}' a replication connection, which pg_basebackup needs: {summary}", target.Display,
+                "Give the role REPLICATION (ALTER ROLE name REPLICATION) and add a 'host replication name <client address> scram-sha-256' line to pg_hba.conf, then reload the server.");
+        if (all.Contains("number of requested standby connections exceeds max_wal_senders", StringComparison.OrdinalIgnoreCase))
+            return new PgBackupException("NoWalSenders", ErrorKind.InvalidOperation, $"{target.Display} has no free WAL sender for pg_basebackup: {summary}", target.Display,
+                "Raise max_wal_senders (restart needed) or wait until other base backups and standbys disconnect.");
+        return new PgBackupException("BaseBackupFailed", ErrorKind.ToolFailed,
+            $"pg_basebackup failed (exit code {result.ExitCode}) for {target.Display}; nothing was kept. pg_basebackup said:{Environment.NewLine}{summary}", target.Display,
+            "Read the tool's message above (run with -Verbose for its full output).");
+    }
+}

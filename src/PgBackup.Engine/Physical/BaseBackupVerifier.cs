@@ -1,0 +1,104 @@
+using System.Formats.Tar;
+using System.IO.Compression;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using PgBackup.Engine.Tools;
+
+namespace PgBackup.Engine.Physical;
+
+/// <summary>
+/// Checks a base backup against its backup_manifest: pg_verifybackup for Plain backups; for Tar backups, which
+/// pg_verifybackup cannot read, PgBackup reads the tar files itself and compares every file's size and SHA-256.
+/// </summary>
+public static class BaseBackupVerifier
+{
+    // pg_verifybackup ignores these too: they are written or changed after the manifest was made.
+    private static readonly string[] Ignored = ["backup_manifest", "postgresql.auto.conf", "standby.signal", "recovery.signal"];
+
+    /// <returns>The problems found; empty when the backup matches its manifest.</returns>
+    public static async Task<IReadOnlyList<string>> VerifyAsync(BaseBackup backup, string path, string? toolPath, IOperationReporter reporter, CancellationToken ct)
+    {
+        var manifestPath = Path.Combine(path, "backup_manifest");
+        if (!File.Exists(manifestPath)) return [$"'{manifestPath}' is missing"];
+        if (backup.Format == BaseBackupFormat.Plain) return await VerifyPlainAsync(backup, path, toolPath, reporter, ct).ConfigureAwait(false);
+        return await Task.Run(() => VerifyTar(path, manifestPath, ct), ct).ConfigureAwait(false);
+    }
+
+    private static async Task<IReadOnlyList<string>> VerifyPlainAsync(BaseBackup backup, string path, string? toolPath, IOperationReporter reporter, CancellationToken ct)
+    {
+        var tool = new ToolLocator(toolPath).Find("pg_verifybackup", MajorOf(backup.ToolVersion), MajorOf(backup.ToolVersion), reporter);
+        var args = new List<string> { "--quiet" };
+        if (!backup.WalIncluded) args.Add("--no-parse-wal");
+        args.Add(path);
+        var result = await ToolRunner.RunAsync(tool, args, new Dictionary<string, string?>(), reporter.Verbose, ct, reporter: reporter).ConfigureAwait(false);
+        return result.Succeeded ? [] : result.ErrorLines.Where(l => l.Trim().Length > 0).DefaultIfEmpty($"pg_verifybackup failed with exit code {result.ExitCode}").ToList();
+    }
+
+    private static List<string> VerifyTar(string path, string manifestPath, CancellationToken ct)
+    {
+        var problems = new List<string>();
+        var manifestBytes = File.ReadAllBytes(manifestPath);
+        CheckManifestChecksum(manifestBytes, problems);
+        using var manifest = JsonDocument.Parse(manifestBytes);
+        var expected = new Dictionary<string, (long Size, string? Checksum)>(StringComparer.Ordinal);
+        foreach (var file in manifest.RootElement.GetProperty("Files").EnumerateArray())
+        {
+            var name = file.TryGetProperty("Path", out var p) ? p.GetString()! : Encoding.UTF8.GetString(Convert.FromHexString(file.GetProperty("Encoded-Path").GetString()!));
+            var checksum = file.TryGetProperty("Checksum", out var c) ? c.GetString() : null;
+            expected[name] = (file.GetProperty("Size").GetInt64(), checksum);
+        }
+
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var archive in Directory.GetFiles(path).Where(f => Path.GetFileName(f).Contains(".tar", StringComparison.Ordinal)).Order(StringComparer.Ordinal))
+        {
+            var archiveName = Path.GetFileName(archive);
+            if (archiveName.StartsWith("pg_wal.tar", StringComparison.Ordinal)) continue; // WAL is not in the manifest's file list
+            var prefix = archiveName.StartsWith("base.tar", StringComparison.Ordinal) ? "" : "pg_tblspc/" + archiveName[..archiveName.IndexOf(".tar", StringComparison.Ordinal)] + "/";
+            using var stream = OpenDecompressed(archive, problems);
+            if (stream == null) continue;
+            using var reader = new TarReader(stream);
+            while (reader.GetNextEntry() is { } entry)
+            {
+                ct.ThrowIfCancellationRequested();
+                if (entry.EntryType is not (TarEntryType.RegularFile or TarEntryType.V7RegularFile)) continue;
+                var name = prefix + entry.Name.TrimStart('.', '/');
+                if (Ignored.Contains(name) || name.StartsWith("pg_wal/", StringComparison.Ordinal)) continue;
+                seen.Add(name);
+                if (!expected.TryGetValue(name, out var want)) { problems.Add($"'{name}' is in {archiveName} but not in the manifest"); continue; }
+                if (entry.Length != want.Size) { problems.Add($"'{name}' has {entry.Length} bytes, the manifest says {want.Size}"); continue; }
+                if (want.Checksum == null) continue;
+                var actual = entry.DataStream == null ? Convert.ToHexString(SHA256.HashData(Array.Empty<byte>())) : Convert.ToHexString(SHA256.HashData(entry.DataStream));
+                if (!string.Equals(actual, want.Checksum, StringComparison.OrdinalIgnoreCase)) problems.Add($"'{name}' has SHA-256 {actual.ToLowerInvariant()}, the manifest says {want.Checksum}");
+            }
+        }
+        foreach (var name in expected.Keys.Where(n => !seen.Contains(n) && !Ignored.Contains(n)))
+            problems.Add($"'{name}' is in the manifest but missing from the backup");
+        return problems;
+    }
+
+    /// <summary>The manifest's last line holds the SHA-256 of everything before that line.</summary>
+    private static void CheckManifestChecksum(byte[] manifest, List<string> problems)
+    {
+        var marker = Encoding.ASCII.GetBytes("\"Manifest-Checksum\"");
+        var at = manifest.AsSpan().LastIndexOf(marker);
+        if (at < 0) { problems.Add("backup_manifest has no Manifest-Checksum"); return; }
+        var text = Encoding.ASCII.GetString(manifest, at, manifest.Length - at);
+        var recorded = System.Text.RegularExpressions.Regex.Match(text, "\"Manifest-Checksum\"\\s*:\\s*\"([0-9a-fA-F]+)\"").Groups[1].Value;
+        var actual = Convert.ToHexString(SHA256.HashData(manifest.AsSpan(0, at)));
+        if (!string.Equals(recorded, actual, StringComparison.OrdinalIgnoreCase)) problems.Add("backup_manifest does not match its own checksum");
+    }
+
+    private static Stream? OpenDecompressed(string archive, List<string> problems)
+    {
+        var file = File.OpenRead(archive);
+        if (archive.EndsWith(".tar", StringComparison.Ordinal)) return file;
+        if (archive.EndsWith(".tar.gz", StringComparison.Ordinal)) return new GZipStream(file, CompressionMode.Decompress);
+        file.Dispose();
+        problems.Add($"'{Path.GetFileName(archive)}' is compressed with a method PgBackup cannot read back to verify; use gzip (or no compression) for Tar base backups");
+        return null;
+    }
+
+    private static int? MajorOf(string version) =>
+        int.TryParse(System.Text.RegularExpressions.Regex.Match(version ?? "", @"^\d+").Value, out var m) ? m : null;
+}

@@ -1,0 +1,84 @@
+using System.Management.Automation;
+using PgBackup.Engine;
+using PgBackup.Engine.Physical;
+
+namespace PgBackup.Commands;
+
+[Cmdlet(VerbsLifecycle.Start, "PgBaseBackup", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
+[OutputType(typeof(BaseBackup))]
+public sealed class StartPgBaseBackupCommand : PgCmdlet
+{
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    public string? Server { get; set; }
+
+    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [ValidateRange(1, 65535)]
+    public int? Port { get; set; }
+
+    [Parameter]
+    [Credential]
+    public PSCredential? Credential { get; set; }
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Repository { get; set; }
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Path { get; set; }
+
+    [Parameter]
+    public BaseBackupFormat Format { get; set; } = BaseBackupFormat.Plain;
+
+    [Parameter]
+    public WalMethod WalMethod { get; set; } = WalMethod.Stream;
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Compress { get; set; }
+
+    [Parameter]
+    public CheckpointMode CheckpointMode { get; set; } = CheckpointMode.Fast;
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Label { get; set; }
+
+    [Parameter]
+    [ValidatePattern(@"^\d+[kKmM]?$")]
+    public string? MaxRate { get; set; }
+
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
+        try
+        {
+            if (Repository != null && Path != null)
+                throw new PgBackupException("PathAndRepository", ErrorKind.InvalidArgument, "Give either -Repository or -Path, not both.", Path,
+                    "Use -Repository to file base backups by server, or -Path for one exact folder.");
+            var target = ResolveServer(settings, Server, Port, null, Credential);
+            var path = Path == null ? null : GetUnresolvedProviderPathFromPSPath(Path);
+            var request = new BaseBackupRequest
+            {
+                Target = target,
+                Format = Format,
+                WalMethod = WalMethod,
+                Compress = Compress,
+                CheckpointMode = CheckpointMode,
+                Label = Label,
+                MaxRate = MaxRate,
+                Repository = path == null && settings.Repository is { } r ? GetUnresolvedProviderPathFromPSPath(r) : null,
+                Path = path,
+                Force = Force,
+                ToolPath = settings.ToolPath,
+            };
+            if (!ShouldProcess(target.Display, $"Base backup ({Format}, WAL {WalMethod}) to {path ?? request.Repository ?? "(no destination)"}")) return;
+            WriteObject(RunEngine((reporter, ct) => BaseBackupService.BackupAsync(request, reporter, ct)));
+        }
+        catch (PgBackupException ex) { WriteEngineError(ex); }
+    }
+}

@@ -1,0 +1,141 @@
+using Npgsql;
+using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Connection;
+using PgBackup.Engine.Logical;
+using PgBackup.Engine.Physical;
+using PgBackup.Engine.Recovery;
+using PgBackup.Testing;
+
+namespace PgBackup.Engine.Tests;
+
+/// <summary>Inserts rows one transaction at a time and remembers how many were acknowledged, until stopped.</summary>
+public sealed class LedgerWriter : IAsyncDisposable
+{
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _loop;
+    private long _acknowledged;
+
+    public LedgerWriter(ConnectionTarget target)
+    {
+        _loop = Task.Run(async () =>
+        {
+            await using var connection = await ServerSession.OpenAsync(target, default);
+            await using (var create = new NpgsqlCommand("create table if not exists ledger(id bigint primary key, at timestamptz not null default clock_timestamp(), filler text)", connection))
+                await create.ExecuteNonQueryAsync();
+            await using var insert = new NpgsqlCommand("insert into ledger(id, filler) values ($1, repeat('x', 200))", connection);
+            insert.Parameters.Add(new NpgsqlParameter { DataTypeName = "bigint" });
+            var next = await ServerSession.ScalarAsync<long>(connection, "select coalesce(max(id), 0) + 1 from ledger", default);
+            while (!_stop.IsCancellationRequested)
+            {
+                insert.Parameters[0].Value = next;
+                await insert.ExecuteNonQueryAsync();
+                Interlocked.Exchange(ref _acknowledged, next++);
+            }
+        });
+    }
+
+    /// <summary>The highest id whose commit the server has acknowledged.</summary>
+    public long Acknowledged => Interlocked.Read(ref _acknowledged);
+
+    public async ValueTask DisposeAsync()
+    {
+        _stop.Cancel();
+        await _loop;
+    }
+}
+
+[Collection("sample cluster")]
+public sealed class BaseBackupTests(SampleClusterFixture fixture)
+{
+    private PgTestCluster Cluster => fixture.Cluster;
+
+    [Theory]
+    [InlineData(BaseBackupFormat.Plain, null)]
+    [InlineData(BaseBackupFormat.Tar, "client-gzip:1")]
+    public async Task A_backup_taken_under_writes_verifies_starts_and_holds_every_row_acknowledged_before_it(BaseBackupFormat format, string? compress)
+    {
+        var repository = Targets.NewFolder();
+        var reporter = new RecordingReporter();
+        BaseBackup backup;
+        long before, after;
+        await using (var writer = new LedgerWriter(Targets.For(Cluster, SampleClusterFixture.Database)))
+        {
+            while (writer.Acknowledged < 200) await Task.Delay(20);
+            before = writer.Acknowledged;
+            backup = await BaseBackupService.BackupAsync(new BaseBackupRequest
+            {
+                Target = Targets.For(Cluster), Format = format, Compress = compress, Repository = repository,
+            }, reporter, default);
+            after = writer.Acknowledged;
+        }
+
+        Assert.Equal(VerificationState.Verified, backup.VerificationState);
+        Assert.True(backup.StopLsn > backup.StartLsn);
+        Assert.Equal(1u, backup.Timeline);
+        Assert.Equal(WalSegmentName.FromLsn(1, backup.StartLsn).ToString(), backup.StartSegment);
+        Assert.Equal(Cluster.Psql("select system_identifier from pg_control_system()"), backup.SystemIdentifier);
+        Assert.True(File.Exists(backup.ManifestPath));
+        Assert.Contains(reporter.ProgressRecords, p => p.Percent > 0 && p.Status.Contains(" MB"));
+        var listed = Assert.IsType<BaseBackup>(Assert.Single(BackupCatalog.List(repository, null, null)));
+        Assert.Equal(backup.StartLsn, listed.StartLsn);
+        Assert.Empty(Directory.GetFileSystemEntries(repository, "*.partial", SearchOption.AllDirectories));
+
+        await using var instance = await LocalInstance.CreateFromBackupAsync(listed, null, reporter, default);
+        await instance.StartAsync(TimeSpan.FromMinutes(2), default);
+        await using var connection = await ServerSession.OpenAsync(instance.Connection(PgTestCluster.SuperUser, SampleClusterFixture.Database), default);
+        var restored = await ServerSession.ScalarAsync<long>(connection, "select max(id) from ledger", default);
+        Assert.InRange(restored, before, after);
+        Assert.True(await ServerSession.ScalarAsync<bool>(connection, "select count(*) = max(id) - min(id) + 1 from ledger", default), "the restored ledger has holes");
+        Assert.Equal("off", await ServerSession.ScalarAsync<string>(connection, "show archive_mode", default));
+    }
+
+    [Fact]
+    public async Task Test_restore_of_a_base_backup_starts_it_and_removes_it_again()
+    {
+        var repository = Targets.NewFolder();
+        var backup = await BaseBackupService.BackupAsync(new BaseBackupRequest { Target = Targets.For(Cluster), Repository = repository }, NullReporter.Instance, default);
+        var result = await BackupTester.TestAsync(new BackupTestRequest { Backup = backup, StartInstance = true }, NullReporter.Instance, default);
+        Assert.True(result.Success, string.Join(" ", result.Failures));
+        Assert.True(result.RestoreTested);
+        Assert.True(result.TablesRestored >= 3); // databases that allow connections
+        Assert.False(Directory.Exists(result.RestoreServer));
+    }
+
+    [Theory]
+    [InlineData(BaseBackupFormat.Plain)]
+    [InlineData(BaseBackupFormat.Tar)]
+    public async Task A_damaged_backup_fails_its_manifest_check(BaseBackupFormat format)
+    {
+        var repository = Targets.NewFolder();
+        var backup = await BaseBackupService.BackupAsync(new BaseBackupRequest { Target = Targets.For(Cluster), Format = format, Repository = repository }, NullReporter.Instance, default);
+        if (format == BaseBackupFormat.Plain)
+            File.AppendAllText(Path.Combine(backup.Path, "PG_VERSION"), "x");
+        else
+        {
+            // Flip a byte inside a file's data in base.tar (past the first 512-byte header).
+            await using var tar = new FileStream(Path.Combine(backup.Path, "base.tar"), FileMode.Open, FileAccess.ReadWrite);
+            tar.Seek(600, SeekOrigin.Begin);
+            var b = tar.ReadByte();
+            tar.Seek(600, SeekOrigin.Begin);
+            tar.WriteByte((byte)(b ^ 0xFF));
+        }
+        var result = await BackupTester.TestAsync(new BackupTestRequest { Backup = backup }, NullReporter.Instance, default);
+        Assert.False(result.Success);
+        Assert.NotEmpty(result.Failures);
+        Assert.Equal(VerificationState.Failed, Assert.Single(BackupCatalog.List(repository, null, null)).VerificationState);
+    }
+
+    [Fact]
+    public async Task A_cancelled_base_backup_leaves_nothing_behind()
+    {
+        var repository = Targets.NewFolder();
+        using var cancel = new CancellationTokenSource();
+        var reporter = new RecordingReporter();
+        var run = BaseBackupService.BackupAsync(new BaseBackupRequest { Target = Targets.For(Cluster), Repository = repository, MaxRate = "1024k" }, reporter, cancel.Token);
+        while (!reporter.ProgressRecords.Any(p => p.Status.Contains(" MB")) && !run.IsCompleted) await Task.Delay(20);
+        cancel.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => run);
+        Assert.DoesNotContain(Directory.GetFileSystemEntries(repository, "*", SearchOption.AllDirectories), e => !Directory.Exists(e));
+        Assert.Empty(BackupCatalog.List(repository, null, null));
+    }
+}
