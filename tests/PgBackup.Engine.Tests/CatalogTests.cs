@@ -103,3 +103,36 @@ public sealed class CatalogTests
         Assert.Equal("PgBackup.BackupNotFound", Assert.Throws<PgBackupException>(() => DumpLayout.Detect(Path.Combine(folder, "nope"))).ErrorId);
     }
 }
+
+public sealed class WalRetentionTests
+{
+    [Fact]
+    public void Prunes_only_wal_before_the_oldest_kept_base_backup_and_keeps_history_files()
+    {
+        var repository = Targets.NewFolder();
+        var folder = Directory.CreateDirectory(WalRetention.ArchiveFolder(repository, "7300000000000000001")).FullName;
+        string[] names =
+        [
+            "000000010000000000000001", "000000010000000000000002", "000000010000000000000002.00000028.backup",
+            "000000010000000000000003", "000000010000000000000004", "00000002.history", "000000020000000000000004",
+        ];
+        foreach (var name in names)
+        {
+            File.WriteAllText(Path.Combine(folder, name), name);
+            File.WriteAllText(Path.Combine(folder, name + WalRetention.SidecarSuffix), "x  " + name);
+        }
+        var kept = new BaseBackup { SystemIdentifier = "7300000000000000001", StartSegment = "000000010000000000000003", StartLsn = new Lsn(0x3000028) };
+        var newer = new BaseBackup { SystemIdentifier = "7300000000000000001", StartSegment = "000000020000000000000004", StartLsn = new Lsn(0x4000028) };
+
+        var plan = Assert.Single(WalRetention.Plan(repository, [newer, kept]));
+        Assert.Equal("000000010000000000000003", plan.KeepFrom.ToString());
+        Assert.Equal(
+            ["000000010000000000000001", "000000010000000000000001.sha256", "000000010000000000000002", "000000010000000000000002.00000028.backup",
+             "000000010000000000000002.00000028.backup.sha256", "000000010000000000000002.sha256"],
+            plan.Files.Select(Path.GetFileName));
+        WalRetention.Execute(plan);
+        Assert.Equal(8, Directory.GetFiles(folder).Length);
+        Assert.True(File.Exists(Path.Combine(folder, "00000002.history")));
+        Assert.Empty(WalRetention.Plan(repository, []));
+    }
+}

@@ -3,8 +3,14 @@ using System.Management.Automation;
 using System.Management.Automation.Runspaces;
 using PgBackup.Testing;
 
-// Usage: PgBackup.Bench [rows (default 2000000)] [rounds (default 3)]
+// Usage: PgBackup.Bench [rows (default 2000000)] [rounds (default 3)]      logical backups
+//        PgBackup.Bench physical [pgbench scale (default 60)] [rounds (default 3)]   base backups and WAL archiving
 // Each round times the raw tool and the cmdlet on the same database, alternating which goes first; the median ratio is reported.
+if (args.Length > 0 && args[0] == "physical")
+{
+    PhysicalBench.Run(args.Length > 1 ? int.Parse(args[1]) : 60, args.Length > 2 ? int.Parse(args[2]) : 3);
+    return;
+}
 var rows = args.Length > 0 ? int.Parse(args[0]) : 2_000_000;
 var rounds = args.Length > 1 ? int.Parse(args[1]) : 3;
 var root = FindRoot();

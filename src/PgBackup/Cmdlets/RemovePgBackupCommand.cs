@@ -85,6 +85,7 @@ public sealed class RemovePgBackupCommand : PgCmdlet
                     else WriteEngineError(refusal);
                     continue;
                 }
+                if (backup.Repository != null) _repositories.Add(backup.Repository);
                 if (!ShouldProcess(backup.Path, $"Remove backup ({decision.Reason})")) continue;
                 try
                 {
@@ -94,9 +95,27 @@ public sealed class RemovePgBackupCommand : PgCmdlet
                 }
                 catch (PgBackupException ex) { WriteEngineError(ex); }
             }
+            PruneWal();
         }
         catch (PgBackupException ex) { WriteEngineError(ex); }
     }
+
+    /// <summary>Archived WAL older than the oldest kept base backup of its cluster is of no use to any backup any more.</summary>
+    private void PruneWal()
+    {
+        foreach (var repository in _repositories)
+        {
+            var kept = BackupCatalog.List(repository, new CatalogFilter(Kind: BackupKind.Base), null).OfType<BaseBackup>().ToList();
+            foreach (var plan in WalRetention.Plan(repository, kept))
+            {
+                if (!ShouldProcess(plan.ArchiveFolder, $"Remove {plan.Files.Count} archived WAL files ({plan.Bytes} bytes) before {plan.KeepFrom}, which no kept base backup needs")) continue;
+                WalRetention.Execute(plan);
+                WriteVerbose($"Removed {plan.Files.Count} archived WAL files before {plan.KeepFrom} from {plan.ArchiveFolder}.");
+            }
+        }
+    }
+
+    private readonly HashSet<string> _repositories = new(StringComparer.Ordinal);
 
     private IEnumerable<PgBackupItem> SiblingsOf(PgBackupItem backup)
     {
