@@ -11,8 +11,11 @@
     RequiredAssemblies   = @('PgBackup.Model.dll')
     FormatsToProcess     = @('PgBackup.Format.ps1xml')
     CmdletsToExport      = @(
+        'Disable-PgWalArchiving'
+        'Enable-PgWalArchiving'
         'Get-PgBackup'
         'Get-PgBackupConfig'
+        'Get-PgWalArchive'
         'Invoke-PgDump'
         'Remove-PgBackup'
         'Restore-PgDump'

@@ -3,7 +3,7 @@ using System.Globalization;
 namespace PgBackup;
 
 /// <summary>A PostgreSQL write-ahead log position ("16/B374D848"): ordered, and subtracting two gives the bytes between them.</summary>
-public readonly record struct Lsn(ulong Value) : IComparable<Lsn>
+public readonly record struct Lsn(ulong Value) : IComparable<Lsn>, IComparable
 {
     public static readonly Lsn Zero = new(0);
 
@@ -24,6 +24,9 @@ public readonly record struct Lsn(ulong Value) : IComparable<Lsn>
     }
 
     public int CompareTo(Lsn other) => Value.CompareTo(other.Value);
+
+    // PowerShell's -lt, -gt and Sort-Object use the non-generic interface; without it they would compare the text.
+    int IComparable.CompareTo(object? other) => other is Lsn lsn ? CompareTo(lsn) : throw new ArgumentException("An Lsn can only be compared with an Lsn.", nameof(other));
     public static bool operator <(Lsn a, Lsn b) => a.Value < b.Value;
     public static bool operator >(Lsn a, Lsn b) => a.Value > b.Value;
     public static bool operator <=(Lsn a, Lsn b) => a.Value <= b.Value;

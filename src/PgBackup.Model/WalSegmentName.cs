@@ -6,7 +6,7 @@ namespace PgBackup;
 /// A WAL segment file name, 24 hex digits: timeline, then the log and segment numbers ("000000010000000000000003").
 /// Segment arithmetic depends on the cluster's wal_segment_size (16 MB unless initdb was told otherwise).
 /// </summary>
-public readonly record struct WalSegmentName(uint Timeline, uint Log, uint Segment) : IComparable<WalSegmentName>
+public readonly record struct WalSegmentName(uint Timeline, uint Log, uint Segment) : IComparable<WalSegmentName>, IComparable
 {
     public const long DefaultSegmentSize = 16 * 1024 * 1024;
 
@@ -41,6 +41,9 @@ public readonly record struct WalSegmentName(uint Timeline, uint Log, uint Segme
 
     public int CompareTo(WalSegmentName other) =>
         (Timeline, Log, Segment).CompareTo((other.Timeline, other.Log, other.Segment));
+
+    int IComparable.CompareTo(object? other) =>
+        other is WalSegmentName segment ? CompareTo(segment) : throw new ArgumentException("A WalSegmentName can only be compared with a WalSegmentName.", nameof(other));
 
     public override string ToString() => $"{Timeline:X8}{Log:X8}{Segment:X8}";
 

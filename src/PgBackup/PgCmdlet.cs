@@ -16,6 +16,9 @@ public abstract class PgCmdlet : PSCmdlet
     private CancellationTokenSource? _cancel;
     private readonly Dictionary<string, int> _activityIds = [];
 
+    /// <summary>The folder the module was imported from: it ships the WAL archive tool the server runs.</summary>
+    protected static string ModuleFolder => Path.GetDirectoryName(typeof(PgCmdlet).Assembly.Location)!;
+
     protected override void StopProcessing()
     {
         try { _cancel?.Cancel(); }

@@ -110,7 +110,7 @@ public sealed class WalRetentionTests
     public void Prunes_only_wal_before_the_oldest_kept_base_backup_and_keeps_history_files()
     {
         var repository = Targets.NewFolder();
-        var folder = Directory.CreateDirectory(WalRetention.ArchiveFolder(repository, "7300000000000000001")).FullName;
+        var folder = Directory.CreateDirectory(PgBackup.Engine.Wal.ArchivingService.ArchiveFolder(repository, "7300000000000000001")).FullName;
         string[] names =
         [
             "000000010000000000000001", "000000010000000000000002", "000000010000000000000002.00000028.backup",

@@ -73,7 +73,7 @@ function Get-PgTestKnownCmdlet {
     [CmdletBinding()]
     [OutputType([string])]
     param()
-    'Get-PgBackup', 'Get-PgBackupConfig', 'Invoke-PgDump', 'Remove-PgBackup', 'Restore-PgDump', 'Start-PgBaseBackup', 'Test-PgBackup'
+    'Disable-PgWalArchiving', 'Enable-PgWalArchiving', 'Get-PgBackup', 'Get-PgBackupConfig', 'Get-PgWalArchive', 'Invoke-PgDump', 'Remove-PgBackup', 'Restore-PgDump', 'Start-PgBaseBackup', 'Test-PgBackup'
 }
 
 function Get-NewestBinFolder {

@@ -10,16 +10,14 @@ public sealed record WalPrunePlan(string ArchiveFolder, string SystemIdentifier,
 /// </summary>
 public static class WalRetention
 {
-    public const string SidecarSuffix = ".sha256";
-
-    public static string ArchiveFolder(string repository, string systemIdentifier) => Path.Combine(repository, "wal", systemIdentifier);
+    public const string SidecarSuffix = Wal.WalInventory.SidecarSuffix;
 
     public static IReadOnlyList<WalPrunePlan> Plan(string repository, IEnumerable<BaseBackup> keptBaseBackups)
     {
         var plans = new List<WalPrunePlan>();
         foreach (var cluster in keptBaseBackups.Where(b => !string.IsNullOrEmpty(b.SystemIdentifier) && !string.IsNullOrEmpty(b.StartSegment)).GroupBy(b => b.SystemIdentifier))
         {
-            var folder = ArchiveFolder(repository, cluster.Key);
+            var folder = Wal.ArchivingService.ArchiveFolder(repository, cluster.Key);
             if (!Directory.Exists(folder)) continue;
             var oldest = cluster.OrderBy(b => b.StartLsn).First();
             var segmentSize = oldest.WalSegmentSize;

@@ -35,6 +35,8 @@ public static class BaseBackupService
             systemIdentifier = (await ServerSession.ScalarAsync<long>(connection, "select system_identifier from pg_control_system()", ct).ConfigureAwait(false)).ToString(CultureInfo.InvariantCulture);
             inRecovery = await ServerSession.ScalarAsync<bool>(connection, "select pg_is_in_recovery()", ct).ConfigureAwait(false);
             segmentSize = await ServerSession.ScalarAsync<long>(connection, "select setting::bigint * (case unit when 'B' then 1 when 'kB' then 1024 when 'MB' then 1048576 else 1 end) from pg_settings where name = 'wal_segment_size'", ct).ConfigureAwait(false);
+            // A backup without WAL can only ever be restored from the archive, so the archive must be running.
+            if (request.WalMethod == WalMethod.None) await Wal.ArchivingService.EnsureArchivingAsync(connection, target, ct).ConfigureAwait(false);
         }
         if (info.Major < 13)
             throw new PgBackupException("ServerTooOld", ErrorKind.NotInstalled, $"Base backups with manifests need PostgreSQL 13 or later; {target.Display} runs {info.Version}.", target.Display,
@@ -100,6 +102,10 @@ public static class BaseBackupService
             throw Failure(tool, result, finalPath, target);
         }
 
+        // The manifest's WAL-Ranges say where the backup starts and stops; pg_basebackup prints them only when it streams WAL.
+        var startTimeline = timeline;
+        if (ReadWalRange(System.IO.Path.Combine(partial, "backup_manifest")) is { } range) (startTimeline, startLsn, timeline, stopLsn) = range;
+
         var backup = new BaseBackup
         {
             Id = id,
@@ -117,7 +123,7 @@ public static class BaseBackupService
             Timeline = timeline,
             StartLsn = startLsn,
             StopLsn = stopLsn,
-            StartSegment = WalSegmentName.FromLsn(timeline, startLsn, segmentSize).ToString(),
+            StartSegment = WalSegmentName.FromLsn(startTimeline, startLsn, segmentSize).ToString(),
             StopSegment = WalSegmentName.FromLsn(timeline, stopLsn, segmentSize).ToString(),
             WalSegmentSize = segmentSize,
             Compression = request.Compress,
@@ -151,6 +157,17 @@ public static class BaseBackupService
         reporter.ProgressCompleted(activity);
         reporter.Milestone($"Base backup of {target.Display}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, WAL {startLsn} to {stopLsn} on timeline {timeline}, manifest verified");
         return backup;
+    }
+
+    private static (uint StartTimeline, Lsn Start, uint StopTimeline, Lsn Stop)? ReadWalRange(string manifestPath)
+    {
+        if (!File.Exists(manifestPath)) return null;
+        using var manifest = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(manifestPath));
+        if (!manifest.RootElement.TryGetProperty("WAL-Ranges", out var ranges) || ranges.GetArrayLength() == 0) return null;
+        var first = ranges[0];
+        var last = ranges[ranges.GetArrayLength() - 1];
+        return (first.GetProperty("Timeline").GetUInt32(), Lsn.Parse(first.GetProperty("Start-LSN").GetString()!),
+            last.GetProperty("Timeline").GetUInt32(), Lsn.Parse(last.GetProperty("End-LSN").GetString()!));
     }
 
     private static void Validate(BaseBackupRequest r)

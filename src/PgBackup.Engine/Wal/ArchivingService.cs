@@ -1,0 +1,523 @@
+using System.Diagnostics;
+using System.Globalization;
+using Npgsql;
+using PgBackup.Engine.Connection;
+using PgBackup.Engine.Tools;
+
+namespace PgBackup.Engine.Wal;
+
+/// <summary>
+/// Turns WAL archiving on and off with ALTER SYSTEM, restarts the server only when asked, and proves that archiving works
+/// by switching to a new segment and waiting for it in the archive. The archive folder is &lt;repository&gt;/wal/&lt;system
+/// identifier&gt;, so two clusters never mix their WAL in one repository.
+/// </summary>
+public static class ArchivingService
+{
+    private static readonly TimeSpan ReloadTimeout = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(200);
+    private const string DisabledArchiveCommand = "(disabled)";
+
+    public static string ArchiveFolder(string repository, string systemIdentifier) =>
+        Path.Combine(Path.GetFullPath(repository), "wal", systemIdentifier);
+
+    public static async Task<WalArchivingResult> EnableAsync(EnableArchivingRequest request, IOperationReporter reporter, CancellationToken ct)
+    {
+        Validate(request);
+        request.Tool.EnsureExists();
+        var target = request.Target;
+        var activity = $"Enabling WAL archiving on {target.Display}";
+        reporter.Progress(activity, "Connecting", 0);
+        try
+        {
+            var connection = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
+            try
+            {
+                var info = await ServerSession.GetInfoAsync(connection, ct).ConfigureAwait(false);
+                await EnsureSuperuserAsync(connection, target, "Enabling WAL archiving", ct).ConfigureAwait(false);
+                var server = await ReadServerAsync(connection, ct).ConfigureAwait(false);
+                var before = server.State;
+                if (!string.IsNullOrEmpty(before.ArchiveLibrary))
+                    throw new PgBackupException("ArchiveLibraryInUse", ErrorKind.InvalidOperation,
+                        $"The server {target.Display} archives through the module archive_library = '{before.ArchiveLibrary}', which takes the place of archive_command.",
+                        before.ArchiveLibrary, "Reset archive_library (ALTER SYSTEM RESET archive_library) if PgBackup should archive this server, then run the command again.");
+                if (server.InRecovery)
+                    reporter.Warning($"{target.Display} is a standby: with archive_mode = on it archives nothing until it is promoted.");
+
+                // Everything that can fail without touching the server comes first: the folder, the tool, the command.
+                var folder = ArchiveFolder(request.Repository, before.SystemIdentifier!);
+                reporter.Progress(activity, "Preparing the archive folder", 10);
+                var local = IsLocal(target, server.DataDirectory);
+                var owner = local ? await DataDirectoryOwnerAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
+                await PrepareArchiveFolderAsync(folder, owner, reporter, ct).ConfigureAwait(false);
+                var tool = request.Tool.ForServer(server.Os);
+                var command = tool.ArchiveCommand(folder);
+                if (local) await ProbeToolAsync(tool, owner, reporter, ct).ConfigureAwait(false);
+
+                reporter.Progress(activity, "Changing settings", 25);
+                if (before.WalLevel == "minimal") await AlterSystemAsync(connection, target, "wal_level", "replica", reporter, ct).ConfigureAwait(false);
+                if (before.ArchiveMode != "always") await AlterSystemAsync(connection, target, "archive_mode", "on", reporter, ct).ConfigureAwait(false);
+                await AlterSystemAsync(connection, target, "archive_command", command, reporter, ct).ConfigureAwait(false);
+                if (request.MaxRpo is { } rpo)
+                    await AlterSystemAsync(connection, target, "archive_timeout", ((long)Math.Ceiling(rpo.TotalSeconds)).ToString(CultureInfo.InvariantCulture) + "s", reporter, ct).ConfigureAwait(false);
+                await ReloadAsync(connection, target, reporter, ct).ConfigureAwait(false);
+                var state = await ReadStateAsync(connection, ct).ConfigureAwait(false);
+
+                bool restarted;
+                (connection, state, restarted) = await RestartIfPendingAsync(connection, state, request.Restart, request.ToolPath, target, server, owner, info,
+                    "WAL archiving starts then", reporter, ct).ConfigureAwait(false);
+
+                var result = Result(target, folder, before.SystemIdentifier!, state, restarted);
+                if (request.Verify && state.PendingRestart.Length == 0 && !server.InRecovery)
+                {
+                    reporter.Progress(activity, "Waiting for a WAL segment to arrive in the archive", 60);
+                    (result.VerifiedSegment, result.VerifyDuration) = await VerifyAsync(connection, target, folder, request.VerifyTimeout, reporter, ct).ConfigureAwait(false);
+                    result.Verified = true;
+                }
+                reporter.Milestone(result.Verified
+                    ? $"WAL archiving of {target.Display} into {folder} works: {result.VerifiedSegment} arrived in {result.VerifyDuration!.Value.TotalSeconds:0.0}s."
+                    : $"WAL archiving of {target.Display} into {folder} is configured" + (result.PendingRestart.Length > 0 ? $"; waiting for a restart ({string.Join(", ", result.PendingRestart)})." : "."));
+                return result;
+            }
+            finally { await connection.DisposeAsync().ConfigureAwait(false); }
+        }
+        finally { reporter.ProgressCompleted(activity); }
+    }
+
+    public static async Task<WalArchivingResult> DisableAsync(DisableArchivingRequest request, IOperationReporter reporter, CancellationToken ct)
+    {
+        var target = request.Target;
+        var activity = $"Disabling WAL archiving on {target.Display}";
+        reporter.Progress(activity, "Connecting", 0);
+        try
+        {
+            var connection = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
+            try
+            {
+                var info = await ServerSession.GetInfoAsync(connection, ct).ConfigureAwait(false);
+                await EnsureSuperuserAsync(connection, target, "Disabling WAL archiving", ct).ConfigureAwait(false);
+                var server = await ReadServerAsync(connection, ct).ConfigureAwait(false);
+                var before = server.State;
+                if (!string.IsNullOrEmpty(before.ArchiveCommand) && !before.IsPgBackupCommand && !request.Force)
+                    throw new PgBackupException("ArchiveCommandNotPgBackup", ErrorKind.InvalidOperation,
+                        $"The archive_command of {target.Display} is not PgBackup's: {before.ArchiveCommand}", before.ArchiveCommand,
+                        "Another tool archives this server; leave it, or pass -Force to reset archive_command, archive_mode and archive_timeout anyway.");
+
+                reporter.Progress(activity, "Resetting settings", 30);
+                foreach (var name in new[] { "archive_command", "archive_mode", "archive_timeout" })
+                {
+                    await ServerSession.ExecuteAsync(connection, "ALTER SYSTEM RESET " + name, target, ct).ConfigureAwait(false);
+                    reporter.Verbose($"ALTER SYSTEM RESET {name}");
+                }
+                await ReloadAsync(connection, target, reporter, ct).ConfigureAwait(false);
+                var state = await ReadStateAsync(connection, ct).ConfigureAwait(false);
+                if (!string.IsNullOrEmpty(state.ArchiveCommand))
+                    reporter.Warning($"archive_command is still set on {target.Display} by its configuration files ({state.ArchiveCommand}); ALTER SYSTEM RESET cannot undo that. Edit postgresql.conf.");
+
+                var owner = IsLocal(target, server.DataDirectory) ? await DataDirectoryOwnerAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
+                bool restarted;
+                (connection, state, restarted) = await RestartIfPendingAsync(connection, state, request.Restart, request.ToolPath, target, server, owner, info,
+                    $"until then archive_mode stays {state.ArchiveMode} and WAL segments wait in pg_wal for an archive_command", reporter, ct).ConfigureAwait(false);
+                var result = Result(target, before.ArchiveFolder ?? "", before.SystemIdentifier ?? "", state, restarted);
+                reporter.Milestone($"WAL archiving of {target.Display} is disabled" + (result.PendingRestart.Length > 0 ? $"; {string.Join(", ", result.PendingRestart)} wait for a restart." : "."));
+                return result;
+            }
+            finally { await connection.DisposeAsync().ConfigureAwait(false); }
+        }
+        finally { reporter.ProgressCompleted(activity); }
+    }
+
+    /// <summary>The server's archiving settings, read only.</summary>
+    public static async Task<ArchivingState> GetArchivingStateAsync(ConnectionTarget target, CancellationToken ct)
+    {
+        await using var connection = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
+        return await GetArchivingStateAsync(connection, ct).ConfigureAwait(false);
+    }
+
+    public static Task<ArchivingState> GetArchivingStateAsync(NpgsqlConnection connection, CancellationToken ct) => ReadStateAsync(connection, ct);
+
+    /// <summary>
+    /// For features that need a WAL archive (base backups, point-in-time restores): the state when the server archives,
+    /// otherwise PgBackup.WalLevelTooLow or PgBackup.ArchivingNotEnabled.
+    /// </summary>
+    public static async Task<ArchivingState> EnsureArchivingAsync(ConnectionTarget target, CancellationToken ct)
+    {
+        var state = await GetArchivingStateAsync(target, ct).ConfigureAwait(false);
+        Ensure(state, target);
+        return state;
+    }
+
+    public static async Task<ArchivingState> EnsureArchivingAsync(NpgsqlConnection connection, ConnectionTarget target, CancellationToken ct)
+    {
+        var state = await GetArchivingStateAsync(connection, ct).ConfigureAwait(false);
+        Ensure(state, target);
+        return state;
+    }
+
+    private static void Ensure(ArchivingState state, ConnectionTarget target)
+    {
+        var pending = state.PendingRestart.Length > 0 ? $" ({string.Join(", ", state.PendingRestart)} changed and wait for a restart)" : "";
+        if (state.WalLevel == "minimal")
+            throw new PgBackupException("WalLevelTooLow", ErrorKind.InvalidOperation,
+                $"The server {target.Display} runs with wal_level = minimal, which writes too little WAL to archive or to restore from{pending}.", target.Display,
+                "Run Enable-PgWalArchiving -Restart (it sets wal_level = replica), or set wal_level = replica and restart the server.");
+        if (!state.IsArchiving)
+            throw new PgBackupException("ArchivingNotEnabled", ErrorKind.InvalidOperation,
+                state.ArchiveMode is "on" or "always"
+                    ? $"The server {target.Display} has archive_mode = {state.ArchiveMode} but an empty archive_command, so WAL piles up in pg_wal and reaches no archive{pending}."
+                    : $"WAL archiving is not enabled on {target.Display}: archive_mode = {state.ArchiveMode}{pending}.",
+                target.Display,
+                state.PendingRestart.Length > 0
+                    ? "Restart the server so that the pending settings take effect (or run Enable-PgWalArchiving -Restart)."
+                    : "Run Enable-PgWalArchiving -Server ... -Repository ... -Restart.");
+    }
+
+    private static void Validate(EnableArchivingRequest r)
+    {
+        if (string.IsNullOrWhiteSpace(r.Repository))
+            throw new PgBackupException("NoDestination", ErrorKind.InvalidArgument, "No repository was given for the WAL archive.", null,
+                "Pass -Repository (a folder the database server can write to), or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
+        if (r.MaxRpo is { } rpo && (rpo < TimeSpan.FromSeconds(1) || rpo > TimeSpan.FromSeconds(int.MaxValue / 2)))
+            throw new PgBackupException("InvalidMaxRpo", ErrorKind.InvalidArgument, $"-MaxRpo must be from 1 second to about 34 years, not {rpo}.", rpo,
+                "Pass -MaxRpo as a TimeSpan such as (New-TimeSpan -Minutes 5); leave it out to let only full segments be archived.");
+        if (r.VerifyTimeout <= TimeSpan.Zero)
+            throw new PgBackupException("InvalidTimeout", ErrorKind.InvalidArgument, $"The verification timeout must be positive, not {r.VerifyTimeout}.", r.VerifyTimeout,
+                "Pass a positive timeout.");
+    }
+
+    private static async Task EnsureSuperuserAsync(NpgsqlConnection connection, ConnectionTarget target, string what, CancellationToken ct)
+    {
+        if (await ServerSession.ScalarAsync<string>(connection, "select current_setting('is_superuser')", ct).ConfigureAwait(false) == "on") return;
+        throw new PgBackupException("PermissionDenied", ErrorKind.PermissionDenied,
+            $"{what} on {target.Display} changes the server's configuration with ALTER SYSTEM, which needs a superuser; '{target.User}' is not one.",
+            $"{target.User}@{target.Display}", "Connect as a superuser (for example postgres) with -Credential, or ask the DBA to run the command.");
+    }
+
+    /// <summary>Facts about the server that enabling archiving needs besides its settings.</summary>
+    private sealed record ServerFacts(ArchivingState State, string DataDirectory, ServerOs Os, bool InRecovery);
+
+    private static async Task<ServerFacts> ReadServerAsync(NpgsqlConnection connection, CancellationToken ct)
+    {
+        var state = await ReadStateAsync(connection, ct).ConfigureAwait(false);
+        await using var cmd = new NpgsqlCommand("select current_setting('data_directory'), version(), pg_is_in_recovery()", connection);
+        await using var reader = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        await reader.ReadAsync(ct).ConfigureAwait(false);
+        var version = reader.GetString(1);
+        var os = version.Contains("Visual C++", StringComparison.OrdinalIgnoreCase) || version.Contains("mingw", StringComparison.OrdinalIgnoreCase) ||
+                 version.Contains("windows", StringComparison.OrdinalIgnoreCase) ? ServerOs.Windows : ServerOs.Unix;
+        return new ServerFacts(state, reader.GetString(0), os, reader.GetBoolean(2));
+    }
+
+    private static async Task<ArchivingState> ReadStateAsync(NpgsqlConnection connection, CancellationToken ct)
+    {
+        bool canReadFiles;
+        string? systemIdentifier;
+        await using (var cmd = new NpgsqlCommand(
+            "select has_function_privilege('pg_show_all_file_settings()', 'execute'), " +
+            "case when has_function_privilege('pg_control_system()', 'execute') then (select system_identifier::text from pg_control_system()) end", connection))
+        await using (var reader = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false))
+        {
+            await reader.ReadAsync(ct).ConfigureAwait(false);
+            canReadFiles = reader.GetBoolean(0);
+            systemIdentifier = reader.IsDBNull(1) ? null : reader.GetString(1);
+        }
+
+        // pending_restart stays set after ALTER SYSTEM RESET even when the value would not change (enable, then disable
+        // before any restart); when the files can be read, a setting whose configured value is the current one is not pending.
+        var pendingSql = canReadFiles
+            ? "s.pending_restart and s.setting is distinct from coalesce((select f.setting from pg_file_settings f where f.name = s.name " +
+              "and (f.error is null or f.error = 'setting could not be applied') order by f.seqno desc limit 1), s.boot_val)"
+            : "s.pending_restart";
+        var settings = new Dictionary<string, string>();
+        var pending = new List<string>();
+        await using (var cmd = new NpgsqlCommand(
+            $"select s.name, s.setting, {pendingSql} from pg_settings s " +
+            "where s.name in ('wal_level','archive_mode','archive_command','archive_library','archive_timeout') or s.pending_restart order by s.name", connection))
+        await using (var reader = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false))
+        {
+            while (await reader.ReadAsync(ct).ConfigureAwait(false))
+            {
+                settings[reader.GetString(0)] = reader.IsDBNull(1) ? "" : reader.GetString(1);
+                if (reader.GetBoolean(2)) pending.Add(reader.GetString(0));
+            }
+        }
+
+        var command = settings.GetValueOrDefault("archive_command");
+        if (command == DisabledArchiveCommand)
+        {
+            // While archive_mode is off PostgreSQL shows "(disabled)" instead of the command; the files say what is configured.
+            command = canReadFiles
+                ? await ServerSession.ScalarAsync<string>(connection,
+                    "select coalesce((select setting from pg_file_settings where name = 'archive_command' and error is null order by seqno desc limit 1), '')", ct).ConfigureAwait(false)
+                : null;
+        }
+        var ours = WalArchiveTool.TryParseArchiveCommand(command, out var folder);
+        var timeout = long.TryParse(settings.GetValueOrDefault("archive_timeout"), NumberStyles.Integer, CultureInfo.InvariantCulture, out var seconds) && seconds > 0
+            ? TimeSpan.FromSeconds(seconds) : (TimeSpan?)null;
+        return new ArchivingState
+        {
+            WalLevel = settings.GetValueOrDefault("wal_level") ?? "",
+            ArchiveMode = settings.GetValueOrDefault("archive_mode") ?? "",
+            ArchiveCommand = command,
+            ArchiveLibrary = settings.GetValueOrDefault("archive_library"),
+            ArchiveTimeout = timeout,
+            IsPgBackupCommand = ours,
+            ArchiveFolder = folder,
+            PendingRestart = [.. pending],
+            SystemIdentifier = systemIdentifier,
+        };
+    }
+
+    private static WalArchivingResult Result(ConnectionTarget target, string folder, string systemIdentifier, ArchivingState state, bool restarted) => new()
+    {
+        Server = target.Host,
+        Port = target.Port,
+        Repository = folder,
+        SystemIdentifier = systemIdentifier,
+        ArchiveMode = state.ArchiveMode,
+        WalLevel = state.WalLevel,
+        ArchiveCommand = state.ArchiveCommand ?? "",
+        ArchiveTimeout = state.ArchiveTimeout,
+        PendingRestart = state.PendingRestart,
+        Restarted = restarted,
+    };
+
+    private static async Task AlterSystemAsync(NpgsqlConnection connection, ConnectionTarget target, string name, string value, IOperationReporter reporter, CancellationToken ct)
+    {
+        // ALTER SYSTEM takes no parameters; an E'' literal reads the same whatever standard_conforming_strings is.
+        var literal = "E'" + value.Replace(@"\", @"\\").Replace("'", "''") + "'";
+        await ServerSession.ExecuteAsync(connection, $"ALTER SYSTEM SET {name} = {literal}", target, ct).ConfigureAwait(false);
+        reporter.Verbose($"ALTER SYSTEM SET {name} = '{value}'");
+    }
+
+    /// <summary>
+    /// pg_reload_conf() only signals the postmaster; this session applies the new files at a later command boundary. Wait
+    /// until pg_conf_load_time() (this session's last load) moves before reading pending_restart.
+    /// </summary>
+    private static async Task ReloadAsync(NpgsqlConnection connection, ConnectionTarget target, IOperationReporter reporter, CancellationToken ct)
+    {
+        var loadedBefore = await ServerSession.ScalarAsync<DateTime>(connection, "select pg_conf_load_time()", ct).ConfigureAwait(false);
+        await ServerSession.ExecuteAsync(connection, "select pg_reload_conf()", target, ct).ConfigureAwait(false);
+        var clock = Stopwatch.StartNew();
+        while (await ServerSession.ScalarAsync<DateTime>(connection, "select pg_conf_load_time()", ct).ConfigureAwait(false) <= loadedBefore)
+        {
+            if (clock.Elapsed > ReloadTimeout)
+            {
+                var errors = await ServerSession.ScalarAsync<string>(connection,
+                    "select string_agg(format('%s (%s line %s): %s', coalesce(name, '?'), sourcefile, sourceline, error), '; ') from pg_file_settings " +
+                    "where error is not null and error <> 'setting could not be applied'", ct).ConfigureAwait(false);
+                throw new PgBackupException("ReloadFailed", ErrorKind.InvalidOperation,
+                    $"The server {target.Display} did not reload its configuration within {ReloadTimeout.TotalSeconds:0}s" + (errors != null ? $": {errors}" : "."), target.Display,
+                    "Look at the server log for the configuration error, fix it (ALTER SYSTEM RESET or postgresql.conf), and run the command again.");
+            }
+            await Task.Delay(20, ct).ConfigureAwait(false);
+        }
+        reporter.Verbose("The server reloaded its configuration.");
+    }
+
+    private static bool IsLocal(ConnectionTarget target, string dataDirectory) =>
+        (target.Host is "localhost" or "127.0.0.1" or "::1" || target.Host.StartsWith('/')) && Directory.Exists(dataDirectory);
+
+    private static bool IsRoot => !OperatingSystem.IsWindows() && Environment.IsPrivilegedProcess;
+
+    /// <summary>The OS user that owns a local data directory, which is the user the server (and archive_command) runs as.</summary>
+    private static async Task<string?> DataDirectoryOwnerAsync(string dataDirectory, CancellationToken ct)
+    {
+        if (OperatingSystem.IsWindows()) return null;
+        var result = await RunAsync("stat", ["-c", "%U", dataDirectory], ct).ConfigureAwait(false);
+        if (!result.Succeeded) result = await RunAsync("stat", ["-f", "%Su", dataDirectory], ct).ConfigureAwait(false); // BSD and macOS
+        return result.Succeeded && result.StandardOutput.Trim() is { Length: > 0 } owner ? owner : null;
+    }
+
+    private static async Task PrepareArchiveFolderAsync(string folder, string? serverUser, IOperationReporter reporter, CancellationToken ct)
+    {
+        try
+        {
+            Directory.CreateDirectory(folder);
+            var probe = Path.Combine(folder, ".pgbackup-write-test-" + Guid.NewGuid().ToString("N"));
+            File.WriteAllBytes(probe, [0]);
+            File.Delete(probe);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw NotWritable(folder, ex.Message, "this account", ex);
+        }
+        if (!IsRoot || serverUser == null || serverUser == "root") return;
+
+        // archive_command runs as the server's OS user, not as us: hand it the folder and check that it can get there.
+        var chown = await RunAsync("chown", [serverUser, folder], ct).ConfigureAwait(false);
+        if (!chown.Succeeded) throw NotWritable(folder, $"chown {serverUser} failed: {chown.ErrorSummary()}", serverUser);
+        reporter.Verbose($"The archive folder {folder} now belongs to {serverUser}, the user the server runs as.");
+        var access = await RunAsync("runuser", ["-u", serverUser, "--", "test", "-w", folder, "-a", "-x", folder], ct).ConfigureAwait(false);
+        if (!access.Succeeded)
+            throw NotWritable(folder, $"the server's OS user '{serverUser}' cannot write there (a parent folder may not let it through)", serverUser);
+    }
+
+    /// <summary>Runs the tool the way the server will (same dotnet host, same dll, same OS user) before the server depends on it.</summary>
+    private static async Task ProbeToolAsync(WalArchiveTool tool, string? serverUser, IOperationReporter reporter, CancellationToken ct)
+    {
+        var asServerUser = IsRoot && serverUser != null && serverUser != "root";
+        if (!asServerUser && serverUser != null && serverUser != Environment.UserName) return; // we cannot act as the server's user
+        ToolResult result = asServerUser
+            ? await RunAsync("runuser", ["-u", serverUser!, "--", tool.DotnetHost, tool.ToolPath, "--version"], ct).ConfigureAwait(false)
+            : await RunAsync(tool.DotnetHost, [tool.ToolPath, "--version"], ct).ConfigureAwait(false);
+        var who = serverUser ?? Environment.UserName;
+        if (!result.Succeeded || !result.StandardOutput.StartsWith("pgbackup-wal", StringComparison.Ordinal))
+            throw new PgBackupException("WalToolNotRunnable", ErrorKind.NotInstalled,
+                $"The server's OS user '{who}' cannot run the WAL archive tool ({tool.DotnetHost} {tool.ToolPath}): " +
+                string.Join(" ", result.ErrorLines.Where(l => l.Length > 0).Take(3)), tool.ToolPath,
+                $"Install PgBackup where '{who}' can read it (every parent folder must let that user through), and the .NET runtime 8 or later where it can run it.");
+        reporter.Verbose($"'{who}' runs {result.StandardOutput.Trim()} with {tool.DotnetHost}.");
+    }
+
+    private static PgBackupException NotWritable(string folder, string detail, string who, Exception? inner = null) =>
+        new("RepositoryNotWritable", ErrorKind.PermissionDenied, $"The WAL archive folder '{folder}' is not writable: {detail}", folder,
+            $"Use a repository that {who} and the database server's OS user can write to (check permissions, that every parent folder can be entered, and that the volume is not read-only or full).", inner);
+
+    /// <summary>
+    /// Restarts the server when settings wait for it and the caller asked for it, and then reads the state again on a new
+    /// connection; otherwise warns what waits for a restart and what that means (<paramref name="meanwhile"/>).
+    /// </summary>
+    private static async Task<(NpgsqlConnection Connection, ArchivingState State, bool Restarted)> RestartIfPendingAsync(NpgsqlConnection connection,
+        ArchivingState state, bool restart, string? toolPath, ConnectionTarget target, ServerFacts server, string? owner, ServerInfo info, string meanwhile,
+        IOperationReporter reporter, CancellationToken ct)
+    {
+        if (state.PendingRestart.Length == 0) return (connection, state, false);
+        var pending = string.Join(", ", state.PendingRestart);
+        if (!restart)
+        {
+            reporter.Warning($"{pending} take effect only when {target.Display} restarts (data directory {server.DataDirectory}); {meanwhile}. " +
+                             "Run again with -Restart, or restart the server in a maintenance window.");
+            return (connection, state, false);
+        }
+        if (!await RestartAsync(target, server, pending, meanwhile, owner, toolPath, info, reporter, ct).ConfigureAwait(false)) return (connection, state, false);
+        await connection.DisposeAsync().ConfigureAwait(false);
+        connection = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
+        return (connection, await ReadStateAsync(connection, ct).ConfigureAwait(false), true);
+    }
+
+    /// <summary>
+    /// pg_ctl restart as the data directory's owner. False (with a warning saying what to restart) when PgBackup may not
+    /// or should not restart this server itself.
+    /// </summary>
+    private static async Task<bool> RestartAsync(ConnectionTarget target, ServerFacts server, string pending, string meanwhile, string? owner, string? toolPath,
+        ServerInfo info, IOperationReporter reporter, CancellationToken ct)
+    {
+        bool Refuse(string why)
+        {
+            reporter.Warning($"{target.Display} was not restarted: {why}. Restart it yourself so that {pending} take effect; {meanwhile}.");
+            return false;
+        }
+        if (OperatingSystem.IsWindows()) return Refuse("on Windows the server runs as a service; restart that service");
+        if (!IsLocal(target, server.DataDirectory)) return Refuse($"its data directory {server.DataDirectory} is not on this machine");
+        if (owner == null) return Refuse($"the owner of {server.DataDirectory} could not be found");
+        var asOwner = IsRoot && owner != "root";
+        if (!asOwner && owner != Environment.UserName) return Refuse($"it runs as '{owner}' and this account ('{Environment.UserName}') cannot restart it");
+        var postmaster = ReadPostmasterPid(server.DataDirectory);
+        if (postmaster != null && SystemdUnit(postmaster.Value) is { } unit)
+            return Refuse($"systemd runs it as {unit}; run 'systemctl restart {unit}'");
+
+        var pgCtl = new ToolLocator(toolPath).Find("pg_ctl", info.Major, info.Major, reporter);
+        if (pgCtl.Major != info.Major) return Refuse($"no pg_ctl of version {info.Major} was found (only {pgCtl})");
+        var arguments = new List<string> { "restart", "-D", server.DataDirectory, "-m", "fast", "-w", "-t", "300" };
+        // Without -l the restarted server would write its log into pg_ctl's output, which nobody reads after we return.
+        arguments.AddRange(["-l", ServerLogFile(postmaster) ?? Path.Combine(server.DataDirectory, "pgbackup-restart.log")]);
+        var tool = asOwner ? new PgTool("pg_ctl", "runuser", pgCtl.VersionText, pgCtl.Major) : pgCtl;
+        if (asOwner) arguments.InsertRange(0, ["-u", owner, "--", pgCtl.Path]);
+
+        reporter.Milestone($"Restarting {target.Display} (pg_ctl restart -m fast) so that {pending} take effect.");
+        var result = await ToolRunner.RunAsync(tool, arguments, new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter: reporter).ConfigureAwait(false);
+        if (!result.Succeeded)
+            throw new PgBackupException("RestartFailed", ErrorKind.ToolFailed,
+                $"pg_ctl restart of {target.Display} failed (exit code {result.ExitCode}):{Environment.NewLine}{result.ErrorSummary()}", server.DataDirectory,
+                "Look at the server log, fix what it names, and start the server (pg_ctl start -D <data directory>); the archiving settings are already written.");
+        reporter.Milestone($"{target.Display} restarted in {result.Duration.TotalSeconds:0.0}s.");
+        return true;
+    }
+
+    private static int? ReadPostmasterPid(string dataDirectory)
+    {
+        try
+        {
+            return int.TryParse(File.ReadLines(Path.Combine(dataDirectory, "postmaster.pid")).FirstOrDefault(), out var pid) ? pid : null;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return null; }
+    }
+
+    /// <summary>The file the running server writes its log to (its stderr), on Linux.</summary>
+    private static string? ServerLogFile(int? postmaster)
+    {
+        if (postmaster == null || !OperatingSystem.IsLinux()) return null;
+        try
+        {
+            var target = File.ResolveLinkTarget($"/proc/{postmaster}/fd/2", returnFinalTarget: false)?.FullName;
+            return target != null && File.Exists(target) ? target : null;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return null; }
+    }
+
+    /// <summary>The systemd service that runs the postmaster, if any: restarting it behind systemd's back would orphan it.</summary>
+    private static string? SystemdUnit(int postmaster)
+    {
+        if (!OperatingSystem.IsLinux()) return null;
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{postmaster}/cgroup"))
+            {
+                var path = line[(line.LastIndexOf(':') + 1)..];
+                if (!path.Contains("/system.slice/", StringComparison.Ordinal)) continue;
+                var unit = path.Split('/').LastOrDefault(p => p.EndsWith(".service", StringComparison.Ordinal));
+                if (unit != null) return unit;
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { }
+        return null;
+    }
+
+    private static async Task<(string Segment, TimeSpan Duration)> VerifyAsync(NpgsqlConnection connection, ConnectionTarget target, string folder, TimeSpan timeout,
+        IOperationReporter reporter, CancellationToken ct)
+    {
+        var archivedBefore = await ServerSession.ScalarAsync<long>(connection, "select archived_count from pg_stat_archiver", ct).ConfigureAwait(false);
+        // A switch in a segment that holds no new WAL does nothing; a committed xid guarantees a record to switch away from.
+        await ServerSession.ExecuteAsync(connection, "select txid_current()", target, ct).ConfigureAwait(false);
+        var segment = await ServerSession.ScalarAsync<string>(connection, "select pg_walfile_name(pg_switch_wal())", ct).ConfigureAwait(false)
+            ?? throw new InvalidOperationException("pg_switch_wal() returned nothing.");
+        reporter.Verbose($"Switched WAL; waiting for {segment} in {folder}.");
+        var clock = Stopwatch.StartNew();
+        var path = Path.Combine(folder, segment);
+        var switched = WalSegmentName.Parse(segment);
+        // A file of that name may already be there (from a copy of this cluster); only the server's word that it archived
+        // the segment, together with the file, proves that archiving works.
+        while (!(await ArchivedAsync(connection, switched, ct).ConfigureAwait(false) && File.Exists(path)))
+        {
+            if (clock.Elapsed > timeout)
+            {
+                await using var cmd = new NpgsqlCommand(
+                    "select archived_count, last_archived_wal, failed_count, last_failed_wal, last_failed_time, pg_current_logfile() from pg_stat_archiver", connection);
+                await using var reader = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+                await reader.ReadAsync(ct).ConfigureAwait(false);
+                string? Text(int i) => reader.IsDBNull(i) ? null : Convert.ToString(reader.GetValue(i), CultureInfo.InvariantCulture);
+                var failed = reader.GetInt64(2);
+                var detail = failed > 0
+                    ? $"the archiver has failed {failed} times; last failed WAL {Text(3)} at {reader.GetFieldValue<DateTimeOffset>(4):u}"
+                    : $"the archiver reports no failure; last archived WAL {Text(1) ?? "none"} ({reader.GetInt64(0) - archivedBefore} archived since the switch)";
+                var log = Text(5) is { } logFile ? $" ({logFile})" : "";
+                throw new PgBackupException("ArchiveNotArriving", ErrorKind.InvalidOperation,
+                    $"The WAL segment {segment} did not arrive in {folder} within {timeout.TotalSeconds:0}s: {detail}.", segment,
+                    $"Look at the server log{log} for lines starting with 'pgbackup-wal:' or 'archive command failed': they name the cause (permissions of the archive folder for the server's OS user, a missing .NET runtime, a full disk).");
+            }
+            await Task.Delay(PollInterval, ct).ConfigureAwait(false);
+        }
+        reporter.Verbose($"{segment} arrived in the archive after {clock.Elapsed.TotalSeconds:0.0}s.");
+        return (segment, clock.Elapsed);
+    }
+
+    /// <summary>The archiver works through segments in order, so a later last_archived_wal means ours is done too.</summary>
+    private static async Task<bool> ArchivedAsync(NpgsqlConnection connection, WalSegmentName segment, CancellationToken ct)
+    {
+        var last = await ServerSession.ScalarAsync<string>(connection, "select last_archived_wal from pg_stat_archiver", ct).ConfigureAwait(false);
+        return last is { Length: >= 24 } && WalSegmentName.TryParse(last[..24], out var archived) && archived.CompareTo(segment) >= 0;
+    }
+
+    private static Task<ToolResult> RunAsync(string program, IEnumerable<string> arguments, CancellationToken ct) =>
+        ToolRunner.RunAsync(new PgTool(program, program, "", 0), arguments, new Dictionary<string, string?>(), null, ct, captureOutput: true);
+}

@@ -1,0 +1,317 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using Npgsql;
+using PgBackup.Engine.Connection;
+
+namespace PgBackup.Engine.Wal;
+
+/// <summary>
+/// Get-PgWalArchive: what a cluster's WAL archive (&lt;Repository&gt;/wal/&lt;system identifier&gt;) holds per timeline, which
+/// segments recovery would miss, and, with a server, how far the archive is behind the WAL the server has written.
+/// </summary>
+public static class WalArchiveInspector
+{
+    /// <summary>
+    /// Reads an archive folder alone: one status per timeline that has files in it. Gaps are checked from
+    /// <paramref name="requiredFrom"/> (the start segment of the oldest kept base backup; when null, the oldest archived
+    /// segment) to the newest archived segment, following the timeline history.
+    /// </summary>
+    public static IReadOnlyList<WalArchiveStatus> Inspect(string archiveFolder, WalSegmentName? requiredFrom, long segmentSize, bool verifyChecksums,
+        Action<string>? warn, CancellationToken cancellationToken = default)
+    {
+        var inventory = WalInventory.Read(Path.GetFullPath(archiveFolder), segmentSize, warn);
+        return Describe(inventory, requiredFrom, verifyChecksums, currentTimeline: null, warn, progress: null, cancellationToken);
+    }
+
+    /// <summary>Inspects the archive of the cluster <paramref name="target"/> belongs to, and adds the server's live archiver state to its current timeline.</summary>
+    public static async Task<IReadOnlyList<WalArchiveStatus>> InspectServerAsync(ConnectionTarget target, string repository, WalSegmentName? requiredFrom,
+        bool verifyChecksums, IOperationReporter reporter, CancellationToken ct)
+    {
+        var activity = $"Inspecting the WAL archive of {target.Display}";
+        reporter.Progress(activity, "Reading the archiver state", 0);
+        ServerWalState server;
+        WalInventory inventory;
+        LiveArchiveState live;
+        try
+        {
+            await using var connection = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
+            server = await ReadServerStateAsync(connection, ct).ConfigureAwait(false);
+
+            var folder = Path.GetFullPath(ArchivingService.ArchiveFolder(repository, server.SystemIdentifier));
+            if (!Directory.Exists(folder))
+                throw new PgBackupException("WalArchiveNotFound", ErrorKind.ObjectNotFound,
+                    $"The repository {repository} holds no WAL archive for {target.Display} (system identifier {server.SystemIdentifier}): {folder} does not exist.", folder,
+                    $"Check -Repository, or set up archiving into it: Enable-PgWalArchiving -Server {target.Host}{(target.Port != 5432 ? $" -Port {target.Port}" : "")} -Repository {repository}");
+            // Listed after the server was asked, so whatever it reports as archived is already in the listing.
+            inventory = WalInventory.Read(folder, server.SegmentSize, reporter.Warning);
+            live = LiveState(inventory, server);
+            if (live.UnarchivedBytes > 0)
+                live = live with { StatusFileTimes = await ReadStatusFileTimesAsync(connection, live, reporter, ct).ConfigureAwait(false) };
+        }
+        catch (NpgsqlException ex) when (!ct.IsCancellationRequested)
+        {
+            throw ServerSession.Translate(ex, target);
+        }
+
+        WarnAboutArchiver(server, inventory, target, reporter);
+        var statuses = await Task.Run(() => Describe(inventory, requiredFrom, verifyChecksums, server.Timeline, reporter.Warning,
+            (status, percent) => reporter.Progress(activity, status, percent), ct), ct).ConfigureAwait(false);
+        foreach (var status in statuses)
+        {
+            status.Server = target.Host;
+            status.Port = target.Port;
+            status.SystemIdentifier = server.SystemIdentifier;
+        }
+        var current = statuses.Single(s => s.Timeline == server.Timeline);
+        current.InRecovery = server.InRecovery;
+        current.ArchivedCount = server.ArchivedCount;
+        current.LastArchivedWal = server.LastArchivedWal;
+        current.LastArchivedTime = server.LastArchivedTime;
+        current.FailedCount = server.FailedCount;
+        current.LastFailedWal = server.LastFailedWal;
+        current.LastFailedTime = server.LastFailedTime;
+        current.CurrentLsn = server.CurrentLsn;
+        current.CurrentSegment = live.CurrentSegment?.ToString();
+        current.UnarchivedBytes = live.UnarchivedBytes;
+        current.RecoveryPointObjective = RecoveryPointObjective(live, server.LastArchivedTime, server.Now);
+
+        reporter.ProgressCompleted(activity);
+        reporter.Milestone($"WAL archive of {target.Display} on timeline {server.Timeline}: {current.SegmentCount} segments up to {current.LastSegment ?? "none"}, " +
+            $"{statuses.Sum(s => s.Gaps.Sum(g => g.MissingCount))} missing, {current.UnarchivedBytes?.ToString(CultureInfo.InvariantCulture) ?? "unknown"} bytes not archived" +
+            (current.RecoveryPointObjective is { } rpo ? $", recovery point objective {rpo.TotalSeconds:0}s" : ""));
+        return statuses;
+    }
+
+    public static bool IsSegmentArchived(string archiveFolder, WalSegmentName segment) => File.Exists(Path.Combine(archiveFolder, segment.ToString()));
+
+    /// <summary>
+    /// The segments that replaying from <paramref name="from"/> to <paramref name="to"/> needs and the archive lacks. The path
+    /// follows the history of <paramref name="to"/>'s timeline: the parent's segments before each switch point, the child's from it.
+    /// </summary>
+    public static IReadOnlyList<WalSegmentName> MissingSegments(string archiveFolder, WalSegmentName from, WalSegmentName to, long segmentSize)
+    {
+        var inventory = WalInventory.Read(Path.GetFullPath(archiveFolder), segmentSize, warn: null);
+        var lineage = inventory.Lineage(to.Timeline, warn: null);
+        if (!WalInventory.IsOnLineage(lineage, from, segmentSize))
+        {
+            var history = inventory.Files.Any(f => f.Kind == WalFileKind.TimelineHistory && f.Timeline == to.Timeline) || to.Timeline == 1
+                ? $"Its history ({WalInventory.HistoryFileName(to.Timeline)}) does not lead through {from}."
+                : $"The archive has no {WalInventory.HistoryFileName(to.Timeline)} to follow.";
+            throw new PgBackupException("WalTimelineNotInHistory", ErrorKind.InvalidArgument,
+                $"Recovery cannot get from {from} to timeline {to.Timeline}. {history}", from,
+                "Start from a base backup taken on timeline " + to.Timeline + " or on one of its ancestors before it branched off.");
+        }
+        return inventory.MissingRuns(lineage, from.Number(segmentSize), to.Number(segmentSize))
+            .SelectMany(run => Enumerable.Range(0, (int)run.Count).Select(i => WalSegmentName.FromNumber(run.From.Timeline, run.From.Number(segmentSize) + (ulong)i, segmentSize)))
+            .ToList();
+    }
+
+    /// <summary>
+    /// How long ago the oldest WAL that is not in the archive was written, by the server's clock.
+    /// <list type="bullet">
+    /// <item>Unknown (null) when the archive holds no segment on the current timeline's history, or the position is unknown.</item>
+    /// <item>Zero when the write position is not past the end of the newest archived segment (L).</item>
+    /// <item>Otherwise the oldest unarchived WAL is the start of the segment after L, written the moment L was completed.
+    /// That moment is the modification time (whole seconds) of L's status file in pg_wal/archive_status (PostgreSQL creates
+    /// "L.ready" when it completes L and renames it, keeping the time, to "L.done" once archived). The file is removed at the next
+    /// checkpoint; then, when the segment after L is the current one, pg_stat_archiver's last_archived_time (the archiver
+    /// copies a completed segment within seconds, unless it was failing); else the completion time of the first unarchived
+    /// segment (its own status file) and finally last_archived_time, both later than the truth, so the RPO is then a lower bound.</item>
+    /// </list>
+    /// </summary>
+    internal static TimeSpan? RecoveryPointObjective(LiveArchiveState live, DateTimeOffset? lastArchivedTime, DateTimeOffset now)
+    {
+        if (live.UnarchivedBytes is not { } bytes || live.LastArchived is not { } archived) return null;
+        if (bytes <= 0) return TimeSpan.Zero;
+        DateTimeOffset? StatusTime(WalSegmentName? segment) =>
+            segment is { } s && live.StatusFileTimes is { } times && (times.TryGetValue(s + ".done", out var t) || times.TryGetValue(s + ".ready", out t)) ? t : null;
+        var oldestUnarchivedWrite = StatusTime(archived)
+            ?? (live.FirstUnarchived == live.CurrentSegment ? lastArchivedTime : null)
+            ?? StatusTime(live.FirstUnarchived)
+            ?? lastArchivedTime;
+        return oldestUnarchivedWrite is { } since ? (now - since < TimeSpan.Zero ? TimeSpan.Zero : now - since) : null;
+    }
+
+    /// <summary>Where the archive stands against the server's write position, on the server's current timeline.</summary>
+    internal sealed record LiveArchiveState(WalSegmentName? LastArchived, WalSegmentName? FirstUnarchived, WalSegmentName? CurrentSegment, long? UnarchivedBytes,
+        IReadOnlyDictionary<string, DateTimeOffset>? StatusFileTimes = null);
+
+    private sealed record ServerWalState(string SystemIdentifier, long SegmentSize, bool InRecovery, string ArchiveMode, uint Timeline, Lsn? CurrentLsn,
+        long ArchivedCount, string? LastArchivedWal, DateTimeOffset? LastArchivedTime, long FailedCount, string? LastFailedWal, DateTimeOffset? LastFailedTime,
+        DateTimeOffset Now);
+
+    private static List<WalArchiveStatus> Describe(WalInventory inventory, WalSegmentName? requiredFrom, bool verifyChecksums, uint? currentTimeline,
+        Action<string>? warn, Action<string, int>? progress, CancellationToken ct)
+    {
+        var checksumFailures = verifyChecksums ? VerifyChecksums(inventory, warn, progress, ct) : null;
+        var timelines = inventory.Timelines.ToList();
+        if (currentTimeline is { } t && !timelines.Contains(t)) timelines.Add(t);
+        return timelines.Order().Select(timeline => Describe(inventory, timeline, requiredFrom, checksumFailures, warn)).ToList();
+    }
+
+    private static WalArchiveStatus Describe(WalInventory inventory, uint timeline, WalSegmentName? requiredFrom, IReadOnlySet<string>? checksumFailures, Action<string>? warn)
+    {
+        var files = inventory.Files.Where(f => f.Timeline == timeline).ToList();
+        var segments = files.Where(f => f.Kind == WalFileKind.Segment).Select(f => f.Segment!.Value).Order().ToList();
+        var lineage = inventory.Lineage(timeline, warn);
+        var ancestry = lineage.Select(s => s.Timeline).ToHashSet();
+        string[] Names(WalFileKind kind) => files.Where(f => f.Kind == kind).Select(f => f.Name).ToArray();
+        return new WalArchiveStatus
+        {
+            SystemIdentifier = SystemIdentifierOf(inventory.Folder),
+            ArchiveFolder = inventory.Folder,
+            Timeline = timeline,
+            FirstSegment = segments.Count > 0 ? segments[0].ToString() : null,
+            LastSegment = segments.Count > 0 ? segments[^1].ToString() : null,
+            SegmentCount = segments.Count,
+            SizeBytes = files.Sum(f => f.SizeBytes),
+            HistoryFiles = inventory.Files.Where(f => f.Kind == WalFileKind.TimelineHistory && ancestry.Contains(f.Timeline)).Select(f => f.Name).ToArray(),
+            BackupHistoryFiles = Names(WalFileKind.BackupHistory),
+            PartialSegments = Names(WalFileKind.PartialSegment),
+            Gaps = FindGaps(inventory, lineage, requiredFrom),
+            ChecksumFailures = checksumFailures == null ? null : files.Where(f => checksumFailures.Contains(f.Name)).Select(f => f.Name).ToArray(),
+        };
+    }
+
+    private static WalGap[] FindGaps(WalInventory inventory, IReadOnlyList<WalTimelineSpan> lineage, WalSegmentName? requiredFrom)
+    {
+        var positions = inventory.PositionsOnLineage(lineage);
+        if (positions.Count == 0) return [];
+        // A required start on another branch (a base backup taken after this timeline was left behind) says nothing about it.
+        var from = requiredFrom is { } r && WalInventory.IsOnLineage(lineage, r, inventory.SegmentSize) ? r.Number(inventory.SegmentSize) : positions.Min;
+        return inventory.MissingRuns(lineage, from, positions.Max)
+            .Select(run => new WalGap { From = run.From.ToString(), To = run.To.ToString(), MissingCount = (int)Math.Min(run.Count, int.MaxValue) })
+            .ToArray();
+    }
+
+    private static HashSet<string> VerifyChecksums(WalInventory inventory, Action<string>? warn, Action<string, int>? progress, CancellationToken ct)
+    {
+        var failures = new HashSet<string>(StringComparer.Ordinal);
+        var total = Math.Max(1, inventory.Files.Sum(f => f.SizeBytes));
+        long done = 0;
+        foreach (var file in inventory.Files)
+        {
+            ct.ThrowIfCancellationRequested();
+            progress?.Invoke($"Verifying {file.Name}", (int)(done * 100 / total));
+            if (ChecksumProblem(inventory.Folder, file) is { } problem)
+            {
+                failures.Add(file.Name);
+                warn?.Invoke(problem);
+            }
+            done += file.SizeBytes;
+        }
+        return failures;
+    }
+
+    private static string? ChecksumProblem(string folder, WalArchiveFile file)
+    {
+        var path = Path.Combine(folder, file.Name);
+        // Looked for now rather than in the listing: the archive tool puts a file in place just before its sidecar.
+        if (!File.Exists(path + WalInventory.SidecarSuffix)) return $"{path} has no {WalInventory.SidecarSuffix} sidecar, so its content cannot be verified.";
+        try
+        {
+            // sha256sum format: "<hex>  <file name>".
+            var recorded = File.ReadAllText(path + WalInventory.SidecarSuffix).Split((char[]?)null, 2, StringSplitOptions.RemoveEmptyEntries).FirstOrDefault() ?? "";
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.SequentialScan);
+            var actual = Convert.ToHexString(SHA256.HashData(stream));
+            return string.Equals(recorded, actual, StringComparison.OrdinalIgnoreCase)
+                ? null
+                : $"{path} does not match its checksum: SHA-256 {actual.ToLowerInvariant()}, the sidecar records '{recorded}'.";
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return $"{path} or its sidecar cannot be read to verify it: {ex.Message}";
+        }
+    }
+
+    private static LiveArchiveState LiveState(WalInventory inventory, ServerWalState server)
+    {
+        var size = inventory.SegmentSize;
+        var lineage = inventory.Lineage(server.Timeline, warn: null);
+        var positions = inventory.PositionsOnLineage(lineage);
+        WalSegmentName? At(ulong number) => WalSegmentName.FromNumber(WalInventory.TimelineAt(lineage, number, size), number, size);
+        var lastArchived = positions.Count > 0 ? At(positions.Max) : null;
+        var firstUnarchived = positions.Count > 0 ? At(positions.Max + 1) : null;
+        var current = server.CurrentLsn is { } lsn ? WalSegmentName.FromLsn(server.Timeline, lsn, size) : (WalSegmentName?)null;
+        long? unarchived = server.CurrentLsn is { } position && lastArchived is { } last
+            ? Math.Max(0, position - last.StartLsn(size) - size)
+            : null;
+        return new LiveArchiveState(lastArchived, firstUnarchived, current, unarchived);
+    }
+
+    private static async Task<ServerWalState> ReadServerStateAsync(NpgsqlConnection connection, CancellationToken ct)
+    {
+        // The timeline: on a primary from the name of the segment being written (hex); pg_walfile_name() refuses to run
+        // during recovery, so a standby's comes from its last restartpoint (decimal).
+        const string sql = """
+            select (select system_identifier::text from pg_control_system()),
+                   pg_size_bytes(current_setting('wal_segment_size')),
+                   pg_is_in_recovery(),
+                   current_setting('archive_mode'),
+                   case when pg_is_in_recovery() then (select timeline_id from pg_control_checkpoint())::text
+                        else left(pg_walfile_name(pg_current_wal_lsn()), 8) end,
+                   (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end)::text,
+                   a.archived_count, a.last_archived_wal, a.last_archived_time, a.failed_count, a.last_failed_wal, a.last_failed_time,
+                   clock_timestamp()
+            from pg_stat_archiver a
+            """;
+        await using var cmd = new NpgsqlCommand(sql, connection);
+        await using var reader = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        await reader.ReadAsync(ct).ConfigureAwait(false);
+        DateTimeOffset? Time(int i) => reader.IsDBNull(i) ? null : reader.GetFieldValue<DateTimeOffset>(i);
+        string? Text(int i) => reader.IsDBNull(i) ? null : reader.GetString(i);
+        var inRecovery = reader.GetBoolean(2);
+        return new ServerWalState(
+            SystemIdentifier: reader.GetString(0),
+            SegmentSize: reader.GetInt64(1),
+            InRecovery: inRecovery,
+            ArchiveMode: reader.GetString(3),
+            Timeline: uint.Parse(reader.GetString(4), inRecovery ? NumberStyles.None : NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture),
+            CurrentLsn: Text(5) is { } lsn ? Lsn.Parse(lsn) : null,
+            ArchivedCount: reader.GetInt64(6),
+            LastArchivedWal: Text(7),
+            LastArchivedTime: Time(8),
+            FailedCount: reader.GetInt64(9),
+            LastFailedWal: Text(10),
+            LastFailedTime: Time(11),
+            Now: reader.GetFieldValue<DateTimeOffset>(12));
+    }
+
+    /// <summary>Modification times of the archive status files of the last archived and the first unarchived segment; null when the role may not list them (pg_monitor or superuser needed).</summary>
+    private static async Task<IReadOnlyDictionary<string, DateTimeOffset>?> ReadStatusFileTimesAsync(NpgsqlConnection connection, LiveArchiveState live,
+        IOperationReporter reporter, CancellationToken ct)
+    {
+        var names = new[] { live.LastArchived, live.FirstUnarchived }.OfType<WalSegmentName>()
+            .SelectMany(s => new[] { s + ".ready", s + ".done" }).ToArray();
+        await using var cmd = new NpgsqlCommand("select name, modification from pg_ls_archive_statusdir() where name = any($1)", connection);
+        cmd.Parameters.Add(new NpgsqlParameter { Value = names });
+        try
+        {
+            var times = new Dictionary<string, DateTimeOffset>(StringComparer.Ordinal);
+            await using var reader = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+            while (await reader.ReadAsync(ct).ConfigureAwait(false)) times[reader.GetString(0)] = reader.GetFieldValue<DateTimeOffset>(1);
+            return times;
+        }
+        catch (PostgresException ex) when (ex.SqlState is PostgresErrorCodes.InsufficientPrivilege or PostgresErrorCodes.UndefinedFunction)
+        {
+            reporter.Verbose($"Cannot read pg_wal/archive_status ({ex.MessageText}); the recovery point objective is estimated from pg_stat_archiver alone.");
+            return null;
+        }
+    }
+
+    private static void WarnAboutArchiver(ServerWalState server, WalInventory inventory, ConnectionTarget target, IOperationReporter reporter)
+    {
+        if (server.ArchiveMode == "off")
+            reporter.Warning($"archive_mode is off on {target.Display}: the server archives no WAL, so the archive falls further behind with every write.");
+        else if (server.FailedCount > 0 && server.LastFailedTime > (server.LastArchivedTime ?? DateTimeOffset.MinValue))
+            reporter.Warning($"Archiving on {target.Display} is failing: {server.LastFailedWal} failed at {server.LastFailedTime:u} ({server.FailedCount} failures so far). The server log names the reason.");
+        if (server.LastArchivedWal is { } last && !File.Exists(Path.Combine(inventory.Folder, last)))
+            reporter.Warning($"{target.Display} reports {last} as archived last, but {inventory.Folder} does not hold it: archive_command may write into another repository, or the file was removed.");
+    }
+
+    private static string SystemIdentifierOf(string folder)
+    {
+        var name = Path.GetFileName(Path.TrimEndingDirectorySeparator(folder));
+        return name.Length > 0 && name.All(char.IsAsciiDigit) ? name : "";
+    }
+}

@@ -1,0 +1,169 @@
+using System.Text;
+
+namespace PgBackup.Engine.Wal;
+
+/// <summary>The operating system of the database server, which decides the shell that runs archive_command.</summary>
+public enum ServerOs { Unix, Windows }
+
+/// <summary>
+/// The pgbackup-wal tool (archive_command and restore_command) and the command strings that run it. The module ships it as
+/// &lt;moduleFolder&gt;/WalArchive/pgbackup-wal.dll; the caller says where it is, the engine never guesses from its own process.
+/// The server runs the command on its own machine, so the tool, the dotnet host and the archive folder must be paths there.
+/// </summary>
+public sealed class WalArchiveTool
+{
+    public const string FileName = "pgbackup-wal.dll";
+    private const string Marker = "pgbackup-wal";
+
+    private readonly Lazy<string> dotnetHost;
+
+    /// <param name="toolPath">The full path of pgbackup-wal.dll.</param>
+    /// <param name="dotnetHost">The dotnet host to run it with; found as <see cref="LocateDotnetHost"/> does when null.</param>
+    /// <param name="serverOs">The server's operating system; this machine's when null.</param>
+    public WalArchiveTool(string toolPath, string? dotnetHost = null, ServerOs? serverOs = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(toolPath);
+        var local = OperatingSystem.IsWindows() ? ServerOs.Windows : ServerOs.Unix;
+        ServerOs = serverOs ?? local;
+        // A path for a server on another OS cannot be resolved here; it is taken as given.
+        ToolPath = ServerOs == local ? Path.GetFullPath(toolPath) : toolPath;
+        this.dotnetHost = dotnetHost != null ? new Lazy<string>(dotnetHost) : new Lazy<string>(LocateDotnetHost);
+    }
+
+    /// <summary>The tool as the module ships it: &lt;moduleFolder&gt;/WalArchive/pgbackup-wal.dll.</summary>
+    public static WalArchiveTool InModuleFolder(string moduleFolder, string? dotnetHost = null) =>
+        new(Path.Combine(moduleFolder, "WalArchive", FileName), dotnetHost);
+
+    public string ToolPath { get; }
+    public ServerOs ServerOs { get; }
+
+    /// <summary>The dotnet host that runs the tool; throws PgBackup.WalToolRuntimeMissing when none is installed.</summary>
+    public string DotnetHost => dotnetHost.Value;
+
+    /// <summary>The same tool, with commands quoted for a server on <paramref name="os"/>.</summary>
+    public WalArchiveTool ForServer(ServerOs os) => os == ServerOs ? this : new WalArchiveTool(ToolPath, dotnetHost.IsValueCreated ? dotnetHost.Value : null, os);
+
+    /// <summary>Throws PgBackup.WalToolNotFound when the tool is not where it was said to be.</summary>
+    public void EnsureExists()
+    {
+        if (!File.Exists(ToolPath))
+            throw new PgBackupException("WalToolNotFound", ErrorKind.NotInstalled, $"The WAL archive tool was not found at '{ToolPath}'.", ToolPath,
+                "Reinstall the PgBackup module (the tool ships in its WalArchive folder), or pass the path of a built pgbackup-wal.dll.");
+        var runtimeConfig = Path.ChangeExtension(ToolPath, ".runtimeconfig.json");
+        if (!File.Exists(runtimeConfig))
+            throw new PgBackupException("WalToolNotFound", ErrorKind.NotInstalled, $"'{runtimeConfig}' is missing next to the WAL archive tool; dotnet cannot run it without it.", runtimeConfig,
+                "Reinstall the PgBackup module so that its WalArchive folder is complete.");
+    }
+
+    /// <summary>The archive_command value: pgbackup-wal push %p &lt;archiveFolder&gt;.</summary>
+    public string ArchiveCommand(string archiveFolder) =>
+        string.Join(' ', Quote(DotnetHost), Quote(ToolPath), "push", Quote("%p", escapePercent: false), Quote(archiveFolder));
+
+    /// <summary>The restore_command value: pgbackup-wal fetch &lt;archiveFolder&gt; %f %p.</summary>
+    public string RestoreCommand(string archiveFolder) =>
+        string.Join(' ', Quote(DotnetHost), Quote(ToolPath), "fetch", Quote(archiveFolder), Quote("%f", escapePercent: false), Quote("%p", escapePercent: false));
+
+    /// <summary>
+    /// Recognises a command written by <see cref="ArchiveCommand"/> (for either OS) and returns its archive folder.
+    /// </summary>
+    public static bool TryParseArchiveCommand(string? command, out string? archiveFolder)
+    {
+        archiveFolder = null;
+        if (string.IsNullOrWhiteSpace(command) || !command.Contains(Marker, StringComparison.OrdinalIgnoreCase)) return false;
+        var words = Split(command);
+        if (words is not [_, var tool, "push", "%p", var folder] ||
+            !Path.GetFileName(tool.Replace('\\', '/')).Equals(FileName, StringComparison.OrdinalIgnoreCase))
+            return false;
+        archiveFolder = folder;
+        return true;
+    }
+
+    /// <summary>
+    /// One argument for the server's shell, then PostgreSQL's own escaping (it replaces %p, %f and %% before the shell sees
+    /// the command, so a literal % must be written %%). Unix: /bin/sh, single quotes, ' as '\''. Windows: cmd.exe, double quotes.
+    /// </summary>
+    internal string Quote(string value, bool escapePercent = true)
+    {
+        if (value.Length == 0 || value.Any(char.IsControl))
+            throw BadPath(value, "it is empty or holds a control character (such as a line break)");
+        string quoted;
+        if (ServerOs == ServerOs.Unix)
+            quoted = "'" + value.Replace("'", @"'\''") + "'";
+        else
+        {
+            if (value.Contains('"')) throw BadPath(value, "cmd.exe cannot quote a double quote in a path");
+            // Inside double quotes cmd.exe still expands %NAME%, and there is no escape for it there.
+            if (escapePercent && value.Contains('%')) throw BadPath(value, "cmd.exe would expand %...% in it as environment variables");
+            quoted = "\"" + value + "\"";
+        }
+        return escapePercent ? quoted.Replace("%", "%%") : quoted;
+    }
+
+    private static PgBackupException BadPath(string value, string why) =>
+        new("InvalidWalArchivePath", ErrorKind.InvalidArgument, $"The path '{value}' cannot be used in archive_command: {why}.", value,
+            "Use a repository folder (and module location) whose path has no such characters.");
+
+    /// <summary>
+    /// Words of a command as the server's shell would see them, after PostgreSQL's %% → % (and with %p, %f kept as they are):
+    /// understands '...' with '\'' (sh) and "..." (cmd.exe).
+    /// </summary>
+    private static List<string> Split(string command)
+    {
+        var words = new List<string>();
+        var word = new StringBuilder();
+        var inWord = false;
+        for (var i = 0; i < command.Length; i++)
+        {
+            var c = command[i];
+            if (c == '%' && i + 1 < command.Length && command[i + 1] == '%') { word.Append('%'); i++; inWord = true; continue; }
+            if (c is '\'' or '"')
+            {
+                var close = command.IndexOf(c, i + 1);
+                if (close < 0) close = command.Length;
+                word.Append(command.AsSpan(i + 1, close - i - 1).ToString().Replace("%%", "%"));
+                i = close;
+                inWord = true;
+                continue;
+            }
+            if (c == '\\' && i + 1 < command.Length && command[i + 1] == '\'') { word.Append('\''); i++; inWord = true; continue; }
+            if (char.IsWhiteSpace(c))
+            {
+                if (inWord) { words.Add(word.ToString()); word.Clear(); inWord = false; }
+                continue;
+            }
+            word.Append(c);
+            inWord = true;
+        }
+        if (inWord) words.Add(word.ToString());
+        return words;
+    }
+
+    /// <summary>DOTNET_HOST_PATH, then dotnet on PATH, then the usual install folders.</summary>
+    public static string LocateDotnetHost()
+    {
+        var exe = OperatingSystem.IsWindows() ? "dotnet.exe" : "dotnet";
+        var candidates = new List<string>();
+        if (Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } fromEnv) candidates.Add(fromEnv);
+        foreach (var folder in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
+            candidates.Add(Path.Combine(folder, exe));
+        if (OperatingSystem.IsWindows())
+            candidates.Add(Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.ProgramFiles), "dotnet", exe));
+        candidates.AddRange(["/usr/share/dotnet/dotnet", "/usr/lib/dotnet/dotnet", @"C:\Program Files\dotnet\dotnet.exe"]);
+
+        foreach (var candidate in candidates)
+        {
+            try
+            {
+                if (!File.Exists(candidate)) continue;
+                // PATH often holds a symbolic link (/usr/bin/dotnet); the server runs the real file, wherever the link moves.
+                var real = File.ResolveLinkTarget(candidate, returnFinalTarget: true)?.FullName ?? Path.GetFullPath(candidate);
+                if (File.Exists(real)) return real;
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException) { }
+        }
+        throw new PgBackupException("WalToolRuntimeMissing", ErrorKind.NotInstalled,
+            "The .NET runtime (the dotnet host) that runs the WAL archive tool was not found: not in DOTNET_HOST_PATH, not on PATH, not in the usual install folders.",
+            "dotnet",
+            "Install the .NET runtime 8 or later on the database server (Debian/Ubuntu: apt-get install dotnet-runtime-8.0; Windows: winget install Microsoft.DotNet.Runtime.8), or set DOTNET_HOST_PATH to its dotnet executable.");
+    }
+}

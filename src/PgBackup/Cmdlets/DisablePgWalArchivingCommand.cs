@@ -1,0 +1,42 @@
+using System.Management.Automation;
+using PgBackup.Engine;
+using PgBackup.Engine.Wal;
+
+namespace PgBackup.Commands;
+
+[Cmdlet(VerbsLifecycle.Disable, "PgWalArchiving", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
+[OutputType(typeof(WalArchivingResult))]
+public sealed class DisablePgWalArchivingCommand : PgCmdlet
+{
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    public string? Server { get; set; }
+
+    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [ValidateRange(1, 65535)]
+    public int? Port { get; set; }
+
+    [Parameter]
+    [Credential]
+    public PSCredential? Credential { get; set; }
+
+    [Parameter]
+    public SwitchParameter Restart { get; set; }
+
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var settings = LoadSettings();
+        try
+        {
+            var target = ResolveServer(settings, Server, Port, null, Credential);
+            // Without archiving, point-in-time recovery past the newest base backup is no longer possible: a high-impact change.
+            if (!ShouldProcess(target.Display, "Disable WAL archiving (reset archive_command, archive_mode and archive_timeout)" + (Restart ? " and restart the server" : ""))) return;
+            var request = new DisableArchivingRequest { Target = target, Restart = Restart, Force = Force, ToolPath = settings.ToolPath };
+            WriteObject(RunEngine((reporter, ct) => ArchivingService.DisableAsync(request, reporter, ct)));
+        }
+        catch (PgBackupException ex) { WriteEngineError(ex); }
+    }
+}

@@ -1,0 +1,66 @@
+using System.Management.Automation;
+using PgBackup.Engine;
+using PgBackup.Engine.Wal;
+
+namespace PgBackup.Commands;
+
+[Cmdlet(VerbsLifecycle.Enable, "PgWalArchiving", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[OutputType(typeof(WalArchivingResult))]
+public sealed class EnablePgWalArchivingCommand : PgCmdlet
+{
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    public string? Server { get; set; }
+
+    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [ValidateRange(1, 65535)]
+    public int? Port { get; set; }
+
+    [Parameter]
+    [Credential]
+    public PSCredential? Credential { get; set; }
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Repository { get; set; }
+
+    [Parameter]
+    public TimeSpan? MaxRpo { get; set; }
+
+    [Parameter]
+    public SwitchParameter Restart { get; set; }
+
+    [Parameter]
+    public SwitchParameter NoVerify { get; set; }
+
+    [Parameter]
+    public TimeSpan? VerifyTimeout { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
+        try
+        {
+            var repository = settings.Repository ?? throw new PgBackupException("NoRepository", ErrorKind.InvalidArgument, "No repository was given.", null,
+                "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
+            var target = ResolveServer(settings, Server, Port, null, Credential);
+            var path = GetUnresolvedProviderPathFromPSPath(repository);
+            if (!ShouldProcess(target.Display, $"Enable WAL archiving into {path} (ALTER SYSTEM: wal_level, archive_mode, archive_command{(MaxRpo != null ? ", archive_timeout" : "")})")) return;
+            // Restarting a server interrupts every session on it: that part asks as a high-impact change.
+            var restart = Restart && ShouldProcessHighImpact(target.Display, "Restart the server to apply wal_level and archive_mode");
+            var request = new EnableArchivingRequest
+            {
+                Target = target,
+                Repository = path,
+                Tool = WalArchiveTool.InModuleFolder(ModuleFolder),
+                MaxRpo = MaxRpo,
+                Restart = restart,
+                Verify = !NoVerify,
+                VerifyTimeout = VerifyTimeout ?? TimeSpan.FromSeconds(60),
+                ToolPath = settings.ToolPath,
+            };
+            WriteObject(RunEngine((reporter, ct) => ArchivingService.EnableAsync(request, reporter, ct)));
+        }
+        catch (PgBackupException ex) { WriteEngineError(ex); }
+    }
+}

@@ -1,0 +1,235 @@
+using System.Security.Cryptography;
+using PgBackup.Engine.Wal;
+using PgBackup.Testing;
+
+namespace PgBackup.Engine.Tests;
+
+/// <summary>The built pgbackup-wal (the test project references it, so it is built with the tests) and a way to run it.</summary>
+internal static class WalTool
+{
+    private static readonly Lazy<string> dll = new(Find);
+
+    /// <summary>src/PgBackup.WalArchive/bin/&lt;configuration of the tests&gt;/net8.0/pgbackup-wal.dll</summary>
+    public static string DllPath => dll.Value;
+
+    public static (int ExitCode, string StdOut, string StdErr) Run(params string[] args) =>
+        ProcessRunner.Run(WalArchiveTool.LocateDotnetHost(), [DllPath, .. args], timeout: TimeSpan.FromMinutes(1));
+
+    /// <summary>Copies the tool (dll, runtimeconfig, deps) into <paramref name="folder"/>, as the module build does.</summary>
+    public static string CopyTo(string folder)
+    {
+        Directory.CreateDirectory(folder);
+        foreach (var file in Directory.GetFiles(Path.GetDirectoryName(DllPath)!, "pgbackup-wal.*"))
+            File.Copy(file, Path.Combine(folder, Path.GetFileName(file)), overwrite: true);
+        return Path.Combine(folder, WalArchiveTool.FileName);
+    }
+
+    public static string Sha256(string path) => Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(path)));
+
+    public static string WriteRandomFile(string path, int size = 16 * 1024 * 1024)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllBytes(path, RandomNumberGenerator.GetBytes(size));
+        return path;
+    }
+
+    private static string Find()
+    {
+        var testBin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // tests/PgBackup.Engine.Tests/bin/<Configuration>/net10.0
+        var configuration = testBin.Parent!.Name;
+        var root = testBin;
+        while (root != null && !File.Exists(Path.Combine(root.FullName, "PgBackup.sln"))) root = root.Parent;
+        if (root == null) throw new InvalidOperationException($"The repository root (PgBackup.sln) was not found above {testBin.FullName}.");
+        var path = Path.Combine(root.FullName, "src", "PgBackup.WalArchive", "bin", configuration, "net8.0", WalArchiveTool.FileName);
+        return File.Exists(path) ? path : throw new InvalidOperationException($"{path} is missing: build tests/PgBackup.Engine.Tests (it references the tool).");
+    }
+}
+
+public sealed class WalArchiveToolTests : IDisposable
+{
+    private const string Segment = "000000010000000000000001";
+    // Spaces, a single quote and a percent sign: what shells and PostgreSQL's % escapes get wrong.
+    private readonly string root = Path.Combine(Targets.NewFolder(), "it's a 100% test");
+    private string Archive => Path.Combine(root, "wal archive");
+
+    public void Dispose() => Directory.Delete(Path.GetDirectoryName(root)!, recursive: true);
+
+    [Theory]
+    [InlineData(Segment, 16 * 1024 * 1024)]
+    [InlineData("00000002.history", 42)]
+    [InlineData("000000010000000000000002.00000028.backup", 300)]
+    [InlineData("000000010000000000000003.partial", 1024 * 1024)]
+    public void Push_archives_a_new_file_with_a_sidecar_that_matches(string name, int size)
+    {
+        var source = WalTool.WriteRandomFile(Path.Combine(root, "pg_wal", name), size);
+
+        var (exit, _, stderr) = WalTool.Run("push", source, Archive);
+
+        Assert.True(exit == 0, stderr);
+        var archived = Path.Combine(Archive, name);
+        Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(archived));
+        Assert.Equal($"{WalTool.Sha256(source)}  {name}\n", File.ReadAllText(archived + ".sha256"));
+        Assert.Equal([name, name + ".sha256"], Directory.GetFiles(Archive).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void Pushing_the_same_content_again_succeeds_without_rewriting()
+    {
+        var source = WalTool.WriteRandomFile(Path.Combine(root, "pg_wal", Segment));
+        Assert.Equal(0, WalTool.Run("push", source, Archive).ExitCode);
+        var archived = Path.Combine(Archive, Segment);
+        var past = DateTime.UtcNow.AddHours(-1);
+        File.SetLastWriteTimeUtc(archived, past);
+
+        var (exit, _, stderr) = WalTool.Run("push", source, Archive);
+        Assert.True(exit == 0, stderr);
+        Assert.Equal(past, File.GetLastWriteTimeUtc(archived));
+
+        // A lost sidecar is written again from the archived file, which is still left alone.
+        File.Delete(archived + ".sha256");
+        Assert.Equal(0, WalTool.Run("push", source, Archive).ExitCode);
+        Assert.Equal(past, File.GetLastWriteTimeUtc(archived));
+        Assert.StartsWith(WalTool.Sha256(source), File.ReadAllText(archived + ".sha256"));
+    }
+
+    [Fact]
+    public void Pushing_different_content_under_an_archived_name_fails_and_keeps_the_original()
+    {
+        var first = WalTool.WriteRandomFile(Path.Combine(root, "one", Segment));
+        var second = WalTool.WriteRandomFile(Path.Combine(root, "two", Segment));
+        Assert.Equal(0, WalTool.Run("push", first, Archive).ExitCode);
+
+        var (exit, stdout, stderr) = WalTool.Run("push", second, Archive);
+
+        Assert.Equal(1, exit);
+        Assert.Equal("", stdout);
+        var line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("pgbackup-wal: ", line);
+        Assert.Contains("already archived", line);
+        Assert.Contains("refusing to overwrite", line);
+        Assert.Contains(WalTool.Sha256(first), line);
+        Assert.Contains(WalTool.Sha256(second), line);
+        Assert.Equal(File.ReadAllBytes(first), File.ReadAllBytes(Path.Combine(Archive, Segment)));
+        Assert.StartsWith(WalTool.Sha256(first), File.ReadAllText(Path.Combine(Archive, Segment + ".sha256")));
+        Assert.Equal(2, Directory.GetFiles(Archive).Length);
+    }
+
+    [Fact]
+    public void Push_of_a_missing_file_fails_with_one_line()
+    {
+        var (exit, _, stderr) = WalTool.Run("push", Path.Combine(root, "pg_wal", Segment), Archive);
+        Assert.Equal(1, exit);
+        Assert.StartsWith("pgbackup-wal: ", Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+    }
+
+    [Fact]
+    public void Fetch_returns_the_archived_file_and_fails_quietly_for_a_missing_one()
+    {
+        var source = WalTool.WriteRandomFile(Path.Combine(root, "pg_wal", Segment));
+        Assert.Equal(0, WalTool.Run("push", source, Archive).ExitCode);
+        var destination = Path.Combine(root, "restore", "RECOVERYXLOG");
+        Directory.CreateDirectory(Path.GetDirectoryName(destination)!);
+
+        var (exit, _, stderr) = WalTool.Run("fetch", Archive, Segment, destination);
+        Assert.True(exit == 0, stderr);
+        Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(destination));
+
+        var missing = Path.Combine(root, "restore", "RECOVERYHISTORY");
+        (exit, _, stderr) = WalTool.Run("fetch", Archive, "00000002.history", missing);
+        Assert.NotEqual(0, exit);
+        Assert.Equal("", stderr);
+        Assert.False(File.Exists(missing));
+    }
+
+    [Fact]
+    public void Fetch_refuses_an_archived_file_that_does_not_match_its_sidecar()
+    {
+        var source = WalTool.WriteRandomFile(Path.Combine(root, "pg_wal", Segment));
+        Assert.Equal(0, WalTool.Run("push", source, Archive).ExitCode);
+        using (var archived = File.OpenWrite(Path.Combine(Archive, Segment)))
+        {
+            archived.Position = 8192;
+            archived.WriteByte(0xFF);
+        }
+        var destination = Path.Combine(root, "RECOVERYXLOG");
+
+        var (exit, _, stderr) = WalTool.Run("fetch", Archive, Segment, destination);
+
+        // Above 125, so PostgreSQL aborts recovery instead of taking the damage for the end of the archive.
+        Assert.True(exit > 125, $"exit code {exit}");
+        Assert.StartsWith("pgbackup-wal: DAMAGED ARCHIVE", stderr);
+        Assert.False(File.Exists(destination));
+        Assert.Empty(Directory.GetFiles(root, "RECOVERYXLOG*"));
+    }
+
+    [Fact]
+    public void The_archive_command_runs_under_sh_with_spaces_quotes_and_percent_signs_in_every_path()
+    {
+        var tool = new WalArchiveTool(WalTool.CopyTo(Path.Combine(root, "module's folder", "WalArchive")));
+        var source = WalTool.WriteRandomFile(Path.Combine(root, "data", "pg_wal", Segment), 1024);
+        var restored = Path.Combine(root, "data", "pg_wal", "RECOVERYXLOG");
+
+        // What PostgreSQL does before handing the command to /bin/sh: %p, %f and %% replaced, in the data directory.
+        static string Expand(string command, string p, string f) => command.Replace("%%", "\0").Replace("%p", p).Replace("%f", f).Replace("\0", "%");
+        var push = ProcessRunner.Run("/bin/sh", ["-c", $"cd '{Path.Combine(root, "data").Replace("'", @"'\''")}' && " + Expand(tool.ArchiveCommand(Archive), "pg_wal/" + Segment, Segment)]);
+        Assert.True(push.ExitCode == 0, push.StdErr);
+        Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(Path.Combine(Archive, Segment)));
+
+        var fetch = ProcessRunner.Run("/bin/sh", ["-c", $"cd '{Path.Combine(root, "data").Replace("'", @"'\''")}' && " + Expand(tool.RestoreCommand(Archive), "pg_wal/RECOVERYXLOG", Segment)]);
+        Assert.True(fetch.ExitCode == 0, fetch.StdErr);
+        Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(restored));
+    }
+
+    [Fact]
+    public void Unix_commands_single_quote_every_path_and_double_every_percent_sign()
+    {
+        var tool = new WalArchiveTool("/opt/pg backup/WalArchive/pgbackup-wal.dll", "/usr/share/dotnet/dotnet", ServerOs.Unix);
+        const string folder = "/srv/it's 50% full/wal/7301234567890123456";
+
+        Assert.Equal(@"'/usr/share/dotnet/dotnet' '/opt/pg backup/WalArchive/pgbackup-wal.dll' push '%p' '/srv/it'\''s 50%% full/wal/7301234567890123456'",
+            tool.ArchiveCommand(folder));
+        Assert.Equal(@"'/usr/share/dotnet/dotnet' '/opt/pg backup/WalArchive/pgbackup-wal.dll' fetch '/srv/it'\''s 50%% full/wal/7301234567890123456' '%f' '%p'",
+            tool.RestoreCommand(folder));
+        Assert.True(WalArchiveTool.TryParseArchiveCommand(tool.ArchiveCommand(folder), out var parsed));
+        Assert.Equal(folder, parsed);
+        Assert.Throws<PgBackupException>(() => tool.ArchiveCommand("/srv/two\nlines"));
+    }
+
+    [Fact]
+    public void Windows_commands_double_quote_every_path_and_refuse_what_cmd_cannot_quote()
+    {
+        var tool = new WalArchiveTool("/opt/x/pgbackup-wal.dll", "/usr/bin/dotnet").ForServer(ServerOs.Windows);
+        Assert.Same(tool, tool.ForServer(ServerOs.Windows));
+        var windows = new WalArchiveTool(@"C:\Program Files\PowerShell\Modules\PgBackup\0.1.0\WalArchive\pgbackup-wal.dll", @"C:\Program Files\dotnet\dotnet.exe", ServerOs.Windows);
+        const string folder = @"D:\pg backup\wal\7301234567890123456";
+
+        Assert.Equal(@"""C:\Program Files\dotnet\dotnet.exe"" ""C:\Program Files\PowerShell\Modules\PgBackup\0.1.0\WalArchive\pgbackup-wal.dll"" push ""%p"" ""D:\pg backup\wal\7301234567890123456""",
+            windows.ArchiveCommand(folder));
+        Assert.Equal(@"""C:\Program Files\dotnet\dotnet.exe"" ""C:\Program Files\PowerShell\Modules\PgBackup\0.1.0\WalArchive\pgbackup-wal.dll"" fetch ""D:\pg backup\wal\7301234567890123456"" ""%f"" ""%p""",
+            windows.RestoreCommand(folder));
+        Assert.True(WalArchiveTool.TryParseArchiveCommand(windows.ArchiveCommand(folder), out var parsed));
+        Assert.Equal(folder, parsed);
+        Assert.Equal("PgBackup.InvalidWalArchivePath", Assert.Throws<PgBackupException>(() => windows.ArchiveCommand(@"D:\50% full")).ErrorId);
+        Assert.Equal("PgBackup.InvalidWalArchivePath", Assert.Throws<PgBackupException>(() => windows.ArchiveCommand("D:\\a\"b")).ErrorId);
+    }
+
+    [Fact]
+    public void Commands_of_other_tools_are_not_taken_for_pgbackup()
+    {
+        Assert.False(WalArchiveTool.TryParseArchiveCommand("", out _));
+        Assert.False(WalArchiveTool.TryParseArchiveCommand("test ! -f /mnt/server/archivedir/%f && cp %p /mnt/server/archivedir/%f", out _));
+        Assert.False(WalArchiveTool.TryParseArchiveCommand("pgbackrest --stanza=main archive-push %p", out _));
+        Assert.False(WalArchiveTool.TryParseArchiveCommand("'/usr/bin/dotnet' '/x/pgbackup-wal.dll' fetch '/a' '%f' '%p'", out _));
+    }
+
+    [Fact]
+    public void The_dotnet_host_is_found_and_a_missing_tool_is_reported()
+    {
+        Assert.True(File.Exists(WalArchiveTool.LocateDotnetHost()));
+        var missing = new WalArchiveTool(Path.Combine(root, "nowhere", WalArchiveTool.FileName));
+        var error = Assert.Throws<PgBackupException>(missing.EnsureExists);
+        Assert.Equal("PgBackup.WalToolNotFound", error.ErrorId);
+        Assert.Equal(ErrorKind.NotInstalled, error.Kind);
+        new WalArchiveTool(WalTool.DllPath).EnsureExists();
+    }
+}
