@@ -68,13 +68,13 @@ public abstract class PgCmdlet : PSCmdlet
     /// ShouldProcess with ConfirmImpact High semantics for one call: the cmdlet is Medium (creating a new database is
     /// routine), but dropping or overwriting data asks for confirmation unless -Confirm:$false or $ConfirmPreference allows it.
     /// </summary>
-    protected bool ShouldProcessHighImpact(string target, string action)
+    protected bool ShouldProcessHighImpact(string target, string action, string caution = "This removes or overwrites data that no backup taken by this command holds.")
     {
         if (!ShouldProcess(target, action)) return false;
         if (MyInvocation.BoundParameters.TryGetValue("Confirm", out var confirm)) return true; // -Confirm:$false, or already asked by ShouldProcess
         var preference = GetVariableValue("ConfirmPreference") is ConfirmImpact p ? p : ConfirmImpact.High;
         if (preference == ConfirmImpact.None || preference > ConfirmImpact.High) return true;
-        return ShouldContinue($"{action} on {target}? This removes or overwrites data that no backup taken by this command holds.", "Confirm a destructive restore");
+        return ShouldContinue($"{action} on {target}? {caution}", "Confirm a high-impact change");
     }
 
     /// <summary>The catalog filter for a -Server value given to Get-PgBackup or Remove-PgBackup (host, host:port, profile...).</summary>

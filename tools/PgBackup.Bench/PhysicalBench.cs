@@ -47,7 +47,7 @@ public static class PhysicalBench
 
         Console.WriteLine($"Creating the benchmark database: pgbench scale {scale} plus a table of random text...");
         cluster.CreateDatabase("bench");
-        cluster.RunTool("pgbench", "-i", "-q", "-s", scale.ToString(), "--dbname=" + cluster.ConnectionString("bench"));
+        cluster.RunTool("pgbench", "-i", "-q", "-s", scale.ToString(), "bench");
         cluster.Psql("create table notes as select g as id, md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text) as body from generate_series(1, " + scale * 40_000 + ") g", "bench");
         cluster.Psql("checkpoint");
         var size = long.Parse(cluster.Psql("select sum(pg_database_size(oid)) from pg_database"));
@@ -95,12 +95,68 @@ public static class PhysicalBench
         Console.WriteLine("|---|---|---|");
         foreach (var (name, _) in cases)
             Console.WriteLine($"| {name} | {Median(times[name]).TotalSeconds:0.00} s | {Median(times[name]) / reference:0.00} |");
+
+        ArchiveCommands(cluster, work, conf, pgbackrest, rounds);
         Directory.Delete(work, recursive: true);
+    }
+
+    /// <summary>
+    /// The per-segment cost of an archive command: real, completed 16 MB segments of this cluster pushed one by one into a
+    /// fresh archive by cp, by pgbackup-wal and by pgbackrest archive-push, each started as a new process as PostgreSQL does.
+    /// </summary>
+    private static void ArchiveCommands(PgTestCluster cluster, string work, string conf, string pgbackrest, int rounds)
+    {
+        const int segments = 10;
+        var staging = Directory.CreateDirectory(Path.Combine(work, "segments")).FullName;
+        for (var i = 0; i < segments; i++) cluster.Psql("insert into pgbench_history(tid, bid, aid, delta, mtime) values (1, 1, 1, 1, now()); select pg_switch_wal();", "bench");
+        var current = cluster.Psql("select pg_walfile_name(pg_current_wal_lsn())");
+        var done = Directory.GetFiles(Path.Combine(cluster.DataDirectory, "pg_wal")).Select(Path.GetFileName)
+            .Where(n => n!.Length == 24 && string.CompareOrdinal(n, current) < 0).Order().TakeLast(segments).ToList();
+        foreach (var name in done) File.Copy(Path.Combine(cluster.DataDirectory, "pg_wal", name!), Path.Combine(staging, name!));
+        Chown(work);
+        var tool = Directory.GetFiles(Path.Combine(FindRoot(), "out", "PgBackup"), "pgbackup-wal.dll", SearchOption.AllDirectories).Single();
+        var dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "/usr/share/dotnet/dotnet";
+
+        var commands = new (string Name, Func<string, string, string[]> Command, Action<string>? Prepare)[]
+        {
+            ("cp", (seg, dest) => ["cp", seg, dest + "/"], null),
+            ("cp + sync", (seg, dest) => ["sh", "-c", $"cp '{seg}' '{dest}/' && sync '{dest}/{Path.GetFileName(seg)}'"], null),
+            ("pgbackup-wal push", (seg, dest) => [dotnet, tool, "push", seg, dest], null),
+            ("pgbackrest archive-push, compress none", (seg, dest) => [pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path={dest}", "--compress-type=none", "archive-push", seg],
+                dest => AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path={dest}", "stanza-create")),
+            ("pgbackrest archive-push, compress lz4", (seg, dest) => [pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path={dest}", "--compress-type=lz4", "archive-push", seg],
+                dest => AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path={dest}", "stanza-create")),
+        };
+        var perSegment = commands.ToDictionary(c => c.Name, _ => new List<TimeSpan>());
+        for (var round = 0; round < rounds; round++)
+            foreach (var (name, command, prepare) in commands)
+            {
+                var dest = Path.Combine(work, "archive-" + Guid.NewGuid().ToString("N")[..6]);
+                Directory.CreateDirectory(dest);
+                Chown(dest);
+                prepare?.Invoke(dest);
+                var elapsed = Time(() =>
+                {
+                    foreach (var seg in Directory.GetFiles(staging).Order())
+                    {
+                        var argv = command(seg, dest);
+                        AsPostgres(argv[0], argv[1..]);
+                    }
+                });
+                perSegment[name].Add(elapsed / segments);
+                Directory.Delete(dest, recursive: true);
+            }
+        var reference = Median(perSegment["cp"]);
+        Console.WriteLine();
+        Console.WriteLine($"| archive command, per 16 MB segment ({segments} segments, run as the postgres user) | median | vs cp |");
+        Console.WriteLine("|---|---|---|");
+        foreach (var (name, _, _) in commands)
+            Console.WriteLine($"| {name} | {Median(perSegment[name]).TotalMilliseconds:0} ms | {Median(perSegment[name]) / reference:0.0} |");
     }
 
     private static void CleanBackups(string work)
     {
-        foreach (var dir in Directory.GetDirectories(work).Where(d => !Path.GetFileName(d).StartsWith("pgbackrest", StringComparison.Ordinal)))
+        foreach (var dir in Directory.GetDirectories(work).Where(d => !Path.GetFileName(d).StartsWith("pgbackrest", StringComparison.Ordinal) && Path.GetFileName(d) != "segments"))
             Directory.Delete(dir, recursive: true);
     }
 

@@ -39,6 +39,20 @@ public static class WalRetention
         return plans;
     }
 
+    /// <summary>Gaps in each cluster's archive from the start of its oldest kept base backup on, following timeline history.</summary>
+    public static IEnumerable<(string Folder, WalGap Gap)> GapsAfterOldestKept(string repository, IEnumerable<BaseBackup> keptBaseBackups, Action<string>? warn)
+    {
+        foreach (var cluster in keptBaseBackups.Where(b => !string.IsNullOrEmpty(b.SystemIdentifier) && !string.IsNullOrEmpty(b.StartSegment)).GroupBy(b => b.SystemIdentifier))
+        {
+            var folder = Wal.ArchivingService.ArchiveFolder(repository, cluster.Key);
+            if (!Directory.Exists(folder)) continue;
+            var oldest = cluster.OrderBy(b => b.StartLsn).First();
+            var statuses = Wal.WalArchiveInspector.Inspect(folder, WalSegmentName.Parse(oldest.StartSegment), oldest.WalSegmentSize, verifyChecksums: false, warn);
+            foreach (var gap in statuses.SelectMany(s => s.Gaps).DistinctBy(g => (g.From, g.To)))
+                yield return (folder, gap);
+        }
+    }
+
     /// <summary>Deletes the oldest files first, so an interrupted prune never leaves a hole in the WAL that stays.</summary>
     public static void Execute(WalPrunePlan plan)
     {

@@ -18,6 +18,8 @@ public sealed record EnableArchivingRequest
     public TimeSpan VerifyTimeout { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>The PostgreSQL bin folder for pg_ctl (ToolPath setting); searched for when null.</summary>
     public string? ToolPath { get; init; }
+    /// <summary>Replace an archive_command that is not PgBackup's.</summary>
+    public bool Force { get; init; }
 }
 
 /// <summary>Undo Enable-PgWalArchiving (Disable-PgWalArchiving).</summary>

@@ -40,6 +40,10 @@ public static class ArchivingService
                     throw new PgBackupException("ArchiveLibraryInUse", ErrorKind.InvalidOperation,
                         $"The server {target.Display} archives through the module archive_library = '{before.ArchiveLibrary}', which takes the place of archive_command.",
                         before.ArchiveLibrary, "Reset archive_library (ALTER SYSTEM RESET archive_library) if PgBackup should archive this server, then run the command again.");
+                if (!string.IsNullOrEmpty(before.ArchiveCommand) && !before.IsPgBackupCommand && !request.Force)
+                    throw new PgBackupException("ArchiveCommandInUse", ErrorKind.ResourceExists,
+                        $"{target.Display} already archives with another archive_command: {before.ArchiveCommand}", before.ArchiveCommand,
+                        "Another tool archives this server; replacing its command would break its backups. Pass -Force to replace it anyway.");
                 if (server.InRecovery)
                     reporter.Warning($"{target.Display} is a standby: with archive_mode = on it archives nothing until it is promoted.");
 
@@ -67,7 +71,8 @@ public static class ArchivingService
                     "WAL archiving starts then", reporter, ct).ConfigureAwait(false);
 
                 var result = Result(target, folder, before.SystemIdentifier!, state, restarted);
-                if (request.Verify && state.PendingRestart.Length == 0 && !server.InRecovery)
+                // Only settings that archiving depends on hold the check back; an unrelated pending change (shared_buffers) does not.
+                if (request.Verify && !state.PendingRestart.Any(n => n is "wal_level" or "archive_mode" or "archive_library") && !server.InRecovery)
                 {
                     reporter.Progress(activity, "Waiting for a WAL segment to arrive in the archive", 60);
                     (result.VerifiedSegment, result.VerifyDuration) = await VerifyAsync(connection, target, folder, request.VerifyTimeout, reporter, ct).ConfigureAwait(false);
@@ -466,11 +471,32 @@ public static class ArchivingService
                 var path = line[(line.LastIndexOf(':') + 1)..];
                 if (!path.Contains("/system.slice/", StringComparison.Ordinal)) continue;
                 var unit = path.Split('/').LastOrDefault(p => p.EndsWith(".service", StringComparison.Ordinal));
-                if (unit != null) return unit;
+                if (unit != null && IsMainProcessOf(unit, postmaster)) return unit;
             }
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { }
         return null;
+    }
+
+    /// <summary>
+    /// A server started by hand inside some other service (a CI runner, a shell in a unit) lives in that service's cgroup
+    /// too; systemd manages it only when the postmaster is the unit's main process.
+    /// </summary>
+    private static bool IsMainProcessOf(string unit, int postmaster)
+    {
+        try
+        {
+            var psi = new System.Diagnostics.ProcessStartInfo("systemctl") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            foreach (var a in new[] { "show", "--property=MainPID", "--value", unit }) psi.ArgumentList.Add(a);
+            using var p = System.Diagnostics.Process.Start(psi)!;
+            var output = p.StandardOutput.ReadToEnd();
+            if (!p.WaitForExit(5000) || p.ExitCode != 0) return unit.Contains("postgres", StringComparison.OrdinalIgnoreCase);
+            return int.TryParse(output.Trim(), out var main) && main == postmaster;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return unit.Contains("postgres", StringComparison.OrdinalIgnoreCase);
+        }
     }
 
     private static async Task<(string Segment, TimeSpan Duration)> VerifyAsync(NpgsqlConnection connection, ConnectionTarget target, string folder, TimeSpan timeout,

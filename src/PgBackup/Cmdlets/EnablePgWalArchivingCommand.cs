@@ -36,6 +36,9 @@ public sealed class EnablePgWalArchivingCommand : PgCmdlet
     [Parameter]
     public TimeSpan? VerifyTimeout { get; set; }
 
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
     protected override void ProcessRecord()
     {
         var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
@@ -45,9 +48,11 @@ public sealed class EnablePgWalArchivingCommand : PgCmdlet
                 "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
             var target = ResolveServer(settings, Server, Port, null, Credential);
             var path = GetUnresolvedProviderPathFromPSPath(repository);
-            if (!ShouldProcess(target.Display, $"Enable WAL archiving into {path} (ALTER SYSTEM: wal_level, archive_mode, archive_command{(MaxRpo != null ? ", archive_timeout" : "")})")) return;
+            if (!ShouldProcess(target.Display, $"Enable WAL archiving into {path} (ALTER SYSTEM: wal_level, archive_mode, archive_command{(MaxRpo != null ? ", archive_timeout" : "")})" +
+                (Restart ? " and restart the server if a setting needs it" : ""))) return;
             // Restarting a server interrupts every session on it: that part asks as a high-impact change.
-            var restart = Restart && ShouldProcessHighImpact(target.Display, "Restart the server to apply wal_level and archive_mode");
+            var restart = Restart && ShouldProcessHighImpact(target.Display, "Restart the server to apply wal_level and archive_mode",
+                "A restart ends every session on the server and applies every setting that waits for a restart.");
             var request = new EnableArchivingRequest
             {
                 Target = target,
@@ -58,6 +63,7 @@ public sealed class EnablePgWalArchivingCommand : PgCmdlet
                 Verify = !NoVerify,
                 VerifyTimeout = VerifyTimeout ?? TimeSpan.FromSeconds(60),
                 ToolPath = settings.ToolPath,
+                Force = Force,
             };
             WriteObject(RunEngine((reporter, ct) => ArchivingService.EnableAsync(request, reporter, ct)));
         }

@@ -112,6 +112,9 @@ public sealed class RemovePgBackupCommand : PgCmdlet
                 WalRetention.Execute(plan);
                 WriteVerbose($"Removed {plan.Files.Count} archived WAL files before {plan.KeepFrom} from {plan.ArchiveFolder}.");
             }
+            // Pruning never makes a gap, but one that is already there breaks the kept backups' roll-forward: say so.
+            foreach (var gap in WalRetention.GapsAfterOldestKept(repository, kept, WriteWarning))
+                WriteWarning($"The WAL archive {gap.Folder} misses {gap.Gap.MissingCount} segment(s) from {gap.Gap.From} to {gap.Gap.To}: backups older than that point cannot be rolled forward past it. Check Get-PgWalArchive and the server's archiver.");
         }
     }
 
