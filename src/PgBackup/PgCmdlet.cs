@@ -89,6 +89,11 @@ public abstract class PgCmdlet : PSCmdlet
         };
     }
 
+    /// <summary>The repository from -Repository or the Repository setting, as a provider path; an error when there is none.</summary>
+    protected string RequireRepository(PgBackupSettings settings) =>
+        GetUnresolvedProviderPathFromPSPath(settings.Repository ?? throw new PgBackupException("NoRepository", ErrorKind.InvalidArgument, "No repository was given.", null,
+            "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json)."));
+
     protected static ErrorRecord ToErrorRecord(PgBackupException ex) =>
         new(ex, ex.ErrorId, ToCategory(ex.Kind), ex.Target)
         {

@@ -6,20 +6,8 @@ namespace PgBackup.Commands;
 
 [Cmdlet(VerbsLifecycle.Disable, "PgWalArchiving", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
 [OutputType(typeof(WalArchivingResult))]
-public sealed class DisablePgWalArchivingCommand : PgCmdlet
+public sealed class DisablePgWalArchivingCommand : PgServerCmdlet
 {
-    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Server { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateRange(1, 65535)]
-    public int? Port { get; set; }
-
-    [Parameter]
-    [Credential]
-    public PSCredential? Credential { get; set; }
-
     [Parameter]
     public SwitchParameter Restart { get; set; }
 
@@ -31,7 +19,7 @@ public sealed class DisablePgWalArchivingCommand : PgCmdlet
         var settings = LoadSettings();
         try
         {
-            var target = ResolveServer(settings, Server, Port, null, Credential);
+            var target = ResolveServer(settings);
             // Without archiving, point-in-time recovery past the newest base backup is no longer possible: a high-impact change.
             if (!ShouldProcess(target.Display, "Disable WAL archiving (reset archive_command, archive_mode and archive_timeout)" + (Restart ? " and restart the server" : ""))) return;
             var request = new DisableArchivingRequest { Target = target, Restart = Restart, Force = Force, ToolPath = settings.ToolPath };

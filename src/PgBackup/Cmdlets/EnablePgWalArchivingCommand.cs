@@ -6,20 +6,8 @@ namespace PgBackup.Commands;
 
 [Cmdlet(VerbsLifecycle.Enable, "PgWalArchiving", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(WalArchivingResult))]
-public sealed class EnablePgWalArchivingCommand : PgCmdlet
+public sealed class EnablePgWalArchivingCommand : PgServerCmdlet
 {
-    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Server { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateRange(1, 65535)]
-    public int? Port { get; set; }
-
-    [Parameter]
-    [Credential]
-    public PSCredential? Credential { get; set; }
-
     [Parameter]
     [ValidateNotNullOrEmpty]
     public string? Repository { get; set; }
@@ -44,10 +32,8 @@ public sealed class EnablePgWalArchivingCommand : PgCmdlet
         var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
         try
         {
-            var repository = settings.Repository ?? throw new PgBackupException("NoRepository", ErrorKind.InvalidArgument, "No repository was given.", null,
-                "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
-            var target = ResolveServer(settings, Server, Port, null, Credential);
-            var path = GetUnresolvedProviderPathFromPSPath(repository);
+            var path = RequireRepository(settings);
+            var target = ResolveServer(settings);
             if (!ShouldProcess(target.Display, $"Enable WAL archiving into {path} (ALTER SYSTEM: wal_level, archive_mode, archive_command{(MaxRpo != null ? ", archive_timeout" : "")})" +
                 (Restart ? " and restart the server if a setting needs it" : ""))) return;
             // Restarting a server interrupts every session on it: that part asks as a high-impact change.

@@ -33,10 +33,9 @@ public sealed class GetPgBackupCommand : PgCmdlet
         var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
         try
         {
-            var repository = settings.Repository ?? throw new PgBackupException("NoRepository", ErrorKind.InvalidArgument,
-                "No repository was given.", null, "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
+            var repository = RequireRepository(settings);
             var filter = WithServer(new CatalogFilter(Kind: Kind, DatabaseMatches: DatabaseFilter()), Server, settings);
-            var backups = BackupCatalog.List(GetUnresolvedProviderPathFromPSPath(repository), filter, WriteWarning);
+            var backups = BackupCatalog.List(repository, filter, WriteWarning);
             if (Latest)
                 backups = backups.GroupBy(b => (b.Server.ToLowerInvariant(), b.Port, b.Kind, b.Database)).Select(g => g.MaxBy(b => b.StartTime)!).ToList();
             WriteObject(backups, enumerateCollection: true);

@@ -6,20 +6,8 @@ namespace PgBackup.Commands;
 
 [Cmdlet(VerbsCommon.Get, "PgWalArchive")]
 [OutputType(typeof(WalArchiveStatus))]
-public sealed class GetPgWalArchiveCommand : PgCmdlet
+public sealed class GetPgWalArchiveCommand : PgServerCmdlet
 {
-    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Server { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateRange(1, 65535)]
-    public int? Port { get; set; }
-
-    [Parameter]
-    [Credential]
-    public PSCredential? Credential { get; set; }
-
     [Parameter]
     [ValidateNotNullOrEmpty]
     public string? Repository { get; set; }
@@ -32,10 +20,8 @@ public sealed class GetPgWalArchiveCommand : PgCmdlet
         var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
         try
         {
-            var repository = settings.Repository ?? throw new PgBackupException("NoRepository", ErrorKind.InvalidArgument, "No repository was given.", null,
-                "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
-            var target = ResolveServer(settings, Server, Port, null, Credential);
-            var path = GetUnresolvedProviderPathFromPSPath(repository);
+            var path = RequireRepository(settings);
+            var target = ResolveServer(settings);
             WriteObject(RunEngine((reporter, ct) => WalArchiveReport.ForServerAsync(target, path, Verify, reporter, ct)), enumerateCollection: true);
         }
         catch (PgBackupException ex) { WriteEngineError(ex); }

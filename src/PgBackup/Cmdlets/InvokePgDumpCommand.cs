@@ -7,18 +7,10 @@ namespace PgBackup.Commands;
 
 [Cmdlet(VerbsLifecycle.Invoke, "PgDump", DefaultParameterSetName = DatabaseSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
 [OutputType(typeof(DumpBackup))]
-public sealed class InvokePgDumpCommand : PgCmdlet
+public sealed class InvokePgDumpCommand : PgServerCmdlet
 {
     private const string DatabaseSet = "Database";
     private const string GlobalsSet = "Globals";
-
-    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Server { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateRange(1, 65535)]
-    public int? Port { get; set; }
 
     [Parameter(Position = 1, ParameterSetName = DatabaseSet, ValueFromPipelineByPropertyName = true)]
     [SupportsWildcards]
@@ -27,10 +19,6 @@ public sealed class InvokePgDumpCommand : PgCmdlet
 
     [Parameter(Mandatory = true, ParameterSetName = GlobalsSet)]
     public SwitchParameter Globals { get; set; }
-
-    [Parameter]
-    [Credential]
-    public PSCredential? Credential { get; set; }
 
     [Parameter(ParameterSetName = DatabaseSet)]
     public DumpFormat? Format { get; set; }
@@ -78,7 +66,7 @@ public sealed class InvokePgDumpCommand : PgCmdlet
             if (Repository != null && Path != null)
                 throw new PgBackupException("PathAndRepository", ErrorKind.InvalidArgument, "Give either -Repository or -Path, not both.", Path,
                     "Use -Repository to file dumps by server and database, or -Path for one exact file.");
-            var target = ResolveServer(settings, Server, Port, null, Credential);
+            var target = ResolveServer(settings);
             var path = Path == null ? null : GetUnresolvedProviderPathFromPSPath(Path);
             var repository = path == null ? settings.Repository is { } r ? GetUnresolvedProviderPathFromPSPath(r) : null : null;
             var format = Format ?? settings.DefaultFormat;

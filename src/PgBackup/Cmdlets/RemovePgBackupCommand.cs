@@ -63,10 +63,9 @@ public sealed class RemovePgBackupCommand : PgCmdlet
                     throw new PgBackupException("InvalidOlderThan", ErrorKind.InvalidArgument, $"-OlderThan {age} is less than a second; a bare number is read as ticks.", age,
                         "Pass a TimeSpan such as 30.00:00:00 (thirty days) or ([TimeSpan]::FromDays(30)).");
                 var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
-                var repository = settings.Repository ?? throw new PgBackupException("NoRepository", ErrorKind.InvalidArgument, "No repository was given.", null,
-                    "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
+                var repository = RequireRepository(settings);
                 var filter = WithServer(new CatalogFilter(DatabaseMatches: DatabaseFilter()), Server, settings);
-                var all = BackupCatalog.List(GetUnresolvedProviderPathFromPSPath(repository), filter, WriteWarning);
+                var all = BackupCatalog.List(repository, filter, WriteWarning);
                 decisions = BackupCatalog.PlanRetention(all, KeepLast, OlderThan, DateTimeOffset.UtcNow, Force);
             }
             else

@@ -6,20 +6,8 @@ namespace PgBackup.Commands;
 
 [Cmdlet(VerbsLifecycle.Start, "PgBaseBackup", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Low)]
 [OutputType(typeof(BaseBackup))]
-public sealed class StartPgBaseBackupCommand : PgCmdlet
+public sealed class StartPgBaseBackupCommand : PgServerCmdlet
 {
-    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Server { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateRange(1, 65535)]
-    public int? Port { get; set; }
-
-    [Parameter]
-    [Credential]
-    public PSCredential? Credential { get; set; }
-
     [Parameter]
     [ValidateNotNullOrEmpty]
     public string? Repository { get; set; }
@@ -60,7 +48,7 @@ public sealed class StartPgBaseBackupCommand : PgCmdlet
             if (Repository != null && Path != null)
                 throw new PgBackupException("PathAndRepository", ErrorKind.InvalidArgument, "Give either -Repository or -Path, not both.", Path,
                     "Use -Repository to file base backups by server, or -Path for one exact folder.");
-            var target = ResolveServer(settings, Server, Port, null, Credential);
+            var target = ResolveServer(settings);
             var path = Path == null ? null : GetUnresolvedProviderPathFromPSPath(Path);
             var request = new BaseBackupRequest
             {
