@@ -140,3 +140,23 @@ public sealed class BaseBackupTests(SampleClusterFixture fixture)
         Assert.Empty(BackupCatalog.List(repository, null, null));
     }
 }
+
+public sealed class StandbyBaseBackupTests
+{
+    [Fact]
+    public async Task A_base_backup_can_be_taken_from_a_standby_and_starts()
+    {
+        using var primary = PgTestCluster.Start("bb-primary");
+        primary.Psql("create table t(id int); insert into t select generate_series(1, 1000);");
+        using var standby = PgTestCluster.StartStandbyOf(primary, "bb-standby");
+        Assert.Equal("t", standby.Psql("select pg_is_in_recovery()"));
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (standby.Psql("select count(*) from pg_class where relname = 't'") != "1" && DateTime.UtcNow < deadline) await Task.Delay(100);
+
+        var backup = await BaseBackupService.BackupAsync(new BaseBackupRequest { Target = Targets.For(standby), Repository = Targets.NewFolder() }, NullReporter.Instance, default);
+        Assert.True(backup.FromStandby);
+        Assert.Equal(primary.Psql("select system_identifier from pg_control_system()"), backup.SystemIdentifier);
+        var result = await BackupTester.TestAsync(new BackupTestRequest { Backup = backup, StartInstance = true }, NullReporter.Instance, default);
+        Assert.True(result.Success, string.Join(" ", result.Failures));
+    }
+}

@@ -77,6 +77,44 @@ public sealed class PgTestCluster : IDisposable
         }
     }
 
+    /// <summary>
+    /// A streaming standby of <paramref name="primary"/>: pg_basebackup -R (standby.signal and primary_conninfo), its own
+    /// port and socket folder, started and in recovery when this returns.
+    /// </summary>
+    public static PgTestCluster StartStandbyOf(PgTestCluster primary, string? name = null)
+    {
+        var tag = Regex.Replace(name ?? "standby", "[^A-Za-z0-9_-]", "");
+        tag = tag[..Math.Min(tag.Length, 20)] + "-";
+        var standby = new PgTestCluster(tag);
+        live.TryAdd(standby, 0);
+        try
+        {
+            if (isRoot)
+            {
+                Chown(standby.root);
+                if (standby.socketRoot is not null) Chown(standby.socketRoot);
+            }
+            var env = EnvironmentWithoutPg();
+            env["PGPASSWORD"] = Password;
+            var exe = Path.Combine(BinDirectory, "pg_basebackup");
+            string[] args = ["-h", primary.Host, "-p", primary.Port.ToString(CultureInfo.InvariantCulture), "-U", SuperUser, "-D", standby.DataDirectory, "-R", "-X", "stream", "-c", "fast"];
+            var result = isRoot
+                ? ProcessRunner.Run("runuser", ["-u", "postgres", "--", exe, .. args], env, null, TimeSpan.FromMinutes(5), "/")
+                : ProcessRunner.Run(exe, args, env, null, TimeSpan.FromMinutes(5), "/");
+            if (result.ExitCode != 0) throw new InvalidOperationException($"pg_basebackup for the standby failed (exit code {result.ExitCode}):\n{result.StdErr}");
+            standby.Port = FreePort.Next();
+            standby.AppendConf([("port", standby.Port.ToString(CultureInfo.InvariantCulture)), ("unix_socket_directories", Quote(standby.SocketDirectory)),
+                ("cluster_name", Quote("pgbackup-test-" + tag.TrimEnd('-'))), ("hot_standby", "on")]);
+            standby.StartServer();
+            return standby;
+        }
+        catch
+        {
+            standby.Dispose();
+            throw;
+        }
+    }
+
     void Initialize(string tag, IDictionary<string, string>? settings)
     {
         var pwFile = Path.Combine(root, "pwfile");
