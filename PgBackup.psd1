@@ -15,12 +15,15 @@
         'Enable-PgWalArchiving'
         'Get-PgBackup'
         'Get-PgBackupConfig'
+        'Get-PgReplicationStatus'
         'Get-PgWalArchive'
         'Invoke-PgDump'
         'Remove-PgBackup'
         'Restore-PgDump'
         'Start-PgBaseBackup'
         'Test-PgBackup'
+        'Test-PgReplication'
+        'Wait-PgReplication'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

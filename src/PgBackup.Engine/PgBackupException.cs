@@ -14,6 +14,7 @@ public enum ErrorKind
     InvalidData,
     InvalidOperation,
     ToolFailed,
+    OperationTimeout,
 }
 
 /// <summary>

@@ -118,6 +118,7 @@ public abstract class PgCmdlet : PSCmdlet
         ErrorKind.InvalidData => ErrorCategory.InvalidData,
         ErrorKind.InvalidOperation => ErrorCategory.InvalidOperation,
         ErrorKind.ToolFailed => ErrorCategory.InvalidResult,
+        ErrorKind.OperationTimeout => ErrorCategory.OperationTimeout,
         _ => ErrorCategory.NotSpecified,
     };
 

@@ -12,7 +12,7 @@ public sealed class ConventionTests(ModuleFixture fx)
     public static TheoryData<string> Cmdlets => new(CompiledCmdlets());
 
     /// <summary>The cmdlets this test suite knows; a new cmdlet fails the export test until it is added here (and so gets all checks below).</summary>
-    private static string[] CompiledCmdlets() => ["Disable-PgWalArchiving", "Enable-PgWalArchiving", "Get-PgBackup", "Get-PgBackupConfig", "Get-PgWalArchive", "Invoke-PgDump", "Remove-PgBackup", "Restore-PgDump", "Start-PgBaseBackup", "Test-PgBackup"];
+    private static string[] CompiledCmdlets() => ["Disable-PgWalArchiving", "Enable-PgWalArchiving", "Get-PgBackup", "Get-PgBackupConfig", "Get-PgReplicationStatus", "Get-PgWalArchive", "Invoke-PgDump", "Remove-PgBackup", "Restore-PgDump", "Start-PgBaseBackup", "Test-PgBackup", "Test-PgReplication", "Wait-PgReplication"];
 
     private CommandInfo Command(string name) => (CommandInfo)fx.Shell.Run("Get-Command $n -Module PgBackup", ("n", name)).AssertNoErrors().Output.Single().BaseObject;
 
@@ -65,7 +65,7 @@ public sealed class ConventionTests(ModuleFixture fx)
     {
         var command = (CmdletInfo)Command(name);
         var attribute = (CmdletAttribute)command.ImplementingType.GetCustomAttributes(typeof(CmdletAttribute), false)[0];
-        if (name.StartsWith("Get-", StringComparison.Ordinal)) Assert.False(attribute.SupportsShouldProcess, name + " only reads");
+        if (OnlyReads(name)) Assert.False(attribute.SupportsShouldProcess, name + " only reads");
         else Assert.True(attribute.SupportsShouldProcess, name + " changes files or servers");
     }
 
@@ -140,6 +140,9 @@ public sealed class ConventionTests(ModuleFixture fx)
         var about = fx.Shell.Run("Get-Help about_PgBackup").AssertNoErrors().Output;
         Assert.Contains("PgBackup", string.Join("\n", about.Select(o => o.ToString())));
     }
+
+    /// <summary>Cmdlets that change nothing anywhere: no ShouldProcess for them.</summary>
+    private static bool OnlyReads(string name) => name.StartsWith("Get-", StringComparison.Ordinal) || name is "Test-PgReplication" or "Wait-PgReplication";
 
     private IEnumerable<string> RealParameters(string name) =>
         Command(name).Parameters.Keys.Where(k => !Cmdlet.CommonParameters.Contains(k) && !Cmdlet.OptionalCommonParameters.Contains(k) || k is "WhatIf" or "Confirm");

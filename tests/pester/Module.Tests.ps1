@@ -142,7 +142,7 @@ Describe 'PgBackup module conventions' {
     It '<CommandName> supports ShouldProcess unless it only reads' -ForEach $cmdletCases {
         $command = Get-Command -Name $CommandName -Module PgBackup
         $attribute = $command.ImplementingType.GetCustomAttributes([System.Management.Automation.CmdletAttribute], $false)[0]
-        if ($CommandName.StartsWith('Get-')) { $attribute.SupportsShouldProcess | Should -BeFalse -Because "$CommandName only reads" }
+        if ($CommandName.StartsWith('Get-') -or $CommandName -in 'Test-PgReplication', 'Wait-PgReplication') { $attribute.SupportsShouldProcess | Should -BeFalse -Because "$CommandName only reads" }
         else { $attribute.SupportsShouldProcess | Should -BeTrue -Because "$CommandName changes files or servers" }
     }
 

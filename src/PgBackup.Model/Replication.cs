@@ -1,0 +1,96 @@
+namespace PgBackup;
+
+/// <summary>One standby streaming from a server, as that server sees it (pg_stat_replication).</summary>
+public sealed class ReplicationLink
+{
+    /// <summary>The sending server (a primary, or a standby that cascades).</summary>
+    public string Server { get; set; } = "";
+    public int Port { get; set; }
+    public string Role { get; set; } = "";
+    public string ApplicationName { get; set; } = "";
+    /// <summary>The standby's address as the sender sees it; empty for a Unix-socket connection.</summary>
+    public string ClientAddress { get; set; } = "";
+    public int? ClientPort { get; set; }
+    public int Pid { get; set; }
+    public string State { get; set; } = "";
+    public string SyncState { get; set; } = "";
+    public string? SlotName { get; set; }
+    public Lsn CurrentLsn { get; set; }
+    public Lsn? SentLsn { get; set; }
+    public Lsn? WriteLsn { get; set; }
+    public Lsn? FlushLsn { get; set; }
+    public Lsn? ReplayLsn { get; set; }
+    public long? SentLagBytes { get; set; }
+    public long? WriteLagBytes { get; set; }
+    public long? FlushLagBytes { get; set; }
+    public long? ReplayLagBytes { get; set; }
+    public TimeSpan? WriteLag { get; set; }
+    public TimeSpan? FlushLag { get; set; }
+    public TimeSpan? ReplayLag { get; set; }
+    public DateTimeOffset? BackendStart { get; set; }
+    public DateTimeOffset? ReplyTime { get; set; }
+
+    public override string ToString() => $"{Server}:{Port} -> {ApplicationName} ({State}, replay lag {ReplayLagBytes} bytes)";
+}
+
+/// <summary>A standby as it sees itself (pg_stat_wal_receiver and the replay functions).</summary>
+public sealed class StandbyStatus
+{
+    public string Server { get; set; } = "";
+    public int Port { get; set; }
+    public string Role { get; set; } = "Standby";
+    public string SystemIdentifier { get; set; } = "";
+    /// <summary>streaming, starting, waiting, stopping...; empty when no WAL receiver runs (restoring from the archive only).</summary>
+    public string ReceiverStatus { get; set; } = "";
+    public string UpstreamHost { get; set; } = "";
+    public int? UpstreamPort { get; set; }
+    public string? SlotName { get; set; }
+    public uint? ReceivedTimeline { get; set; }
+    public Lsn? ReceivedLsn { get; set; }
+    public Lsn? ReplayedLsn { get; set; }
+    /// <summary>WAL received but not yet replayed.</summary>
+    public long? ReplayLagBytes { get; set; }
+    /// <summary>The commit time of the last replayed transaction.</summary>
+    public DateTimeOffset? LastReplayedCommitTime { get; set; }
+    /// <summary>How far replay is behind: now minus the last replayed commit time, or zero when everything received is replayed.</summary>
+    public TimeSpan? ReplayDelay { get; set; }
+    public bool ReplayPaused { get; set; }
+    public DateTimeOffset? LastMessageReceiptTime { get; set; }
+
+    public override string ToString() => $"{Server}:{Port} standby of {UpstreamHost}:{UpstreamPort} ({ReceiverStatus})";
+}
+
+/// <summary>A replication slot and the WAL it holds back (pg_replication_slots).</summary>
+public sealed class ReplicationSlot
+{
+    public string Server { get; set; } = "";
+    public int Port { get; set; }
+    public string SlotName { get; set; } = "";
+    public string SlotType { get; set; } = "";
+    public bool Active { get; set; }
+    public int? ActivePid { get; set; }
+    public Lsn? RestartLsn { get; set; }
+    public Lsn? ConfirmedFlushLsn { get; set; }
+    /// <summary>WAL the slot keeps on the server: current LSN minus restart LSN.</summary>
+    public long? RetainedBytes { get; set; }
+    /// <summary>reserved, extended, unreserved or lost.</summary>
+    public string? WalStatus { get; set; }
+    public long? SafeWalSize { get; set; }
+
+    public override string ToString() => $"{SlotName} ({(Active ? "active" : "inactive")}, {RetainedBytes} bytes retained)";
+}
+
+/// <summary>Test-PgReplication's verdict for one server: pass or fail, with every reason.</summary>
+public sealed class ReplicationTestResult
+{
+    public string Server { get; set; } = "";
+    public int Port { get; set; }
+    public string Role { get; set; } = "";
+    public bool Success { get; set; }
+    public int StandbysChecked { get; set; }
+    public long? MaxLagBytes { get; set; }
+    public TimeSpan? MaxReplayLag { get; set; }
+    public string[] Failures { get; set; } = [];
+
+    public override string ToString() => $"{Server}:{Port}: {(Success ? "passed" : "failed: " + string.Join("; ", Failures))}";
+}
