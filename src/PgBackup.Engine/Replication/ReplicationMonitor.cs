@@ -145,7 +145,8 @@ public static class ReplicationMonitor
         foreach (var link in snapshot.Links)
         {
             var name = link.ApplicationName.Length > 0 ? link.ApplicationName : link.ClientAddress;
-            if (link.State != "streaming") failures.Add($"Standby '{name}' is {link.State}, not streaming.");
+            if (link.State.Length == 0) failures.Add($"The state of standby '{name}' is hidden from this role; grant it pg_monitor to see replication state and lag.");
+            else if (link.State != "streaming") failures.Add($"Standby '{name}' is {link.State}, not streaming.");
             if (maxLagBytes is { } mb && link.ReplayLagBytes > mb) failures.Add($"Standby '{name}' has not replayed {link.ReplayLagBytes} bytes (more than {mb}).");
             if (maxReplayLag is { } ml && link.ReplayLag > ml) failures.Add($"Standby '{name}' replays {link.ReplayLag} behind (more than {ml}).");
         }
@@ -182,7 +183,8 @@ public static class ReplicationMonitor
                 {
                     reporter.ProgressCompleted(activity);
                     var why = chosen.Count == 0 && missing.Count == 0 ? "no standby is connected"
-                        : string.Join("; ", missing.Select(m => $"'{m}' is not connected").Concat(behind.Select(b => $"'{b.ApplicationName}' replayed only {b.ReplayLsn?.ToString() ?? "nothing"}")));
+                        : string.Join("; ", missing.Select(m => $"'{m}' is not connected").Concat(behind.Select(b =>
+                            $"'{(b.ApplicationName.Length > 0 ? b.ApplicationName : b.ClientAddress)}' replayed only {b.ReplayLsn?.ToString() ?? "nothing"}")));
                     throw new PgBackupException("ReplicationTimeout", ErrorKind.OperationTimeout,
                         $"The standbys of {primary.Display} did not replay {target} within {timeout}: {why}.", primary.Display,
                         "Check the standbys with Get-PgReplicationStatus (a paused replay, a broken connection, or a long-running query on the standby delays replay), or wait longer with -Timeout.");
