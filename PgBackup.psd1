@@ -18,6 +18,7 @@
         'Get-PgReplicationStatus'
         'Get-PgWalArchive'
         'Invoke-PgDump'
+        'New-PgStandby'
         'Remove-PgBackup'
         'Restore-PgDump'
         'Start-PgBaseBackup'

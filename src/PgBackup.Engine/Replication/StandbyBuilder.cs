@@ -1,0 +1,176 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using PgBackup.Engine.Connection;
+using PgBackup.Engine.Recovery;
+using PgBackup.Engine.Tools;
+
+namespace PgBackup.Engine.Replication;
+
+public sealed record NewStandbyRequest
+{
+    /// <summary>The server to stream from: a primary, or a standby for cascading replication.</summary>
+    public required ConnectionTarget Upstream { get; init; }
+    public required string DataDirectory { get; init; }
+    public required int Port { get; init; }
+    /// <summary>listen_addresses of the new standby; 'localhost' when null.</summary>
+    public string? ListenAddress { get; init; }
+    /// <summary>A physical replication slot on the upstream, created when missing, so the upstream keeps the WAL the standby still needs.</summary>
+    public string? Slot { get; init; }
+    /// <summary>restore_command from this WAL archive folder, for when streaming falls behind what the upstream still has.</summary>
+    public string? RestoreCommand { get; init; }
+    public bool Force { get; init; }
+    public TimeSpan StreamingTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    public string? ToolPath { get; init; }
+}
+
+/// <summary>
+/// New-PgStandby: a base backup of the upstream with standby.signal and primary_conninfo (pg_basebackup -R), its own
+/// port, started as the data directory's owner, and checked to stream before it is handed back. Whatever it created is
+/// removed again when any step fails.
+/// </summary>
+public static class StandbyBuilder
+{
+    public static async Task<StandbyStatus> CreateAsync(NewStandbyRequest request, IOperationReporter reporter, CancellationToken ct)
+    {
+        var directory = Path.GetFullPath(request.DataDirectory);
+        var activity = $"Creating a standby of {request.Upstream.Display} in {directory}";
+        CheckDataDirectory(directory, request.Force);
+        CheckPortFree(request.Port, request.ListenAddress);
+
+        ServerInfo info;
+        await using (var connection = await ServerSession.OpenAsync(request.Upstream, ct).ConfigureAwait(false))
+            info = await ServerSession.GetInfoAsync(connection, ct).ConfigureAwait(false);
+        var locator = new ToolLocator(request.ToolPath);
+        var basebackup = locator.Find("pg_basebackup", info.Major, info.Major, reporter);
+        var pgCtl = locator.Find("pg_ctl", info.Major, info.Major, reporter);
+        if (pgCtl.Major != info.Major)
+            throw new PgBackupException("ToolVersionMismatch", ErrorKind.NotInstalled, $"A standby of a PostgreSQL {info.Major} server needs the PostgreSQL {info.Major} server programs; the pg_ctl found is {pgCtl.VersionText}.", pgCtl.Path,
+                $"Install the PostgreSQL {info.Major} server package (Debian/Ubuntu: apt-get install postgresql-{info.Major}) or set ToolPath to its bin folder.");
+        var owner = Environment.IsPrivilegedProcess && !OperatingSystem.IsWindows() ? LocalInstance.DefaultServiceUser : null;
+
+        var created = !Directory.Exists(directory);
+        var started = false;
+        try
+        {
+            if (Directory.Exists(directory)) foreach (var entry in Directory.EnumerateFileSystemEntries(directory)) DeleteEntry(entry);
+            Directory.CreateDirectory(directory);
+            var args = new List<string> { "--pgdata=" + directory, "--write-recovery-conf", "--wal-method=stream", "--checkpoint=fast", "--progress", "--verbose", "--no-password" };
+            if (request.Slot != null) { args.Add("--slot=" + request.Slot); if (!await SlotExistsAsync(request.Upstream, request.Slot, ct).ConfigureAwait(false)) args.Add("--create-slot"); }
+            reporter.Milestone($"Copying {request.Upstream.Display} into {directory} with pg_basebackup");
+            var copy = await ToolRunner.RunAsync(basebackup, args, request.Upstream.ToolEnvironment(), line =>
+            {
+                if (System.Text.RegularExpressions.Regex.Match(line, @"\((?<pct>\d+)%\)") is { Success: true } m)
+                    reporter.Progress(activity, "Copying the data directory", Math.Min(90, int.Parse(m.Groups["pct"].Value, CultureInfo.InvariantCulture) * 9 / 10));
+                else reporter.Verbose(line);
+            }, ct, reporter: reporter).ConfigureAwait(false);
+            if (!copy.Succeeded)
+                throw new PgBackupException("StandbyCopyFailed", ErrorKind.ToolFailed, $"pg_basebackup from {request.Upstream.Display} failed (exit code {copy.ExitCode}): {copy.ErrorSummary()}", request.Upstream.Display,
+                    "The upstream must allow a replication connection for this role (REPLICATION attribute and a 'replication' line in pg_hba.conf) and have a free WAL sender.");
+
+            File.AppendAllText(Path.Combine(directory, "postgresql.auto.conf"), $"""
+
+                # Added by New-PgStandby
+                port = {request.Port}
+                listen_addresses = '{(request.ListenAddress ?? "localhost").Replace("'", "''")}'
+                hot_standby = on
+                {(request.RestoreCommand != null ? $"restore_command = '{request.RestoreCommand.Replace("'", "''")}'" : "")}
+                """);
+            foreach (var stale in new[] { "postmaster.pid", "postmaster.opts" }) File.Delete(Path.Combine(directory, stale));
+            if (owner != null) await RunAsync("chown", ["-R", owner + ":", directory], ct).ConfigureAwait(false);
+            if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+
+            reporter.Progress(activity, "Starting the standby", 92);
+            var log = Path.Combine(directory, "pgbackup-standby.log");
+            var start = await PgCtlAsync(pgCtl, owner, ["start", "-D", directory, "-l", log, "-w", "-t", "120"], reporter, ct).ConfigureAwait(false);
+            started = true;
+            if (!start.Succeeded)
+                throw new PgBackupException("StandbyStartFailed", ErrorKind.ToolFailed, $"The standby in {directory} did not start: {start.ErrorSummary()} {Tail(log)}", directory,
+                    "Read the server log lines above (a port in use, too little memory for shared_buffers, a missing configuration file kept outside the data directory).");
+
+            reporter.Progress(activity, "Waiting until the standby streams", 96);
+            var standbyTarget = request.Upstream with { Host = "localhost", Port = request.Port, Database = request.Upstream.Database };
+            var deadline = DateTime.UtcNow + request.StreamingTimeout;
+            while (true)
+            {
+                var snapshot = await ReplicationMonitor.ReadAsync(standbyTarget, false, ct).ConfigureAwait(false);
+                if (snapshot.Standby is { ReceiverStatus: "streaming" } streaming)
+                {
+                    reporter.ProgressCompleted(activity);
+                    reporter.Milestone($"The standby on port {request.Port} streams from {request.Upstream.Display}.");
+                    return streaming;
+                }
+                if (DateTime.UtcNow > deadline)
+                    throw new PgBackupException("StandbyNotStreaming", ErrorKind.OperationTimeout,
+                        $"The standby on port {request.Port} started but does not stream from {request.Upstream.Display} after {request.StreamingTimeout}: {Tail(log)}", directory,
+                        "Check primary_conninfo in postgresql.auto.conf, the upstream's pg_hba.conf and max_wal_senders, and the standby's log.");
+                await Task.Delay(200, ct).ConfigureAwait(false);
+            }
+        }
+        catch
+        {
+            reporter.ProgressCompleted(activity);
+            if (started) await PgCtlAsync(pgCtl, owner, ["stop", "-D", directory, "-m", "immediate", "-w"], reporter, CancellationToken.None).ConfigureAwait(false);
+            // Nothing half-made is left that could be taken for a working standby.
+            try
+            {
+                if (created) Directory.Delete(directory, recursive: true);
+                else foreach (var entry in Directory.EnumerateFileSystemEntries(directory)) DeleteEntry(entry);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { reporter.Warning($"Could not clean up {directory}: {ex.Message}"); }
+            throw;
+        }
+    }
+
+    private static void CheckDataDirectory(string directory, bool force)
+    {
+        if (!Directory.Exists(directory) || !Directory.EnumerateFileSystemEntries(directory).Any()) return;
+        if (File.Exists(Path.Combine(directory, "postmaster.pid")))
+            throw new PgBackupException("DataDirectoryInUse", ErrorKind.ResourceExists, $"'{directory}' holds a running (or crashed) PostgreSQL instance (postmaster.pid).", directory,
+                "Stop that instance and choose another -DataDirectory; PgBackup never overwrites a data directory that may be running, even with -Force.");
+        if (!force)
+            throw new PgBackupException("TargetNotEmpty", ErrorKind.ResourceExists, $"The data directory '{directory}' is not empty.", directory,
+                "Choose an empty or new folder for -DataDirectory, or pass -Force to delete what is in it first.");
+    }
+
+    private static void CheckPortFree(int port, string? listenAddress)
+    {
+        try
+        {
+            using var listener = new TcpListener(IPAddress.Loopback, port);
+            listener.Start();
+        }
+        catch (SocketException)
+        {
+            throw new PgBackupException("PortInUse", ErrorKind.ResourceExists, $"Port {port} is already in use on this machine.", port,
+                "Choose a free port with -Port (another PostgreSQL instance may listen there).");
+        }
+    }
+
+    private static async Task<bool> SlotExistsAsync(ConnectionTarget upstream, string slot, CancellationToken ct)
+    {
+        await using var connection = await ServerSession.OpenAsync(upstream, ct).ConfigureAwait(false);
+        return await ServerSession.ScalarAsync<long>(connection, "select count(*) from pg_replication_slots where slot_name = $1", ct, slot).ConfigureAwait(false) > 0;
+    }
+
+    private static Task<ToolResult> PgCtlAsync(PgTool pgCtl, string? owner, IEnumerable<string> args, IOperationReporter reporter, CancellationToken ct) =>
+        owner == null
+            ? ToolRunner.RunAsync(pgCtl, args, new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter: reporter)
+            : ToolRunner.RunAsync(new PgTool("runuser", "/usr/sbin/runuser", "", 0), ["-u", owner, "--", pgCtl.Path, .. args], new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter: reporter);
+
+    private static async Task RunAsync(string command, IEnumerable<string> args, CancellationToken ct)
+    {
+        var result = await ToolRunner.RunAsync(new PgTool(command, "/usr/bin/" + command, "", 0), args, new Dictionary<string, string?>(), null, ct).ConfigureAwait(false);
+        if (!result.Succeeded) throw new PgBackupException("StandbySetupFailed", ErrorKind.PermissionDenied, $"{command} failed: {result.ErrorSummary()}", command,
+            $"Check that the OS user '{LocalInstance.DefaultServiceUser}' exists (it comes with the PostgreSQL server package).");
+    }
+
+    private static void DeleteEntry(string entry)
+    {
+        if (Directory.Exists(entry)) Directory.Delete(entry, recursive: true);
+        else File.Delete(entry);
+    }
+
+    private static string Tail(string log) =>
+        File.Exists(log) ? string.Join(Environment.NewLine, File.ReadLines(log).TakeLast(10)) : "";
+}

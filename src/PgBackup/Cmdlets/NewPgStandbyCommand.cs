@@ -1,0 +1,71 @@
+using System.Management.Automation;
+using PgBackup.Engine;
+using PgBackup.Engine.Replication;
+using PgBackup.Engine.Wal;
+
+namespace PgBackup.Commands;
+
+[Cmdlet(VerbsCommon.New, "PgStandby", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[OutputType(typeof(StandbyStatus))]
+public sealed class NewPgStandbyCommand : PgCmdlet
+{
+    /// <summary>The upstream: a primary, or a standby for cascading. host:port names its port; -Port is the new standby's.</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    public string? Server { get; set; }
+
+    [Parameter]
+    [Credential]
+    public PSCredential? Credential { get; set; }
+
+    [Parameter(Mandatory = true)]
+    [ValidateNotNullOrEmpty]
+    public string? DataDirectory { get; set; }
+
+    [Parameter(Mandatory = true)]
+    [ValidateRange(1, 65535)]
+    public int Port { get; set; }
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? ListenAddress { get; set; }
+
+    [Parameter]
+    [ValidatePattern("^[a-z0-9_]{1,63}$")]
+    public string? Slot { get; set; }
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Repository { get; set; }
+
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var settings = LoadSettings();
+        try
+        {
+            var upstream = ResolveServer(settings, Server, null, null, Credential);
+            var directory = GetUnresolvedProviderPathFromPSPath(DataDirectory!);
+            string? restoreCommand = null;
+            if (Repository != null)
+            {
+                // The archive is the upstream cluster's: the standby restores from where that cluster archives.
+                var state = RunEngine((_, ct) => ArchivingService.GetArchivingStateAsync(upstream, ct));
+                var folder = state.ArchiveFolder ?? ArchivingService.ArchiveFolder(GetUnresolvedProviderPathFromPSPath(Repository), state.SystemIdentifier ?? "");
+                restoreCommand = WalArchiveTool.InModuleFolder(ModuleFolder).RestoreCommand(folder);
+            }
+            if (!ShouldProcess(directory, $"Create a standby of {upstream.Display} listening on port {Port}" + (Slot != null ? $" with slot {Slot}" : ""))) return;
+            if (Force && Directory.Exists(directory) && Directory.EnumerateFileSystemEntries(directory).Any() &&
+                !ShouldProcessHighImpact(directory, "Delete the contents of the data directory", "Everything in the folder is deleted before the standby is copied into it.")) return;
+            var request = new NewStandbyRequest
+            {
+                Upstream = upstream, DataDirectory = directory, Port = Port, ListenAddress = ListenAddress, Slot = Slot,
+                RestoreCommand = restoreCommand, Force = Force, ToolPath = settings.ToolPath,
+            };
+            WriteObject(RunEngine((reporter, ct) => StandbyBuilder.CreateAsync(request, reporter, ct)));
+        }
+        catch (PgBackupException ex) { WriteEngineError(ex); }
+    }
+}
