@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Management.Automation;
 using System.Management.Automation.Runspaces;
 using PgBackup.Testing;
@@ -12,8 +11,6 @@ public static class PhysicalBench
 {
     public static void Run(int scale, int rounds)
     {
-        var root = FindRoot();
-        var manifest = Directory.GetFiles(Path.Combine(root, "out", "PgBackup"), "PgBackup.psd1", SearchOption.AllDirectories).Single();
         var work = Path.Combine(Path.GetTempPath(), "pgbackup-physbench-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(work);
         Chown(work);
@@ -55,28 +52,26 @@ public static class PhysicalBench
         Environment.SetEnvironmentVariable("PGPASSFILE", PgTestCluster.PgPassFile);
         Environment.SetEnvironmentVariable("PGUSER", PgTestCluster.SuperUser);
 
-        using var runspace = RunspaceFactory.CreateRunspace(InitialSessionState.CreateDefault2());
-        runspace.Open();
-        Ps(runspace, $"Import-Module '{manifest}' -ErrorAction Stop");
+        using var runspace = BenchSupport.OpenRunspaceWithModule();
 
         var bin = PgTestCluster.BinDirectory;
         var n = 0;
         string Next(string name) => Path.Combine(work, $"{name}{Interlocked.Increment(ref n)}");
         var cases = new (string Name, Func<TimeSpan> Run)[]
         {
-            ("pg_basebackup (plain, -X stream)", () => Time(() => cluster.RunTool("pg_basebackup", "-D", Next("raw"), "-X", "stream", "-c", "fast"))),
-            ("pg_basebackup + SHA-256 manifest + pg_verifybackup", () => Time(() =>
+            ("pg_basebackup (plain, -X stream)", () => BenchSupport.Time(() => cluster.RunTool("pg_basebackup", "-D", Next("raw"), "-X", "stream", "-c", "fast"))),
+            ("pg_basebackup + SHA-256 manifest + pg_verifybackup", () => BenchSupport.Time(() =>
             {
                 var target = Next("rawv");
                 cluster.RunTool("pg_basebackup", "-D", target, "-X", "stream", "-c", "fast", "--manifest-checksums=SHA256");
                 Check(ProcessRunner.Run(Path.Combine(bin, "pg_verifybackup"), ["--quiet", target]));
             })),
-            ("Start-PgBaseBackup (plain, verified)", () => Time(() => Ps(runspace, $"$null = Start-PgBaseBackup -Server '{cluster.ServerArgument}' -Path '{Next("cmdlet")}'"))),
-            ("cp -a of the data directory", () => Time(() => Check(ProcessRunner.Run("cp", ["-a", cluster.DataDirectory, Next("copy")])))),
-            ("pgBackRest full, process-max 1, compress none", () => Time(() => AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", "--type=full", "--process-max=1", "--compress-type=none", "backup"))),
-            ("pgBackRest full, process-max 2, compress none", () => Time(() => AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", "--type=full", "--process-max=2", "--compress-type=none", "backup"))),
-            ("pgBackRest full, process-max 1, compress lz4", () => Time(() => AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", "--type=full", "--process-max=1", "--compress-type=lz4", "backup"))),
-            ("pgBackRest full, process-max 2, compress lz4", () => Time(() => AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", "--type=full", "--process-max=2", "--compress-type=lz4", "backup"))),
+            ("Start-PgBaseBackup (plain, verified)", () => BenchSupport.Time(() => BenchSupport.Invoke(runspace, $"$null = Start-PgBaseBackup -Server '{cluster.ServerArgument}' -Path '{Next("cmdlet")}'"))),
+            ("cp -a of the data directory", () => BenchSupport.Time(() => Check(ProcessRunner.Run("cp", ["-a", cluster.DataDirectory, Next("copy")])))),
+            ("pgBackRest full, process-max 1, compress none", () => BenchSupport.Time(() => AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", "--type=full", "--process-max=1", "--compress-type=none", "backup"))),
+            ("pgBackRest full, process-max 2, compress none", () => BenchSupport.Time(() => AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", "--type=full", "--process-max=2", "--compress-type=none", "backup"))),
+            ("pgBackRest full, process-max 1, compress lz4", () => BenchSupport.Time(() => AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", "--type=full", "--process-max=1", "--compress-type=lz4", "backup"))),
+            ("pgBackRest full, process-max 2, compress lz4", () => BenchSupport.Time(() => AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", "--type=full", "--process-max=2", "--compress-type=lz4", "backup"))),
         };
 
         var times = cases.ToDictionary(c => c.Name, _ => new List<TimeSpan>());
@@ -89,12 +84,12 @@ public static class PhysicalBench
                 CleanBackups(work);
             }
         }
-        var reference = Median(times["pg_basebackup (plain, -X stream)"]);
+        var reference = BenchSupport.Median(times["pg_basebackup (plain, -X stream)"]);
         Console.WriteLine();
         Console.WriteLine("| base backup | median | vs pg_basebackup |");
         Console.WriteLine("|---|---|---|");
         foreach (var (name, _) in cases)
-            Console.WriteLine($"| {name} | {Median(times[name]).TotalSeconds:0.00} s | {Median(times[name]) / reference:0.00} |");
+            Console.WriteLine($"| {name} | {BenchSupport.Median(times[name]).TotalSeconds:0.00} s | {BenchSupport.Median(times[name]) / reference:0.00} |");
 
         ArchiveCommands(cluster, work, conf, pgbackrest, rounds);
         Directory.Delete(work, recursive: true);
@@ -114,7 +109,7 @@ public static class PhysicalBench
             .Where(n => n!.Length == 24 && string.CompareOrdinal(n, current) < 0).Order().TakeLast(segments).ToList();
         foreach (var name in done) File.Copy(Path.Combine(cluster.DataDirectory, "pg_wal", name!), Path.Combine(staging, name!));
         Chown(work);
-        var tool = Directory.GetFiles(Path.Combine(FindRoot(), "out", "PgBackup"), "pgbackup-wal.dll", SearchOption.AllDirectories).Single();
+        var tool = Directory.GetFiles(Path.Combine(BenchSupport.RepositoryRoot(), "out", "PgBackup"), "pgbackup-wal.dll", SearchOption.AllDirectories).Single();
         var dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "/usr/share/dotnet/dotnet";
 
         var commands = new (string Name, Func<string, string, string[]> Command, Action<string>? Prepare)[]
@@ -135,7 +130,7 @@ public static class PhysicalBench
                 Directory.CreateDirectory(dest);
                 Chown(dest);
                 prepare?.Invoke(dest);
-                var elapsed = Time(() =>
+                var elapsed = BenchSupport.Time(() =>
                 {
                     foreach (var seg in Directory.GetFiles(staging).Order())
                     {
@@ -146,12 +141,12 @@ public static class PhysicalBench
                 perSegment[name].Add(elapsed / segments);
                 Directory.Delete(dest, recursive: true);
             }
-        var reference = Median(perSegment["cp"]);
+        var reference = BenchSupport.Median(perSegment["cp"]);
         Console.WriteLine();
         Console.WriteLine($"| archive command, per 16 MB segment ({segments} segments, run as the postgres user) | median | vs cp |");
         Console.WriteLine("|---|---|---|");
         foreach (var (name, _, _) in commands)
-            Console.WriteLine($"| {name} | {Median(perSegment[name]).TotalMilliseconds:0} ms | {Median(perSegment[name]) / reference:0.0} |");
+            Console.WriteLine($"| {name} | {BenchSupport.Median(perSegment[name]).TotalMilliseconds:0} ms | {BenchSupport.Median(perSegment[name]) / reference:0.0} |");
     }
 
     private static void CleanBackups(string work)
@@ -175,28 +170,7 @@ public static class PhysicalBench
         if (result.ExitCode != 0) throw new InvalidOperationException(result.StdErr);
     }
 
-    private static void Ps(Runspace runspace, string script)
-    {
-        using var ps = PowerShell.Create();
-        ps.Runspace = runspace;
-        ps.AddScript(script);
-        ps.Invoke();
-        if (ps.HadErrors) throw new InvalidOperationException(string.Join("; ", ps.Streams.Error));
-    }
 
-    private static TimeSpan Time(Action action)
-    {
-        var sw = Stopwatch.StartNew();
-        action();
-        return sw.Elapsed;
-    }
 
-    private static TimeSpan Median(List<TimeSpan> times) => times.Order().ElementAt(times.Count / 2);
 
-    private static string FindRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "PgBackup.sln"))) return dir.FullName;
-        throw new InvalidOperationException("Run the benchmark from inside the PgBackup repository.");
-    }
 }

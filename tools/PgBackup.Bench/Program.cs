@@ -19,8 +19,6 @@ if (args.Length > 0 && args[0] == "physical")
 }
 var rows = args.Length > 0 ? int.Parse(args[0]) : 2_000_000;
 var rounds = args.Length > 1 ? int.Parse(args[1]) : 3;
-var root = FindRoot();
-var manifest = Directory.GetFiles(Path.Combine(root, "out", "PgBackup"), "PgBackup.psd1", SearchOption.AllDirectories).Single();
 var work = Path.Combine(Path.GetTempPath(), "pgbackup-bench-" + Guid.NewGuid().ToString("N")[..8]);
 Directory.CreateDirectory(work);
 
@@ -34,21 +32,19 @@ Console.WriteLine($"Database size: {size / 1024 / 1024} MB; PostgreSQL {PgTestCl
 Environment.SetEnvironmentVariable("PGPASSFILE", PgTestCluster.PgPassFile);
 Environment.SetEnvironmentVariable("PGUSER", PgTestCluster.SuperUser);
 
-using var runspace = RunspaceFactory.CreateRunspace(InitialSessionState.CreateDefault2());
-runspace.Open();
-Ps($"Import-Module '{manifest}' -ErrorAction Stop");
+using var runspace = BenchSupport.OpenRunspaceWithModule();
 
 var cases = new (string Name, Func<int, TimeSpan> Raw, Func<int, TimeSpan> Cmdlet)[]
 {
     ("dump, Custom format",
-        i => Time(() => cluster.RunTool("pg_dump", "--format=custom", $"--file={work}/raw{i}.dump", "--dbname=" + cluster.ConnectionString("bench"))),
-        i => Time(() => Ps($"Invoke-PgDump -Server '{cluster.ServerArgument}' -Database bench -Format Custom -Path '{work}/cmdlet{i}.dump'"))),
+        i => BenchSupport.Time(() => cluster.RunTool("pg_dump", "--format=custom", $"--file={work}/raw{i}.dump", "--dbname=" + cluster.ConnectionString("bench"))),
+        i => BenchSupport.Time(() => BenchSupport.Invoke(runspace, $"Invoke-PgDump -Server '{cluster.ServerArgument}' -Database bench -Format Custom -Path '{work}/cmdlet{i}.dump'"))),
     ("dump, Directory format, 2 jobs",
-        i => Time(() => cluster.RunTool("pg_dump", "--format=directory", "--jobs=2", $"--file={work}/rawdir{i}", "--dbname=" + cluster.ConnectionString("bench"))),
-        i => Time(() => Ps($"Invoke-PgDump -Server '{cluster.ServerArgument}' -Database bench -Format Directory -Jobs 2 -Path '{work}/cmdletdir{i}'"))),
+        i => BenchSupport.Time(() => cluster.RunTool("pg_dump", "--format=directory", "--jobs=2", $"--file={work}/rawdir{i}", "--dbname=" + cluster.ConnectionString("bench"))),
+        i => BenchSupport.Time(() => BenchSupport.Invoke(runspace, $"Invoke-PgDump -Server '{cluster.ServerArgument}' -Database bench -Format Directory -Jobs 2 -Path '{work}/cmdletdir{i}'"))),
     ("restore, Custom format into a new database",
-        i => Time(() => { cluster.CreateDatabase($"raw_{i}"); cluster.RunTool("pg_restore", "--exit-on-error", "--single-transaction", "--dbname=" + cluster.ConnectionString($"raw_{i}"), $"{work}/raw{i}.dump"); }),
-        i => Time(() => Ps($"Restore-PgDump -Path '{work}/cmdlet{i}.dump' -Server '{cluster.ServerArgument}' -TargetDatabase cmdlet_{i}"))),
+        i => BenchSupport.Time(() => { cluster.CreateDatabase($"raw_{i}"); cluster.RunTool("pg_restore", "--exit-on-error", "--single-transaction", "--dbname=" + cluster.ConnectionString($"raw_{i}"), $"{work}/raw{i}.dump"); }),
+        i => BenchSupport.Time(() => BenchSupport.Invoke(runspace, $"Restore-PgDump -Path '{work}/cmdlet{i}.dump' -Server '{cluster.ServerArgument}' -TargetDatabase cmdlet_{i}"))),
 };
 
 Console.WriteLine();
@@ -63,38 +59,17 @@ foreach (var (name, raw, cmdlet) in cases)
         if (i % 2 == 0) { rawTimes.Add(raw(i)); cmdletTimes.Add(cmdlet(i)); }
         else { cmdletTimes.Add(cmdlet(i)); rawTimes.Add(raw(i)); }
     }
-    var r = Median(rawTimes);
-    var c = Median(cmdletTimes);
+    var r = BenchSupport.Median(rawTimes);
+    var c = BenchSupport.Median(cmdletTimes);
     Console.WriteLine($"| {name} | {r.TotalSeconds:0.00} s | {c.TotalSeconds:0.00} s | {c / r:0.00} |");
 }
 // What the restore pays on purpose: the SHA-256 of the dump is verified before anything is touched.
 var dumpFile = $"{work}/cmdlet0.dump";
-var hashTime = Median(Enumerable.Range(0, rounds).Select(_ => Time(() => Ps($"$s = [System.IO.File]::OpenRead('{dumpFile}'); try {{ $null = [System.Security.Cryptography.SHA256]::HashData($s) }} finally {{ $s.Dispose() }}"))).ToList());
+var hashTime = BenchSupport.Median(Enumerable.Range(0, rounds).Select(_ => BenchSupport.Time(() => BenchSupport.Invoke(runspace, $"$s = [System.IO.File]::OpenRead('{dumpFile}'); try {{ $null = [System.Security.Cryptography.SHA256]::HashData($s) }} finally {{ $s.Dispose() }}"))).ToList());
 Console.WriteLine();
 Console.WriteLine($"Custom dump size: {new FileInfo(dumpFile).Length / 1024 / 1024} MB; its SHA-256 takes {hashTime.TotalSeconds:0.00} s (part of every PgBackup dump and restore).");
 Directory.Delete(work, recursive: true);
 
-void Ps(string script)
-{
-    using var ps = PowerShell.Create();
-    ps.Runspace = runspace;
-    ps.AddScript(script);
-    ps.Invoke();
-    if (ps.HadErrors) throw new InvalidOperationException(string.Join("; ", ps.Streams.Error));
-}
 
-static TimeSpan Time(Action action)
-{
-    var sw = Stopwatch.StartNew();
-    action();
-    return sw.Elapsed;
-}
 
-static TimeSpan Median(List<TimeSpan> times) => times.Order().ElementAt(times.Count / 2);
 
-static string FindRoot()
-{
-    for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
-        if (File.Exists(Path.Combine(dir.FullName, "PgBackup.sln"))) return dir.FullName;
-    throw new InvalidOperationException("Run the benchmark from inside the PgBackup repository.");
-}

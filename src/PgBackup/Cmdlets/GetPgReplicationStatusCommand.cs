@@ -6,31 +6,18 @@ namespace PgBackup.Commands;
 
 [Cmdlet(VerbsCommon.Get, "PgReplicationStatus")]
 [OutputType(typeof(ReplicationLink), typeof(StandbyStatus), typeof(ReplicationSlot))]
-public sealed class GetPgReplicationStatusCommand : PgCmdlet
+public sealed class GetPgReplicationStatusCommand : PgServersCmdlet
 {
-    [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string[]? Server { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateRange(1, 65535)]
-    public int? Port { get; set; }
-
-    [Parameter]
-    [Credential]
-    public PSCredential? Credential { get; set; }
-
     [Parameter]
     public SwitchParameter IncludeSlots { get; set; }
 
     protected override void ProcessRecord()
     {
         var settings = LoadSettings();
-        foreach (var server in Server ?? [null!])
+        foreach (var target in ResolveServers(settings))
         {
             try
             {
-                var target = ResolveServer(settings, server, Port, null, Credential);
                 var snapshot = RunEngine((_, ct) => ReplicationMonitor.ReadAsync(target, IncludeSlots, ct));
                 if (snapshot.Standby != null) WriteObject(snapshot.Standby);
                 if (snapshot.Links.Count == 0 && !snapshot.InRecovery) WriteVerbose($"No standby is connected to {target.Display}.");

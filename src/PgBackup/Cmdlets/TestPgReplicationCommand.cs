@@ -6,20 +6,8 @@ namespace PgBackup.Commands;
 
 [Cmdlet(VerbsDiagnostic.Test, "PgReplication")]
 [OutputType(typeof(ReplicationTestResult), typeof(bool))]
-public sealed class TestPgReplicationCommand : PgCmdlet
+public sealed class TestPgReplicationCommand : PgServersCmdlet
 {
-    [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string[]? Server { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateRange(1, 65535)]
-    public int? Port { get; set; }
-
-    [Parameter]
-    [Credential]
-    public PSCredential? Credential { get; set; }
-
     [Parameter]
     [ValidateRange(0, long.MaxValue)]
     public long? MaxLagBytes { get; set; }
@@ -33,11 +21,10 @@ public sealed class TestPgReplicationCommand : PgCmdlet
     protected override void ProcessRecord()
     {
         var settings = LoadSettings();
-        foreach (var server in Server ?? [null!])
+        foreach (var target in ResolveServers(settings))
         {
             try
             {
-                var target = ResolveServer(settings, server, Port, null, Credential);
                 var result = ReplicationMonitor.Evaluate(RunEngine((_, ct) => ReplicationMonitor.ReadAsync(target, false, ct)), MaxLagBytes, MaxReplayLag);
                 foreach (var failure in result.Failures) WriteVerbose($"{target.Display}: {failure}");
                 WriteObject(Quiet ? result.Success : result);

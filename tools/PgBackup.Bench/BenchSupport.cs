@@ -1,0 +1,43 @@
+using System.Diagnostics;
+using System.Management.Automation;
+using System.Management.Automation.Runspaces;
+
+/// <summary>What every benchmark mode needs: the built module, a runspace that imports it, a stopwatch and a median.</summary>
+public static class BenchSupport
+{
+    public static string RepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "PgBackup.sln"))) return dir.FullName;
+        throw new InvalidOperationException("Run the benchmark from inside the PgBackup repository.");
+    }
+
+    public static string ModuleManifest() =>
+        Directory.GetFiles(Path.Combine(RepositoryRoot(), "out", "PgBackup"), "PgBackup.psd1", SearchOption.AllDirectories).Single();
+
+    public static Runspace OpenRunspaceWithModule()
+    {
+        var runspace = RunspaceFactory.CreateRunspace(InitialSessionState.CreateDefault2());
+        runspace.Open();
+        Invoke(runspace, $"Import-Module '{ModuleManifest()}' -ErrorAction Stop");
+        return runspace;
+    }
+
+    public static void Invoke(Runspace runspace, string script)
+    {
+        using var ps = PowerShell.Create();
+        ps.Runspace = runspace;
+        ps.AddScript(script);
+        ps.Invoke();
+        if (ps.HadErrors) throw new InvalidOperationException(string.Join("; ", ps.Streams.Error));
+    }
+
+    public static TimeSpan Time(Action action)
+    {
+        var sw = Stopwatch.StartNew();
+        action();
+        return sw.Elapsed;
+    }
+
+    public static TimeSpan Median(List<TimeSpan> times) => times.Order().ElementAt(times.Count / 2);
+}
