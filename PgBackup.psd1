@@ -21,6 +21,7 @@
         'New-PgStandby'
         'Remove-PgBackup'
         'Restore-PgDump'
+        'Set-PgSynchronousStandby'
         'Start-PgBaseBackup'
         'Test-PgBackup'
         'Test-PgReplication'

@@ -94,3 +94,20 @@ public sealed class ReplicationTestResult
 
     public override string ToString() => $"{Server}:{Port}: {(Success ? "passed" : "failed: " + string.Join("; ", Failures))}";
 }
+
+public enum SynchronousMode { First, Any }
+
+/// <summary>What Set-PgSynchronousStandby left in force on a primary, and how each standby now replicates.</summary>
+public sealed class SynchronousReplicationResult
+{
+    public string Server { get; set; } = "";
+    public int Port { get; set; }
+    /// <summary>synchronous_standby_names now in force; empty when replication is asynchronous.</summary>
+    public string SynchronousStandbyNames { get; set; } = "";
+    public string SynchronousCommit { get; set; } = "";
+    /// <summary>True when -Force applied names that were not all connected: commits may wait until they are.</summary>
+    public bool Forced { get; set; }
+    public ReplicationLink[] Standbys { get; set; } = [];
+
+    public override string ToString() => $"{Server}:{Port} synchronous_standby_names='{SynchronousStandbyNames}'";
+}

@@ -114,6 +114,37 @@ public sealed class ReplicationCmdletTests(ModuleFixture fx, ReplicationClusterF
     }
 
     [Fact]
+    public void Synchronous_standbys_are_set_refused_when_absent_and_reset()
+    {
+        WaitForStreaming();
+        var name = repl.Primary.Psql("select application_name from pg_stat_replication");
+        Assert.NotEqual("", name);
+        try
+        {
+            var set = fx.Shell.Run("Set-PgSynchronousStandby -Server $s -Standby $n -SynchronousCommit remote_apply", ("s", repl.Primary.ServerArgument), ("n", name)).AssertNoErrors();
+            var result = Assert.Single(set.Output);
+            Assert.Contains("PgBackup.SynchronousReplicationResult", result.TypeNames);
+            Assert.Equal($"FIRST 1 (\"{name}\")", result.Properties["SynchronousStandbyNames"].Value);
+            Assert.Equal("remote_apply", result.Properties["SynchronousCommit"].Value);
+            Assert.Equal("sync", repl.Primary.Psql("select sync_state from pg_stat_replication"));
+            repl.Primary.Psql("insert into ledger(note) values ('committed synchronously')"); // returns only because the standby confirms
+
+            var before = repl.Primary.Psql("show synchronous_standby_names");
+            var e = fx.Shell.Run("Set-PgSynchronousStandby -Server $s -Standby ghost", ("s", repl.Primary.ServerArgument)).SingleError();
+            Assert.Equal("PgBackup.SynchronousStandbyNotConnected", e.FullyQualifiedErrorId.Split(',')[0]);
+            Assert.Equal(ErrorCategory.InvalidOperation, e.CategoryInfo.Category);
+            Assert.Contains(name, e.Exception.Message);
+            Assert.Equal(before, repl.Primary.Psql("show synchronous_standby_names"));
+        }
+        finally
+        {
+            fx.Shell.Run("Set-PgSynchronousStandby -Server $s -Standby @() -SynchronousCommit on", ("s", repl.Primary.ServerArgument)).AssertNoErrors();
+        }
+        Assert.Equal("", repl.Primary.Psql("show synchronous_standby_names"));
+        Assert.Equal("async", repl.Primary.Psql("select sync_state from pg_stat_replication"));
+    }
+
+    [Fact]
     public void A_primary_without_standbys_fails_the_test_and_an_unreachable_server_answers_false()
     {
         var lonely = Assert.Single(fx.Shell.Run("Test-PgReplication -Server $s", ("s", fx.Server)).AssertNoErrors().Output);
