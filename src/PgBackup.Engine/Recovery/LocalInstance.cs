@@ -118,9 +118,7 @@ public sealed class LocalInstance : IAsyncDisposable
         File.Exists(LogFile) ? string.Join(Environment.NewLine, File.ReadLines(LogFile).TakeLast(lines)) : "";
 
     private Task<ToolResult> RunPgCtlAsync(IEnumerable<string> args, CancellationToken ct) =>
-        _runAs == null
-            ? ToolRunner.RunAsync(_pgCtl, args, new Dictionary<string, string?>(), _reporter.Verbose, ct, reporter: _reporter)
-            : ToolRunner.RunAsync(new PgTool("runuser", "/usr/sbin/runuser", "", 0), ["-u", _runAs, "--", _pgCtl.Path, .. args], new Dictionary<string, string?>(), _reporter.Verbose, ct, reporter: _reporter);
+        ToolRunner.RunAsUserAsync(_pgCtl, _runAs, args, new Dictionary<string, string?> { ["PGDATA"] = null }, _reporter.Verbose, ct, _reporter);
 
     private async Task RunAsOwnerAsync(string command, IEnumerable<string> args, CancellationToken ct)
     {

@@ -154,9 +154,7 @@ public static class StandbyBuilder
     }
 
     private static Task<ToolResult> PgCtlAsync(PgTool pgCtl, string? owner, IEnumerable<string> args, IOperationReporter reporter, CancellationToken ct) =>
-        owner == null
-            ? ToolRunner.RunAsync(pgCtl, args, new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter: reporter)
-            : ToolRunner.RunAsync(new PgTool("runuser", "/usr/sbin/runuser", "", 0), ["-u", owner, "--", pgCtl.Path, .. args], new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter: reporter);
+        ToolRunner.RunAsUserAsync(pgCtl, owner, args, new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter);
 
     private static async Task RunAsync(string command, IEnumerable<string> args, CancellationToken ct)
     {

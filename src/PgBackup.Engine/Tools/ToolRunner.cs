@@ -87,5 +87,15 @@ public static class ToolRunner
         return new ToolResult(process.ExitCode, kept, output.ToString(), started.Elapsed);
     }
 
+    /// <summary>
+    /// Runs the tool as another OS user when <paramref name="osUser"/> is set (runuser): PostgreSQL refuses to run as root,
+    /// so server programs started while PgBackup runs as root run as the data directory's owner.
+    /// </summary>
+    public static Task<ToolResult> RunAsUserAsync(PgTool tool, string? osUser, IEnumerable<string> arguments, IReadOnlyDictionary<string, string?> environment,
+        Action<string>? onErrorLine, CancellationToken ct, IOperationReporter? reporter = null) =>
+        osUser == null
+            ? RunAsync(tool, arguments, environment, onErrorLine, ct, reporter: reporter)
+            : RunAsync(tool with { Path = "/usr/sbin/runuser" }, ["-u", osUser, "--", tool.Path, .. arguments], environment, onErrorLine, ct, reporter: reporter);
+
     private static string QuoteForDisplay(string arg) => arg.Length > 0 && !arg.Any(c => char.IsWhiteSpace(c) || c is '"' or '\'') ? arg : "'" + arg.Replace("'", "''") + "'";
 }

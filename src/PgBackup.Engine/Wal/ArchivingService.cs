@@ -426,11 +426,9 @@ public static class ArchivingService
         var arguments = new List<string> { "restart", "-D", server.DataDirectory, "-m", "fast", "-w", "-t", "300" };
         // Without -l the restarted server would write its log into pg_ctl's output, which nobody reads after we return.
         arguments.AddRange(["-l", ServerLogFile(postmaster) ?? Path.Combine(server.DataDirectory, "pgbackup-restart.log")]);
-        var tool = asOwner ? new PgTool("pg_ctl", "runuser", pgCtl.VersionText, pgCtl.Major) : pgCtl;
-        if (asOwner) arguments.InsertRange(0, ["-u", owner, "--", pgCtl.Path]);
 
         reporter.Milestone($"Restarting {target.Display} (pg_ctl restart -m fast) so that {pending} take effect.");
-        var result = await ToolRunner.RunAsync(tool, arguments, new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter: reporter).ConfigureAwait(false);
+        var result = await ToolRunner.RunAsUserAsync(pgCtl, asOwner ? owner : null, arguments, new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter).ConfigureAwait(false);
         if (!result.Succeeded)
             throw new PgBackupException("RestartFailed", ErrorKind.ToolFailed,
                 $"pg_ctl restart of {target.Display} failed (exit code {result.ExitCode}):{Environment.NewLine}{result.ErrorSummary()}", server.DataDirectory,
