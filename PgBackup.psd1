@@ -23,6 +23,7 @@
         'Restore-PgDump'
         'Set-PgSynchronousStandby'
         'Start-PgBaseBackup'
+        'Switch-PgPrimary'
         'Test-PgBackup'
         'Test-PgReplication'
         'Wait-PgReplication'

@@ -111,3 +111,30 @@ public sealed class SynchronousReplicationResult
 
     public override string ToString() => $"{Server}:{Port} synchronous_standby_names='{SynchronousStandbyNames}'";
 }
+
+/// <summary>One step of a switchover and how long it took.</summary>
+public sealed class SwitchoverStep
+{
+    public string Name { get; set; } = "";
+    public TimeSpan Duration { get; set; }
+    public override string ToString() => $"{Name} ({Duration.TotalSeconds:0.00}s)";
+}
+
+/// <summary>What Switch-PgPrimary did: who is primary now, what was proven, and how long writes were unavailable.</summary>
+public sealed class SwitchoverResult
+{
+    public string OldPrimary { get; set; } = "";
+    public string NewPrimary { get; set; } = "";
+    /// <summary>The old primary's shutdown checkpoint: the last WAL it wrote, which the new primary replayed before promotion.</summary>
+    public Lsn FinalLsn { get; set; }
+    /// <summary>Zero for a switchover: promotion waited until the candidate had replayed past <see cref="FinalLsn"/>.</summary>
+    public long BytesLost { get; set; }
+    public uint NewTimeline { get; set; }
+    /// <summary>From stopping the old primary to the new primary accepting writes.</summary>
+    public TimeSpan WriteUnavailable { get; set; }
+    /// <summary>True when the old primary streams from the new one as a standby.</summary>
+    public bool OldPrimaryRejoined { get; set; }
+    public SwitchoverStep[] Steps { get; set; } = [];
+
+    public override string ToString() => $"{OldPrimary} -> {NewPrimary} (timeline {NewTimeline}, writes unavailable {WriteUnavailable.TotalSeconds:0.00}s)";
+}

@@ -1,0 +1,214 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Npgsql;
+using PgBackup.Engine.Connection;
+using PgBackup.Engine.Recovery;
+using PgBackup.Engine.Replication;
+using PgBackup.Engine.Tools;
+
+namespace PgBackup.Engine.Failover;
+
+public sealed record SwitchoverRequest
+{
+    public required ConnectionTarget Primary { get; init; }
+    public required ConnectionTarget Candidate { get; init; }
+    /// <summary>The most replay lag the candidate may have before the switchover starts.</summary>
+    public long MaxLagBytes { get; init; } = 16 * 1024 * 1024;
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(60);
+    public string? ToolPath { get; init; }
+}
+
+/// <summary>What a switchover will do, worked out and checked without changing anything (what -WhatIf shows).</summary>
+public sealed record SwitchoverPlan(SwitchoverRequest Request, string PrimaryDataDirectory, string? PrimaryOwner, int ServerMajor, uint Timeline, long LagBytes)
+{
+    public IReadOnlyList<string> Steps =>
+    [
+        $"Stop writes: shut down {Request.Primary.Display} (pg_ctl stop -m fast), which sends its last WAL to the standbys",
+        $"Prove {Request.Candidate.Display} replayed the old primary's shutdown checkpoint (nothing acknowledged is lost)",
+        $"Promote {Request.Candidate.Display} to primary (a new timeline)",
+        $"Restart {Request.Primary.Display} as a standby of {Request.Candidate.Display} (standby.signal, primary_conninfo)",
+        $"Check that {Request.Primary.Display} streams from {Request.Candidate.Display}",
+    ];
+}
+
+/// <summary>
+/// A planned switchover of a primary whose data directory is on this machine: the old primary is shut down cleanly,
+/// the candidate is promoted only after it has provably replayed everything the old primary wrote, and the old primary
+/// then follows the new one. The candidate is never promoted while the old primary can still accept writes.
+/// </summary>
+public static class SwitchoverService
+{
+    public static async Task<SwitchoverPlan> PlanAsync(SwitchoverRequest request, IOperationReporter reporter, CancellationToken ct)
+    {
+        var primary = request.Primary;
+        var candidate = request.Candidate;
+        await using var p = await ServerSession.OpenAsync(primary, ct).ConfigureAwait(false);
+        await using var c = await ServerSession.OpenAsync(candidate, ct).ConfigureAwait(false);
+        try
+        {
+            var info = await ServerSession.GetInfoAsync(p, ct).ConfigureAwait(false);
+            if (await ServerSession.ScalarAsync<bool>(p, "select pg_is_in_recovery()", ct).ConfigureAwait(false))
+                throw Refuse("NotAPrimary", $"{primary.Display} is a standby, not a primary.", primary.Display, "Give the current primary as -Primary (Get-PgReplicationStatus shows each role).");
+            if (!await ServerSession.ScalarAsync<bool>(c, "select pg_is_in_recovery()", ct).ConfigureAwait(false))
+                throw Refuse("CandidateNotStandby", $"{candidate.Display} is not a standby: it already accepts writes. Two primaries must never run side by side.", candidate.Display,
+                    "Check which server is the primary before switching; fence the other one.");
+            var idP = await ServerSession.ScalarAsync<string>(p, "select system_identifier::text from pg_control_system()", ct).ConfigureAwait(false);
+            var idC = await ServerSession.ScalarAsync<string>(c, "select system_identifier::text from pg_control_system()", ct).ConfigureAwait(false);
+            if (idP != idC)
+                throw Refuse("DifferentCluster", $"{candidate.Display} belongs to another cluster (system identifier {idC}, the primary's is {idP}).", candidate.Display,
+                    "Choose a standby that was made from this primary (New-PgStandby).");
+
+            var primaryPort = primary.Port;
+            var receiver = await ServerSession.ScalarAsync<string>(c,
+                "select coalesce((select status || ' ' || coalesce(sender_port::text, '') from pg_stat_wal_receiver), '')", ct).ConfigureAwait(false) ?? "";
+            if (receiver != $"streaming {primaryPort}")
+                throw Refuse("CandidateNotStreaming", $"{candidate.Display} does not stream from {primary.Display} (its WAL receiver: '{receiver}').", candidate.Display,
+                    "Switch over only to a standby that streams directly from this primary; check primary_conninfo and Get-PgReplicationStatus.");
+            var timeline = await ServerSession.ScalarAsync<int>(p, "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", ct).ConfigureAwait(false);
+            var received = await ServerSession.ScalarAsync<int>(c, "select received_tli from pg_stat_wal_receiver", ct).ConfigureAwait(false);
+            if (received != timeline)
+                throw Refuse("TimelineMismatch", $"{candidate.Display} receives timeline {received}, the primary is on timeline {timeline}.", candidate.Display,
+                    "Let the standby catch up to the primary's timeline (recovery_target_timeline = 'latest') before switching.");
+
+            var current = Lsn.Parse(await ServerSession.ScalarAsync<string>(p, "select pg_current_wal_lsn()::text", ct).ConfigureAwait(false) ?? "0/0");
+            var replayed = Lsn.Parse(await ServerSession.ScalarAsync<string>(c, "select pg_last_wal_replay_lsn()::text", ct).ConfigureAwait(false) ?? "0/0");
+            var lag = Math.Max(0, current - replayed);
+            if (lag > request.MaxLagBytes)
+                throw Refuse("CandidateLagging", $"{candidate.Display} is {lag} bytes behind {primary.Display} (at most {request.MaxLagBytes} allowed): writes would be unavailable while it catches up.", candidate.Display,
+                    "Wait until the standby catches up (Wait-PgReplication), or raise -MaxLagBytes.");
+
+            var dataDirectory = await ServerSession.ScalarAsync<string>(p, "show data_directory", ct).ConfigureAwait(false) ?? "";
+            if (!IsLocalHost(primary.Host) || !Directory.Exists(dataDirectory))
+                throw Refuse("PrimaryNotLocal", $"The data directory of {primary.Display} ({dataDirectory}) is not on this machine, so PgBackup cannot stop it and make it a standby.", primary.Display,
+                    "Run Switch-PgPrimary on the primary's host (a fence script for remote primaries is not supported yet).");
+            var owner = Environment.IsPrivilegedProcess && !OperatingSystem.IsWindows() ? OwnerOf(dataDirectory) : null;
+            reporter.Verbose($"Switchover plan: {primary.Display} (timeline {timeline}, {dataDirectory}) -> {candidate.Display}, lag {lag} bytes.");
+            return new SwitchoverPlan(request, dataDirectory, owner == "root" ? null : owner, info.Major, (uint)timeline, lag);
+        }
+        catch (NpgsqlException ex) when (!ct.IsCancellationRequested) { throw ServerSession.Translate(ex, primary); }
+    }
+
+    public static async Task<SwitchoverResult> ExecuteAsync(SwitchoverPlan plan, IOperationReporter reporter, CancellationToken ct)
+    {
+        var request = plan.Request;
+        var locator = new ToolLocator(request.ToolPath);
+        var pgCtl = locator.Find("pg_ctl", plan.ServerMajor, plan.ServerMajor, reporter);
+        var controlData = locator.Find("pg_controldata", plan.ServerMajor, plan.ServerMajor, reporter);
+        var steps = new List<SwitchoverStep>();
+        var activity = $"Switching over from {request.Primary.Display} to {request.Candidate.Display}";
+        var clock = Stopwatch.StartNew();
+        async Task Step(string name, int percent, Func<Task> work)
+        {
+            reporter.Progress(activity, name, percent);
+            reporter.Milestone(name);
+            var started = clock.Elapsed;
+            await work().ConfigureAwait(false);
+            steps.Add(new SwitchoverStep { Name = name, Duration = clock.Elapsed - started });
+        }
+
+        var writesStopped = TimeSpan.Zero;
+        Lsn final = default;
+        await Step($"Stopping {request.Primary.Display}", 10, async () =>
+        {
+            writesStopped = clock.Elapsed;
+            var stop = await ToolRunner.RunAsUserAsync(pgCtl, plan.PrimaryOwner, ["stop", "-D", plan.PrimaryDataDirectory, "-m", "fast", "-w", "-t", ((int)request.Timeout.TotalSeconds).ToString(CultureInfo.InvariantCulture)],
+                new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter).ConfigureAwait(false);
+            if (!stop.Succeeded)
+                throw new PgBackupException("PrimaryStopFailed", ErrorKind.ToolFailed, $"{request.Primary.Display} did not shut down: {stop.ErrorSummary()}. Nothing was promoted.", request.Primary.Display,
+                    "Look at the primary's log; the switchover did not change any role.");
+            var control = await ToolRunner.RunAsync(controlData, [plan.PrimaryDataDirectory], new Dictionary<string, string?> { ["PGDATA"] = null }, null, ct, captureOutput: true).ConfigureAwait(false);
+            var state = Regex.Match(control.StandardOutput, @"Database cluster state:\s+(.+)").Groups[1].Value.Trim();
+            var checkpoint = Regex.Match(control.StandardOutput, @"Latest checkpoint location:\s+([0-9A-F]+/[0-9A-F]+)").Groups[1].Value;
+            if (state != "shut down" || !Lsn.TryParse(checkpoint, out final))
+                throw new PgBackupException("PrimaryNotCleanlyStopped", ErrorKind.InvalidOperation, $"{request.Primary.Display} is not cleanly shut down (state '{state}'), so its last WAL position is not known. Nothing was promoted.",
+                    plan.PrimaryDataDirectory, "Start the old primary again (pg_ctl start) and retry the switchover.");
+        }).ConfigureAwait(false);
+
+        await Step($"Waiting until {request.Candidate.Display} replayed {final}", 35, async () =>
+        {
+            var deadline = DateTime.UtcNow + request.Timeout;
+            await using var c = await ServerSession.OpenAsync(request.Candidate, ct).ConfigureAwait(false);
+            while (true)
+            {
+                // The shutdown checkpoint record starts at `final`; replaying it moves the replay position past it.
+                var replayed = Lsn.Parse(await ServerSession.ScalarAsync<string>(c, "select pg_last_wal_replay_lsn()::text", ct).ConfigureAwait(false) ?? "0/0");
+                if (replayed > final) break;
+                if (DateTime.UtcNow > deadline)
+                    throw new PgBackupException("CandidateMissingWal", ErrorKind.OperationTimeout,
+                        $"{request.Candidate.Display} replayed only {replayed}, not the old primary's final checkpoint {final}; promoting it would lose committed work, so it was not promoted. {request.Primary.Display} is stopped.",
+                        request.Candidate.Display, $"Start the old primary again (pg_ctl start -D {plan.PrimaryDataDirectory}) to restore service, then find out why the standby did not receive the last WAL.");
+                await Task.Delay(50, ct).ConfigureAwait(false);
+            }
+        }).ConfigureAwait(false);
+
+        uint timeline = 0;
+        await Step($"Promoting {request.Candidate.Display}", 60, async () =>
+        {
+            await using var c = await ServerSession.OpenAsync(request.Candidate, ct).ConfigureAwait(false);
+            if (!await ServerSession.ScalarAsync<bool>(c, "select pg_promote(true, 60)", ct).ConfigureAwait(false))
+                throw new PgBackupException("PromoteFailed", ErrorKind.ToolFailed, $"{request.Candidate.Display} did not finish promotion within 60 s.", request.Candidate.Display,
+                    "Look at the candidate's log; the old primary is stopped and can be started again if needed.");
+            timeline = (uint)await ServerSession.ScalarAsync<int>(c, "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", ct).ConfigureAwait(false);
+        }).ConfigureAwait(false);
+        var unavailable = clock.Elapsed - writesStopped;
+
+        var rejoined = false;
+        await Step($"Restarting {request.Primary.Display} as a standby of {request.Candidate.Display}", 80, async () =>
+        {
+            File.WriteAllText(Path.Combine(plan.PrimaryDataDirectory, "standby.signal"), "");
+            var c = request.Candidate;
+            var conninfo = $"host={ConnectionTarget.QuoteConnInfoValue(c.Host)} port={c.Port} user={ConnectionTarget.QuoteConnInfoValue(c.User)}" +
+                           (c.Password != null ? $" password={ConnectionTarget.QuoteConnInfoValue(c.Password)}" : "") + " application_name=" + ConnectionTarget.QuoteConnInfoValue(ApplicationName(request.Primary));
+            File.AppendAllText(Path.Combine(plan.PrimaryDataDirectory, "postgresql.auto.conf"),
+                $"\n# Added by Switch-PgPrimary: this server now follows {c.Display}\nprimary_conninfo = '{conninfo.Replace("'", "''")}'\nrecovery_target_timeline = 'latest'\n");
+            if (plan.PrimaryOwner != null)
+                await ToolRunner.RunAsync(new PgTool("chown", "/usr/bin/chown", "", 0), [plan.PrimaryOwner + ":", Path.Combine(plan.PrimaryDataDirectory, "standby.signal")], new Dictionary<string, string?>(), null, ct).ConfigureAwait(false);
+            var start = await ToolRunner.RunAsUserAsync(pgCtl, plan.PrimaryOwner, ["start", "-D", plan.PrimaryDataDirectory, "-l", Path.Combine(plan.PrimaryDataDirectory, "pgbackup-switchover.log"), "-w", "-t", "120"],
+                new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter).ConfigureAwait(false);
+            if (!start.Succeeded) reporter.Warning($"{request.Primary.Display} did not start as a standby: {start.ErrorSummary()}. {request.Candidate.Display} is the primary; rejoin the old one with pg_rewind.");
+        }).ConfigureAwait(false);
+
+        await Step($"Checking that {request.Primary.Display} streams from {request.Candidate.Display}", 90, async () =>
+        {
+            var deadline = DateTime.UtcNow + request.Timeout;
+            while (DateTime.UtcNow < deadline && !rejoined)
+            {
+                try
+                {
+                    var snapshot = await ReplicationMonitor.ReadAsync(request.Primary, false, ct).ConfigureAwait(false);
+                    rejoined = snapshot.Standby is { ReceiverStatus: "streaming" } s && s.UpstreamPort == request.Candidate.Port;
+                }
+                catch (PgBackupException) { }
+                if (!rejoined) await Task.Delay(200, ct).ConfigureAwait(false);
+            }
+            if (!rejoined) reporter.Warning($"{request.Primary.Display} does not stream from {request.Candidate.Display} yet; check its log ({Path.Combine(plan.PrimaryDataDirectory, "pgbackup-switchover.log")}).");
+        }).ConfigureAwait(false);
+
+        reporter.ProgressCompleted(activity);
+        reporter.Milestone($"{request.Candidate.Display} is the primary on timeline {timeline}; writes were unavailable for {unavailable.TotalSeconds:0.00}s.");
+        return new SwitchoverResult
+        {
+            OldPrimary = request.Primary.Display, NewPrimary = request.Candidate.Display, FinalLsn = final, BytesLost = 0, NewTimeline = timeline,
+            WriteUnavailable = unavailable, OldPrimaryRejoined = rejoined, Steps = [.. steps],
+        };
+    }
+
+    private static PgBackupException Refuse(string id, string message, object target, string action) =>
+        new(id, ErrorKind.InvalidOperation, message + " Nothing was changed.", target, action);
+
+    private static bool IsLocalHost(string host) =>
+        host.StartsWith('/') || host is "localhost" or "127.0.0.1" or "::1" || string.Equals(host, System.Net.Dns.GetHostName(), StringComparison.OrdinalIgnoreCase);
+
+    private static string ApplicationName(ConnectionTarget t) => $"pgbackup_{t.Port}";
+
+    private static string? OwnerOf(string directory)
+    {
+        var psi = new ProcessStartInfo("stat") { RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var a in new[] { "-c", "%U", directory }) psi.ArgumentList.Add(a);
+        using var process = Process.Start(psi)!;
+        var owner = process.StandardOutput.ReadToEnd().Trim();
+        process.WaitForExit();
+        return process.ExitCode == 0 && owner.Length > 0 ? owner : LocalInstance.DefaultServiceUser;
+    }
+}

@@ -1,0 +1,127 @@
+using System.Collections.Concurrent;
+using System.Management.Automation;
+using PgBackup.Testing;
+
+namespace PgBackup.Module.Tests;
+
+/// <summary>A primary and its standby whose roles the switchover tests swap (and swap back).</summary>
+public sealed class SwitchoverClusterFixture : IDisposable
+{
+    public PgTestCluster A { get; }
+    public PgTestCluster B { get; }
+
+    public SwitchoverClusterFixture()
+    {
+        A = PgTestCluster.Start("switch-a");
+        A.Psql("create table ledger(id int primary key)");
+        B = PgTestCluster.StartStandbyOf(A, "switch-b");
+    }
+
+    public void Dispose()
+    {
+        B.Dispose();
+        A.Dispose();
+    }
+}
+
+[Collection("module")]
+public sealed class SwitchPgPrimaryTests(ModuleFixture fx, SwitchoverClusterFixture sw) : IClassFixture<SwitchoverClusterFixture>
+{
+    /// <summary>Inserts ids one commit at a time into whichever server it is given and remembers every acknowledged one.</summary>
+    private sealed class Writer : IDisposable
+    {
+        private readonly CancellationTokenSource _stop = new();
+        private readonly Thread _thread;
+        public ConcurrentBag<int> Acknowledged { get; } = [];
+
+        public Writer(PgTestCluster primary, int firstId)
+        {
+            _thread = new Thread(() =>
+            {
+                for (var id = firstId; !_stop.IsCancellationRequested; id++)
+                {
+                    try { primary.Psql($"insert into ledger values ({id})"); Acknowledged.Add(id); }
+                    catch (InvalidOperationException) { Thread.Sleep(20); } // refused while the primary is down or read-only: not acknowledged
+                }
+            });
+            _thread.Start();
+        }
+
+        public void Dispose()
+        {
+            _stop.Cancel();
+            _thread.Join();
+        }
+    }
+
+    private static void WaitUntil(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "timed out waiting until " + what);
+            Thread.Sleep(100);
+        }
+    }
+
+    private void SwitchAndCheck(PgTestCluster primary, PgTestCluster candidate, int firstId)
+    {
+        WaitUntil(() => primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "1", "the candidate streams");
+        RunResult result;
+        List<int> acknowledged;
+        using (var writer = new Writer(primary, firstId))
+        {
+            WaitUntil(() => writer.Acknowledged.Count >= 20, "the writer has committed");
+            result = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Confirm:$false", ("p", primary.ServerArgument), ("c", candidate.ServerArgument)).AssertNoErrors();
+            Thread.Sleep(200);
+            acknowledged = [.. writer.Acknowledged];
+        }
+        var switched = Assert.Single(result.Output);
+        Assert.Contains("PgBackup.SwitchoverResult", switched.TypeNames);
+        Assert.Equal(0L, switched.Properties["BytesLost"].Value);
+        Assert.Equal(true, switched.Properties["OldPrimaryRejoined"].Value);
+        Assert.True((TimeSpan)switched.Properties["WriteUnavailable"].Value! < TimeSpan.FromSeconds(30));
+        Assert.Equal(5, ((Array)switched.Properties["Steps"].Value!).Length);
+
+        // Every acknowledged commit is on the new primary; the old primary is now its streaming standby.
+        Assert.Equal("f", candidate.Psql("select pg_is_in_recovery()"));
+        Assert.Equal("t", primary.Psql("select pg_is_in_recovery()"));
+        var present = candidate.Psql($"select string_agg(id::text, ',') from ledger where id >= {firstId}").Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToHashSet();
+        Assert.All(acknowledged, id => Assert.Contains(id, present));
+        WaitUntil(() => candidate.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "1", "the old primary streams from the new one");
+    }
+
+    [Fact]
+    public void A_switchover_loses_no_acknowledged_commit_and_a_second_one_brings_the_roles_back()
+    {
+        SwitchAndCheck(sw.A, sw.B, 1);
+        SwitchAndCheck(sw.B, sw.A, 100_000);
+    }
+
+    [Fact]
+    public void WhatIf_prints_the_plan_and_changes_nothing_and_guards_refuse()
+    {
+        var (primary, standby) = sw.A.Psql("select pg_is_in_recovery()") == "f" ? (sw.A, sw.B) : (sw.B, sw.A);
+        WaitUntil(() => primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "1", "the standby streams");
+        fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -WhatIf", ("p", primary.ServerArgument), ("c", standby.ServerArgument)).AssertNoErrors();
+        Assert.Equal("f", primary.Psql("select pg_is_in_recovery()"));
+        Assert.Equal("t", standby.Psql("select pg_is_in_recovery()"));
+
+        var reversed = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Confirm:$false", ("p", standby.ServerArgument), ("c", primary.ServerArgument)).SingleError();
+        Assert.Equal("PgBackup.NotAPrimary", reversed.FullyQualifiedErrorId.Split(',')[0]);
+        var foreign = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Confirm:$false", ("p", primary.ServerArgument), ("c", fx.Server)).SingleError();
+        Assert.Equal("PgBackup.CandidateNotStandby", foreign.FullyQualifiedErrorId.Split(',')[0]);
+        Assert.Equal(ErrorCategory.InvalidOperation, foreign.CategoryInfo.Category);
+
+        standby.Psql("select pg_wal_replay_pause()");
+        try
+        {
+            primary.Psql("insert into ledger select g from generate_series(500000, 520000) g");
+            WaitUntil(() => standby.Psql("select pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()") == "t", "the standby lags");
+            var lagging = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -MaxLagBytes 0 -Confirm:$false", ("p", primary.ServerArgument), ("c", standby.ServerArgument)).SingleError();
+            Assert.Equal("PgBackup.CandidateLagging", lagging.FullyQualifiedErrorId.Split(',')[0]);
+            Assert.Equal("f", primary.Psql("select pg_is_in_recovery()"));
+        }
+        finally { standby.Psql("select pg_wal_replay_resume()"); }
+    }
+}
