@@ -1,0 +1,230 @@
+#Requires -Version 7.4
+# Mirrors the module tests in tests/PgBackup.Module.Tests/SwitchPgPrimaryTests.cs against the built module: a real
+# primary and a streaming standby made from it with pg_basebackup, built the way Set-PgSynchronousStandby.Tests.ps1
+# builds them, whose roles Switch-PgPrimary swaps and swaps back.
+
+Describe 'Switch-PgPrimary' -Tag 'Integration' {
+    BeforeAll {
+        Import-Module (Join-Path $PSScriptRoot 'PgBackup.TestCluster.psm1') -Force
+        Import-Module (Get-PgBackupModuleManifest) -Force
+
+        $runAsPostgres = [bool] ($IsLinux -and [System.Environment]::IsPrivilegedProcess)
+
+        function Invoke-TestServerTool {
+            # Runs a PostgreSQL server program without any inherited PG* variable (so none redirects it or ends up in the
+            # primary_conninfo that pg_basebackup -R writes), as the postgres user when this process is root on Linux,
+            # from a folder that user can enter. Throws with the tool's output when it fails.
+            param([string] $Root, [string] $Tool, [string[]] $ArgumentList, [hashtable] $Environment = @{})
+            $exe = Join-Path $primary.BinDirectory ($(if ($IsWindows) { "$Tool.exe" } else { $Tool }))
+            $saved = @{}
+            foreach ($entry in [System.Environment]::GetEnvironmentVariables().GetEnumerator()) {
+                $key = [string] $entry.Key
+                if ($key.StartsWith('PG', [System.StringComparison]::Ordinal) -and $key -ne 'PGBACKUP_MODULE_PATH') {
+                    $saved[$key] = [string] $entry.Value
+                    [System.Environment]::SetEnvironmentVariable($key, [NullString]::Value)
+                }
+            }
+            foreach ($key in $Environment.Keys) { [System.Environment]::SetEnvironmentVariable($key, [string] $Environment[$key]) }
+            Push-Location -LiteralPath $Root
+            try {
+                if ($runAsPostgres) { $output = & runuser -u postgres -- $exe @ArgumentList 2>&1 }
+                else { $output = & $exe @ArgumentList 2>&1 }
+                $code = $LASTEXITCODE
+            }
+            finally {
+                Pop-Location
+                foreach ($key in $Environment.Keys) { [System.Environment]::SetEnvironmentVariable($key, [NullString]::Value) }
+                foreach ($key in $saved.Keys) { [System.Environment]::SetEnvironmentVariable($key, $saved[$key]) }
+            }
+            if ($code -ne 0) { throw "$Tool failed (exit code $code): $(@($output | ForEach-Object { "$_" }) -join "`n")" }
+        }
+
+        function Wait-TestCondition {
+            param([string] $What, [scriptblock] $Condition, [int] $Seconds = 30)
+            $deadline = [datetime]::UtcNow.AddSeconds($Seconds)
+            while (-not (& $Condition)) {
+                if ([datetime]::UtcNow -ge $deadline) { throw "$What did not happen within $Seconds s." }
+                Start-Sleep -Milliseconds 200
+            }
+        }
+
+        $primary = Start-PgTestCluster -Name 'switchprimary'
+        $null = Invoke-PgTestSql -Cluster $primary -Sql 'create table ledger(id int primary key)'
+
+        # The standby: same password (pg_basebackup copies the roles), so the primary's .pgpass (127.0.0.1:*) serves both.
+        # It has the shape of a Start-PgTestCluster result, so Invoke-PgTestSql and Stop-PgTestCluster work on it.
+        $root = [System.IO.Directory]::CreateTempSubdirectory('pgbackup-pester-switchstandby-').FullName
+        $socketRoot = $null
+        $socketDirectory = Join-Path $root 'sock'
+        if (-not $IsWindows -and ($socketDirectory.Length + '/.s.PGSQL.65535'.Length) -ge 100) {
+            $socketDirectory = $socketRoot = Join-Path '/tmp' ('pgbt-' + [System.Convert]::ToHexString([System.Security.Cryptography.RandomNumberGenerator]::GetBytes(4)).ToLowerInvariant())
+        }
+        $null = New-Item -ItemType Directory -Path $socketDirectory -Force
+        $standby = [pscustomobject]@{
+            PSTypeName      = 'PgBackup.TestCluster'
+            Name            = 'switchstandby'
+            Host            = '127.0.0.1'
+            Port            = Get-PgTestFreePort
+            Server          = $null
+            User            = $primary.User
+            Password        = $primary.Password
+            PgPassFile      = $null
+            DataDirectory   = Join-Path $root 'data'
+            LogFile         = Join-Path $root 'server.log'
+            SocketDirectory = $socketDirectory
+            SocketRoot      = $socketRoot
+            Root            = $root
+            BinDirectory    = Find-PgServerBinDirectory
+            RunAsPostgres   = $runAsPostgres
+        }
+        $standby.Server = "$($standby.Host):$($standby.Port)"
+        if ($runAsPostgres) {
+            foreach ($folder in @($root, $socketRoot)) {
+                if (-not $folder) { continue }
+                $out = & chown -R postgres:postgres $folder 2>&1
+                if ($LASTEXITCODE -ne 0) { throw "chown -R postgres:postgres $folder failed: $($out -join ' ')" }
+            }
+        }
+
+        # -R writes standby.signal and primary_conninfo. Over the primary's Unix socket (trust) no password is needed, so
+        # none is written into the standby's configuration; Windows has no socket folder and uses TCP with PGPASSWORD.
+        $basebackup = @('-D', $standby.DataDirectory, '-U', $primary.User, '-R', '-X', 'stream', '-c', 'fast', '--no-sync')
+        $passwordEnvironment = @{}
+        if ($IsWindows) {
+            $basebackup += @('-h', $primary.Host, '-p', [string] $primary.Port)
+            $passwordEnvironment = @{ PGPASSWORD = $primary.Password }
+        }
+        else { $basebackup += @('-h', $primary.SocketDirectory, '-p', [string] $primary.Port) }
+        Invoke-TestServerTool -Root $root -Tool pg_basebackup -ArgumentList $basebackup -Environment $passwordEnvironment
+
+        $socketSetting = if ($IsWindows) { "''" } else { "'" + $socketDirectory.Replace("'", "''") + "'" }
+        $standbyConf = "`n# added by Switch-PgPrimary.Tests.ps1`nport = $($standby.Port)`nunix_socket_directories = $socketSetting`nhot_standby = on`ncluster_name = 'pester_switch_standby'`n"
+        [System.IO.File]::AppendAllText((Join-Path $standby.DataDirectory 'postgresql.auto.conf'), $standbyConf)
+        try { Invoke-TestServerTool -Root $root -Tool pg_ctl -ArgumentList @('-D', $standby.DataDirectory, '-l', $standby.LogFile, '-w', '-t', '60', 'start') }
+        catch {
+            $log = if (Test-Path -LiteralPath $standby.LogFile) { (Get-Content -LiteralPath $standby.LogFile -Tail 40) -join "`n" } else { '(no server log)' }
+            throw "$_`n--- tail of $($standby.LogFile) ---`n$log"
+        }
+
+        # The standby's application name is its cluster_name.
+        Wait-TestCondition -What 'The standby streaming from the primary' -Condition {
+            (Invoke-PgTestSql -Cluster $primary -Sql "select count(*) from pg_stat_replication where application_name = 'pester_switch_standby' and state = 'streaming'") -eq '1'
+        }
+        Wait-TestCondition -What "The standby's WAL receiver streaming" -Condition {
+            (Invoke-PgTestSql -Cluster $standby -Sql "select count(*) from pg_stat_wal_receiver where status = 'streaming'") -eq '1'
+        }
+
+        $environment = Enter-PgTestEnvironment -Cluster $primary
+
+        function Get-TestRoles {
+            # Which of the two servers is the primary now (the tests swap the roles and swap them back).
+            if ((Invoke-PgTestSql -Cluster $primary -Sql 'select pg_is_in_recovery()') -eq 'f') { return $primary, $standby }
+            return $standby, $primary
+        }
+
+        function Invoke-TestSwitchover {
+            # Switches over from $From to $To while a writer commits into $From one row at a time, and checks that
+            # every acknowledged commit is on the new primary and that the old primary streams from it.
+            param([psobject] $From, [psobject] $To, [int] $FirstId)
+            Wait-TestCondition -What 'The candidate streaming' -Condition {
+                (Invoke-PgTestSql -Cluster $From -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '1'
+            }
+            # The writer runs psql with its own connection string and never touches the process environment,
+            # which the module reads at the same time.
+            $acknowledged = [System.Collections.Concurrent.ConcurrentBag[int]]::new()
+            $stop = [System.Threading.CancellationTokenSource]::new()
+            $psql = Join-Path $From.BinDirectory ($(if ($IsWindows) { 'psql.exe' } else { 'psql' }))
+            $conninfo = "host=$($From.Host) port=$($From.Port) user=$($From.User) password=$($From.Password) dbname=postgres connect_timeout=2"
+            $writer = Start-ThreadJob -ArgumentList $psql, $conninfo, $FirstId, $acknowledged, $stop.Token -ScriptBlock {
+                param($Psql, $ConnInfo, $Id, $Bag, $Token)
+                while (-not $Token.IsCancellationRequested) {
+                    $null = & $Psql -X -q -d $ConnInfo -c "insert into ledger values ($Id)" 2>&1
+                    # Refused while the primary is down or read-only: not acknowledged.
+                    if ($LASTEXITCODE -eq 0) { $Bag.Add($Id); $Id++ } else { Start-Sleep -Milliseconds 20 }
+                }
+            }
+            try {
+                Wait-TestCondition -What 'The writer committing' -Condition { $acknowledged.Count -ge 20 }
+                $result = @(Switch-PgPrimary -Primary $From.Server -Candidate $To.Server -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
+                Start-Sleep -Milliseconds 200
+            }
+            finally {
+                $stop.Cancel()
+                $null = $writer | Wait-Job -Timeout 60
+                $writer | Remove-Job -Force
+            }
+            $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+            $result | Should -HaveCount 1
+            $switched = $result[0]
+            $switched.PSObject.TypeNames | Should -Contain 'PgBackup.SwitchoverResult'
+            $switched.BytesLost | Should -Be 0
+            $switched.OldPrimaryRejoined | Should -BeTrue
+            $switched.WriteUnavailable | Should -BeLessThan ([timespan]::FromSeconds(30))
+            @($switched.Steps) | Should -HaveCount 5
+
+            # Every acknowledged commit is on the new primary; the old primary is now its streaming standby.
+            Invoke-PgTestSql -Cluster $To -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
+            Invoke-PgTestSql -Cluster $From -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+            $present = [System.Collections.Generic.HashSet[int]]::new()
+            foreach ($id in (Invoke-PgTestSql -Cluster $To -Sql "select id from ledger where id >= $FirstId") -split "`n") {
+                if ($id.Trim()) { $null = $present.Add([int] $id.Trim()) }
+            }
+            $missing = @($acknowledged.ToArray() | Where-Object { -not $present.Contains($_) })
+            $missing | Should -BeNullOrEmpty -Because 'every acknowledged commit must survive the switchover'
+            Wait-TestCondition -What 'The old primary streaming from the new one' -Condition {
+                (Invoke-PgTestSql -Cluster $To -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '1'
+            }
+        }
+    }
+
+    AfterAll {
+        Exit-PgTestEnvironment -State $environment
+        # Stopping the standby (whichever server that is now) first keeps the primary's fast shutdown from waiting
+        # for its WAL sender.
+        $first, $second = $standby, $primary
+        try { if ((Invoke-PgTestSql -Cluster $primary -Sql 'select pg_is_in_recovery()') -eq 't') { $first, $second = $primary, $standby } }
+        catch { Write-Warning "Reading the role of $($primary.Server) failed: $_" }
+        Stop-PgTestCluster -Cluster $first
+        Stop-PgTestCluster -Cluster $second
+    }
+
+    It 'prints the plan with -WhatIf and changes nothing, and the guards refuse' {
+        $current, $candidate = Get-TestRoles
+        Wait-TestCondition -What 'The standby streaming' -Condition {
+            (Invoke-PgTestSql -Cluster $current -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '1'
+        }
+        $planned = @(Switch-PgPrimary -Primary $current.Server -Candidate $candidate.Server -WhatIf -ErrorVariable err -ErrorAction SilentlyContinue)
+        $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+        $planned | Should -HaveCount 0
+        Invoke-PgTestSql -Cluster $current -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
+        Invoke-PgTestSql -Cluster $candidate -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+
+        $null = Switch-PgPrimary -Primary $candidate.Server -Candidate $current.Server -Confirm:$false -ErrorVariable reversed -ErrorAction SilentlyContinue
+        $reversed | Should -HaveCount 1 -Because (Format-PgTestError $reversed)
+        $reversed[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.NotAPrimary,*'
+
+        # A candidate that accepts writes (here the primary itself) is never promoted.
+        $null = Switch-PgPrimary -Primary $current.Server -Candidate $current.Server -Confirm:$false -ErrorVariable foreign -ErrorAction SilentlyContinue
+        $foreign | Should -HaveCount 1 -Because (Format-PgTestError $foreign)
+        $foreign[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.CandidateNotStandby,*'
+        $foreign[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::InvalidOperation)
+
+        $null = Invoke-PgTestSql -Cluster $candidate -Sql 'select pg_wal_replay_pause()'
+        try {
+            $null = Invoke-PgTestSql -Cluster $current -Sql 'insert into ledger select g from generate_series(500000, 520000) g'
+            Wait-TestCondition -What 'The standby lagging' -Condition {
+                (Invoke-PgTestSql -Cluster $candidate -Sql 'select pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()') -eq 't'
+            }
+            $null = Switch-PgPrimary -Primary $current.Server -Candidate $candidate.Server -MaxLagBytes 0 -Confirm:$false -ErrorVariable lagging -ErrorAction SilentlyContinue
+            $lagging | Should -HaveCount 1 -Because (Format-PgTestError $lagging)
+            $lagging[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.CandidateLagging,*'
+            Invoke-PgTestSql -Cluster $current -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
+        }
+        finally { $null = Invoke-PgTestSql -Cluster $candidate -Sql 'select pg_wal_replay_resume()' }
+    }
+
+    It 'loses no acknowledged commit, and a second switchover brings the roles back' {
+        Invoke-TestSwitchover -From $primary -To $standby -FirstId 1
+        Invoke-TestSwitchover -From $standby -To $primary -FirstId 100000
+    }
+}
