@@ -127,8 +127,16 @@ public sealed class SwitchoverResult
     public string NewPrimary { get; set; } = "";
     /// <summary>The old primary's shutdown checkpoint: the last WAL it wrote, which the new primary replayed before promotion.</summary>
     public Lsn FinalLsn { get; set; }
-    /// <summary>Zero for a switchover: promotion waited until the candidate had replayed past <see cref="FinalLsn"/>.</summary>
-    public long BytesLost { get; set; }
+    /// <summary>
+    /// Zero for a switchover: promotion waited until the candidate had replayed past <see cref="FinalLsn"/>. Null after a
+    /// failover, where the unreachable primary's last position is not known.
+    /// </summary>
+    public long? BytesLost { get; set; }
+    /// <summary>After a failover: how far each other candidate was behind the promoted one, by name.</summary>
+    public string[] CandidatesBehind { get; set; } = [];
+    /// <summary>After a failover: the standbys now following the new primary.</summary>
+    public string[] Repointed { get; set; } = [];
+    public bool Failover { get; set; }
     public uint NewTimeline { get; set; }
     /// <summary>From stopping the old primary to the new primary accepting writes.</summary>
     public TimeSpan WriteUnavailable { get; set; }

@@ -125,3 +125,83 @@ public sealed class SwitchPgPrimaryTests(ModuleFixture fx, SwitchoverClusterFixt
         finally { standby.Psql("select pg_wal_replay_resume()"); }
     }
 }
+
+/// <summary>A primary and two standbys; the failover test kills the primary.</summary>
+public sealed class FailoverClusterFixture : IDisposable
+{
+    public PgTestCluster Primary { get; }
+    public PgTestCluster Standby1 { get; }
+    public PgTestCluster Standby2 { get; }
+
+    public FailoverClusterFixture()
+    {
+        Primary = PgTestCluster.Start("fail-p");
+        Primary.Psql("create table ledger(id int primary key)");
+        Standby1 = PgTestCluster.StartStandbyOf(Primary, "fail-s1");
+        Standby2 = PgTestCluster.StartStandbyOf(Primary, "fail-s2");
+    }
+
+    public void Dispose()
+    {
+        Standby2.Dispose();
+        Standby1.Dispose();
+        Primary.Dispose();
+    }
+}
+
+[Collection("module")]
+public sealed class FailoverTests(ModuleFixture fx, FailoverClusterFixture f) : IClassFixture<FailoverClusterFixture>
+{
+    private static void WaitUntil(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "timed out waiting until " + what);
+            Thread.Sleep(100);
+        }
+    }
+
+    private static void Crash(PgTestCluster cluster)
+    {
+        var pgCtl = Path.Combine(PgTestCluster.BinDirectory, "pg_ctl");
+        var (code, _, err) = Environment.IsPrivilegedProcess
+            ? ProcessRunner.Run("runuser", ["-u", "postgres", "--", pgCtl, "stop", "-D", cluster.DataDirectory, "-m", "immediate", "-w"])
+            : ProcessRunner.Run(pgCtl, ["stop", "-D", cluster.DataDirectory, "-m", "immediate", "-w"]);
+        Assert.True(code == 0, err);
+    }
+
+    [Fact]
+    public void Failover_promotes_the_most_advanced_standby_only_once_fenced_and_the_other_follows()
+    {
+        WaitUntil(() => f.Primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "2", "both standbys stream");
+        var reachable = fx.Shell.Run("Switch-PgPrimary -Failover -Primary $p -Candidate $c -Force -Confirm:$false", ("p", f.Primary.ServerArgument), ("c", new[] { f.Standby1.ServerArgument })).SingleError();
+        Assert.Equal("PgBackup.PrimaryReachable", reachable.FullyQualifiedErrorId.Split(',')[0]);
+
+        f.Primary.Psql("insert into ledger select generate_series(1, 100)");
+        WaitUntil(() => f.Standby2.Psql("select count(*) from ledger") == "100", "standby 2 has the first rows");
+        f.Standby2.Stop();
+        f.Primary.Psql("insert into ledger select generate_series(101, 200)");
+        WaitUntil(() => f.Standby1.Psql("select count(*) from ledger") == "200", "standby 1 has every row");
+        Crash(f.Primary);
+        f.Standby2.StartAgain();
+
+        var candidates = new[] { f.Standby2.ServerArgument, f.Standby1.ServerArgument };
+        var unfenced = fx.Shell.Run("Switch-PgPrimary -Failover -Primary $p -Candidate $c -Confirm:$false", ("p", f.Primary.ServerArgument), ("c", candidates)).SingleError();
+        Assert.Equal("PgBackup.NotFenced", unfenced.FullyQualifiedErrorId.Split(',')[0]);
+        Assert.Equal("t", f.Standby1.Psql("select pg_is_in_recovery()"));
+        Assert.Equal("t", f.Standby2.Psql("select pg_is_in_recovery()"));
+
+        var result = Assert.Single(fx.Shell.Run("Switch-PgPrimary -Failover -Primary $p -Candidate $c -FenceScript 'exit 0' -Confirm:$false", ("p", f.Primary.ServerArgument), ("c", candidates)).AssertNoErrors().Output);
+        Assert.Equal(f.Standby1.ServerArgument, result.Properties["NewPrimary"].Value);
+        Assert.Equal(true, result.Properties["Failover"].Value);
+        Assert.Null(result.Properties["BytesLost"].Value);
+        Assert.Contains((string[])result.Properties["Repointed"].Value!, r => r == f.Standby2.ServerArgument);
+        Assert.Contains((string[])result.Properties["CandidatesBehind"].Value!, b => b.StartsWith(f.Standby2.ServerArgument));
+
+        Assert.Equal("f", f.Standby1.Psql("select pg_is_in_recovery()"));
+        Assert.Equal("200", f.Standby1.Psql("select count(*) from ledger"));
+        f.Standby1.Psql("insert into ledger values (201)");
+        WaitUntil(() => f.Standby2.Psql("select count(*) from ledger") == "201", "standby 2 follows the new primary");
+    }
+}

@@ -4,19 +4,33 @@ using PgBackup.Engine.Failover;
 
 namespace PgBackup.Commands;
 
-[Cmdlet(VerbsCommon.Switch, "PgPrimary", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
+[Cmdlet(VerbsCommon.Switch, "PgPrimary", DefaultParameterSetName = SwitchoverSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
 [OutputType(typeof(SwitchoverResult))]
 public sealed class SwitchPgPrimaryCommand : PgCmdlet
 {
-    [Parameter(Mandatory = true, Position = 0)]
+    private const string SwitchoverSet = "Switchover";
+    private const string FailoverSet = "Failover";
+
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = SwitchoverSet)]
+    [Parameter(ParameterSetName = FailoverSet)]
     [ValidateNotNullOrEmpty]
     public string? Primary { get; set; }
 
-    /// <summary>The standby to promote; a StandbyStatus from Get-PgReplicationStatus binds through its Server and Port.</summary>
+    /// <summary>The standby to promote (for -Failover: the standbys to choose from); a StandbyStatus from Get-PgReplicationStatus binds through its Server and Port.</summary>
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
     [Alias("Server")]
     [ValidateNotNullOrEmpty]
-    public string? Candidate { get; set; }
+    public string[]? Candidate { get; set; }
+
+    [Parameter(Mandatory = true, ParameterSetName = FailoverSet)]
+    public SwitchParameter Failover { get; set; }
+
+    [Parameter(ParameterSetName = FailoverSet)]
+    [ValidateNotNullOrEmpty]
+    public string? FenceScript { get; set; }
+
+    [Parameter(ParameterSetName = FailoverSet)]
+    public SwitchParameter Force { get; set; }
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
     [Alias("Port")]
@@ -27,7 +41,7 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
     [Credential]
     public PSCredential? Credential { get; set; }
 
-    [Parameter]
+    [Parameter(ParameterSetName = SwitchoverSet)]
     [ValidateRange(0, long.MaxValue)]
     public long MaxLagBytes { get; set; } = 16 * 1024 * 1024;
 
@@ -41,10 +55,26 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
         {
             if (Timeout <= TimeSpan.Zero)
                 throw new PgBackupException("InvalidTimeout", ErrorKind.InvalidArgument, $"-Timeout must be positive, not {Timeout}.", Timeout, "Pass a TimeSpan such as 00:02:00.");
+            if (Failover)
+            {
+                var failover = new FailoverRequest
+                {
+                    OldPrimary = Primary == null ? null : ResolveServer(settings, Primary, null, null, Credential),
+                    Candidates = Candidate!.Select(c => ResolveServer(settings, c, Candidate!.Length == 1 ? CandidatePort : null, null, Credential)).ToList(),
+                    FenceScript = FenceScript, Force = Force, Timeout = Timeout,
+                };
+                var names = string.Join(", ", failover.Candidates.Select(c => c.Display));
+                if (!ShouldProcess(names, "Fail over: let every candidate replay what it received, fence the old primary, promote the most advanced candidate and repoint the others")) return;
+                WriteObject(RunEngine((reporter, ct) => FailoverService.FailoverAsync(failover, reporter, ct)));
+                return;
+            }
+            if (Candidate!.Length != 1)
+                throw new PgBackupException("OneCandidate", ErrorKind.InvalidArgument, $"A switchover promotes one standby; {Candidate.Length} were given.", Candidate,
+                    "Give one -Candidate, or use -Failover to let PgBackup choose the most advanced of several standbys.");
             var request = new SwitchoverRequest
             {
                 Primary = ResolveServer(settings, Primary, null, null, Credential),
-                Candidate = ResolveServer(settings, Candidate, CandidatePort, null, Credential),
+                Candidate = ResolveServer(settings, Candidate[0], CandidatePort, null, Credential),
                 MaxLagBytes = MaxLagBytes, Timeout = Timeout, ToolPath = settings.ToolPath,
             };
             var plan = RunEngine((reporter, ct) => SwitchoverService.PlanAsync(request, reporter, ct));

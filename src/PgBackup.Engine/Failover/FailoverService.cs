@@ -1,0 +1,157 @@
+using System.Diagnostics;
+using Npgsql;
+using PgBackup.Engine.Connection;
+using PgBackup.Engine.Replication;
+using PgBackup.Engine.Tools;
+
+namespace PgBackup.Engine.Failover;
+
+public sealed record FailoverRequest
+{
+    /// <summary>The failed primary, when known: failover is refused while it still answers as a primary.</summary>
+    public ConnectionTarget? OldPrimary { get; init; }
+    public required IReadOnlyList<ConnectionTarget> Candidates { get; init; }
+    /// <summary>A program that fences the old primary (cuts it off, powers it down); exit code 0 means fenced.</summary>
+    public string? FenceScript { get; init; }
+    /// <summary>The operator states that the old primary is fenced.</summary>
+    public bool Force { get; init; }
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(60);
+}
+
+/// <summary>
+/// Failover for an unreachable primary: every candidate first replays all it received, the most advanced one is
+/// promoted only once the old primary is fenced, and the others are repointed to it.
+/// </summary>
+public static class FailoverService
+{
+    private sealed record Candidate(ConnectionTarget Target, string SystemIdentifier, Lsn Received);
+
+    public static async Task<SwitchoverResult> FailoverAsync(FailoverRequest request, IOperationReporter reporter, CancellationToken ct)
+    {
+        var clock = Stopwatch.StartNew();
+        var steps = new List<SwitchoverStep>();
+        void Done(string name, TimeSpan started) => steps.Add(new SwitchoverStep { Name = name, Duration = clock.Elapsed - started });
+
+        if (request.OldPrimary is { } old && await AnswersAsPrimaryAsync(old, ct).ConfigureAwait(false))
+            throw new PgBackupException("PrimaryReachable", ErrorKind.InvalidOperation,
+                $"{old.Display} still answers as a primary; promoting a standby now would make two primaries. Nothing was changed.", old.Display,
+                "Use a planned switchover (Switch-PgPrimary without -Failover), or stop and fence the old primary first.");
+
+        var started = clock.Elapsed;
+        var candidates = new List<Candidate>();
+        foreach (var target in request.Candidates)
+            candidates.Add(await CatchUpAsync(target, request.Timeout, reporter, ct).ConfigureAwait(false));
+        if (candidates.Select(c => c.SystemIdentifier).Distinct().Count() > 1)
+            throw new PgBackupException("DifferentCluster", ErrorKind.InvalidOperation, "The candidates belong to different clusters (system identifiers differ). Nothing was changed.",
+                string.Join(", ", candidates.Select(c => c.Target.Display)), "Give only standbys of the failed primary.");
+        var chosen = candidates.OrderByDescending(c => c.Received).First();
+        Done($"All candidates replayed what they received; {chosen.Target.Display} is the most advanced at {chosen.Received}", started);
+        var behind = candidates.Where(c => c != chosen).Select(c => $"{c.Target.Display}: {chosen.Received - c.Received} bytes behind").ToArray();
+
+        started = clock.Elapsed;
+        if (request.FenceScript != null)
+        {
+            var fence = await ToolRunner.RunAsync(new PgTool("fence", OperatingSystem.IsWindows() ? "cmd.exe" : "/bin/sh", "", 0),
+                OperatingSystem.IsWindows() ? ["/c", request.FenceScript] : ["-c", request.FenceScript], new Dictionary<string, string?>
+                {
+                    ["PGBACKUP_OLD_PRIMARY"] = request.OldPrimary?.Display, ["PGBACKUP_NEW_PRIMARY"] = chosen.Target.Display,
+                }, reporter.Verbose, ct, reporter: reporter).ConfigureAwait(false);
+            if (!fence.Succeeded)
+                throw new PgBackupException("FenceFailed", ErrorKind.ToolFailed, $"The fence script failed (exit code {fence.ExitCode}): {fence.ErrorSummary()}. Nothing was promoted.", request.FenceScript,
+                    "Fence the old primary another way (power it off, block its port) and run the failover again with -Force.");
+            Done("Fenced the old primary with the fence script", started);
+        }
+        else if (!request.Force)
+            throw new PgBackupException("NotFenced", ErrorKind.InvalidOperation,
+                $"Nothing fences the old primary{(request.OldPrimary != null ? " " + request.OldPrimary.Display : "")}: if it comes back, two primaries would accept writes. Nothing was promoted.", request.OldPrimary?.Display,
+                "Pass -FenceScript (a command that cuts the old primary off and exits 0), or, once you have fenced it yourself, -Force.");
+        else Done("The operator confirmed the old primary is fenced (-Force)", started);
+
+        started = clock.Elapsed;
+        uint timeline;
+        await using (var connection = await ServerSession.OpenAsync(chosen.Target, ct).ConfigureAwait(false))
+        {
+            if (!await ServerSession.ScalarAsync<bool>(connection, "select pg_promote(true, 60)", ct).ConfigureAwait(false))
+                throw new PgBackupException("PromoteFailed", ErrorKind.ToolFailed, $"{chosen.Target.Display} did not finish promotion within 60 s.", chosen.Target.Display, "Look at its server log.");
+            timeline = (uint)await ServerSession.ScalarAsync<int>(connection, "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", ct).ConfigureAwait(false);
+        }
+        var promotedAfter = clock.Elapsed;
+        Done($"Promoted {chosen.Target.Display} (timeline {timeline})", started);
+        reporter.Milestone($"{chosen.Target.Display} is the primary on timeline {timeline}.");
+
+        var repointed = new List<string>();
+        foreach (var other in candidates.Where(c => c != chosen))
+        {
+            started = clock.Elapsed;
+            if (await RepointAsync(other.Target, chosen.Target, request.Timeout, reporter, ct).ConfigureAwait(false)) repointed.Add(other.Target.Display);
+            Done($"Repointed {other.Target.Display} to {chosen.Target.Display}", started);
+        }
+
+        return new SwitchoverResult
+        {
+            OldPrimary = request.OldPrimary?.Display ?? "", NewPrimary = chosen.Target.Display, FinalLsn = chosen.Received, BytesLost = null, NewTimeline = timeline,
+            WriteUnavailable = promotedAfter, OldPrimaryRejoined = false, Steps = [.. steps], Failover = true, CandidatesBehind = behind, Repointed = [.. repointed],
+        };
+    }
+
+    private static async Task<bool> AnswersAsPrimaryAsync(ConnectionTarget old, CancellationToken ct)
+    {
+        try
+        {
+            await using var connection = await ServerSession.OpenAsync(old with { ConnectTimeoutSeconds = 3 }, ct).ConfigureAwait(false);
+            return !await ServerSession.ScalarAsync<bool>(connection, "select pg_is_in_recovery()", ct).ConfigureAwait(false);
+        }
+        catch (PgBackupException) { return false; }
+    }
+
+    /// <summary>Waits until the standby replayed everything it received: promoting earlier would throw that WAL away.</summary>
+    private static async Task<Candidate> CatchUpAsync(ConnectionTarget target, TimeSpan timeout, IOperationReporter reporter, CancellationToken ct)
+    {
+        await using var connection = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
+        try
+        {
+            if (!await ServerSession.ScalarAsync<bool>(connection, "select pg_is_in_recovery()", ct).ConfigureAwait(false))
+                throw new PgBackupException("CandidateNotStandby", ErrorKind.InvalidOperation, $"{target.Display} already accepts writes: it is not a standby. Nothing was changed.", target.Display,
+                    "A primary exists already: check every server's role with Get-PgReplicationStatus before failing over.");
+            var system = await ServerSession.ScalarAsync<string>(connection, "select system_identifier::text from pg_control_system()", ct).ConfigureAwait(false) ?? "";
+            if (await ServerSession.ScalarAsync<bool>(connection, "select pg_get_wal_replay_pause_state() <> 'not paused'", ct).ConfigureAwait(false))
+            {
+                reporter.Warning($"WAL replay was paused on {target.Display}; resuming it so that it replays everything it received.");
+                await ServerSession.ScalarAsync<string>(connection, "select pg_wal_replay_resume()::text", ct).ConfigureAwait(false);
+            }
+            var deadline = DateTime.UtcNow + timeout;
+            while (true)
+            {
+                var received = Lsn.Parse(await ServerSession.ScalarAsync<string>(connection, "select coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text", ct).ConfigureAwait(false) ?? "0/0");
+                var replayed = Lsn.Parse(await ServerSession.ScalarAsync<string>(connection, "select pg_last_wal_replay_lsn()::text", ct).ConfigureAwait(false) ?? "0/0");
+                if (replayed >= received) return new Candidate(target, system, replayed);
+                if (DateTime.UtcNow > deadline)
+                    throw new PgBackupException("CandidateMissingWal", ErrorKind.OperationTimeout, $"{target.Display} did not replay what it received ({replayed} of {received}) within {timeout}. Nothing was promoted.",
+                        target.Display, "Look at the standby's log (a conflict with a long query delays replay), or wait longer with -Timeout.");
+                await Task.Delay(100, ct).ConfigureAwait(false);
+            }
+        }
+        catch (NpgsqlException ex) when (!ct.IsCancellationRequested) { throw ServerSession.Translate(ex, target); }
+    }
+
+    /// <summary>Points a standby at the new primary (primary_conninfo takes effect on reload since PostgreSQL 13) and waits until it streams.</summary>
+    private static async Task<bool> RepointAsync(ConnectionTarget standby, ConnectionTarget primary, TimeSpan timeout, IOperationReporter reporter, CancellationToken ct)
+    {
+        var conninfo = $"host={ConnectionTarget.QuoteConnInfoValue(primary.Host)} port={primary.Port} user={ConnectionTarget.QuoteConnInfoValue(primary.User)}" +
+                       (primary.Password != null ? $" password={ConnectionTarget.QuoteConnInfoValue(primary.Password)}" : "");
+        await using (var connection = await ServerSession.OpenAsync(standby, ct).ConfigureAwait(false))
+        {
+            await ServerSession.ExecuteAsync(connection, $"alter system set primary_conninfo = '{conninfo.Replace("'", "''")}'", standby, ct).ConfigureAwait(false);
+            await ServerSession.ScalarAsync<bool>(connection, "select pg_reload_conf()", ct).ConfigureAwait(false);
+        }
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            var snapshot = await ReplicationMonitor.ReadAsync(standby, false, ct).ConfigureAwait(false);
+            if (snapshot.Standby is { ReceiverStatus: "streaming" } s && s.UpstreamPort == primary.Port) return true;
+            await Task.Delay(200, ct).ConfigureAwait(false);
+        }
+        reporter.Warning($"{standby.Display} does not stream from {primary.Display} yet: if it received WAL the new primary never had, it diverged and needs pg_rewind.");
+        return false;
+    }
+}
