@@ -18,6 +18,7 @@
         'Get-PgReplicationStatus'
         'Get-PgWalArchive'
         'Invoke-PgDump'
+        'Join-PgStandby'
         'New-PgStandby'
         'Remove-PgBackup'
         'Restore-PgDump'

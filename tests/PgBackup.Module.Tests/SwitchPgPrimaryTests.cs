@@ -135,7 +135,8 @@ public sealed class FailoverClusterFixture : IDisposable
 
     public FailoverClusterFixture()
     {
-        Primary = PgTestCluster.Start("fail-p");
+        // pg_rewind reads the old primary's WAL back to the last common checkpoint; keep it from being recycled.
+        Primary = PgTestCluster.Start("fail-p", new Dictionary<string, string> { ["wal_keep_size"] = "256MB" });
         Primary.Psql("create table ledger(id int primary key)");
         Standby1 = PgTestCluster.StartStandbyOf(Primary, "fail-s1");
         Standby2 = PgTestCluster.StartStandbyOf(Primary, "fail-s2");
@@ -203,5 +204,16 @@ public sealed class FailoverTests(ModuleFixture fx, FailoverClusterFixture f) : 
         Assert.Equal("200", f.Standby1.Psql("select count(*) from ledger"));
         f.Standby1.Psql("insert into ledger values (201)");
         WaitUntil(() => f.Standby2.Psql("select count(*) from ledger") == "201", "standby 2 follows the new primary");
+
+        // The crashed old primary rejoins through pg_rewind as a standby of the new primary.
+        var joined = Assert.Single(fx.Shell.Run("Join-PgStandby -Server $s -DataDirectory $d -Timeout 00:00:20 -Confirm:$false", ("s", f.Standby1.ServerArgument), ("d", f.Primary.DataDirectory)).AssertNoErrors().Output);
+        Assert.Contains("PgBackup.StandbyStatus", joined.TypeNames);
+        Assert.Equal("streaming", joined.Properties["ReceiverStatus"].Value);
+        Assert.Equal(f.Standby1.Port, joined.Properties["UpstreamPort"].Value);
+        WaitUntil(() => f.Primary.Psql("select count(*) from ledger") == "201", "the old primary replays the new primary's writes");
+        Assert.Equal("t", f.Primary.Psql("select pg_is_in_recovery()"));
+
+        var running = fx.Shell.Run("Join-PgStandby -Server $s -DataDirectory $d -Confirm:$false", ("s", f.Standby1.ServerArgument), ("d", f.Primary.DataDirectory)).SingleError();
+        Assert.Equal("PgBackup.DataDirectoryInUse", running.FullyQualifiedErrorId.Split(',')[0]);
     }
 }

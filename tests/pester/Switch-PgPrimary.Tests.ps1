@@ -228,3 +228,180 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
         Invoke-TestSwitchover -From $standby -To $primary -FirstId 100000
     }
 }
+
+# Mirrors FailoverTests in tests/PgBackup.Module.Tests/SwitchPgPrimaryTests.cs: a primary and two standbys made from it
+# the way the suite above makes its standby; the primary crashes (pg_ctl stop -m immediate) and -Failover promotes the
+# most advanced standby only once fenced, and the other follows it.
+Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
+    BeforeAll {
+        Import-Module (Join-Path $PSScriptRoot 'PgBackup.TestCluster.psm1') -Force
+        Import-Module (Get-PgBackupModuleManifest) -Force
+
+        $runAsPostgres = [bool] ($IsLinux -and [System.Environment]::IsPrivilegedProcess)
+
+        function Invoke-TestServerTool {
+            # As in the suite above: no inherited PG* variable, as postgres when root on Linux, from a folder it can enter.
+            param([string] $Root, [string] $Tool, [string[]] $ArgumentList, [hashtable] $Environment = @{})
+            $exe = Join-Path $primary.BinDirectory ($(if ($IsWindows) { "$Tool.exe" } else { $Tool }))
+            $saved = @{}
+            foreach ($entry in [System.Environment]::GetEnvironmentVariables().GetEnumerator()) {
+                $key = [string] $entry.Key
+                if ($key.StartsWith('PG', [System.StringComparison]::Ordinal) -and $key -ne 'PGBACKUP_MODULE_PATH') {
+                    $saved[$key] = [string] $entry.Value
+                    [System.Environment]::SetEnvironmentVariable($key, [NullString]::Value)
+                }
+            }
+            foreach ($key in $Environment.Keys) { [System.Environment]::SetEnvironmentVariable($key, [string] $Environment[$key]) }
+            Push-Location -LiteralPath $Root
+            try {
+                if ($runAsPostgres) { $output = & runuser -u postgres -- $exe @ArgumentList 2>&1 }
+                else { $output = & $exe @ArgumentList 2>&1 }
+                $code = $LASTEXITCODE
+            }
+            finally {
+                Pop-Location
+                foreach ($key in $Environment.Keys) { [System.Environment]::SetEnvironmentVariable($key, [NullString]::Value) }
+                foreach ($key in $saved.Keys) { [System.Environment]::SetEnvironmentVariable($key, $saved[$key]) }
+            }
+            if ($code -ne 0) { throw "$Tool failed (exit code $code): $(@($output | ForEach-Object { "$_" }) -join "`n")" }
+        }
+
+        function Wait-TestCondition {
+            param([string] $What, [scriptblock] $Condition, [int] $Seconds = 30)
+            $deadline = [datetime]::UtcNow.AddSeconds($Seconds)
+            while (-not (& $Condition)) {
+                if ([datetime]::UtcNow -ge $deadline) { throw "$What did not happen within $Seconds s." }
+                Start-Sleep -Milliseconds 200
+            }
+        }
+
+        function Start-TestStandbyServer {
+            param([psobject] $Cluster)
+            try { Invoke-TestServerTool -Root $Cluster.Root -Tool pg_ctl -ArgumentList @('-D', $Cluster.DataDirectory, '-l', $Cluster.LogFile, '-w', '-t', '60', 'start') }
+            catch {
+                $log = if (Test-Path -LiteralPath $Cluster.LogFile) { (Get-Content -LiteralPath $Cluster.LogFile -Tail 40) -join "`n" } else { '(no server log)' }
+                throw "$_`n--- tail of $($Cluster.LogFile) ---`n$log"
+            }
+        }
+
+        function New-TestStandby {
+            # A streaming standby of $primary made with pg_basebackup -R, shaped like a Start-PgTestCluster result, so
+            # Invoke-PgTestSql and Stop-PgTestCluster work on it. Its application name is its cluster_name.
+            param([string] $Name)
+            $root = [System.IO.Directory]::CreateTempSubdirectory("pgbackup-pester-$Name-").FullName
+            $socketRoot = $null
+            $socketDirectory = Join-Path $root 'sock'
+            if (-not $IsWindows -and ($socketDirectory.Length + '/.s.PGSQL.65535'.Length) -ge 100) {
+                $socketDirectory = $socketRoot = Join-Path '/tmp' ('pgbt-' + [System.Convert]::ToHexString([System.Security.Cryptography.RandomNumberGenerator]::GetBytes(4)).ToLowerInvariant())
+            }
+            $null = New-Item -ItemType Directory -Path $socketDirectory -Force
+            $cluster = [pscustomobject]@{
+                PSTypeName      = 'PgBackup.TestCluster'
+                Name            = $Name
+                Host            = '127.0.0.1'
+                Port            = Get-PgTestFreePort
+                Server          = $null
+                User            = $primary.User
+                Password        = $primary.Password
+                PgPassFile      = $null
+                DataDirectory   = Join-Path $root 'data'
+                LogFile         = Join-Path $root 'server.log'
+                SocketDirectory = $socketDirectory
+                SocketRoot      = $socketRoot
+                Root            = $root
+                BinDirectory    = Find-PgServerBinDirectory
+                RunAsPostgres   = $runAsPostgres
+            }
+            $cluster.Server = "$($cluster.Host):$($cluster.Port)"
+            if ($runAsPostgres) {
+                foreach ($folder in @($root, $socketRoot)) {
+                    if (-not $folder) { continue }
+                    $out = & chown -R postgres:postgres $folder 2>&1
+                    if ($LASTEXITCODE -ne 0) { throw "chown -R postgres:postgres $folder failed: $($out -join ' ')" }
+                }
+            }
+
+            $basebackup = @('-D', $cluster.DataDirectory, '-U', $primary.User, '-R', '-X', 'stream', '-c', 'fast', '--no-sync')
+            $passwordEnvironment = @{}
+            if ($IsWindows) {
+                $basebackup += @('-h', $primary.Host, '-p', [string] $primary.Port)
+                $passwordEnvironment = @{ PGPASSWORD = $primary.Password }
+            }
+            else { $basebackup += @('-h', $primary.SocketDirectory, '-p', [string] $primary.Port) }
+            Invoke-TestServerTool -Root $root -Tool pg_basebackup -ArgumentList $basebackup -Environment $passwordEnvironment
+
+            $socketSetting = if ($IsWindows) { "''" } else { "'" + $socketDirectory.Replace("'", "''") + "'" }
+            $conf = "`n# added by Switch-PgPrimary.Tests.ps1`nport = $($cluster.Port)`nunix_socket_directories = $socketSetting`nhot_standby = on`ncluster_name = 'pester_$($Name.Replace('-', '_'))'`n"
+            [System.IO.File]::AppendAllText((Join-Path $cluster.DataDirectory 'postgresql.auto.conf'), $conf)
+            Start-TestStandbyServer -Cluster $cluster
+            $cluster
+        }
+
+        function Stop-TestServer {
+            # Stops a server without removing its folders: -m fast for a clean stop, -m immediate for a crash.
+            param([psobject] $Cluster, [ValidateSet('fast', 'immediate')] [string] $Mode)
+            Invoke-TestServerTool -Root $Cluster.Root -Tool pg_ctl -ArgumentList @('stop', '-D', $Cluster.DataDirectory, '-m', $Mode, '-w', '-t', '60')
+        }
+
+        $primary = Start-PgTestCluster -Name 'failprimary'
+        $null = Invoke-PgTestSql -Cluster $primary -Sql 'create table ledger(id int primary key)'
+        $standby1 = $standby2 = $null
+        $standby1 = New-TestStandby -Name 'fail-s1'
+        $standby2 = New-TestStandby -Name 'fail-s2'
+
+        $environment = Enter-PgTestEnvironment -Cluster $primary
+    }
+
+    AfterAll {
+        Exit-PgTestEnvironment -State $environment
+        Stop-PgTestCluster -Cluster $standby2
+        Stop-PgTestCluster -Cluster $standby1
+        Stop-PgTestCluster -Cluster $primary
+    }
+
+    It 'promotes the most advanced standby only once fenced, and the other follows' {
+        Wait-TestCondition -What 'Both standbys streaming' -Condition {
+            (Invoke-PgTestSql -Cluster $primary -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '2'
+        }
+        $null = Switch-PgPrimary -Failover -Primary $primary.Server -Candidate $standby1.Server -Force -Confirm:$false -ErrorVariable reachable -ErrorAction SilentlyContinue
+        $reachable | Should -HaveCount 1 -Because (Format-PgTestError $reachable)
+        $reachable[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.PrimaryReachable,*'
+
+        # Standby 2 misses the second hundred rows, so standby 1 is the most advanced when the primary crashes.
+        $null = Invoke-PgTestSql -Cluster $primary -Sql 'insert into ledger select generate_series(1, 100)'
+        Wait-TestCondition -What 'Standby 2 having the first rows' -Condition {
+            (Invoke-PgTestSql -Cluster $standby2 -Sql 'select count(*) from ledger') -eq '100'
+        }
+        Stop-TestServer -Cluster $standby2 -Mode fast
+        $null = Invoke-PgTestSql -Cluster $primary -Sql 'insert into ledger select generate_series(101, 200)'
+        Wait-TestCondition -What 'Standby 1 having every row' -Condition {
+            (Invoke-PgTestSql -Cluster $standby1 -Sql 'select count(*) from ledger') -eq '200'
+        }
+        Stop-TestServer -Cluster $primary -Mode immediate
+        Start-TestStandbyServer -Cluster $standby2
+
+        $candidates = @($standby2.Server, $standby1.Server)
+        $null = Switch-PgPrimary -Failover -Primary $primary.Server -Candidate $candidates -Confirm:$false -ErrorVariable unfenced -ErrorAction SilentlyContinue
+        $unfenced | Should -HaveCount 1 -Because (Format-PgTestError $unfenced)
+        $unfenced[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.NotFenced,*'
+        Invoke-PgTestSql -Cluster $standby1 -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+        Invoke-PgTestSql -Cluster $standby2 -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+
+        $result = @(Switch-PgPrimary -Failover -Primary $primary.Server -Candidate $candidates -FenceScript 'exit 0' -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
+        $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+        $result | Should -HaveCount 1
+        $failedOver = $result[0]
+        $failedOver.NewPrimary | Should -BeExactly $standby1.Server
+        $failedOver.Failover | Should -BeTrue
+        $null -eq $failedOver.BytesLost | Should -BeTrue
+        @($failedOver.Repointed) | Should -Contain $standby2.Server
+        @($failedOver.CandidatesBehind | Where-Object { $_.StartsWith($standby2.Server, [System.StringComparison]::Ordinal) }) | Should -Not -BeNullOrEmpty
+
+        Invoke-PgTestSql -Cluster $standby1 -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
+        Invoke-PgTestSql -Cluster $standby1 -Sql 'select count(*) from ledger' | Should -BeExactly '200'
+        $null = Invoke-PgTestSql -Cluster $standby1 -Sql 'insert into ledger values (201)'
+        Wait-TestCondition -What 'Standby 2 following the new primary' -Condition {
+            (Invoke-PgTestSql -Cluster $standby2 -Sql 'select count(*) from ledger') -eq '201'
+        }
+    }
+}
