@@ -231,7 +231,8 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
 
 # Mirrors FailoverTests in tests/PgBackup.Module.Tests/SwitchPgPrimaryTests.cs: a primary and two standbys made from it
 # the way the suite above makes its standby; the primary crashes (pg_ctl stop -m immediate) and -Failover promotes the
-# most advanced standby only once fenced, and the other follows it.
+# most advanced standby only once fenced, and the other follows it; then Join-PgStandby rejoins the crashed old primary
+# through pg_rewind as a standby of the new primary.
 Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
     BeforeAll {
         Import-Module (Join-Path $PSScriptRoot 'PgBackup.TestCluster.psm1') -Force
@@ -343,7 +344,8 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
             Invoke-TestServerTool -Root $Cluster.Root -Tool pg_ctl -ArgumentList @('stop', '-D', $Cluster.DataDirectory, '-m', $Mode, '-w', '-t', '60')
         }
 
-        $primary = Start-PgTestCluster -Name 'failprimary'
+        # wal_keep_size keeps the WAL back to the last common checkpoint, which pg_rewind needs to rejoin the old primary.
+        $primary = Start-PgTestCluster -Name 'failprimary' -Settings @{ wal_keep_size = '256MB' }
         $null = Invoke-PgTestSql -Cluster $primary -Sql 'create table ledger(id int primary key)'
         $standby1 = $standby2 = $null
         $standby1 = New-TestStandby -Name 'fail-s1'
@@ -359,7 +361,7 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
         Stop-PgTestCluster -Cluster $primary
     }
 
-    It 'promotes the most advanced standby only once fenced, and the other follows' {
+    It 'promotes the most advanced standby only once fenced, the other follows, and the old primary rejoins' {
         Wait-TestCondition -What 'Both standbys streaming' -Condition {
             (Invoke-PgTestSql -Cluster $primary -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '2'
         }
@@ -403,5 +405,22 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
         Wait-TestCondition -What 'Standby 2 following the new primary' -Condition {
             (Invoke-PgTestSql -Cluster $standby2 -Sql 'select count(*) from ledger') -eq '201'
         }
+
+        # The crashed old primary rejoins through pg_rewind as a standby of the new primary.
+        $joined = @(Join-PgStandby -Server $standby1.Server -DataDirectory $primary.DataDirectory -Timeout 00:00:20 -Confirm:$false -ErrorVariable joinErr -ErrorAction SilentlyContinue)
+        $joinErr | Should -BeNullOrEmpty -Because (Format-PgTestError $joinErr)
+        $joined | Should -HaveCount 1
+        $joined[0].PSObject.TypeNames | Should -Contain 'PgBackup.StandbyStatus'
+        $joined[0].ReceiverStatus | Should -BeExactly 'streaming'
+        $joined[0].UpstreamPort | Should -Be $standby1.Port
+        Wait-TestCondition -What "The old primary replaying the new primary's writes" -Condition {
+            (Invoke-PgTestSql -Cluster $primary -Sql 'select count(*) from ledger') -eq '201'
+        }
+        Invoke-PgTestSql -Cluster $primary -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+
+        # Now it runs, so a second rejoin is refused.
+        $null = Join-PgStandby -Server $standby1.Server -DataDirectory $primary.DataDirectory -Confirm:$false -ErrorVariable running -ErrorAction SilentlyContinue
+        $running | Should -HaveCount 1 -Because (Format-PgTestError $running)
+        $running[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.DataDirectoryInUse,*'
     }
 }
