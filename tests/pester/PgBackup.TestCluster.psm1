@@ -292,9 +292,10 @@ function Invoke-PgServerTool {
     # Runs initdb/pg_ctl without any inherited PG* variable; as the postgres user (runuser) when this process is root on
     # Linux, as PostgreSQL refuses to run as root; from the cluster's own folder, so that user never sits in an unreadable
     # working directory such as /root. Returns the exit code and the merged output.
-    param([psobject] $Cluster, [string] $Tool, [string[]] $ArgumentList)
+    # -Environment sets a few variables (PGPASSWORD) for this call only.
+    param([psobject] $Cluster, [string] $Tool, [string[]] $ArgumentList, [hashtable] $Environment = @{})
     $exe = Get-PgToolPath -Cluster $Cluster -Tool $Tool
-    $saved = Push-PgEnvironment
+    $saved = Push-PgEnvironment -Set $Environment
     Push-Location -LiteralPath $Cluster.Root
     try {
         if ($Cluster.RunAsPostgres) {
@@ -449,6 +450,118 @@ function Start-PgTestCluster {
     catch {
         Stop-PgTestCluster -Cluster $cluster
         throw
+    }
+}
+
+function Start-PgTestStandby {
+    <#
+    .SYNOPSIS
+        Makes a streaming standby of a test primary with pg_basebackup -R and starts it; Stop-PgTestCluster stops and removes it.
+    .DESCRIPTION
+        The standby has the shape of a Start-PgTestCluster result (Host, Port, Server, DataDirectory, ...), so Invoke-PgTestSql
+        and Stop-PgTestCluster work on it. It has the primary's password (pg_basebackup copies the roles), so the primary's
+        .pgpass (127.0.0.1:*) serves both; its own PgPassFile is $null. pg_basebackup connects over the primary's Unix socket
+        (trust), so no password is written into primary_conninfo; Windows has no socket folder and uses TCP with PGPASSWORD.
+        The standby's application name (as the primary's pg_stat_replication shows it) is its cluster_name. It does not wait
+        for the standby to stream: use Wait-PgTestCondition.
+    .PARAMETER ClusterName
+        The standby's cluster_name, and so its application name; 'pester_<Name>' (with - turned into _) by default.
+    .EXAMPLE
+        $standby = Start-PgTestStandby -Primary $primary -Name replstandby -ClusterName pester_standby
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory)] [psobject] $Primary,
+        [Parameter(Mandatory)] [string] $Name,
+        [string] $ClusterName
+    )
+    if ([string]::IsNullOrEmpty($ClusterName)) { $ClusterName = 'pester_' + $Name.Replace('-', '_') }
+    $bin = Find-PgServerBinDirectory # fail fast, before creating anything
+
+    $tag = $Name -replace '[^A-Za-z0-9_-]', ''
+    if ($tag.Length -gt 20) { $tag = $tag.Substring(0, 20) }
+    $root = [System.IO.Directory]::CreateTempSubdirectory("pgbackup-pester-$tag-").FullName
+    $socketRoot = $null
+    $socketDirectory = Join-Path $root 'sock'
+    if (-not $IsWindows -and ($socketDirectory.Length + '/.s.PGSQL.65535'.Length) -ge 100) {
+        $socketDirectory = $socketRoot = Join-Path '/tmp' ('pgbt-' + [System.Convert]::ToHexString([System.Security.Cryptography.RandomNumberGenerator]::GetBytes(4)).ToLowerInvariant())
+    }
+    $null = New-Item -ItemType Directory -Path $socketDirectory -Force
+    $standby = [pscustomobject]@{
+        PSTypeName      = 'PgBackup.TestCluster'
+        Name            = $Name
+        Host            = '127.0.0.1'
+        Port            = Get-PgTestFreePort
+        Server          = $null
+        User            = $Primary.User
+        Password        = $Primary.Password
+        PgPassFile      = $null
+        DataDirectory   = Join-Path $root 'data'
+        LogFile         = Join-Path $root 'server.log'
+        SocketDirectory = $socketDirectory
+        SocketRoot      = $socketRoot
+        Root            = $root
+        BinDirectory    = $bin
+        RunAsPostgres   = [bool] ($IsLinux -and [System.Environment]::IsPrivilegedProcess)
+    }
+    $standby.Server = "$($standby.Host):$($standby.Port)"
+
+    try {
+        if ($standby.RunAsPostgres) {
+            foreach ($folder in @($root, $socketRoot)) {
+                if (-not $folder) { continue }
+                $out = & chown -R "$($script:SuperUser):$($script:SuperUser)" $folder 2>&1
+                if ($LASTEXITCODE -ne 0) { throw "chown -R postgres:postgres $folder failed: $($out -join ' ')" }
+            }
+        }
+
+        # -R writes standby.signal and primary_conninfo; Invoke-PgServerTool clears every inherited PG* variable, so none
+        # redirects pg_basebackup or ends up in primary_conninfo.
+        $basebackup = @('-D', $standby.DataDirectory, '-U', $Primary.User, '-R', '-X', 'stream', '-c', 'fast', '--no-sync')
+        $passwordEnvironment = @{}
+        if ($IsWindows) {
+            $basebackup += @('-h', $Primary.Host, '-p', [string] $Primary.Port)
+            $passwordEnvironment = @{ PGPASSWORD = $Primary.Password }
+        }
+        else { $basebackup += @('-h', $Primary.SocketDirectory, '-p', [string] $Primary.Port) }
+        $r = Invoke-PgServerTool -Cluster $standby -Tool pg_basebackup -ArgumentList $basebackup -Environment $passwordEnvironment
+        if ($r.ExitCode -ne 0) { throw "pg_basebackup failed (exit code $($r.ExitCode)): $($r.Output)" }
+
+        $conf = @(
+            "port = $($standby.Port)"
+            "unix_socket_directories = $(if ($IsWindows) { "''" } else { ConvertTo-PgConfString $socketDirectory })"
+            'hot_standby = on'
+            "cluster_name = $(ConvertTo-PgConfString $ClusterName)"
+        )
+        $text = "`n# added by PgBackup.TestCluster.psm1`n" + ($conf -join "`n") + "`n"
+        [System.IO.File]::AppendAllText((Join-Path $standby.DataDirectory 'postgresql.auto.conf'), $text, $script:Utf8)
+        Start-PgTestServer -Cluster $standby
+        $standby
+    }
+    catch {
+        Stop-PgTestCluster -Cluster $standby
+        throw
+    }
+}
+
+function Wait-PgTestCondition {
+    <#
+    .SYNOPSIS
+        Runs -Condition every 200 ms until it returns a true value; throws "<What> did not happen within <Seconds> s." if it
+        has not by then.
+    .EXAMPLE
+        Wait-PgTestCondition -What 'The standby streaming' -Condition { (Invoke-PgTestSql -Cluster $standby -Sql 'select 1') -eq '1' }
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory)] [string] $What,
+        [Parameter(Mandatory)] [scriptblock] $Condition,
+        [int] $Seconds = 30
+    )
+    $deadline = [datetime]::UtcNow.AddSeconds($Seconds)
+    while (-not (& $Condition)) {
+        if ([datetime]::UtcNow -ge $deadline) { throw "$What did not happen within $Seconds s." }
+        Start-Sleep -Milliseconds 200
     }
 }
 
@@ -757,6 +870,8 @@ Export-ModuleMember -Function @(
     'Remove-PgTestRepository'
     'Start-PgTestCluster'
     'Stop-PgTestCluster'
+    'Start-PgTestStandby'
+    'Wait-PgTestCondition'
     'Invoke-PgTestSql'
     'Remove-PgTestDatabase'
     'New-PgTestSampleDatabase'

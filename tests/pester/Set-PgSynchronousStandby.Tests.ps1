@@ -8,109 +8,15 @@ Describe 'Set-PgSynchronousStandby' -Tag 'Integration' {
         Import-Module (Join-Path $PSScriptRoot 'PgBackup.TestCluster.psm1') -Force
         Import-Module (Get-PgBackupModuleManifest) -Force
 
-        $runAsPostgres = [bool] ($IsLinux -and [System.Environment]::IsPrivilegedProcess)
-
-        function Invoke-TestServerTool {
-            # Runs a PostgreSQL server program without any inherited PG* variable (so none redirects it or ends up in the
-            # primary_conninfo that pg_basebackup -R writes), as the postgres user when this process is root on Linux,
-            # from a folder that user can enter. Throws with the tool's output when it fails.
-            param([string] $Root, [string] $Tool, [string[]] $ArgumentList, [hashtable] $Environment = @{})
-            $exe = Join-Path $primary.BinDirectory ($(if ($IsWindows) { "$Tool.exe" } else { $Tool }))
-            $saved = @{}
-            foreach ($entry in [System.Environment]::GetEnvironmentVariables().GetEnumerator()) {
-                $key = [string] $entry.Key
-                if ($key.StartsWith('PG', [System.StringComparison]::Ordinal) -and $key -ne 'PGBACKUP_MODULE_PATH') {
-                    $saved[$key] = [string] $entry.Value
-                    [System.Environment]::SetEnvironmentVariable($key, [NullString]::Value)
-                }
-            }
-            foreach ($key in $Environment.Keys) { [System.Environment]::SetEnvironmentVariable($key, [string] $Environment[$key]) }
-            Push-Location -LiteralPath $Root
-            try {
-                if ($runAsPostgres) { $output = & runuser -u postgres -- $exe @ArgumentList 2>&1 }
-                else { $output = & $exe @ArgumentList 2>&1 }
-                $code = $LASTEXITCODE
-            }
-            finally {
-                Pop-Location
-                foreach ($key in $Environment.Keys) { [System.Environment]::SetEnvironmentVariable($key, [NullString]::Value) }
-                foreach ($key in $saved.Keys) { [System.Environment]::SetEnvironmentVariable($key, $saved[$key]) }
-            }
-            if ($code -ne 0) { throw "$Tool failed (exit code $code): $(@($output | ForEach-Object { "$_" }) -join "`n")" }
-        }
-
-        function Wait-TestCondition {
-            param([string] $What, [scriptblock] $Condition, [int] $Seconds = 30)
-            $deadline = [datetime]::UtcNow.AddSeconds($Seconds)
-            while (-not (& $Condition)) {
-                if ([datetime]::UtcNow -ge $deadline) { throw "$What did not happen within $Seconds s." }
-                Start-Sleep -Milliseconds 200
-            }
-        }
-
         $primary = Start-PgTestCluster -Name 'syncprimary'
         $null = Invoke-PgTestSql -Cluster $primary -Sql 'create table ticks(id serial primary key, at timestamptz default now())'
 
-        # The standby: same password (pg_basebackup copies the roles), so the primary's .pgpass (127.0.0.1:*) serves both.
-        # It has the shape of a Start-PgTestCluster result, so Invoke-PgTestSql and Stop-PgTestCluster work on it.
-        $root = [System.IO.Directory]::CreateTempSubdirectory('pgbackup-pester-syncstandby-').FullName
-        $socketRoot = $null
-        $socketDirectory = Join-Path $root 'sock'
-        if (-not $IsWindows -and ($socketDirectory.Length + '/.s.PGSQL.65535'.Length) -ge 100) {
-            $socketDirectory = $socketRoot = Join-Path '/tmp' ('pgbt-' + [System.Convert]::ToHexString([System.Security.Cryptography.RandomNumberGenerator]::GetBytes(4)).ToLowerInvariant())
-        }
-        $null = New-Item -ItemType Directory -Path $socketDirectory -Force
-        $standby = [pscustomobject]@{
-            PSTypeName      = 'PgBackup.TestCluster'
-            Name            = 'syncstandby'
-            Host            = '127.0.0.1'
-            Port            = Get-PgTestFreePort
-            Server          = $null
-            User            = $primary.User
-            Password        = $primary.Password
-            PgPassFile      = $null
-            DataDirectory   = Join-Path $root 'data'
-            LogFile         = Join-Path $root 'server.log'
-            SocketDirectory = $socketDirectory
-            SocketRoot      = $socketRoot
-            Root            = $root
-            BinDirectory    = Find-PgServerBinDirectory
-            RunAsPostgres   = $runAsPostgres
-        }
-        $standby.Server = "$($standby.Host):$($standby.Port)"
-        if ($runAsPostgres) {
-            foreach ($folder in @($root, $socketRoot)) {
-                if (-not $folder) { continue }
-                $out = & chown -R postgres:postgres $folder 2>&1
-                if ($LASTEXITCODE -ne 0) { throw "chown -R postgres:postgres $folder failed: $($out -join ' ')" }
-            }
-        }
-
-        # -R writes standby.signal and primary_conninfo. Over the primary's Unix socket (trust) no password is needed, so
-        # none is written into the standby's configuration; Windows has no socket folder and uses TCP with PGPASSWORD.
-        $basebackup = @('-D', $standby.DataDirectory, '-U', $primary.User, '-R', '-X', 'stream', '-c', 'fast', '--no-sync')
-        $passwordEnvironment = @{}
-        if ($IsWindows) {
-            $basebackup += @('-h', $primary.Host, '-p', [string] $primary.Port)
-            $passwordEnvironment = @{ PGPASSWORD = $primary.Password }
-        }
-        else { $basebackup += @('-h', $primary.SocketDirectory, '-p', [string] $primary.Port) }
-        Invoke-TestServerTool -Root $root -Tool pg_basebackup -ArgumentList $basebackup -Environment $passwordEnvironment
-
-        $socketSetting = if ($IsWindows) { "''" } else { "'" + $socketDirectory.Replace("'", "''") + "'" }
-        $standbyConf = "`n# added by Set-PgSynchronousStandby.Tests.ps1`nport = $($standby.Port)`nunix_socket_directories = $socketSetting`nhot_standby = on`ncluster_name = 'pester_sync_standby'`n"
-        [System.IO.File]::AppendAllText((Join-Path $standby.DataDirectory 'postgresql.auto.conf'), $standbyConf)
-        try { Invoke-TestServerTool -Root $root -Tool pg_ctl -ArgumentList @('-D', $standby.DataDirectory, '-l', $standby.LogFile, '-w', '-t', '60', 'start') }
-        catch {
-            $log = if (Test-Path -LiteralPath $standby.LogFile) { (Get-Content -LiteralPath $standby.LogFile -Tail 40) -join "`n" } else { '(no server log)' }
-            throw "$_`n--- tail of $($standby.LogFile) ---`n$log"
-        }
-
-        # The standby's application name is its cluster_name.
-        Wait-TestCondition -What 'The standby streaming from the primary' -Condition {
+        # A streaming standby made with pg_basebackup -R; its application name is its cluster_name.
+        $standby = Start-PgTestStandby -Primary $primary -Name 'syncstandby' -ClusterName 'pester_sync_standby'
+        Wait-PgTestCondition -What 'The standby streaming from the primary' -Condition {
             (Invoke-PgTestSql -Cluster $primary -Sql "select count(*) from pg_stat_replication where application_name = 'pester_sync_standby' and state = 'streaming'") -eq '1'
         }
-        Wait-TestCondition -What "The standby's WAL receiver streaming" -Condition {
+        Wait-PgTestCondition -What "The standby's WAL receiver streaming" -Condition {
             (Invoke-PgTestSql -Cluster $standby -Sql "select count(*) from pg_stat_wal_receiver where status = 'streaming'") -eq '1'
         }
 

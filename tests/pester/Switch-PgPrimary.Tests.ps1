@@ -8,109 +8,15 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
         Import-Module (Join-Path $PSScriptRoot 'PgBackup.TestCluster.psm1') -Force
         Import-Module (Get-PgBackupModuleManifest) -Force
 
-        $runAsPostgres = [bool] ($IsLinux -and [System.Environment]::IsPrivilegedProcess)
-
-        function Invoke-TestServerTool {
-            # Runs a PostgreSQL server program without any inherited PG* variable (so none redirects it or ends up in the
-            # primary_conninfo that pg_basebackup -R writes), as the postgres user when this process is root on Linux,
-            # from a folder that user can enter. Throws with the tool's output when it fails.
-            param([string] $Root, [string] $Tool, [string[]] $ArgumentList, [hashtable] $Environment = @{})
-            $exe = Join-Path $primary.BinDirectory ($(if ($IsWindows) { "$Tool.exe" } else { $Tool }))
-            $saved = @{}
-            foreach ($entry in [System.Environment]::GetEnvironmentVariables().GetEnumerator()) {
-                $key = [string] $entry.Key
-                if ($key.StartsWith('PG', [System.StringComparison]::Ordinal) -and $key -ne 'PGBACKUP_MODULE_PATH') {
-                    $saved[$key] = [string] $entry.Value
-                    [System.Environment]::SetEnvironmentVariable($key, [NullString]::Value)
-                }
-            }
-            foreach ($key in $Environment.Keys) { [System.Environment]::SetEnvironmentVariable($key, [string] $Environment[$key]) }
-            Push-Location -LiteralPath $Root
-            try {
-                if ($runAsPostgres) { $output = & runuser -u postgres -- $exe @ArgumentList 2>&1 }
-                else { $output = & $exe @ArgumentList 2>&1 }
-                $code = $LASTEXITCODE
-            }
-            finally {
-                Pop-Location
-                foreach ($key in $Environment.Keys) { [System.Environment]::SetEnvironmentVariable($key, [NullString]::Value) }
-                foreach ($key in $saved.Keys) { [System.Environment]::SetEnvironmentVariable($key, $saved[$key]) }
-            }
-            if ($code -ne 0) { throw "$Tool failed (exit code $code): $(@($output | ForEach-Object { "$_" }) -join "`n")" }
-        }
-
-        function Wait-TestCondition {
-            param([string] $What, [scriptblock] $Condition, [int] $Seconds = 30)
-            $deadline = [datetime]::UtcNow.AddSeconds($Seconds)
-            while (-not (& $Condition)) {
-                if ([datetime]::UtcNow -ge $deadline) { throw "$What did not happen within $Seconds s." }
-                Start-Sleep -Milliseconds 200
-            }
-        }
-
         $primary = Start-PgTestCluster -Name 'switchprimary'
         $null = Invoke-PgTestSql -Cluster $primary -Sql 'create table ledger(id int primary key)'
 
-        # The standby: same password (pg_basebackup copies the roles), so the primary's .pgpass (127.0.0.1:*) serves both.
-        # It has the shape of a Start-PgTestCluster result, so Invoke-PgTestSql and Stop-PgTestCluster work on it.
-        $root = [System.IO.Directory]::CreateTempSubdirectory('pgbackup-pester-switchstandby-').FullName
-        $socketRoot = $null
-        $socketDirectory = Join-Path $root 'sock'
-        if (-not $IsWindows -and ($socketDirectory.Length + '/.s.PGSQL.65535'.Length) -ge 100) {
-            $socketDirectory = $socketRoot = Join-Path '/tmp' ('pgbt-' + [System.Convert]::ToHexString([System.Security.Cryptography.RandomNumberGenerator]::GetBytes(4)).ToLowerInvariant())
-        }
-        $null = New-Item -ItemType Directory -Path $socketDirectory -Force
-        $standby = [pscustomobject]@{
-            PSTypeName      = 'PgBackup.TestCluster'
-            Name            = 'switchstandby'
-            Host            = '127.0.0.1'
-            Port            = Get-PgTestFreePort
-            Server          = $null
-            User            = $primary.User
-            Password        = $primary.Password
-            PgPassFile      = $null
-            DataDirectory   = Join-Path $root 'data'
-            LogFile         = Join-Path $root 'server.log'
-            SocketDirectory = $socketDirectory
-            SocketRoot      = $socketRoot
-            Root            = $root
-            BinDirectory    = Find-PgServerBinDirectory
-            RunAsPostgres   = $runAsPostgres
-        }
-        $standby.Server = "$($standby.Host):$($standby.Port)"
-        if ($runAsPostgres) {
-            foreach ($folder in @($root, $socketRoot)) {
-                if (-not $folder) { continue }
-                $out = & chown -R postgres:postgres $folder 2>&1
-                if ($LASTEXITCODE -ne 0) { throw "chown -R postgres:postgres $folder failed: $($out -join ' ')" }
-            }
-        }
-
-        # -R writes standby.signal and primary_conninfo. Over the primary's Unix socket (trust) no password is needed, so
-        # none is written into the standby's configuration; Windows has no socket folder and uses TCP with PGPASSWORD.
-        $basebackup = @('-D', $standby.DataDirectory, '-U', $primary.User, '-R', '-X', 'stream', '-c', 'fast', '--no-sync')
-        $passwordEnvironment = @{}
-        if ($IsWindows) {
-            $basebackup += @('-h', $primary.Host, '-p', [string] $primary.Port)
-            $passwordEnvironment = @{ PGPASSWORD = $primary.Password }
-        }
-        else { $basebackup += @('-h', $primary.SocketDirectory, '-p', [string] $primary.Port) }
-        Invoke-TestServerTool -Root $root -Tool pg_basebackup -ArgumentList $basebackup -Environment $passwordEnvironment
-
-        $socketSetting = if ($IsWindows) { "''" } else { "'" + $socketDirectory.Replace("'", "''") + "'" }
-        $standbyConf = "`n# added by Switch-PgPrimary.Tests.ps1`nport = $($standby.Port)`nunix_socket_directories = $socketSetting`nhot_standby = on`ncluster_name = 'pester_switch_standby'`n"
-        [System.IO.File]::AppendAllText((Join-Path $standby.DataDirectory 'postgresql.auto.conf'), $standbyConf)
-        try { Invoke-TestServerTool -Root $root -Tool pg_ctl -ArgumentList @('-D', $standby.DataDirectory, '-l', $standby.LogFile, '-w', '-t', '60', 'start') }
-        catch {
-            $log = if (Test-Path -LiteralPath $standby.LogFile) { (Get-Content -LiteralPath $standby.LogFile -Tail 40) -join "`n" } else { '(no server log)' }
-            throw "$_`n--- tail of $($standby.LogFile) ---`n$log"
-        }
-
-        # The standby's application name is its cluster_name.
-        Wait-TestCondition -What 'The standby streaming from the primary' -Condition {
+        # A streaming standby made with pg_basebackup -R; its application name is its cluster_name.
+        $standby = Start-PgTestStandby -Primary $primary -Name 'switchstandby' -ClusterName 'pester_switch_standby'
+        Wait-PgTestCondition -What 'The standby streaming from the primary' -Condition {
             (Invoke-PgTestSql -Cluster $primary -Sql "select count(*) from pg_stat_replication where application_name = 'pester_switch_standby' and state = 'streaming'") -eq '1'
         }
-        Wait-TestCondition -What "The standby's WAL receiver streaming" -Condition {
+        Wait-PgTestCondition -What "The standby's WAL receiver streaming" -Condition {
             (Invoke-PgTestSql -Cluster $standby -Sql "select count(*) from pg_stat_wal_receiver where status = 'streaming'") -eq '1'
         }
 
@@ -126,7 +32,7 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
             # Switches over from $From to $To while a writer commits into $From one row at a time, and checks that
             # every acknowledged commit is on the new primary and that the old primary streams from it.
             param([psobject] $From, [psobject] $To, [int] $FirstId)
-            Wait-TestCondition -What 'The candidate streaming' -Condition {
+            Wait-PgTestCondition -What 'The candidate streaming' -Condition {
                 (Invoke-PgTestSql -Cluster $From -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '1'
             }
             # The writer runs psql with its own connection string and never touches the process environment,
@@ -144,7 +50,7 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
                 }
             }
             try {
-                Wait-TestCondition -What 'The writer committing' -Condition { $acknowledged.Count -ge 20 }
+                Wait-PgTestCondition -What 'The writer committing' -Condition { $acknowledged.Count -ge 20 }
                 $result = @(Switch-PgPrimary -Primary $From.Server -Candidate $To.Server -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
                 Start-Sleep -Milliseconds 200
             }
@@ -171,7 +77,7 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
             }
             $missing = @($acknowledged.ToArray() | Where-Object { -not $present.Contains($_) })
             $missing | Should -BeNullOrEmpty -Because 'every acknowledged commit must survive the switchover'
-            Wait-TestCondition -What 'The old primary streaming from the new one' -Condition {
+            Wait-PgTestCondition -What 'The old primary streaming from the new one' -Condition {
                 (Invoke-PgTestSql -Cluster $To -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '1'
             }
         }
@@ -190,7 +96,7 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
 
     It 'prints the plan with -WhatIf and changes nothing, and the guards refuse' {
         $current, $candidate = Get-TestRoles
-        Wait-TestCondition -What 'The standby streaming' -Condition {
+        Wait-PgTestCondition -What 'The standby streaming' -Condition {
             (Invoke-PgTestSql -Cluster $current -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '1'
         }
         $planned = @(Switch-PgPrimary -Primary $current.Server -Candidate $candidate.Server -WhatIf -ErrorVariable err -ErrorAction SilentlyContinue)
@@ -212,7 +118,7 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
         $null = Invoke-PgTestSql -Cluster $candidate -Sql 'select pg_wal_replay_pause()'
         try {
             $null = Invoke-PgTestSql -Cluster $current -Sql 'insert into ledger select g from generate_series(500000, 520000) g'
-            Wait-TestCondition -What 'The standby lagging' -Condition {
+            Wait-PgTestCondition -What 'The standby lagging' -Condition {
                 (Invoke-PgTestSql -Cluster $candidate -Sql 'select pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()') -eq 't'
             }
             $null = Switch-PgPrimary -Primary $current.Server -Candidate $candidate.Server -MaxLagBytes 0 -Confirm:$false -ErrorVariable lagging -ErrorAction SilentlyContinue
@@ -238,118 +144,29 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
         Import-Module (Join-Path $PSScriptRoot 'PgBackup.TestCluster.psm1') -Force
         Import-Module (Get-PgBackupModuleManifest) -Force
 
-        $runAsPostgres = [bool] ($IsLinux -and [System.Environment]::IsPrivilegedProcess)
-
-        function Invoke-TestServerTool {
-            # As in the suite above: no inherited PG* variable, as postgres when root on Linux, from a folder it can enter.
-            param([string] $Root, [string] $Tool, [string[]] $ArgumentList, [hashtable] $Environment = @{})
-            $exe = Join-Path $primary.BinDirectory ($(if ($IsWindows) { "$Tool.exe" } else { $Tool }))
-            $saved = @{}
-            foreach ($entry in [System.Environment]::GetEnvironmentVariables().GetEnumerator()) {
-                $key = [string] $entry.Key
-                if ($key.StartsWith('PG', [System.StringComparison]::Ordinal) -and $key -ne 'PGBACKUP_MODULE_PATH') {
-                    $saved[$key] = [string] $entry.Value
-                    [System.Environment]::SetEnvironmentVariable($key, [NullString]::Value)
-                }
-            }
-            foreach ($key in $Environment.Keys) { [System.Environment]::SetEnvironmentVariable($key, [string] $Environment[$key]) }
-            Push-Location -LiteralPath $Root
-            try {
-                if ($runAsPostgres) { $output = & runuser -u postgres -- $exe @ArgumentList 2>&1 }
-                else { $output = & $exe @ArgumentList 2>&1 }
-                $code = $LASTEXITCODE
-            }
-            finally {
-                Pop-Location
-                foreach ($key in $Environment.Keys) { [System.Environment]::SetEnvironmentVariable($key, [NullString]::Value) }
-                foreach ($key in $saved.Keys) { [System.Environment]::SetEnvironmentVariable($key, $saved[$key]) }
-            }
-            if ($code -ne 0) { throw "$Tool failed (exit code $code): $(@($output | ForEach-Object { "$_" }) -join "`n")" }
-        }
-
-        function Wait-TestCondition {
-            param([string] $What, [scriptblock] $Condition, [int] $Seconds = 30)
-            $deadline = [datetime]::UtcNow.AddSeconds($Seconds)
-            while (-not (& $Condition)) {
-                if ([datetime]::UtcNow -ge $deadline) { throw "$What did not happen within $Seconds s." }
-                Start-Sleep -Milliseconds 200
-            }
-        }
+        # pg_ctl start/stop through the test-cluster module's own runner (no inherited PG* variable, as postgres when root
+        # on Linux, from the cluster's folder): a server stopped here keeps its folders, to be started again or rejoined.
+        $testCluster = Get-Module -Name PgBackup.TestCluster
 
         function Start-TestStandbyServer {
             param([psobject] $Cluster)
-            try { Invoke-TestServerTool -Root $Cluster.Root -Tool pg_ctl -ArgumentList @('-D', $Cluster.DataDirectory, '-l', $Cluster.LogFile, '-w', '-t', '60', 'start') }
-            catch {
-                $log = if (Test-Path -LiteralPath $Cluster.LogFile) { (Get-Content -LiteralPath $Cluster.LogFile -Tail 40) -join "`n" } else { '(no server log)' }
-                throw "$_`n--- tail of $($Cluster.LogFile) ---`n$log"
-            }
-        }
-
-        function New-TestStandby {
-            # A streaming standby of $primary made with pg_basebackup -R, shaped like a Start-PgTestCluster result, so
-            # Invoke-PgTestSql and Stop-PgTestCluster work on it. Its application name is its cluster_name.
-            param([string] $Name)
-            $root = [System.IO.Directory]::CreateTempSubdirectory("pgbackup-pester-$Name-").FullName
-            $socketRoot = $null
-            $socketDirectory = Join-Path $root 'sock'
-            if (-not $IsWindows -and ($socketDirectory.Length + '/.s.PGSQL.65535'.Length) -ge 100) {
-                $socketDirectory = $socketRoot = Join-Path '/tmp' ('pgbt-' + [System.Convert]::ToHexString([System.Security.Cryptography.RandomNumberGenerator]::GetBytes(4)).ToLowerInvariant())
-            }
-            $null = New-Item -ItemType Directory -Path $socketDirectory -Force
-            $cluster = [pscustomobject]@{
-                PSTypeName      = 'PgBackup.TestCluster'
-                Name            = $Name
-                Host            = '127.0.0.1'
-                Port            = Get-PgTestFreePort
-                Server          = $null
-                User            = $primary.User
-                Password        = $primary.Password
-                PgPassFile      = $null
-                DataDirectory   = Join-Path $root 'data'
-                LogFile         = Join-Path $root 'server.log'
-                SocketDirectory = $socketDirectory
-                SocketRoot      = $socketRoot
-                Root            = $root
-                BinDirectory    = Find-PgServerBinDirectory
-                RunAsPostgres   = $runAsPostgres
-            }
-            $cluster.Server = "$($cluster.Host):$($cluster.Port)"
-            if ($runAsPostgres) {
-                foreach ($folder in @($root, $socketRoot)) {
-                    if (-not $folder) { continue }
-                    $out = & chown -R postgres:postgres $folder 2>&1
-                    if ($LASTEXITCODE -ne 0) { throw "chown -R postgres:postgres $folder failed: $($out -join ' ')" }
-                }
-            }
-
-            $basebackup = @('-D', $cluster.DataDirectory, '-U', $primary.User, '-R', '-X', 'stream', '-c', 'fast', '--no-sync')
-            $passwordEnvironment = @{}
-            if ($IsWindows) {
-                $basebackup += @('-h', $primary.Host, '-p', [string] $primary.Port)
-                $passwordEnvironment = @{ PGPASSWORD = $primary.Password }
-            }
-            else { $basebackup += @('-h', $primary.SocketDirectory, '-p', [string] $primary.Port) }
-            Invoke-TestServerTool -Root $root -Tool pg_basebackup -ArgumentList $basebackup -Environment $passwordEnvironment
-
-            $socketSetting = if ($IsWindows) { "''" } else { "'" + $socketDirectory.Replace("'", "''") + "'" }
-            $conf = "`n# added by Switch-PgPrimary.Tests.ps1`nport = $($cluster.Port)`nunix_socket_directories = $socketSetting`nhot_standby = on`ncluster_name = 'pester_$($Name.Replace('-', '_'))'`n"
-            [System.IO.File]::AppendAllText((Join-Path $cluster.DataDirectory 'postgresql.auto.conf'), $conf)
-            Start-TestStandbyServer -Cluster $cluster
-            $cluster
+            & $testCluster { param($c) Start-PgTestServer -Cluster $c } $Cluster
         }
 
         function Stop-TestServer {
             # Stops a server without removing its folders: -m fast for a clean stop, -m immediate for a crash.
             param([psobject] $Cluster, [ValidateSet('fast', 'immediate')] [string] $Mode)
-            Invoke-TestServerTool -Root $Cluster.Root -Tool pg_ctl -ArgumentList @('stop', '-D', $Cluster.DataDirectory, '-m', $Mode, '-w', '-t', '60')
+            $r = & $testCluster { param($c, $m) Invoke-PgServerTool -Cluster $c -Tool pg_ctl -ArgumentList @('stop', '-D', $c.DataDirectory, '-m', $m, '-w', '-t', '60') } $Cluster $Mode
+            if ($r.ExitCode -ne 0) { throw "pg_ctl failed (exit code $($r.ExitCode)): $($r.Output)" }
         }
 
         # wal_keep_size keeps the WAL back to the last common checkpoint, which pg_rewind needs to rejoin the old primary.
         $primary = Start-PgTestCluster -Name 'failprimary' -Settings @{ wal_keep_size = '256MB' }
         $null = Invoke-PgTestSql -Cluster $primary -Sql 'create table ledger(id int primary key)'
         $standby1 = $standby2 = $null
-        $standby1 = New-TestStandby -Name 'fail-s1'
-        $standby2 = New-TestStandby -Name 'fail-s2'
+        # Their application names (cluster_name) are pester_fail_s1 and pester_fail_s2.
+        $standby1 = Start-PgTestStandby -Primary $primary -Name 'fail-s1'
+        $standby2 = Start-PgTestStandby -Primary $primary -Name 'fail-s2'
 
         $environment = Enter-PgTestEnvironment -Cluster $primary
     }
@@ -362,7 +179,7 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
     }
 
     It 'promotes the most advanced standby only once fenced, the other follows, and the old primary rejoins' {
-        Wait-TestCondition -What 'Both standbys streaming' -Condition {
+        Wait-PgTestCondition -What 'Both standbys streaming' -Condition {
             (Invoke-PgTestSql -Cluster $primary -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '2'
         }
         $null = Switch-PgPrimary -Failover -Primary $primary.Server -Candidate $standby1.Server -Force -Confirm:$false -ErrorVariable reachable -ErrorAction SilentlyContinue
@@ -371,12 +188,12 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
 
         # Standby 2 misses the second hundred rows, so standby 1 is the most advanced when the primary crashes.
         $null = Invoke-PgTestSql -Cluster $primary -Sql 'insert into ledger select generate_series(1, 100)'
-        Wait-TestCondition -What 'Standby 2 having the first rows' -Condition {
+        Wait-PgTestCondition -What 'Standby 2 having the first rows' -Condition {
             (Invoke-PgTestSql -Cluster $standby2 -Sql 'select count(*) from ledger') -eq '100'
         }
         Stop-TestServer -Cluster $standby2 -Mode fast
         $null = Invoke-PgTestSql -Cluster $primary -Sql 'insert into ledger select generate_series(101, 200)'
-        Wait-TestCondition -What 'Standby 1 having every row' -Condition {
+        Wait-PgTestCondition -What 'Standby 1 having every row' -Condition {
             (Invoke-PgTestSql -Cluster $standby1 -Sql 'select count(*) from ledger') -eq '200'
         }
         Stop-TestServer -Cluster $primary -Mode immediate
@@ -402,7 +219,7 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
         Invoke-PgTestSql -Cluster $standby1 -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
         Invoke-PgTestSql -Cluster $standby1 -Sql 'select count(*) from ledger' | Should -BeExactly '200'
         $null = Invoke-PgTestSql -Cluster $standby1 -Sql 'insert into ledger values (201)'
-        Wait-TestCondition -What 'Standby 2 following the new primary' -Condition {
+        Wait-PgTestCondition -What 'Standby 2 following the new primary' -Condition {
             (Invoke-PgTestSql -Cluster $standby2 -Sql 'select count(*) from ledger') -eq '201'
         }
 
@@ -413,7 +230,7 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
         $joined[0].PSObject.TypeNames | Should -Contain 'PgBackup.StandbyStatus'
         $joined[0].ReceiverStatus | Should -BeExactly 'streaming'
         $joined[0].UpstreamPort | Should -Be $standby1.Port
-        Wait-TestCondition -What "The old primary replaying the new primary's writes" -Condition {
+        Wait-PgTestCondition -What "The old primary replaying the new primary's writes" -Condition {
             (Invoke-PgTestSql -Cluster $primary -Sql 'select count(*) from ledger') -eq '201'
         }
         Invoke-PgTestSql -Cluster $primary -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
