@@ -109,9 +109,15 @@ public sealed class SwitchPgPrimaryTests(ModuleFixture fx, SwitchoverClusterFixt
 
         var reversed = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Confirm:$false", ("p", standby.ServerArgument), ("c", primary.ServerArgument)).SingleError();
         Assert.Equal("PgBackup.NotAPrimary", reversed.FullyQualifiedErrorId.Split(',')[0]);
-        var foreign = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Confirm:$false", ("p", primary.ServerArgument), ("c", fx.Server)).SingleError();
-        Assert.Equal("PgBackup.CandidateNotStandby", foreign.FullyQualifiedErrorId.Split(',')[0]);
-        Assert.Equal(ErrorCategory.InvalidOperation, foreign.CategoryInfo.Category);
+        var notStandby = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Confirm:$false", ("p", primary.ServerArgument), ("c", fx.Server)).SingleError();
+        Assert.Equal("PgBackup.CandidateNotStandby", notStandby.FullyQualifiedErrorId.Split(',')[0]);
+        Assert.Equal(ErrorCategory.InvalidOperation, notStandby.CategoryInfo.Category);
+        using (var stranger = PgTestCluster.StartStandbyOf(fx.Cluster, "switch-stranger"))
+        {
+            var foreign = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Confirm:$false", ("p", primary.ServerArgument), ("c", stranger.ServerArgument)).SingleError();
+            Assert.Equal("PgBackup.DifferentCluster", foreign.FullyQualifiedErrorId.Split(',')[0]);
+            Assert.Equal("f", primary.Psql("select pg_is_in_recovery()"));
+        }
 
         standby.Psql("select pg_wal_replay_pause()");
         try
