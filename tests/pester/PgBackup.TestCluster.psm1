@@ -334,6 +334,22 @@ function Add-PgConf {
     [System.IO.File]::AppendAllText((Join-Path $Cluster.DataDirectory 'postgresql.conf'), $text, $script:Utf8)
 }
 
+function New-PgTestClusterFolder {
+    # The temp folder of a test cluster and its Unix socket folder. A socket path is limited to about 100 bytes
+    # (macOS' temp folder is long), so the socket then lives in a short folder under /tmp.
+    param([Parameter(Mandatory)] [string] $Name)
+    $tag = $Name -replace '[^A-Za-z0-9_-]', ''
+    if ($tag.Length -gt 20) { $tag = $tag.Substring(0, 20) }
+    $root = [System.IO.Directory]::CreateTempSubdirectory("pgbackup-pester-$tag-").FullName
+    $socketRoot = $null
+    $socketDirectory = Join-Path $root 'sock'
+    if (-not $IsWindows -and ($socketDirectory.Length + '/.s.PGSQL.65535'.Length) -ge 100) {
+        $socketDirectory = $socketRoot = Join-Path '/tmp' ('pgbt-' + [System.Convert]::ToHexString([System.Security.Cryptography.RandomNumberGenerator]::GetBytes(4)).ToLowerInvariant())
+    }
+    $null = New-Item -ItemType Directory -Path $socketDirectory -Force
+    [pscustomobject]@{ Tag = $tag; Root = $root; SocketRoot = $socketRoot; SocketDirectory = $socketDirectory }
+}
+
 function Start-PgTestCluster {
     <#
     .SYNOPSIS
@@ -358,16 +374,8 @@ function Start-PgTestCluster {
     )
     $bin = Find-PgServerBinDirectory # fail fast, before creating anything
 
-    $tag = $Name -replace '[^A-Za-z0-9_-]', ''
-    if ($tag.Length -gt 20) { $tag = $tag.Substring(0, 20) }
-    $root = [System.IO.Directory]::CreateTempSubdirectory("pgbackup-pester-$tag-").FullName
-    $socketRoot = $null
-    $socketDirectory = Join-Path $root 'sock'
-    if (-not $IsWindows -and ($socketDirectory.Length + '/.s.PGSQL.65535'.Length) -ge 100) {
-        # A Unix socket path is limited to about 100 bytes; macOS' temp folder is long.
-        $socketDirectory = $socketRoot = Join-Path '/tmp' ('pgbt-' + [System.Convert]::ToHexString([System.Security.Cryptography.RandomNumberGenerator]::GetBytes(4)).ToLowerInvariant())
-    }
-    $null = New-Item -ItemType Directory -Path $socketDirectory -Force
+    $folders = New-PgTestClusterFolder -Name $Name
+    $tag, $root, $socketRoot, $socketDirectory = $folders.Tag, $folders.Root, $folders.SocketRoot, $folders.SocketDirectory
 
     $cluster = [pscustomobject]@{
         PSTypeName      = 'PgBackup.TestCluster'
@@ -478,15 +486,8 @@ function Start-PgTestStandby {
     if ([string]::IsNullOrEmpty($ClusterName)) { $ClusterName = 'pester_' + $Name.Replace('-', '_') }
     $bin = Find-PgServerBinDirectory # fail fast, before creating anything
 
-    $tag = $Name -replace '[^A-Za-z0-9_-]', ''
-    if ($tag.Length -gt 20) { $tag = $tag.Substring(0, 20) }
-    $root = [System.IO.Directory]::CreateTempSubdirectory("pgbackup-pester-$tag-").FullName
-    $socketRoot = $null
-    $socketDirectory = Join-Path $root 'sock'
-    if (-not $IsWindows -and ($socketDirectory.Length + '/.s.PGSQL.65535'.Length) -ge 100) {
-        $socketDirectory = $socketRoot = Join-Path '/tmp' ('pgbt-' + [System.Convert]::ToHexString([System.Security.Cryptography.RandomNumberGenerator]::GetBytes(4)).ToLowerInvariant())
-    }
-    $null = New-Item -ItemType Directory -Path $socketDirectory -Force
+    $folders = New-PgTestClusterFolder -Name $Name
+    $tag, $root, $socketRoot, $socketDirectory = $folders.Tag, $folders.Root, $folders.SocketRoot, $folders.SocketDirectory
     $standby = [pscustomobject]@{
         PSTypeName      = 'PgBackup.TestCluster'
         Name            = $Name

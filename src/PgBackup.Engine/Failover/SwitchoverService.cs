@@ -82,7 +82,9 @@ public static class SwitchoverService
             if (!IsLocalHost(primary.Host) || !Directory.Exists(dataDirectory))
                 throw Refuse("PrimaryNotLocal", $"The data directory of {primary.Display} ({dataDirectory}) is not on this machine, so PgBackup cannot stop it and make it a standby.", primary.Display,
                     "Run Switch-PgPrimary on the primary's host (a fence script for remote primaries is not supported yet).");
-            var owner = Environment.IsPrivilegedProcess && !OperatingSystem.IsWindows() ? OwnerOf(dataDirectory) : null;
+            var owner = Environment.IsPrivilegedProcess && !OperatingSystem.IsWindows()
+                ? await DataDirectoryOwner.FindAsync(dataDirectory, ct).ConfigureAwait(false) ?? LocalInstance.DefaultServiceUser
+                : null;
             reporter.Verbose($"Switchover plan: {primary.Display} (timeline {timeline}, {dataDirectory}) -> {candidate.Display}, lag {lag} bytes.");
             return new SwitchoverPlan(request, dataDirectory, owner == "root" ? null : owner, info.Major, (uint)timeline, lag);
         }
@@ -201,14 +203,4 @@ public static class SwitchoverService
         host.StartsWith('/') || host is "localhost" or "127.0.0.1" or "::1" || string.Equals(host, System.Net.Dns.GetHostName(), StringComparison.OrdinalIgnoreCase);
 
     private static string ApplicationName(ConnectionTarget t) => $"pgbackup_{t.Port}";
-
-    private static string? OwnerOf(string directory)
-    {
-        var psi = new ProcessStartInfo("stat") { RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var a in new[] { "-c", "%U", directory }) psi.ArgumentList.Add(a);
-        using var process = Process.Start(psi)!;
-        var owner = process.StandardOutput.ReadToEnd().Trim();
-        process.WaitForExit();
-        return process.ExitCode == 0 && owner.Length > 0 ? owner : LocalInstance.DefaultServiceUser;
-    }
 }

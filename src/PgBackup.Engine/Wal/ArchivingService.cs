@@ -51,7 +51,7 @@ public static class ArchivingService
                 var folder = ArchiveFolder(request.Repository, before.SystemIdentifier!);
                 reporter.Progress(activity, "Preparing the archive folder", 10);
                 var local = IsLocal(target, server.DataDirectory);
-                var owner = local ? await DataDirectoryOwnerAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
+                var owner = local ? await Recovery.DataDirectoryOwner.FindAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
                 await PrepareArchiveFolderAsync(folder, owner, reporter, ct).ConfigureAwait(false);
                 var tool = request.Tool.ForServer(server.Os);
                 var command = tool.ArchiveCommand(folder);
@@ -118,7 +118,7 @@ public static class ArchivingService
                 if (!string.IsNullOrEmpty(state.ArchiveCommand))
                     reporter.Warning($"archive_command is still set on {target.Display} by its configuration files ({state.ArchiveCommand}); ALTER SYSTEM RESET cannot undo that. Edit postgresql.conf.");
 
-                var owner = IsLocal(target, server.DataDirectory) ? await DataDirectoryOwnerAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
+                var owner = IsLocal(target, server.DataDirectory) ? await Recovery.DataDirectoryOwner.FindAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
                 bool restarted;
                 (connection, state, restarted) = await RestartIfPendingAsync(connection, state, request.Restart, request.ToolPath, target, server, owner, info,
                     $"until then archive_mode stays {state.ArchiveMode} and WAL segments wait in pg_wal for an archive_command", reporter, ct).ConfigureAwait(false);
@@ -323,15 +323,6 @@ public static class ArchivingService
         (target.Host is "localhost" or "127.0.0.1" or "::1" || target.Host.StartsWith('/')) && Directory.Exists(dataDirectory);
 
     private static bool IsRoot => !OperatingSystem.IsWindows() && Environment.IsPrivilegedProcess;
-
-    /// <summary>The OS user that owns a local data directory, which is the user the server (and archive_command) runs as.</summary>
-    private static async Task<string?> DataDirectoryOwnerAsync(string dataDirectory, CancellationToken ct)
-    {
-        if (OperatingSystem.IsWindows()) return null;
-        var result = await RunAsync("stat", ["-c", "%U", dataDirectory], ct).ConfigureAwait(false);
-        if (!result.Succeeded) result = await RunAsync("stat", ["-f", "%Su", dataDirectory], ct).ConfigureAwait(false); // BSD and macOS
-        return result.Succeeded && result.StandardOutput.Trim() is { Length: > 0 } owner ? owner : null;
-    }
 
     private static async Task PrepareArchiveFolderAsync(string folder, string? serverUser, IOperationReporter reporter, CancellationToken ct)
     {

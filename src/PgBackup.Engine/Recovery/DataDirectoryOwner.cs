@@ -1,0 +1,18 @@
+using PgBackup.Engine.Tools;
+
+namespace PgBackup.Engine.Recovery;
+
+/// <summary>The OS user that owns a local data directory, which is the user its server (and archive_command) runs as.</summary>
+public static class DataDirectoryOwner
+{
+    /// <returns>The owner's name, or null on Windows or when it cannot be read.</returns>
+    public static async Task<string?> FindAsync(string dataDirectory, CancellationToken ct)
+    {
+        if (OperatingSystem.IsWindows()) return null;
+        var stat = new PgTool("stat", "stat", "", 0);
+        var result = await ToolRunner.RunAsync(stat, ["-c", "%U", dataDirectory], new Dictionary<string, string?>(), null, ct, captureOutput: true).ConfigureAwait(false);
+        if (!result.Succeeded) // BSD and macOS
+            result = await ToolRunner.RunAsync(stat, ["-f", "%Su", dataDirectory], new Dictionary<string, string?>(), null, ct, captureOutput: true).ConfigureAwait(false);
+        return result.Succeeded && result.StandardOutput.Trim() is { Length: > 0 } owner ? owner : null;
+    }
+}
