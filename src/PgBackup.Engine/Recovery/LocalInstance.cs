@@ -1,7 +1,3 @@
-using System.Formats.Tar;
-using System.IO.Compression;
-using System.Net;
-using System.Net.Sockets;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Tools;
 
@@ -40,18 +36,14 @@ public sealed class LocalInstance : IAsyncDisposable
     /// <summary>Copies or extracts the backup into a new folder under the temp path and configures it to run privately.</summary>
     public static async Task<LocalInstance> CreateFromBackupAsync(BaseBackup backup, string? toolPath, IOperationReporter reporter, CancellationToken ct)
     {
-        var major = int.TryParse(System.Text.RegularExpressions.Regex.Match(backup.ServerVersion, @"^\d+").Value, out var m) ? m : (int?)null;
-        var pgCtl = new ToolLocator(toolPath).Find("pg_ctl", major, major, reporter);
-        if (major != null && pgCtl.Major != major)
-            throw new PgBackupException("ToolVersionMismatch", ErrorKind.NotInstalled, $"Starting a PostgreSQL {major} backup needs the PostgreSQL {major} server programs; the pg_ctl found is {pgCtl.VersionText}.", pgCtl.Path,
-                $"Install the PostgreSQL {major} server package on this machine (Debian/Ubuntu: apt-get install postgresql-{major}) or set ToolPath to its bin folder.");
+        var pgCtl = InstanceControl.FindPgCtl(backup.ServerVersion, toolPath, reporter, backup.Path);
         var runAs = Environment.IsPrivilegedProcess && !OperatingSystem.IsWindows() ? DefaultServiceUser : null;
         var folder = Path.Combine(Path.GetTempPath(), "pgbackup-instance-" + Guid.NewGuid().ToString("N")[..10]);
-        var instance = new LocalInstance(folder, FreePort(), pgCtl, runAs, reporter);
+        var instance = new LocalInstance(folder, InstanceControl.FreePort(), pgCtl, runAs, reporter);
         try
         {
             Directory.CreateDirectory(instance.DataDirectory);
-            await Task.Run(() => Materialise(backup, instance.DataDirectory, ct), ct).ConfigureAwait(false);
+            await Task.Run(() => BackupFiles.Restore(backup, instance.DataDirectory, null, ct), ct).ConfigureAwait(false);
             File.AppendAllText(Path.Combine(instance.DataDirectory, "postgresql.auto.conf"), $"""
 
                 # Added by PgBackup for a throwaway test instance: private, and never archiving into the original archive.
@@ -114,8 +106,7 @@ public sealed class LocalInstance : IAsyncDisposable
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { _reporter.Warning($"Could not remove '{Folder}': {ex.Message}; remove it by hand."); }
     }
 
-    public string LogTail(int lines = 15) =>
-        File.Exists(LogFile) ? string.Join(Environment.NewLine, File.ReadLines(LogFile).TakeLast(lines)) : "";
+    public string LogTail(int lines = 15) => InstanceControl.LogTail(LogFile, lines);
 
     private Task<ToolResult> RunPgCtlAsync(IEnumerable<string> args, CancellationToken ct) =>
         ToolRunner.RunAsUserAsync(_pgCtl, _runAs, args, new Dictionary<string, string?> { ["PGDATA"] = null }, _reporter.Verbose, ct, _reporter);
@@ -126,46 +117,5 @@ public sealed class LocalInstance : IAsyncDisposable
         if (!result.Succeeded)
             throw new PgBackupException("InstanceSetupFailed", ErrorKind.PermissionDenied, $"Preparing '{Folder}' for the {_runAs} user failed: {result.ErrorSummary()}", Folder,
                 $"Check that the OS user '{_runAs}' exists (it comes with the PostgreSQL server package).");
-    }
-
-    private static void Materialise(BaseBackup backup, string dataDirectory, CancellationToken ct)
-    {
-        if (backup.Format == BaseBackupFormat.Plain)
-        {
-            CopyTree(backup.Path, dataDirectory, ct);
-            return;
-        }
-        foreach (var archive in Directory.GetFiles(backup.Path, "*.tar*"))
-        {
-            var name = Path.GetFileName(archive);
-            var destination = name.StartsWith("base.tar", StringComparison.Ordinal) ? dataDirectory
-                : name.StartsWith("pg_wal.tar", StringComparison.Ordinal) ? Path.Combine(dataDirectory, "pg_wal")
-                : throw new PgBackupException("TablespacesNotSupported", ErrorKind.InvalidOperation,
-                    $"The backup holds a tablespace ({name}); test restores of backups with tablespaces are not supported yet.", archive,
-                    "Test such backups with pg_verifybackup (Test-PgBackup without -Restore) until tablespace remapping is supported.");
-            Directory.CreateDirectory(destination);
-            using var file = File.OpenRead(archive);
-            using Stream input = name.EndsWith(".gz", StringComparison.Ordinal) ? new GZipStream(file, CompressionMode.Decompress) : file;
-            TarFile.ExtractToDirectory(input, destination, overwriteFiles: true);
-        }
-        Directory.CreateDirectory(Path.Combine(dataDirectory, "pg_wal"));
-    }
-
-    private static void CopyTree(string from, string to, CancellationToken ct)
-    {
-        foreach (var dir in Directory.GetDirectories(from, "*", SearchOption.AllDirectories))
-            Directory.CreateDirectory(Path.Combine(to, Path.GetRelativePath(from, dir)));
-        foreach (var file in Directory.GetFiles(from, "*", SearchOption.AllDirectories))
-        {
-            ct.ThrowIfCancellationRequested();
-            File.Copy(file, Path.Combine(to, Path.GetRelativePath(from, file)));
-        }
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 }

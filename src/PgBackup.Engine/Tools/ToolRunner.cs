@@ -20,7 +20,8 @@ public static class ToolRunner
     private const int KeptErrorLines = 200;
 
     public static async Task<ToolResult> RunAsync(PgTool tool, IEnumerable<string> arguments, IReadOnlyDictionary<string, string?> environment,
-        Action<string>? onErrorLine, CancellationToken ct, bool captureOutput = false, IOperationReporter? reporter = null, Stream? input = null)
+        Action<string>? onErrorLine, CancellationToken ct, bool captureOutput = false, IOperationReporter? reporter = null, Stream? input = null,
+        Action<string>? onOutputLine = null)
     {
         var psi = new ProcessStartInfo(tool.Path)
         {
@@ -58,6 +59,7 @@ public static class ToolRunner
         {
             if (e.Data == null) { outputDone.TrySetResult(); return; }
             if (captureOutput) lock (output) output.AppendLine(e.Data);
+            onOutputLine?.Invoke(e.Data);
         };
 
         try { process.Start(); }
