@@ -87,6 +87,9 @@ public sealed class RecoveryResult
 
 public enum InstanceState { Stopped, Running }
 
+/// <summary>pg_ctl stop modes: Smart waits for clients to disconnect, Fast ends their sessions, Immediate aborts (crash recovery at the next start).</summary>
+public enum StopMode { Smart, Fast, Immediate }
+
 /// <summary>A local PostgreSQL data directory and the server running from it, as its postmaster.pid describes it.</summary>
 public sealed class PgInstance
 {

@@ -12,7 +12,7 @@ public sealed class ConventionTests(ModuleFixture fx)
     public static TheoryData<string> Cmdlets => new(CompiledCmdlets());
 
     /// <summary>The cmdlets this test suite knows; a new cmdlet fails the export test until it is added here (and so gets all checks below).</summary>
-    private static string[] CompiledCmdlets() => ["Disable-PgWalArchiving", "Enable-PgWalArchiving", "Get-PgBackup", "Get-PgBackupConfig", "Get-PgReplicationStatus", "Get-PgWalArchive", "Invoke-PgDump", "Join-PgStandby", "New-PgStandby", "Remove-PgBackup", "Restore-PgDump", "Set-PgSynchronousStandby", "Start-PgBaseBackup", "Switch-PgPrimary", "Test-PgBackup", "Test-PgReplication", "Wait-PgReplication"];
+    private static string[] CompiledCmdlets() => ["Disable-PgWalArchiving", "Enable-PgWalArchiving", "Get-PgBackup", "Get-PgBackupConfig", "Get-PgReplicationStatus", "Get-PgWalArchive", "Invoke-PgDump", "Invoke-PgRecoveryDrill", "Join-PgStandby", "New-PgStandby", "Remove-PgBackup", "Remove-PgInstance", "Restore-PgDump", "Restore-PgPointInTime", "Set-PgSynchronousStandby", "Start-PgBaseBackup", "Start-PgInstance", "Stop-PgInstance", "Switch-PgPrimary", "Test-PgBackup", "Test-PgReplication", "Wait-PgReplication"];
 
     private CommandInfo Command(string name) => (CommandInfo)fx.Shell.Run("Get-Command $n -Module PgBackup", ("n", name)).AssertNoErrors().Output.Single().BaseObject;
 

@@ -178,6 +178,17 @@ public sealed class PgTestCluster : IDisposable
         RunClient("psql", ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", ConnectionString(database), option, value],
             clientEncoding: "UTF8").Trim();
 
+    /// <summary>psql against another server on this machine that has the test clusters' superuser and password, such as a recovered copy of one.</summary>
+    public static string QueryAt(int port, string sql, string database = "postgres")
+    {
+        var env = EnvironmentWithoutPg();
+        env["PGPASSWORD"] = Password;
+        var (exitCode, stdout, stderr) = ProcessRunner.Run(Path.Combine(BinDirectory, "psql"),
+            ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "localhost", "-p", port.ToString(CultureInfo.InvariantCulture), "-U", SuperUser, "-d", database, "-c", sql], env);
+        if (exitCode != 0) throw new InvalidOperationException($"psql on port {port} failed with exit code {exitCode}: {stderr.Trim()}");
+        return stdout.Trim();
+    }
+
     /// <summary>Runs a client tool from <see cref="BinDirectory"/> against this cluster and returns its stdout.</summary>
     public string RunTool(string tool, params string[] args) => RunClient(tool, args, clientEncoding: null);
 

@@ -7,8 +7,6 @@ using PgBackup.Engine.Tools;
 
 namespace PgBackup.Engine.Recovery;
 
-public enum StopMode { Smart, Fast, Immediate }
-
 /// <summary>What postmaster.pid says about a running server (see PostgreSQL's pidfile.h for the line order).</summary>
 public sealed record PostmasterInfo(int Pid, DateTimeOffset? StartTime, int Port, string SocketDirectory, string ListenAddress, string Status);
 

@@ -1,0 +1,173 @@
+using System.Management.Automation;
+using PgBackup.Engine;
+using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Recovery;
+using PgBackup.Engine.Wal;
+
+namespace PgBackup.Commands;
+
+[Cmdlet(VerbsData.Restore, "PgPointInTime", DefaultParameterSetName = InputObjectSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[OutputType(typeof(RecoveryResult))]
+public sealed class RestorePgPointInTimeCommand : PgCmdlet
+{
+    private const string InputObjectSet = "InputObject";
+    private const string BackupIdSet = "BackupId";
+    private const string ServerSet = "Server";
+
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ParameterSetName = InputObjectSet)]
+    public BaseBackup? InputObject { get; set; }
+
+    [Parameter(Mandatory = true, ParameterSetName = BackupIdSet)]
+    [ValidateNotNullOrEmpty]
+    public string? BackupId { get; set; }
+
+    /// <summary>The source cluster whose newest suitable base backup is recovered (not the recovered instance's address).</summary>
+    [Parameter(Mandatory = true, ParameterSetName = ServerSet)]
+    [ValidateNotNullOrEmpty]
+    public string? Server { get; set; }
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Repository { get; set; }
+
+    [Parameter]
+    public DateTimeOffset? TargetTime { get; set; }
+
+    [Parameter]
+    public Lsn? TargetLsn { get; set; }
+
+    [Parameter]
+    public ulong? TargetXid { get; set; }
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? TargetName { get; set; }
+
+    [Parameter]
+    public SwitchParameter Immediate { get; set; }
+
+    [Parameter]
+    public SwitchParameter Latest { get; set; }
+
+    [Parameter]
+    public SwitchParameter Exclusive { get; set; }
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? TargetTimeline { get; set; }
+
+    [Parameter]
+    public RecoveryTargetAction TargetAction { get; set; } = RecoveryTargetAction.Promote;
+
+    [Parameter(Mandatory = true)]
+    [ValidateNotNullOrEmpty]
+    public string? DataDirectory { get; set; }
+
+    /// <summary>The port of the recovered instance; a free one when not given. Never bound from the pipeline: a backup's Port is its source's.</summary>
+    [Parameter]
+    [ValidateRange(1, 65535)]
+    public int? Port { get; set; }
+
+    [Parameter]
+    [ValidateNotNull]
+    public string ListenAddress { get; set; } = "localhost";
+
+    [Parameter]
+    public SwitchParameter ContinueArchiving { get; set; }
+
+    [Parameter]
+    [Credential]
+    public PSCredential? Credential { get; set; }
+
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
+        try
+        {
+            var target = Target();
+            // A piped backup knows its repository; a -Repository typed here, or the configured one, comes next.
+            var repository = (Repository ?? InputObject?.Repository ?? settings.Repository) is { } r ? GetUnresolvedProviderPathFromPSPath(r) : null;
+            var (candidates, chosen) = Candidates(settings, repository);
+            var directory = GetUnresolvedProviderPathFromPSPath(DataDirectory!);
+            var port = Port ?? InstanceControl.FreePort();
+            PointInTimeRecovery.CheckDestination(directory, port, Force);
+
+            var plan = RunEngine((reporter, ct) => RecoveryPlanner.PlanAsync(new RecoveryPlanRequest
+            {
+                Candidates = candidates, BackupChosen = chosen, Target = target, Repository = repository, ToolPath = settings.ToolPath,
+            }, reporter, ct));
+            var backup = plan.Backup;
+            var action = $"Restore base backup {backup.Id} and recover it to {target} on port {port}";
+            var replaces = Directory.Exists(directory) && Directory.EnumerateFileSystemEntries(directory).Any();
+            if (replaces ? !ShouldProcessHighImpact(directory, action + ", deleting what the folder holds now") : !ShouldProcess(directory, action)) return;
+
+            var user = string.IsNullOrEmpty(backup.User) ? LocalInstance.DefaultServiceUser : backup.User;
+            var connection = ResolveServer(settings, $"host={InstanceControl.ConnectHost(ListenAddress, "")} port={port} dbname=postgres user={user}", null, null, Credential);
+            var request = new PointInTimeRequest
+            {
+                Plan = plan,
+                DataDirectory = directory,
+                Port = port,
+                Connection = connection,
+                WalTool = WalArchiveTool.InModuleFolder(ModuleFolder),
+                ListenAddresses = ListenAddress,
+                Force = Force,
+                ContinueArchiving = ContinueArchiving,
+                ToolPath = settings.ToolPath,
+            };
+            WriteObject(RunEngine((reporter, ct) => PointInTimeRecovery.RunAsync(request, reporter, ct)));
+        }
+        catch (PgBackupException ex) { WriteEngineError(ex); }
+    }
+
+    private RecoveryTarget Target()
+    {
+        var given = new (bool Set, Func<RecoveryTarget> Make)[]
+        {
+            (TargetTime != null, () => RecoveryTarget.AtTime(TargetTime!.Value, !Exclusive)),
+            (TargetLsn != null, () => RecoveryTarget.AtLsn(TargetLsn!.Value, !Exclusive)),
+            (TargetXid != null, () => RecoveryTarget.AtXid(TargetXid!.Value, !Exclusive)),
+            (TargetName != null, () => RecoveryTarget.AtName(TargetName!)),
+            (Immediate, RecoveryTarget.EndOfBackup),
+            (Latest, RecoveryTarget.EndOfArchive),
+        }.Where(g => g.Set).ToList();
+        if (given.Count != 1)
+            throw new PgBackupException(given.Count == 0 ? "NoRecoveryTarget" : "TooManyRecoveryTargets", ErrorKind.InvalidArgument,
+                given.Count == 0 ? "No recovery target was given." : "More than one recovery target was given.", null,
+                "Give exactly one of -TargetTime, -TargetLsn, -TargetXid, -TargetName, -Immediate (end of the backup) or -Latest (end of the archive).");
+        var target = given[0].Make();
+        if (Exclusive && target.Kind is not (RecoveryTargetKind.Time or RecoveryTargetKind.Lsn or RecoveryTargetKind.Xid))
+            throw new PgBackupException("ExclusiveNotApplicable", ErrorKind.InvalidArgument, "-Exclusive applies only to -TargetTime, -TargetLsn and -TargetXid.", "Exclusive",
+                "Leave out -Exclusive, or give a time, LSN or transaction id target.");
+        if (target.Kind == RecoveryTargetKind.Latest && TargetAction != RecoveryTargetAction.Promote)
+            throw new PgBackupException("TargetActionNotApplicable", ErrorKind.InvalidArgument,
+                "-Latest has no stopping point to pause or shut down at: recovery replays all archived WAL and then opens the database.", TargetAction,
+                "Leave out -TargetAction, or give a target (for example -TargetTime) to pause or shut down at.");
+        target.Timeline = TargetTimeline;
+        target.Action = TargetAction;
+        return target;
+    }
+
+    private (IReadOnlyList<BaseBackup> Candidates, bool Chosen) Candidates(Engine.Configuration.PgBackupSettings settings, string? repository)
+    {
+        if (InputObject != null) return ([InputObject], true);
+        var repo = repository ?? RequireRepository(settings);
+        if (BackupId != null)
+        {
+            var match = BackupCatalog.List(repo, new CatalogFilter(Kind: BackupKind.Base), WriteWarning).OfType<BaseBackup>()
+                .FirstOrDefault(b => string.Equals(b.Id, BackupId, StringComparison.OrdinalIgnoreCase));
+            return match != null ? ([match], true) : throw new PgBackupException("BackupNotFound", ErrorKind.ObjectNotFound,
+                $"The repository '{repo}' holds no base backup with the id '{BackupId}'.", BackupId, "Get-PgBackup -Kind Base lists the ids of the base backups it holds.");
+        }
+        var backups = BackupCatalog.List(repo, WithServer(new CatalogFilter(Kind: BackupKind.Base), Server, settings), WriteWarning).OfType<BaseBackup>()
+            .Where(b => b.VerificationState != VerificationState.Failed).ToList();
+        if (backups.Count == 0)
+            throw new PgBackupException("NoBaseBackup", ErrorKind.ObjectNotFound, $"The repository '{repo}' holds no base backup of {Server}.", Server,
+                "Take one with Start-PgBaseBackup, or check -Server against Get-PgBackup -Kind Base.");
+        var cluster = backups.MaxBy(b => b.StartTime)!.SystemIdentifier;
+        return (backups.Where(b => b.SystemIdentifier == cluster).ToList(), false);
+    }
+}
