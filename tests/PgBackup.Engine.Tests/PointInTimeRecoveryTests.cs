@@ -95,8 +95,11 @@ public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixt
             NullReporter.Instance, default);
     }
 
+    private RecordingReporter lastReporter = new();
+
     private async Task<RecoveryResult> Recover(RecoveryTarget target, bool continueArchiving = false, string? directory = null, bool force = false)
     {
+        lastReporter = new RecordingReporter();
         var port = InstanceControl.FreePort();
         return await PointInTimeRecovery.RunAsync(new PointInTimeRequest
         {
@@ -107,7 +110,7 @@ public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixt
             WalTool = fx.Tool,
             ContinueArchiving = continueArchiving,
             Force = force,
-        }, new RecordingReporter(), default);
+        }, lastReporter, default);
     }
 
     private static int[] LedgerOf(RecoveryResult result) => (int[])Scalar(result.Port, "select coalesce(array_agg(id order by id), '{}') from ledger");
@@ -140,6 +143,7 @@ public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixt
         Assert.True(result.RestoreDuration > TimeSpan.Zero && result.ReplayDuration > TimeSpan.Zero);
         Assert.Equal(InstanceState.Running, (await InstanceControl.DescribeAsync(result.DataDirectory, default)).State);
         Assert.Contains("archive_mode = off", File.ReadAllText(Path.Combine(result.DataDirectory, "postgresql.auto.conf")));
+        Assert.Contains(lastReporter.ProgressRecords, p => p.Status.StartsWith("Replaying WAL", StringComparison.Ordinal) && p.Percent is > 30 and <= 99);
     }
 
     [Fact]
@@ -153,6 +157,29 @@ public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixt
         // Everything the source committed is archived (another test adds rows, and archives them too).
         Assert.Equal((int[])Scalar(fx.Cluster.Port, "select array_agg(id order by id) from ledger"), LedgerOf(latest));
         Assert.True(latest.ReachedTime >= fx.Ledger[PitrClusterFixture.Rows].Committed);
+    }
+
+    [Fact]
+    public async Task A_gzip_tar_backup_is_extracted_and_recovered_the_same_way()
+    {
+        var tar = await BaseBackupService.BackupAsync(new BaseBackupRequest { Target = Targets.For(fx.Cluster), Repository = fx.Repository, Format = BaseBackupFormat.Tar, Compress = "client-gzip:1" },
+            NullReporter.Instance, default);
+        fx.Cluster.Psql("insert into ledger values (2001)");
+        PitrClusterFixture.ArchiveCurrentSegment(sql => fx.Cluster.Psql(sql));
+        var port = InstanceControl.FreePort();
+        var result = await PointInTimeRecovery.RunAsync(new PointInTimeRequest
+        {
+            Plan = await Plan(RecoveryTarget.EndOfArchive(), tar),
+            DataDirectory = NewDataDirectory(),
+            Port = port,
+            Connection = new() { Host = "localhost", Port = port, Database = "postgres", User = PgTestCluster.SuperUser, Password = PgTestCluster.Password },
+            WalTool = fx.Tool,
+        }, NullReporter.Instance, default);
+        Assert.Contains(2001, LedgerOf(result));
+        Assert.True(result.Promoted);
+
+        var before = await Assert.ThrowsAsync<PgBackupException>(() => Plan(RecoveryTarget.AtTime(fx.Ledger[3].Committed), tar));
+        Assert.Equal("PgBackup.TargetBeforeBackupEnd", before.ErrorId);
     }
 
     [Fact]
@@ -217,6 +244,49 @@ public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixt
             await Plan(RecoveryTarget.AtTime(fx.Ledger[3].Committed));
         }
         finally { File.Move(victim + ".away", victim); }
+    }
+
+    private string RowsSegment => Path.Combine(ArchivingService.ArchiveFolder(fx.Repository, fx.Backup.SystemIdentifier),
+        WalSegmentName.FromLsn(fx.Backup.Timeline, fx.Ledger[20].After, fx.Backup.WalSegmentSize).ToString());
+
+    [Fact]
+    public async Task A_damaged_segment_is_found_before_replay_and_nothing_is_left_behind()
+    {
+        var original = File.ReadAllBytes(RowsSegment);
+        var damaged = (byte[])original.Clone();
+        damaged[damaged.Length / 2] ^= 0xFF;
+        File.WriteAllBytes(RowsSegment, damaged);
+        var directory = NewDataDirectory();
+        try
+        {
+            var e = await Assert.ThrowsAsync<PgBackupException>(() => Recover(RecoveryTarget.EndOfArchive(), directory: directory));
+            Assert.Equal("PgBackup.WalSegmentDamaged", e.ErrorId);
+            Assert.Contains(Path.GetFileName(RowsSegment), e.Message);
+            Assert.False(Directory.Exists(directory));
+        }
+        finally { File.WriteAllBytes(RowsSegment, original); }
+    }
+
+    [Fact]
+    public async Task A_replay_that_stops_short_of_the_target_reports_the_point_reached_and_the_server_log()
+    {
+        var plan = await Plan(RecoveryTarget.AtTime(fx.Ledger[19].Committed));
+        File.Move(RowsSegment, RowsSegment + ".away"); // the archive loses a segment after the plan was made
+        var directory = NewDataDirectory();
+        try
+        {
+            var port = InstanceControl.FreePort();
+            var e = await Assert.ThrowsAsync<PgBackupException>(() => PointInTimeRecovery.RunAsync(new PointInTimeRequest
+            {
+                Plan = plan, DataDirectory = directory, Port = port, WalTool = fx.Tool,
+                Connection = new() { Host = "localhost", Port = port, Database = "postgres", User = PgTestCluster.SuperUser, Password = PgTestCluster.Password },
+            }, NullReporter.Instance, default));
+            Assert.Equal("PgBackup.TargetNotReached", e.ErrorId);
+            Assert.Contains("recovery ended before configured recovery target was reached", e.Message);
+            Assert.Contains("the last WAL replayed was", e.Message);
+            Assert.False(Directory.Exists(directory));
+        }
+        finally { File.Move(RowsSegment + ".away", RowsSegment); }
     }
 
     [Fact]

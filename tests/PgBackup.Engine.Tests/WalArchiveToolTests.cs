@@ -178,6 +178,13 @@ public sealed class WalArchiveToolTests : IDisposable
         var fetch = ProcessRunner.Run("/bin/sh", ["-c", $"cd '{Path.Combine(root, "data").Replace("'", @"'\''")}' && " + Expand(tool.RestoreCommand(Archive), "pg_wal/RECOVERYXLOG", Segment)]);
         Assert.True(fetch.ExitCode == 0, fetch.StdErr);
         Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(restored));
+
+        File.Delete(restored);
+        var copy = ProcessRunner.Run("/bin/sh", ["-c", $"cd '{Path.Combine(root, "data").Replace("'", @"'\''")}' && " + Expand(tool.CopyRestoreCommand(Archive), "pg_wal/RECOVERYXLOG", Segment)]);
+        Assert.True(copy.ExitCode == 0, copy.StdErr);
+        Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(restored));
+        var missing = ProcessRunner.Run("/bin/sh", ["-c", $"cd '{Path.Combine(root, "data").Replace("'", @"'\''")}' && " + Expand(tool.CopyRestoreCommand(Archive), "pg_wal/RECOVERYXLOG", "00000001000000000000FFFF")]);
+        Assert.NotEqual(0, missing.ExitCode); // "not in the archive" for PostgreSQL
     }
 
     [Fact]
@@ -190,6 +197,7 @@ public sealed class WalArchiveToolTests : IDisposable
             tool.ArchiveCommand(folder));
         Assert.Equal(@"'/usr/share/dotnet/dotnet' '/opt/pg backup/WalArchive/pgbackup-wal.dll' fetch '/srv/it'\''s 50%% full/wal/7301234567890123456' '%f' '%p'",
             tool.RestoreCommand(folder));
+        Assert.Equal(@"cp '/srv/it'\''s 50%% full/wal/7301234567890123456/%f' '%p'", tool.CopyRestoreCommand(folder));
         Assert.True(WalArchiveTool.TryParseArchiveCommand(tool.ArchiveCommand(folder), out var parsed));
         Assert.Equal(folder, parsed);
         Assert.Throws<PgBackupException>(() => tool.ArchiveCommand("/srv/two\nlines"));
@@ -207,6 +215,7 @@ public sealed class WalArchiveToolTests : IDisposable
             windows.ArchiveCommand(folder));
         Assert.Equal(@"""C:\Program Files\dotnet\dotnet.exe"" ""C:\Program Files\PowerShell\Modules\PgBackup\0.1.0\WalArchive\pgbackup-wal.dll"" fetch ""D:\pg backup\wal\7301234567890123456"" ""%f"" ""%p""",
             windows.RestoreCommand(folder));
+        Assert.Equal(@"copy /Y ""D:\pg backup\wal\7301234567890123456\%f"" ""%p""", windows.CopyRestoreCommand(folder));
         Assert.True(WalArchiveTool.TryParseArchiveCommand(windows.ArchiveCommand(folder), out var parsed));
         Assert.Equal(folder, parsed);
         Assert.Equal("PgBackup.InvalidWalArchivePath", Assert.Throws<PgBackupException>(() => windows.ArchiveCommand(@"D:\50% full")).ErrorId);

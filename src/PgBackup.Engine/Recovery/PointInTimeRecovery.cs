@@ -31,7 +31,7 @@ public sealed record PointInTimeRequest
 /// </summary>
 public static class PointInTimeRecovery
 {
-    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(200);
+    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(100);
 
     /// <summary>Checks the data directory and the port before anything is written; an error names what is in the way.</summary>
     public static void CheckDestination(string dataDirectory, int port, bool force)
@@ -87,11 +87,15 @@ public static class PointInTimeRecovery
             var total = Math.Max(1, BackupFiles.SourceBytes(backup));
             long copied = 0;
             var lastPercent = -1;
-            await Task.Run(() => BackupFiles.Restore(backup, directory, n =>
+            var restore = Task.Run(() => BackupFiles.Restore(backup, directory, n =>
             {
                 var percent = (int)(Interlocked.Add(ref copied, n) * 30 / total);
                 if (Interlocked.Exchange(ref lastPercent, percent) != percent) reporter.Progress(activity, $"Restoring files ({copied >> 20} of {total >> 20} MB)", percent);
-            }, ct), ct).ConfigureAwait(false);
+            }, ct), ct);
+            // Every archived file the replay may read is checked against its checksum while the files are copied, so the
+            // server can fetch them with a plain copy instead of starting the verifying fetch tool once per segment.
+            var verify = Task.Run(() => VerifyArchivedWal(plan, reporter, ct), ct);
+            await Task.WhenAll(restore, verify).ConfigureAwait(false);
             WriteConfiguration(request, directory, reporter);
             if (runAs != null) await ChownAsync(directory, runAs, ct).ConfigureAwait(false);
             if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
@@ -234,7 +238,7 @@ public static class PointInTimeRecovery
     {
         var log = ReadLog(result.LogFile);
         ReadReachedFromLog(result);
-        var relevant = string.Join(Environment.NewLine, log.Split('\n').Where(l => Regex.IsMatch(l, "FATAL|PANIC|ERROR|redo done|recovery stopping|last completed transaction|could not|invalid")).TakeLast(12));
+        var relevant = string.Join(Environment.NewLine, log.Split('\n').Where(l => Regex.IsMatch(l, "FATAL|PANIC|ERROR|DAMAGED|pgbackup-wal|redo done|recovery stopping|last completed transaction|could not|invalid")).TakeLast(12));
         var reached = $"the last WAL replayed was {(result.ReachedLsn?.ToString() ?? "unknown")}" + (result.ReachedTime is { } t ? $", the last commit at {t.UtcDateTime:yyyy-MM-dd HH:mm:ss.ffffff} UTC" : "");
         if (log.Contains("before consistent recovery point", StringComparison.Ordinal))
             return new PgBackupException("TargetBeforeBackupEnd", ErrorKind.InvalidArgument,
@@ -316,7 +320,7 @@ public static class PointInTimeRecovery
         foreach (var leftover in new[] { "standby.signal", "recovery.signal", "recovery.conf", "postmaster.pid", "postmaster.opts" })
             File.Delete(Path.Combine(directory, leftover));
 
-        var restoreCommand = plan.ArchiveFolder != null ? request.WalTool.RestoreCommand(plan.ArchiveFolder)
+        var restoreCommand = plan.ArchiveFolder != null ? request.WalTool.CopyRestoreCommand(plan.ArchiveFolder)
             : OperatingSystem.IsWindows() ? "cmd /c exit 1" : "/bin/false"; // nothing archived: recovery uses the backup's own WAL only
         var settings = new RecoverySettings
         {
@@ -335,6 +339,34 @@ public static class PointInTimeRecovery
             var text = file == "postgresql.auto.conf" && extra.Count > 0 ? content + string.Join("\n", extra) + "\n" : content;
             if (append) File.AppendAllText(path, text);
             else File.WriteAllText(path, text);
+        }
+    }
+
+    /// <summary>Checks the archived segments from the backup to the newest reachable point, and the timeline history files, against their sidecars.</summary>
+    private static void VerifyArchivedWal(RecoveryPlan plan, IOperationReporter reporter, CancellationToken ct)
+    {
+        if (plan.ArchiveFolder == null) return;
+        var backup = plan.Backup;
+        var size = (ulong)backup.WalSegmentSize;
+        var first = backup.WalIncluded ? backup.StopLsn.Value / size : WalSegmentName.Parse(backup.StartSegment).Number(backup.WalSegmentSize);
+        var last = plan.NewestReachable.Value == 0 ? 0 : (plan.NewestReachable.Value - 1) / size;
+        var files = new List<string>();
+        for (var position = first; position <= last; position++)
+            files.Add(WalSegmentName.FromNumber(plan.TimelineAt(new Lsn(position * size)), position, backup.WalSegmentSize).ToString());
+        files.AddRange(plan.Lineage.Where(s => s.Timeline > 1).Select(s => WalInventory.HistoryFileName(s.Timeline)));
+        var paths = files.Select(f => Path.Combine(plan.ArchiveFolder, f)).Where(File.Exists).ToList();
+        reporter.Verbose($"Verifying {paths.Count} archived WAL files against their checksums.");
+        var problems = new System.Collections.Concurrent.ConcurrentBag<string>();
+        Parallel.ForEach(paths, new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = Environment.ProcessorCount }, path =>
+        {
+            if (WalArchiveInspector.ChecksumProblem(path, requireSidecar: false) is { } problem) problems.Add(problem);
+        });
+        if (!problems.IsEmpty)
+        {
+            var damaged = problems.Order(StringComparer.Ordinal).ToList();
+            throw new PgBackupException("WalSegmentDamaged", ErrorKind.InvalidData,
+                $"The WAL archive holds damaged files that this recovery would replay, so nothing was recovered: {string.Join(" ", damaged.Take(3))}", plan.ArchiveFolder,
+                "Restore the damaged segments from another copy of the archive, or recover to a point before the first of them (Get-PgWalArchive -Verify lists them).");
         }
     }
 

@@ -193,7 +193,7 @@ public static class WalArchiveInspector
         {
             ct.ThrowIfCancellationRequested();
             progress?.Invoke($"Verifying {file.Name}", (int)(done * 100 / total));
-            if (ChecksumProblem(inventory.Folder, file) is { } problem)
+            if (ChecksumProblem(Path.Combine(inventory.Folder, file.Name), requireSidecar: true) is { } problem)
             {
                 failures.Add(file.Name);
                 warn?.Invoke(problem);
@@ -203,11 +203,12 @@ public static class WalArchiveInspector
         return failures;
     }
 
-    private static string? ChecksumProblem(string folder, WalArchiveFile file)
+    /// <returns>Null when the file matches its .sha256 sidecar (or has none and <paramref name="requireSidecar"/> is false), else the problem.</returns>
+    internal static string? ChecksumProblem(string path, bool requireSidecar)
     {
-        var path = Path.Combine(folder, file.Name);
         // Looked for now rather than in the listing: the archive tool puts a file in place just before its sidecar.
-        if (!File.Exists(path + WalInventory.SidecarSuffix)) return $"{path} has no {WalInventory.SidecarSuffix} sidecar, so its content cannot be verified.";
+        if (!File.Exists(path + WalInventory.SidecarSuffix))
+            return requireSidecar ? $"{path} has no {WalInventory.SidecarSuffix} sidecar, so its content cannot be verified." : null;
         try
         {
             // sha256sum format: "<hex>  <file name>".

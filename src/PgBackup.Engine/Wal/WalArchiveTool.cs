@@ -64,6 +64,17 @@ public sealed class WalArchiveTool
         string.Join(' ', Quote(DotnetHost), Quote(ToolPath), "fetch", Quote(archiveFolder), Quote("%f", escapePercent: false), Quote("%p", escapePercent: false));
 
     /// <summary>
+    /// A restore_command that only copies (cp, or copy on Windows), for archives whose segments were verified against
+    /// their checksums before recovery started: it saves the .NET start-up of the fetch tool on every segment.
+    /// </summary>
+    public string CopyRestoreCommand(string archiveFolder)
+    {
+        const string marker = "PGBACKUPWALFILE";
+        var source = Quote(archiveFolder.TrimEnd('/', '\\') + (ServerOs == ServerOs.Windows ? "\\" : "/") + marker).Replace(marker, "%f", StringComparison.Ordinal);
+        return ServerOs == ServerOs.Windows ? $"copy /Y {source} \"%p\"" : $"cp {source} '%p'";
+    }
+
+    /// <summary>
     /// Recognises a command written by <see cref="ArchiveCommand"/> (for either OS) and returns its archive folder.
     /// </summary>
     public static bool TryParseArchiveCommand(string? command, out string? archiveFolder)

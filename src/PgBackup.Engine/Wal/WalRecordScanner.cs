@@ -22,8 +22,8 @@ public sealed class WalRecordScanner(PgTool pgWaldump, string archiveFolder, IRe
     public async Task<WalStopRecord?> NewestTransactionEndAsync(Lsn from, Lsn to, long segmentSize, CancellationToken ct)
     {
         if (to <= from) return null;
-        // Most archives have a commit in their last few segments; only an idle stretch needs the whole range.
-        var near = to - from > 4 * segmentSize ? to + (-4 * segmentSize) : from;
+        // Most archives have a commit in their last segment; only an idle stretch needs the whole range.
+        var near = to - from > segmentSize ? to + (-segmentSize) : from;
         WalStopRecord? newest = null;
         await ScanAsync(near, to, "Transaction", r => { newest = r; return false; }, ct).ConfigureAwait(false);
         if (newest == null && near > from)
