@@ -185,6 +185,24 @@ public sealed class WalArchiveToolTests : IDisposable
         Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(restored));
         var missing = ProcessRunner.Run("/bin/sh", ["-c", $"cd '{Path.Combine(root, "data").Replace("'", @"'\''")}' && " + Expand(tool.CopyRestoreCommand(Archive), "pg_wal/RECOVERYXLOG", "00000001000000000000FFFF")]);
         Assert.NotEqual(0, missing.ExitCode); // "not in the archive" for PostgreSQL
+
+        // The gated copy waits for the file's marker: .ok copies it, .bad aborts recovery, "done" lets unlisted files through.
+        var markers = Directory.CreateDirectory(Path.Combine(root, "it's 100% checked")).FullName;
+        string Gated(string file) => $"cd '{Path.Combine(root, "data").Replace("'", @"'\''")}' && " + Expand(tool.GatedCopyRestoreCommand(Archive, markers), "pg_wal/RECOVERYXLOG", file);
+        File.Delete(restored);
+        File.WriteAllBytes(Path.Combine(markers, Segment + ".ok"), []);
+        Assert.Equal(0, ProcessRunner.Run("/bin/sh", ["-c", Gated(Segment)]).ExitCode);
+        Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(restored));
+        File.Move(Path.Combine(markers, Segment + ".ok"), Path.Combine(markers, Segment + ".bad"));
+        var bad = ProcessRunner.Run("/bin/sh", ["-c", Gated(Segment)]);
+        Assert.Equal(200, bad.ExitCode);
+        Assert.Contains("DAMAGED ARCHIVE", bad.StdErr);
+        File.WriteAllBytes(Path.Combine(markers, "done"), []);
+        Assert.NotEqual(0, ProcessRunner.Run("/bin/sh", ["-c", Gated("00000001000000000000FFFF")]).ExitCode);
+        Directory.Delete(markers, recursive: true);
+        File.Delete(restored);
+        Assert.Equal(0, ProcessRunner.Run("/bin/sh", ["-c", Gated(Segment)]).ExitCode); // no gate any more: a plain copy
+        Assert.True(File.Exists(restored));
     }
 
     [Fact]

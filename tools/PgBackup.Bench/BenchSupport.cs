@@ -32,6 +32,14 @@ public static class BenchSupport
         if (ps.HadErrors) throw new InvalidOperationException(string.Join("; ", ps.Streams.Error));
     }
 
+    public static string InvokeText(Runspace runspace, string script)
+    {
+        using var ps = PowerShell.Create();
+        ps.Runspace = runspace;
+        ps.AddScript(script);
+        return string.Join(" ", ps.Invoke().Select(o => o?.ToString()));
+    }
+
     public static TimeSpan Time(Action action)
     {
         var sw = Stopwatch.StartNew();

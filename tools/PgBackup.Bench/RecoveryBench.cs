@@ -47,7 +47,9 @@ public static class RecoveryBench
             {
                 var directory = Next("cmdlet");
                 var time = BenchSupport.Time(() => BenchSupport.Invoke(runspace,
-                    $"$null = $global:backup | Restore-PgPointInTime -TargetTime '{target}' -DataDirectory '{directory}' -Port {FreePort.Next()} -Confirm:$false"));
+                    $"$global:recovered = $global:backup | Restore-PgPointInTime -TargetTime '{target}' -DataDirectory '{directory}' -Port {FreePort.Next()} -Confirm:$false"));
+                var phases = BenchSupport.InvokeText(runspace, "'restore {0:0.00} s, replay {1:0.00} s, total {2:0.00} s' -f $global:recovered.RestoreDuration.TotalSeconds, $global:recovered.ReplayDuration.TotalSeconds, $global:recovered.TotalDuration.TotalSeconds");
+                Console.WriteLine($"    (cmdlet: {phases})");
                 BenchSupport.Invoke(runspace, $"Remove-PgInstance '{directory}' -Confirm:$false");
                 return time;
             }),
@@ -57,7 +59,10 @@ public static class RecoveryBench
                 var script = Path.Combine(work, "recover.sh");
                 File.WriteAllText(script, HandScript);
                 var port = FreePort.Next().ToString(CultureInfo.InvariantCulture);
-                var time = BenchSupport.Time(() => Check(ProcessRunner.Run("bash", [script, backupPath, directory, archive, target, port, PgTestCluster.BinDirectory], timeout: TimeSpan.FromHours(1))));
+                (int, string, string) run = default;
+                var time = BenchSupport.Time(() => run = ProcessRunner.Run("bash", [script, backupPath, directory, archive, target, port, PgTestCluster.BinDirectory], timeout: TimeSpan.FromHours(1)));
+                Check(run);
+                Console.WriteLine($"    (script: {run.Item2.Trim()})");
                 Check(ProcessRunner.Run("runuser", ["-u", "postgres", "--", Path.Combine(PgTestCluster.BinDirectory, "pg_ctl"), "stop", "-D", directory, "-m", "immediate", "-w"]));
                 Directory.Delete(directory, recursive: true);
                 return time;
@@ -83,6 +88,7 @@ public static class RecoveryBench
     private const string HandScript = """
         set -euo pipefail
         backup=$1; data=$2; archive=$3; target=$4; port=$5; bin=$6
+        t0=$(date +%s.%N)
         cp -a "$backup" "$data"
         rm -f "$data/backup_manifest"
         cat >> "$data/postgresql.auto.conf" <<EOF
@@ -97,8 +103,11 @@ public static class RecoveryBench
         touch "$data/recovery.signal"
         chown -R postgres: "$data"
         chmod 700 "$data"
+        t1=$(date +%s.%N)
         runuser -u postgres -- "$bin/pg_ctl" start -D "$data" -l "$data/server.log" -w -t 3600 >/dev/null
         until [ "$(runuser -u postgres -- "$bin/psql" -h /tmp -p "$port" -d postgres -Atc 'select pg_is_in_recovery()' 2>/dev/null)" = "f" ]; do sleep 0.2; done
+        t2=$(date +%s.%N)
+        awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN { printf "copy and configure %.2f s, start and replay %.2f s", b - a, c - b }'
         """;
 
     private static long Lsn(PgTestCluster cluster) => long.Parse(cluster.Psql("select pg_current_wal_lsn() - '0/0'"), CultureInfo.InvariantCulture);

@@ -54,7 +54,7 @@ public static class DrillReportWriter
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            File.Delete(temporary);
+            try { File.Delete(temporary); } catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException) { }
             throw new PgBackupException("ReportWriteFailed", ErrorKind.WriteFailed, $"The drill report could not be written to '{full}': {ex.Message}", full,
                 "Give -ReportPath a file in a folder this account can write to.", ex);
         }

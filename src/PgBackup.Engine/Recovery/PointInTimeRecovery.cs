@@ -32,6 +32,8 @@ public sealed record PointInTimeRequest
 public static class PointInTimeRecovery
 {
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan ConnectPatience = TimeSpan.FromMinutes(1);
+    private const string MonitorFailed = "PgBackup.RecoveryMonitorFailed";
 
     /// <summary>Checks the data directory and the port before anything is written; an error names what is in the way.</summary>
     public static void CheckDestination(string dataDirectory, int port, bool force)
@@ -80,6 +82,7 @@ public static class PointInTimeRecovery
         var clock = Stopwatch.StartNew();
         var existed = Directory.Exists(directory);
         var started = false;
+        ArchivedWalGate? gate = null;
         try
         {
             reporter.Milestone($"Restoring base backup {backup.Id} into '{directory}' for recovery to {plan.Target} (timeline {plan.Timeline}).");
@@ -92,11 +95,16 @@ public static class PointInTimeRecovery
                 var percent = (int)(Interlocked.Add(ref copied, n) * 30 / total);
                 if (Interlocked.Exchange(ref lastPercent, percent) != percent) reporter.Progress(activity, $"Restoring files ({copied >> 20} of {total >> 20} MB)", percent);
             }, ct), ct);
-            // Every archived file the replay may read is checked against its checksum while the files are copied, so the
-            // server can fetch them with a plain copy instead of starting the verifying fetch tool once per segment.
-            var verify = Task.Run(() => VerifyArchivedWal(plan, reporter, ct), ct);
-            await Task.WhenAll(restore, verify).ConfigureAwait(false);
-            WriteConfiguration(request, directory, reporter);
+            await restore.ConfigureAwait(false);
+            // The archived WAL is checked against its checksums from here on, on the core the single-threaded replay
+            // leaves free (checking during the copy slowed both down).
+            gate = ArchivedWalGate.Start(plan, request.WalTool, reporter, ct);
+            if (gate.CheckBeforeStart)
+            {
+                await gate.Completion.ConfigureAwait(false);
+                if (gate.Problems.Count > 0) throw gate.Damaged(plan.ArchiveFolder!);
+            }
+            WriteConfiguration(request, directory, gate.RestoreCommand, reporter);
             if (runAs != null) await ChownAsync(directory, runAs, ct).ConfigureAwait(false);
             if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             result.RestoreDuration = clock.Elapsed;
@@ -107,7 +115,13 @@ public static class PointInTimeRecovery
             var start = await ToolRunner.RunAsUserAsync(pgCtl, runAs, ["start", "-D", directory, "-l", result.LogFile, "-w", "-t", "600"],
                 InstanceControl.NoPgData, reporter.Verbose, ct, reporter).ConfigureAwait(false);
             if (!start.Succeeded) reporter.Verbose($"pg_ctl start returned {start.ExitCode}: {start.ErrorSummary(3)}");
-            await FollowReplayAsync(request, result, activity, reporter, ct).ConfigureAwait(false);
+            try { await FollowReplayAsync(request, result, activity, reporter, ct).ConfigureAwait(false); }
+            catch (PgBackupException) when (gate.Problems.Count > 0 && ReadLog(result.LogFile).Contains("DAMAGED ARCHIVE", StringComparison.Ordinal))
+            {
+                throw gate.Damaged(plan.ArchiveFolder!);
+            }
+            if (gate.Problems.Count > 0)
+                reporter.Warning($"Archived WAL after the recovery target is damaged; a later recovery past it would fail: {string.Join(" ", gate.Problems.Take(3))}");
             result.ReplayDuration = replayClock.Elapsed;
             result.TotalDuration = clock.Elapsed;
             result.EndTime = DateTimeOffset.UtcNow;
@@ -115,6 +129,12 @@ public static class PointInTimeRecovery
             reporter.ProgressCompleted(activity);
             reporter.Milestone($"Recovered to {result.ReachedLsn} (last commit {result.ReachedTime:yyyy-MM-dd HH:mm:ss.ffffff zzz}) on timeline {result.Timeline} in {result.TotalDuration.TotalSeconds:0.0}s; {result.State.ToLowerInvariant()} on port {result.Port}.");
             return result;
+        }
+        catch (PgBackupException ex) when (ex.ErrorId == MonitorFailed)
+        {
+            // The recovery itself may be fine and may have taken hours: leave it for the user to look at.
+            reporter.ProgressCompleted(activity);
+            throw;
         }
         catch (Exception ex) when (ex is PgBackupException or OperationCanceledException or IOException or UnauthorizedAccessException)
         {
@@ -127,6 +147,7 @@ public static class PointInTimeRecovery
             throw new PgBackupException("RestoreFailed", ErrorKind.WriteFailed, $"Restoring into '{directory}' failed: {ex.Message}{Environment.NewLine}{log}", directory,
                 "Check that the folder is writable and its disk has room for the whole backup; nothing was left behind.", ex);
         }
+        finally { gate?.Dispose(); }
     }
 
     /// <summary>Waits until the target is reached (promoted, paused, or shut down as asked) and reads what was reached.</summary>
@@ -135,6 +156,7 @@ public static class PointInTimeRecovery
         var plan = request.Plan;
         var action = plan.Target.Kind == RecoveryTargetKind.Latest ? RecoveryTargetAction.Promote : plan.Target.Action;
         NpgsqlConnection? connection = null;
+        Stopwatch? unreachableSince = null;
         try
         {
             while (true)
@@ -159,8 +181,16 @@ public static class PointInTimeRecovery
                 }
                 if (action == RecoveryTargetAction.Shutdown) { await Task.Delay(PollInterval, ct).ConfigureAwait(false); continue; }
 
-                connection ??= await TryConnectAsync(request.Connection, postmaster, ct).ConfigureAwait(false);
-                if (connection == null) { await Task.Delay(PollInterval, ct).ConfigureAwait(false); continue; }
+                connection ??= await TryConnectAsync(request.Connection, postmaster, result, ct).ConfigureAwait(false);
+                if (connection == null)
+                {
+                    if (postmaster.Status is "ready" or "standby") unreachableSince ??= Stopwatch.StartNew();
+                    if (unreachableSince?.Elapsed > ConnectPatience)
+                        throw MonitorError(request.Connection, result, $"it accepts connections, but not from PgBackup at {request.Connection.Display} for a minute");
+                    await Task.Delay(PollInterval, ct).ConfigureAwait(false);
+                    continue;
+                }
+                unreachableSince = null;
                 (bool InRecovery, Lsn? Replayed, DateTimeOffset? LastCommit, bool Paused) state;
                 try { state = await ReadStateAsync(connection, ct).ConfigureAwait(false); }
                 catch (NpgsqlException) when (!ct.IsCancellationRequested)
@@ -194,19 +224,23 @@ public static class PointInTimeRecovery
         }
     }
 
-    private static async Task<NpgsqlConnection?> TryConnectAsync(ConnectionTarget target, PostmasterInfo postmaster, CancellationToken ct)
+    private static async Task<NpgsqlConnection?> TryConnectAsync(ConnectionTarget target, PostmasterInfo postmaster, RecoveryResult result, CancellationToken ct)
     {
         // Until it is consistent the server refuses connections (57P03); that is the normal start of a recovery.
         if (postmaster.Status is not ("ready" or "standby")) return null;
         try { return await ServerSession.OpenAsync(target with { ConnectTimeoutSeconds = 5 }, ct).ConfigureAwait(false); }
         catch (PgBackupException ex) when (ex.Kind is ErrorKind.AuthenticationFailed or ErrorKind.PermissionDenied)
         {
-            throw new PgBackupException("RecoveryMonitorFailed", ErrorKind.AuthenticationFailed,
-                $"PgBackup cannot log in to the recovered instance ({target.Display}) as '{target.User}' to follow the replay, so the recovery was stopped and removed: {ex.Message}", target.Display,
-                "The recovered instance has the source cluster's roles and pg_hba.conf: pass -Credential for a role that may connect from localhost (or add it to .pgpass).", ex);
+            throw MonitorError(target, result, $"PgBackup cannot log in as '{target.User}': {ex.Message}", ex);
         }
         catch (PgBackupException) { return null; }
     }
+
+    private static PgBackupException MonitorError(ConnectionTarget target, RecoveryResult result, string why, Exception? inner = null) =>
+        new(MonitorFailed, ErrorKind.AuthenticationFailed,
+            $"The recovered instance in '{result.DataDirectory}' (port {result.Port}) is running, but its replay cannot be followed: {why}. It was left running, unverified.", target.Display,
+            "The recovered instance has the source cluster's roles and pg_hba.conf: pass -Credential for a role that may connect from localhost (or add it to .pgpass). " +
+            "Stop-PgInstance or Remove-PgInstance with its -DataDirectory deals with the instance left behind.", inner);
 
     private static async Task<(bool, Lsn?, DateTimeOffset?, bool)> ReadStateAsync(NpgsqlConnection connection, CancellationToken ct)
     {
@@ -229,7 +263,7 @@ public static class PointInTimeRecovery
         };
         var short_ = target.Kind == RecoveryTargetKind.Lsn && target.Inclusive && result.ReachedLsn is { } l && l < target.Lsn!.Value;
         if (overshot || short_)
-            throw new PgBackupException("TargetNotReached", ErrorKind.InvalidData,
+            throw new PgBackupException("TargetMismatch", ErrorKind.InvalidData,
                 $"Recovery stopped at LSN {result.ReachedLsn} (last commit {result.ReachedTime:O}), which does not match the target {target}.", result.DataDirectory,
                 "Read the server log of the recovered instance; report this, since PostgreSQL should stop exactly at the target.");
     }
@@ -242,7 +276,7 @@ public static class PointInTimeRecovery
         var reached = $"the last WAL replayed was {(result.ReachedLsn?.ToString() ?? "unknown")}" + (result.ReachedTime is { } t ? $", the last commit at {t.UtcDateTime:yyyy-MM-dd HH:mm:ss.ffffff} UTC" : "");
         if (log.Contains("before consistent recovery point", StringComparison.Ordinal))
             return new PgBackupException("TargetBeforeBackupEnd", ErrorKind.InvalidArgument,
-                $"The target {result.Target} is before the base backup became consistent; the server stopped.{Environment.NewLine}{relevant}", result.Target,
+                $"The target {result.Target} is before the base backup became consistent; the server stopped.{Environment.NewLine}{relevant}", result.BackupId,
                 "Recover from an older base backup, or choose a later target. Nothing was left behind.");
         if (log.Contains("recovery ended before configured recovery target was reached", StringComparison.Ordinal))
             return new PgBackupException("TargetNotReached", ErrorKind.ObjectNotFound,
@@ -299,7 +333,7 @@ public static class PointInTimeRecovery
                 $"Choose a folder that '{runAs}' can reach (for example under /var/lib/postgresql or /srv), or open the parent folders to it (chmod o+x).");
     }
 
-    private static void WriteConfiguration(PointInTimeRequest request, string directory, IOperationReporter reporter)
+    private static void WriteConfiguration(PointInTimeRequest request, string directory, string restoreCommand, IOperationReporter reporter)
     {
         var plan = request.Plan;
         var extra = new List<string>();
@@ -320,8 +354,6 @@ public static class PointInTimeRecovery
         foreach (var leftover in new[] { "standby.signal", "recovery.signal", "recovery.conf", "postmaster.pid", "postmaster.opts" })
             File.Delete(Path.Combine(directory, leftover));
 
-        var restoreCommand = plan.ArchiveFolder != null ? request.WalTool.CopyRestoreCommand(plan.ArchiveFolder)
-            : OperatingSystem.IsWindows() ? "cmd /c exit 1" : "/bin/false"; // nothing archived: recovery uses the backup's own WAL only
         var settings = new RecoverySettings
         {
             RestoreCommand = restoreCommand,
@@ -339,34 +371,6 @@ public static class PointInTimeRecovery
             var text = file == "postgresql.auto.conf" && extra.Count > 0 ? content + string.Join("\n", extra) + "\n" : content;
             if (append) File.AppendAllText(path, text);
             else File.WriteAllText(path, text);
-        }
-    }
-
-    /// <summary>Checks the archived segments from the backup to the newest reachable point, and the timeline history files, against their sidecars.</summary>
-    private static void VerifyArchivedWal(RecoveryPlan plan, IOperationReporter reporter, CancellationToken ct)
-    {
-        if (plan.ArchiveFolder == null) return;
-        var backup = plan.Backup;
-        var size = (ulong)backup.WalSegmentSize;
-        var first = backup.WalIncluded ? backup.StopLsn.Value / size : WalSegmentName.Parse(backup.StartSegment).Number(backup.WalSegmentSize);
-        var last = plan.NewestReachable.Value == 0 ? 0 : (plan.NewestReachable.Value - 1) / size;
-        var files = new List<string>();
-        for (var position = first; position <= last; position++)
-            files.Add(WalSegmentName.FromNumber(plan.TimelineAt(new Lsn(position * size)), position, backup.WalSegmentSize).ToString());
-        files.AddRange(plan.Lineage.Where(s => s.Timeline > 1).Select(s => WalInventory.HistoryFileName(s.Timeline)));
-        var paths = files.Select(f => Path.Combine(plan.ArchiveFolder, f)).Where(File.Exists).ToList();
-        reporter.Verbose($"Verifying {paths.Count} archived WAL files against their checksums.");
-        var problems = new System.Collections.Concurrent.ConcurrentBag<string>();
-        Parallel.ForEach(paths, new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = Environment.ProcessorCount }, path =>
-        {
-            if (WalArchiveInspector.ChecksumProblem(path, requireSidecar: false) is { } problem) problems.Add(problem);
-        });
-        if (!problems.IsEmpty)
-        {
-            var damaged = problems.Order(StringComparer.Ordinal).ToList();
-            throw new PgBackupException("WalSegmentDamaged", ErrorKind.InvalidData,
-                $"The WAL archive holds damaged files that this recovery would replay, so nothing was recovered: {string.Join(" ", damaged.Take(3))}", plan.ArchiveFolder,
-                "Restore the damaged segments from another copy of the archive, or recover to a point before the first of them (Get-PgWalArchive -Verify lists them).");
         }
     }
 

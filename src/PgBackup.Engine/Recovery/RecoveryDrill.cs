@@ -52,6 +52,8 @@ public static class RecoveryDrill
         report.SystemIdentifier = source.SystemIdentifier;
         report.SourceLsn = source.Lsn;
         report.SourceNewestCommit = source.NewestCommit ?? source.Now;
+        if (source.NewestCommit == null && request.RpoObjective != null)
+            reporter.Warning($"track_commit_timestamp is off on {request.Source.Display}, so the RPO is measured as an upper bound (from the drill's start); an idle server can fail the objective it meets. Turn it on (ALTER SYSTEM SET track_commit_timestamp = on, then restart) for an exact RPO.");
         report.RpoMethod = source.NewestCommit != null ? "exact (newest commit timestamp on the source)"
             : "upper bound (track_commit_timestamp is off on the source, so the drill's start stands in for its newest commit)";
 
@@ -130,8 +132,13 @@ public static class RecoveryDrill
         report.Duration = clock.Elapsed;
         if (request.ReportPath != null)
         {
-            DrillReportWriter.Write(report, request.ReportPath);
-            report.ReportPath = Path.GetFullPath(request.ReportPath);
+            // The drill has run; a report that cannot be written must not lose its result.
+            try
+            {
+                DrillReportWriter.Write(report, request.ReportPath);
+                report.ReportPath = Path.GetFullPath(request.ReportPath);
+            }
+            catch (PgBackupException ex) { reporter.Warning(ex.Message + " " + ex.RecommendedAction); }
         }
         reporter.Milestone($"Drill of {request.Source.Display}: {(report.Passed ? "passed" : "FAILED")}; RTO {(report.Rto is { } r ? Format(r) : "-")}, RPO {(report.Rpo is { } p ? Format(p) : "-")}.");
         return report;

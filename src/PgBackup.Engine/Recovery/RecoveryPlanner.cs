@@ -183,11 +183,15 @@ public static class RecoveryPlanner
         return found;
     }
 
-    /// <summary>When pg_basebackup finished: it writes backup_manifest last, so the manifest's time is the backup's end.</summary>
+    /// <summary>
+    /// When pg_basebackup finished: it writes backup_manifest last, so the manifest's time is the backup's end. The
+    /// recorded end (after verification) bounds it, for repositories copied without their file times.
+    /// </summary>
     public static DateTimeOffset StopTime(BaseBackup backup)
     {
         var manifest = string.IsNullOrEmpty(backup.ManifestPath) ? Path.Combine(backup.Path, "backup_manifest") : backup.ManifestPath;
-        return File.Exists(manifest) ? new DateTimeOffset(File.GetLastWriteTimeUtc(manifest), TimeSpan.Zero) : backup.EndTime;
+        var written = File.Exists(manifest) ? new DateTimeOffset(File.GetLastWriteTimeUtc(manifest), TimeSpan.Zero) : backup.EndTime;
+        return backup.EndTime > backup.StartTime && written > backup.EndTime ? backup.EndTime : written;
     }
 
     private static string? ArchiveFolderOf(BaseBackup backup, string? repository)
@@ -215,7 +219,8 @@ public static class RecoveryPlanner
         last?.Time is { } time ? $"LSN {newest}, with the last commit at {time.UtcDateTime:yyyy-MM-dd HH:mm:ss.ffffff} UTC (LSN {last.Lsn})" : $"LSN {newest}";
 
     private static string NewestPointShort(Lsn newest, WalStopRecord? last) =>
-        last?.Time is { } time ? $"-TargetTime '{time.UtcDateTime:yyyy-MM-dd HH:mm:ss.ffffff}Z' or -TargetLsn {last.Lsn}" : $"-TargetLsn {newest}";
+        // Not a -TargetTime at the last commit: a time target stops only at a commit after it, and there is none.
+        last != null ? $"-TargetLsn {last.Lsn} (just after the last commit)" : $"-TargetLsn {newest}";
 
     private static string Capital(string text) => text.Length == 0 ? text : char.ToUpperInvariant(text[0]) + text[1..];
 

@@ -75,6 +75,24 @@ public sealed class WalArchiveTool
     }
 
     /// <summary>
+    /// A restore_command for /bin/sh that copies a file only once PgBackup has checked it: it waits for
+    /// &lt;markerFolder&gt;/&lt;file&gt;.ok (or .bad, or "done" once every listed file is checked), and aborts recovery (exit
+    /// 200) for a damaged file. So the checking runs alongside the replay instead of before it. Once the marker folder
+    /// is gone it copies without waiting.
+    /// </summary>
+    public string GatedCopyRestoreCommand(string archiveFolder, string markerFolder)
+    {
+        if (ServerOs == ServerOs.Windows) throw new PlatformNotSupportedException("cmd.exe has no waiting loop for this; use CopyRestoreCommand after checking.");
+        const string marker = "PGBACKUPWALFILE";
+        string Mark(string suffix) => Quote(markerFolder.TrimEnd('/') + "/" + marker + suffix).Replace(marker, "%f", StringComparison.Ordinal);
+        var done = Quote(markerFolder.TrimEnd('/') + "/done");
+        // Without the marker folder (the recovery that checked is over, e.g. a paused instance resumed later) it just copies.
+        return $"while [ -d {Quote(markerFolder)} ] && [ ! -e {Mark(".ok")} ] && [ ! -e {Mark(".bad")} ] && [ ! -e {done} ]; do sleep 0.01; done; " +
+               $"if [ -e {Mark(".bad")} ]; then echo \"pgbackup: DAMAGED ARCHIVE: %f does not match its recorded SHA-256; not handing it to PostgreSQL\" >&2; exit 200; fi; " +
+               CopyRestoreCommand(archiveFolder);
+    }
+
+    /// <summary>
     /// Recognises a command written by <see cref="ArchiveCommand"/> (for either OS) and returns its archive folder.
     /// </summary>
     public static bool TryParseArchiveCommand(string? command, out string? archiveFolder)

@@ -65,7 +65,8 @@ public sealed class InvokePgRecoveryDrillCommand : PgServerCmdlet
                 ReportPath = ReportPath == null ? null : GetUnresolvedProviderPathFromPSPath(ReportPath),
                 ToolPath = settings.ToolPath,
             };
-            if (request.DataDirectory != null) PointInTimeRecovery.CheckDestination(request.DataDirectory, RecoveryPort ?? InstanceControl.FreePort(), force: false);
+            if (request.DataDirectory != null || RecoveryPort != null)
+                PointInTimeRecovery.CheckDestination(request.DataDirectory ?? System.IO.Path.GetTempPath() + "pgbackup-drill-check-" + Guid.NewGuid().ToString("N"), RecoveryPort ?? InstanceControl.FreePort(), force: false);
             if (!ShouldProcess(source.Display, $"Recover its newest base backup from {request.Repository} into a throwaway instance, check it and {(Keep ? "keep" : "remove")} it")) return;
             WriteObject(RunEngine((reporter, ct) => RecoveryDrill.RunAsync(request, reporter, ct)));
         }

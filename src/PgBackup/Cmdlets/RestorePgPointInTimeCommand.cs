@@ -69,7 +69,7 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
     public int? Port { get; set; }
 
     [Parameter]
-    [ValidateNotNull]
+    [ValidateNotNullOrEmpty]
     public string ListenAddress { get; set; } = "localhost";
 
     [Parameter]
@@ -151,15 +151,19 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
         return target;
     }
 
+    private static BaseBackup RefuseFailed(BaseBackup backup) => backup.VerificationState != VerificationState.Failed ? backup
+        : throw new PgBackupException("BackupFailedVerification", ErrorKind.InvalidData, $"Base backup {backup.Id} failed its last verification ({backup.LastVerified:u}); PgBackup does not recover from it.", backup,
+            "Recover from another base backup (Get-PgBackup -Kind Base lists them with their VerificationState), or run Test-PgBackup on this one again if the problem was fixed.");
+
     private (IReadOnlyList<BaseBackup> Candidates, bool Chosen) Candidates(Engine.Configuration.PgBackupSettings settings, string? repository)
     {
-        if (InputObject != null) return ([InputObject], true);
+        if (InputObject != null) return ([RefuseFailed(InputObject)], true);
         var repo = repository ?? RequireRepository(settings);
         if (BackupId != null)
         {
             var match = BackupCatalog.List(repo, new CatalogFilter(Kind: BackupKind.Base), WriteWarning).OfType<BaseBackup>()
                 .FirstOrDefault(b => string.Equals(b.Id, BackupId, StringComparison.OrdinalIgnoreCase));
-            return match != null ? ([match], true) : throw new PgBackupException("BackupNotFound", ErrorKind.ObjectNotFound,
+            return match != null ? ([RefuseFailed(match)], true) : throw new PgBackupException("BackupNotFound", ErrorKind.ObjectNotFound,
                 $"The repository '{repo}' holds no base backup with the id '{BackupId}'.", BackupId, "Get-PgBackup -Kind Base lists the ids of the base backups it holds.");
         }
         var backups = BackupCatalog.List(repo, WithServer(new CatalogFilter(Kind: BackupKind.Base), Server, settings), WriteWarning).OfType<BaseBackup>()
