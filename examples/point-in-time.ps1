@@ -1,5 +1,6 @@
 # Point-in-time recovery: someone runs DELETE without WHERE; get the table back as it was just before, in one
-# pipeline, then prove with a drill that recovery works and how long it takes.
+# pipeline, then prove with a drill that recovery works and how long it takes. (Only the PowerShell core cmdlets are
+# used besides PgBackup's, so the hosted engine of ./scripts/demo.sh runs it as pwsh would.)
 param(
     [Parameter(Mandatory)][string] $Server,
     [Parameter(Mandatory)][string] $Repository
@@ -9,7 +10,7 @@ $hostName, $port = $Server -split ':'
 function Invoke-Sql([string] $Sql) { & psql -X -q -A -t -h $hostName -p $port -d shop -c $Sql }
 function Wait-Archived {
     $segment = Invoke-Sql 'select pg_walfile_name(pg_switch_wal())'
-    while ((Get-PgWalArchive -Server $Server -Repository $Repository).LastArchivedWal -lt $segment) { Start-Sleep -Milliseconds 200 }
+    while ((Get-PgWalArchive -Server $Server -Repository $Repository).LastArchivedWal -lt $segment) { [System.Threading.Thread]::Sleep(200) }
 }
 
 '1. Archive the WAL and take a base backup:'
@@ -21,24 +22,24 @@ $base
 Invoke-Sql "insert into sales.orders(item_id, qty, note) select id, 1, 'after the backup' from items where id <= 100"
 "  orders before the mistake: $(Invoke-Sql 'select count(*) from sales.orders')"
 $beforeTheMistake = [DateTimeOffset]::UtcNow
-Start-Sleep -Milliseconds 100
+[System.Threading.Thread]::Sleep(100)
 Invoke-Sql 'delete from sales.orders'
 "  orders after the mistake:  $(Invoke-Sql 'select count(*) from sales.orders')"
 Wait-Archived
 
 '3. The rescue: recover to just before the mistake on a side port, dump the table there, restore it into production:'
-$side = Join-Path $Repository 'pitr-side'
-$dump = Join-Path $Repository 'orders-rescued.dump'
+$side = [System.IO.Path]::Combine($Repository, 'pitr-side')
+$dump = [System.IO.Path]::Combine($Repository, 'orders-rescued.dump')
 $recovered = $base | Restore-PgPointInTime -TargetTime $beforeTheMistake -DataDirectory $side -Confirm:$false
 $recovered
 $null = $recovered | Invoke-PgDump -Database shop -Table sales.orders -Format Custom -Path $dump
-$null = Restore-PgDump -Path $dump -Server $Server -TargetDatabase shop -Clean -Confirm:$false
+$null = Restore-PgDump -Path $dump -Server $Server -TargetDatabase shop -DataOnly -Confirm:$false
 "  orders after the rescue:   $(Invoke-Sql 'select count(*) from sales.orders')"
 $recovered | Remove-PgInstance -Confirm:$false
 
 '4. The quarterly drill: recover the newest backup to the newest archived point, measure RTO and RPO, write evidence:'
 Wait-Archived
 $drill = Invoke-PgRecoveryDrill -Server $Server -Repository $Repository -RtoObjective 00:15:00 -RpoObjective 00:05:00 `
-    -Query 'select count(*) from items' -ReportPath (Join-Path $Repository 'drill.md') -Confirm:$false
+    -Database shop -Query 'select count(*) from items' -ReportPath ([System.IO.Path]::Combine($Repository, 'drill.md')) -Confirm:$false
 $drill
 $drill.Checks

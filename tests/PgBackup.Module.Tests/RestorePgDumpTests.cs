@@ -42,6 +42,29 @@ public sealed class RestorePgDumpTests(ModuleFixture fx)
     }
 
     [Fact]
+    public void DataOnly_loads_rows_into_existing_tables_and_refuses_what_it_cannot_do()
+    {
+        var repo = fx.NewRepository();
+        fx.Shell.Run("Invoke-PgDump -Server $s -Database shop_eu -Repository $r | Restore-PgDump -TargetDatabase eu_rows -Confirm:$false", ("s", fx.Server), ("r", repo)).AssertNoErrors();
+        fx.Cluster.Psql("delete from sales.orders; delete from public.items", "eu_rows");
+        var items = Path.Combine(repo, "items.dump");
+        fx.Shell.Run("Invoke-PgDump -Server $s -Database shop_eu -Table public.items -Format Custom -Path $p", ("s", fx.Server), ("p", items)).AssertNoErrors();
+        var loaded = fx.Shell.Run("Restore-PgDump -Path $p -TargetDatabase eu_rows -DataOnly -Confirm:$false", ("p", items)).AssertNoErrors().Output.Single();
+        Assert.Equal(false, loaded.Properties["Cleaned"].Value);
+        Assert.Equal("500", fx.Cluster.Psql("select count(*) from public.items", "eu_rows"));
+
+        var twice = fx.Shell.Run("Restore-PgDump -Path $p -TargetDatabase eu_rows -DataOnly -Confirm:$false", ("p", items)).SingleError();
+        Assert.Equal("PgBackup.RestoreFailed", twice.FullyQualifiedErrorId.Split(',')[0]); // duplicate keys: one transaction, nothing changed
+        Assert.Equal("500", fx.Cluster.Psql("select count(*) from public.items", "eu_rows"));
+        var plain = Path.Combine(repo, "eu.sql");
+        fx.Shell.Run("Invoke-PgDump -Server $s -Database shop_eu -Format Plain -Path $p", ("s", fx.Server), ("p", plain)).AssertNoErrors();
+        var e = fx.Shell.Run("Restore-PgDump -Path $p -TargetDatabase eu_rows -DataOnly -Confirm:$false", ("p", plain)).SingleError();
+        Assert.Equal("PgBackup.DataOnlyNotApplicable", e.FullyQualifiedErrorId.Split(',')[0]);
+        Assert.Equal(ErrorCategory.InvalidArgument, e.CategoryInfo.Category);
+        fx.Cluster.DropDatabase("eu_rows");
+    }
+
+    [Fact]
     public void WhatIf_creates_no_database()
     {
         var r = fx.Shell.Run("Invoke-PgDump -Server $s -Database shop_eu -Repository $r | Restore-PgDump -TargetDatabase never_made -WhatIf",

@@ -190,6 +190,13 @@ public sealed class FailoverTests(ModuleFixture fx, FailoverClusterFixture f) : 
         f.Standby2.Stop();
         f.Primary.Psql("insert into ledger select generate_series(101, 200)");
         WaitUntil(() => f.Standby1.Psql("select count(*) from ledger") == "200", "standby 1 has every row");
+        // Standby 1 stops receiving, so the last rows the primary commits before it crashes reach no standby.
+        f.Standby1.Psql("alter system set primary_conninfo = ''");
+        f.Standby1.Psql("select pg_reload_conf()");
+        WaitUntil(() => f.Standby1.Psql("show primary_conninfo") == "" && f.Standby1.Psql("select count(*) from pg_stat_wal_receiver") == "0", "standby 1 no longer receives");
+        f.Primary.Psql("insert into ledger select generate_series(1001, 1010)");
+        Thread.Sleep(200);
+        Assert.Equal("0", f.Standby1.Psql("select count(*) from ledger where id > 1000"));
         Crash(f.Primary);
         f.Standby2.StartAgain();
 
@@ -199,10 +206,15 @@ public sealed class FailoverTests(ModuleFixture fx, FailoverClusterFixture f) : 
         Assert.Equal("t", f.Standby1.Psql("select pg_is_in_recovery()"));
         Assert.Equal("t", f.Standby2.Psql("select pg_is_in_recovery()"));
 
-        var result = Assert.Single(fx.Shell.Run("Switch-PgPrimary -Failover -Primary $p -Candidate $c -FenceScript 'exit 0' -Confirm:$false", ("p", f.Primary.ServerArgument), ("c", candidates)).AssertNoErrors().Output);
+        var run = fx.Shell.Run("Switch-PgPrimary -Failover -Primary $p -Candidate $c -FenceScript 'exit 0' -PrimaryDataDirectory $d -Confirm:$false",
+            ("p", f.Primary.ServerArgument), ("c", candidates), ("d", f.Primary.DataDirectory)).AssertNoErrors();
+        var result = Assert.Single(run.Output);
         Assert.Equal(f.Standby1.ServerArgument, result.Properties["NewPrimary"].Value);
         Assert.Equal(true, result.Properties["Failover"].Value);
-        Assert.Null(result.Properties["BytesLost"].Value);
+        // The ten rows' WAL is the possible loss, read from the crashed primary's own pg_wal.
+        var lost = (long)result.Properties["BytesLost"].Value!;
+        Assert.True(lost is > 0 and < 1 << 20, string.Join("; ", ((Array)result.Properties["Steps"].Value!).Cast<object>().Select(o => PSObject.AsPSObject(o).Properties["Name"].Value)) + " final " + result.Properties["FinalLsn"].Value);
+        Assert.Contains(run.Warnings, w => w.Contains($"{lost} bytes of WAL", StringComparison.Ordinal));
         Assert.Contains((string[])result.Properties["Repointed"].Value!, r => r == f.Standby2.ServerArgument);
         Assert.Contains((string[])result.Properties["CandidatesBehind"].Value!, b => b.StartsWith(f.Standby2.ServerArgument));
 
@@ -221,5 +233,100 @@ public sealed class FailoverTests(ModuleFixture fx, FailoverClusterFixture f) : 
 
         var running = fx.Shell.Run("Join-PgStandby -Server $s -DataDirectory $d -Confirm:$false", ("s", f.Standby1.ServerArgument), ("d", f.Primary.DataDirectory)).SingleError();
         Assert.Equal("PgBackup.DataDirectoryInUse", running.FullyQualifiedErrorId.Split(',')[0]);
+    }
+}
+
+/// <summary>A primary with two standbys, for switchovers that stop the primary through a fence script (as for another host).</summary>
+public sealed class FencedSwitchoverFixture : IDisposable
+{
+    public PgTestCluster A { get; }
+    public PgTestCluster B { get; }
+    public PgTestCluster C { get; }
+
+    public FencedSwitchoverFixture()
+    {
+        A = PgTestCluster.Start("fence-a");
+        A.Psql("create table ledger(id int primary key)");
+        B = PgTestCluster.StartStandbyOf(A, "fence-b");
+        C = PgTestCluster.StartStandbyOf(A, "fence-c");
+    }
+
+    public void Dispose()
+    {
+        C.Dispose();
+        B.Dispose();
+        A.Dispose();
+    }
+}
+
+[Collection("module")]
+public sealed class FencedSwitchoverTests(ModuleFixture fx, FencedSwitchoverFixture f) : IClassFixture<FencedSwitchoverFixture>
+{
+    private static void WaitUntil(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "timed out waiting until " + what);
+            Thread.Sleep(100);
+        }
+    }
+
+    /// <summary>What an operator's script would do over ssh: a clean shutdown of the primary, and (optionally) its control data.</summary>
+    private static string StopScript(PgTestCluster primary, bool printControlData)
+    {
+        var asPostgres = Environment.IsPrivilegedProcess ? "runuser -u postgres -- " : "";
+        var stop = $"{asPostgres}'{Path.Combine(PgTestCluster.BinDirectory, "pg_ctl")}' stop -D '{primary.DataDirectory}' -m fast -w >/dev/null";
+        return printControlData ? $"{stop} && '{Path.Combine(PgTestCluster.BinDirectory, "pg_controldata")}' '{primary.DataDirectory}'" : stop;
+    }
+
+    [Fact]
+    public void A_primary_stopped_by_a_fence_script_switches_over_and_the_other_standby_follows_the_new_primary()
+    {
+        WaitUntil(() => f.A.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "2", "both standbys stream");
+        f.A.Psql("insert into ledger select generate_series(1, 100)");
+
+        var whatIf = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Standby $o -FenceScript $f -WhatIf",
+            ("p", f.A.ServerArgument), ("c", f.B.ServerArgument), ("o", new[] { f.C.ServerArgument }), ("f", StopScript(f.A, true))).AssertNoErrors();
+        Assert.Equal("f", f.A.Psql("select pg_is_in_recovery()"));
+
+        var run = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Standby $o -FenceScript $f -Confirm:$false",
+            ("p", f.A.ServerArgument), ("c", f.B.ServerArgument), ("o", new[] { f.C.ServerArgument }), ("f", StopScript(f.A, true))).AssertNoErrors();
+        var result = Assert.Single(run.Output);
+        Assert.Equal(0L, result.Properties["BytesLost"].Value); // proven against the final checkpoint the script printed
+        Assert.Equal(false, result.Properties["OldPrimaryRejoined"].Value);
+        Assert.Equal([f.C.ServerArgument], (string[])result.Properties["Repointed"].Value!);
+        Assert.Contains(run.Warnings, w => w.Contains("Join-PgStandby", StringComparison.Ordinal));
+        Assert.Equal("f", f.B.Psql("select pg_is_in_recovery()"));
+        Assert.Equal("100", f.B.Psql("select count(*) from ledger"));
+        f.B.Psql("insert into ledger values (101)");
+        WaitUntil(() => f.C.Psql("select count(*) from ledger") == "101", "the other standby follows the new primary");
+
+        // The old primary rejoins on its host; a second fenced switchover without control data cannot prove zero loss.
+        fx.Shell.Run("Join-PgStandby -Server $s -DataDirectory $d -Confirm:$false", ("s", f.B.ServerArgument), ("d", f.A.DataDirectory)).AssertNoErrors();
+        WaitUntil(() => f.B.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "2", "both standbys stream from the new primary");
+        var back = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Standby $o -FenceScript $f -Confirm:$false",
+            ("p", f.B.ServerArgument), ("c", f.A.ServerArgument), ("o", new[] { f.C.ServerArgument }), ("f", StopScript(f.B, false))).AssertNoErrors();
+        var unproven = Assert.Single(back.Output);
+        Assert.Null(unproven.Properties["BytesLost"].Value);
+        Assert.Contains(back.Warnings, w => w.Contains("cannot be proven", StringComparison.Ordinal));
+        Assert.Equal("101", f.A.Psql("select count(*) from ledger"));
+        Assert.Equal("f", f.A.Psql("select pg_is_in_recovery()"));
+        fx.Shell.Run("Join-PgStandby -Server $s -DataDirectory $d -Confirm:$false", ("s", f.A.ServerArgument), ("d", f.B.DataDirectory)).AssertNoErrors();
+    }
+
+    [Fact]
+    public void A_fence_script_that_leaves_the_primary_running_promotes_nothing()
+    {
+        var (primary, candidate) = f.A.Psql("select pg_is_in_recovery()") == "f" ? (f.A, f.B) : (f.B, f.A);
+        WaitUntil(() => primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "2", "both standbys stream");
+        var e = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -FenceScript 'true' -Confirm:$false", ("p", primary.ServerArgument), ("c", candidate.ServerArgument)).SingleError();
+        Assert.Equal("PgBackup.PrimaryStillRunning", e.FullyQualifiedErrorId.Split(',')[0]);
+        Assert.Equal("t", candidate.Psql("select pg_is_in_recovery()"));
+        var failing = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -FenceScript 'exit 3' -Confirm:$false", ("p", primary.ServerArgument), ("c", candidate.ServerArgument)).SingleError();
+        Assert.Equal("PgBackup.FenceFailed", failing.FullyQualifiedErrorId.Split(',')[0]);
+        Assert.Equal("f", primary.Psql("select pg_is_in_recovery()"));
+        var notStandby = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Standby $o -Confirm:$false", ("p", primary.ServerArgument), ("c", candidate.ServerArgument), ("o", new[] { fx.Server })).SingleError();
+        Assert.Equal("PgBackup.StandbyNotStandby", notStandby.FullyQualifiedErrorId.Split(',')[0]);
     }
 }

@@ -82,6 +82,27 @@ Describe 'Restore-PgDump' -Tag 'Integration' {
         $e.ErrorDetails.RecommendedAction | Should -BeLikeExactly '*-Clean*'
     }
 
+    It 'loads only the rows into existing tables with -DataOnly, and refuses a Plain dump for it' {
+        $repo = New-PgTestRepository
+        try {
+            $null = Invoke-PgDump -Server $server -Database shop_eu -Repository $repo -ErrorAction Stop | Restore-PgDump -TargetDatabase eu_rows -Confirm:$false -ErrorAction Stop
+            $null = Invoke-PgTestSql -Cluster $cluster -Database eu_rows -Sql 'delete from sales.orders; delete from public.items'
+            $items = Join-Path $repo 'items.dump'
+            $null = Invoke-PgDump -Server $server -Database shop_eu -Table public.items -Format Custom -Path $items -ErrorAction Stop
+            $loaded = Restore-PgDump -Path $items -TargetDatabase eu_rows -DataOnly -Confirm:$false -ErrorAction Stop
+            $loaded.Cleaned | Should -BeFalse
+            Invoke-PgTestSql -Cluster $cluster -Database eu_rows -Sql 'select count(*) from public.items' | Should -Be '500'
+
+            $plain = Join-Path $repo 'eu.sql'
+            $null = Invoke-PgDump -Server $server -Database shop_eu -Format Plain -Path $plain -ErrorAction Stop
+            $null = Restore-PgDump -Path $plain -TargetDatabase eu_rows -DataOnly -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+            $err | Should -HaveCount 1 -Because (Format-PgTestError $err)
+            $err[0].FullyQualifiedErrorId | Should -BeExactly 'PgBackup.DataOnlyNotApplicable,PgBackup.Commands.RestorePgDumpCommand'
+            $err[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::InvalidArgument)
+        }
+        finally { Remove-PgTestDatabase -Cluster $cluster -Database eu_rows }
+    }
+
     It 'needs confirmation to drop or clean a database, and -WhatIf changes nothing' {
         $repo = New-PgTestRepository
         try {

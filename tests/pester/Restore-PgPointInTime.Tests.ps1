@@ -298,7 +298,7 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
 
     # These change the source (a DELETE without WHERE, then the rescue), so they run after the tests above.
     Context 'rescuing data and rehearsing the recovery' {
-        It 'rescues rows deleted by mistake: recover to the last good commit, pipe it into Invoke-PgDump of the table, restore that into the source with -Clean' {
+        It 'rescues rows deleted by mistake: recover to the last good commit, pipe it into Invoke-PgDump of the table, load its rows back into the source with -DataOnly' {
             $null = Invoke-PgTestSql -Cluster $cluster -Sql 'delete from ledger' # someone forgot the WHERE
             Save-TestWalSegment
             Get-TestLedger -Server $cluster.Host -Port $cluster.Port | Should -BeExactly ''
@@ -306,7 +306,7 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
             $file = Join-Path (New-PgTestRepository) 'ledger.dump'
             $dump = $backup | Restore-PgPointInTime -TargetTime $committed[20] -DataDirectory (New-TestDataDirectory) -Confirm:$false -ErrorAction Stop |
                 Tee-Object -Variable recovered |
-                Invoke-PgDump -Database postgres -Table ledger -Path $file -ErrorAction Stop
+                Invoke-PgDump -Database postgres -Table ledger -Format Custom -Path $file -ErrorAction Stop
             $recovered | Should -HaveCount 1
             $recovered = @($recovered)[0]
             $recovered.PSObject.TypeNames | Should -Contain 'PgBackup.RecoveryResult'
@@ -318,9 +318,9 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
             $dump.Port | Should -Be $recovered.Port
             Test-Path -LiteralPath $file -PathType Leaf | Should -BeTrue
 
-            $restored = $dump | Restore-PgDump -Server $server -TargetDatabase postgres -Clean -Confirm:$false -ErrorAction Stop
+            $restored = $dump | Restore-PgDump -Server $server -TargetDatabase postgres -DataOnly -Confirm:$false -ErrorAction Stop
             $restored | Should -HaveCount 1
-            $restored.Cleaned | Should -BeTrue
+            $restored.Cleaned | Should -BeFalse
             $restored.Database | Should -BeExactly 'postgres'
             Get-TestLedger -Server $cluster.Host -Port $cluster.Port | Should -BeExactly (Get-TestRange 20)
         }

@@ -3,6 +3,7 @@ using Npgsql;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Replication;
 using PgBackup.Engine.Tools;
+using PgBackup.Engine.Wal;
 
 namespace PgBackup.Engine.Failover;
 
@@ -15,6 +16,9 @@ public sealed record FailoverRequest
     public string? FenceScript { get; init; }
     /// <summary>The operator states that the old primary is fenced.</summary>
     public bool Force { get; init; }
+    /// <summary>The old primary's data directory, when it is on this machine: the end of its WAL gives the data the failover loses.</summary>
+    public string? OldPrimaryDataDirectory { get; init; }
+    public string? ToolPath { get; init; }
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(60);
 }
 
@@ -51,14 +55,7 @@ public static class FailoverService
         started = clock.Elapsed;
         if (request.FenceScript != null)
         {
-            var fence = await ToolRunner.RunAsync(new PgTool("fence", OperatingSystem.IsWindows() ? "cmd.exe" : "/bin/sh", "", 0),
-                OperatingSystem.IsWindows() ? ["/c", request.FenceScript] : ["-c", request.FenceScript], new Dictionary<string, string?>
-                {
-                    ["PGBACKUP_OLD_PRIMARY"] = request.OldPrimary?.Display, ["PGBACKUP_NEW_PRIMARY"] = chosen.Target.Display,
-                }, reporter.Verbose, ct, reporter: reporter).ConfigureAwait(false);
-            if (!fence.Succeeded)
-                throw new PgBackupException("FenceFailed", ErrorKind.ToolFailed, $"The fence script failed (exit code {fence.ExitCode}): {fence.ErrorSummary()}. Nothing was promoted.", request.FenceScript,
-                    "Fence the old primary another way (power it off, block its port) and run the failover again with -Force.");
+            await FenceScript.RunAsync(request.FenceScript, request.OldPrimary, chosen.Target, request.OldPrimaryDataDirectory, reporter, ct).ConfigureAwait(false);
             Done("Fenced the old primary with the fence script", started);
         }
         else if (!request.Force)
@@ -79,19 +76,43 @@ public static class FailoverService
         Done($"Promoted {chosen.Target.Display} (timeline {timeline})", started);
         reporter.Milestone($"{chosen.Target.Display} is the primary on timeline {timeline}.");
 
+        long? lost = null;
+        if (request.OldPrimaryDataDirectory is { } oldData)
+        {
+            started = clock.Elapsed;
+            if (await WalEnd.FindAsync(oldData, request.ToolPath, reporter, ct).ConfigureAwait(false) is { } oldEnd)
+            {
+                lost = Math.Max(0, oldEnd - chosen.Received);
+                Done($"The old primary's WAL ends at {oldEnd}: {lost} bytes of it are not on {chosen.Target.Display}", started);
+                if (lost > 0) reporter.Warning($"{lost} bytes of WAL the old primary wrote ({chosen.Received} to {oldEnd}) never reached {chosen.Target.Display}: the transactions in them are lost (pg_rewind discards them when the old primary rejoins).");
+            }
+            else reporter.Warning($"The end of the WAL in {oldData} could not be read, so the data lost is not known.");
+        }
+
         var repointed = new List<string>();
         foreach (var other in candidates.Where(c => c != chosen))
         {
             started = clock.Elapsed;
-            if (await RepointAsync(other.Target, chosen.Target, request.Timeout, reporter, ct).ConfigureAwait(false)) repointed.Add(other.Target.Display);
+            if (await StandbyRepointer.RepointAsync(other.Target, chosen.Target, request.Timeout, reporter, ct).ConfigureAwait(false)) repointed.Add(other.Target.Display);
             Done($"Repointed {other.Target.Display} to {chosen.Target.Display}", started);
         }
 
         return new SwitchoverResult
         {
-            OldPrimary = request.OldPrimary?.Display ?? "", NewPrimary = chosen.Target.Display, FinalLsn = chosen.Received, BytesLost = null, NewTimeline = timeline,
+            OldPrimary = request.OldPrimary?.Display ?? "", NewPrimary = chosen.Target.Display, FinalLsn = chosen.Received, BytesLost = lost, NewTimeline = timeline,
             WriteUnavailable = promotedAfter, OldPrimaryRejoined = false, Steps = [.. steps], Failover = true, CandidatesBehind = behind, Repointed = [.. repointed],
         };
+    }
+
+    /// <summary>Whether the server accepts connections at all (in any role).</summary>
+    internal static async Task<bool> AnswersAsync(ConnectionTarget server, CancellationToken ct)
+    {
+        try
+        {
+            await using var connection = await ServerSession.OpenAsync(server with { ConnectTimeoutSeconds = 3 }, ct).ConfigureAwait(false);
+            return true;
+        }
+        catch (PgBackupException) { return false; }
     }
 
     private static async Task<bool> AnswersAsPrimaryAsync(ConnectionTarget old, CancellationToken ct)
@@ -132,26 +153,5 @@ public static class FailoverService
             }
         }
         catch (NpgsqlException ex) when (!ct.IsCancellationRequested) { throw ServerSession.Translate(ex, target); }
-    }
-
-    /// <summary>Points a standby at the new primary (primary_conninfo takes effect on reload since PostgreSQL 13) and waits until it streams.</summary>
-    private static async Task<bool> RepointAsync(ConnectionTarget standby, ConnectionTarget primary, TimeSpan timeout, IOperationReporter reporter, CancellationToken ct)
-    {
-        var conninfo = $"host={ConnectionTarget.QuoteConnInfoValue(primary.Host)} port={primary.Port} user={ConnectionTarget.QuoteConnInfoValue(primary.User)}" +
-                       (primary.Password != null ? $" password={ConnectionTarget.QuoteConnInfoValue(primary.Password)}" : "");
-        await using (var connection = await ServerSession.OpenAsync(standby, ct).ConfigureAwait(false))
-        {
-            await ServerSession.ExecuteAsync(connection, $"alter system set primary_conninfo = '{conninfo.Replace("'", "''")}'", standby, ct).ConfigureAwait(false);
-            await ServerSession.ScalarAsync<bool>(connection, "select pg_reload_conf()", ct).ConfigureAwait(false);
-        }
-        var deadline = DateTime.UtcNow + timeout;
-        while (DateTime.UtcNow < deadline)
-        {
-            var snapshot = await ReplicationMonitor.ReadAsync(standby, false, ct).ConfigureAwait(false);
-            if (snapshot.Standby is { ReceiverStatus: "streaming" } s && s.UpstreamPort == primary.Port) return true;
-            await Task.Delay(200, ct).ConfigureAwait(false);
-        }
-        reporter.Warning($"{standby.Display} does not stream from {primary.Display} yet: if it received WAL the new primary never had, it diverged and needs pg_rewind.");
-        return false;
     }
 }

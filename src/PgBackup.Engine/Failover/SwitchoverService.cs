@@ -17,18 +17,29 @@ public sealed record SwitchoverRequest
     public long MaxLagBytes { get; init; } = 16 * 1024 * 1024;
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(60);
     public string? ToolPath { get; init; }
+    /// <summary>Stops a primary PgBackup cannot stop itself (another host): it must shut it down cleanly, see <see cref="FenceScript"/>.</summary>
+    public string? FenceScript { get; init; }
+    /// <summary>Other standbys of the old primary, pointed at the new one after the promotion.</summary>
+    public IReadOnlyList<ConnectionTarget> OtherStandbys { get; init; } = [];
 }
 
 /// <summary>What a switchover will do, worked out and checked without changing anything (what -WhatIf shows).</summary>
 public sealed record SwitchoverPlan(SwitchoverRequest Request, string PrimaryDataDirectory, string? PrimaryOwner, int ServerMajor, uint Timeline, long LagBytes)
 {
+    /// <summary>The old primary is stopped by the fence script, not by PgBackup, and stays stopped.</summary>
+    public bool Fenced => Request.FenceScript != null;
+
     public IReadOnlyList<string> Steps =>
     [
-        $"Stop writes: shut down {Request.Primary.Display} (pg_ctl stop -m fast), which sends its last WAL to the standbys",
-        $"Prove {Request.Candidate.Display} replayed the old primary's shutdown checkpoint (nothing acknowledged is lost)",
+        Fenced
+            ? $"Stop writes: run the fence script, which must shut {Request.Primary.Display} down cleanly (and may print its final checkpoint LSN)"
+            : $"Stop writes: shut down {Request.Primary.Display} (pg_ctl stop -m fast), which sends its last WAL to the standbys",
+        $"Prove {Request.Candidate.Display} replayed the old primary's final WAL (nothing acknowledged is lost)",
         $"Promote {Request.Candidate.Display} to primary (a new timeline)",
-        $"Restart {Request.Primary.Display} as a standby of {Request.Candidate.Display} (standby.signal, primary_conninfo)",
-        $"Check that {Request.Primary.Display} streams from {Request.Candidate.Display}",
+        .. Fenced
+            ? new[] { $"Leave {Request.Primary.Display} stopped: make it a standby of {Request.Candidate.Display} on its host (Join-PgStandby)" }
+            : [$"Restart {Request.Primary.Display} as a standby of {Request.Candidate.Display} (standby.signal, primary_conninfo)", $"Check that {Request.Primary.Display} streams from {Request.Candidate.Display}"],
+        .. Request.OtherStandbys.Select(o => $"Point {o.Display} at {Request.Candidate.Display} and check that it streams"),
     ];
 }
 
@@ -79,10 +90,21 @@ public static class SwitchoverService
                     "Wait until the standby catches up (Wait-PgReplication), or raise -MaxLagBytes.");
 
             var dataDirectory = await ServerSession.ScalarAsync<string>(p, "show data_directory", ct).ConfigureAwait(false) ?? "";
-            if (!IsLocalHost(primary.Host) || !Directory.Exists(dataDirectory))
+            if (request.FenceScript == null && (!IsLocalHost(primary.Host) || !Directory.Exists(dataDirectory)))
                 throw Refuse("PrimaryNotLocal", $"The data directory of {primary.Display} ({dataDirectory}) is not on this machine, so PgBackup cannot stop it and make it a standby.", primary.Display,
-                    "Run Switch-PgPrimary on the primary's host (a fence script for remote primaries is not supported yet).");
-            var owner = Environment.IsPrivilegedProcess && !OperatingSystem.IsWindows()
+                    "Pass -FenceScript with a command that shuts it down cleanly on its host (for example over ssh: pg_ctl stop -m fast, then pg_controldata to print its final checkpoint), or run Switch-PgPrimary on the primary's host.");
+            foreach (var other in request.OtherStandbys)
+            {
+                await using var o = await ServerSession.OpenAsync(other, ct).ConfigureAwait(false);
+                if (!await ServerSession.ScalarAsync<bool>(o, "select pg_is_in_recovery()", ct).ConfigureAwait(false))
+                    throw Refuse("StandbyNotStandby", $"{other.Display}, given to follow the new primary, is not a standby: it accepts writes.", other.Display,
+                        "Give only standbys of this primary to -Standby; a second primary must be fenced, not repointed.");
+                var idO = await ServerSession.ScalarAsync<string>(o, "select system_identifier::text from pg_control_system()", ct).ConfigureAwait(false);
+                if (idO != idP)
+                    throw Refuse("DifferentCluster", $"{other.Display} belongs to another cluster (system identifier {idO}, the primary's is {idP}).", other.Display,
+                        "Give only standbys of this primary to -Standby.");
+            }
+            var owner = request.FenceScript == null && Environment.IsPrivilegedProcess && !OperatingSystem.IsWindows()
                 ? await DataDirectoryOwner.FindAsync(dataDirectory, ct).ConfigureAwait(false) ?? LocalInstance.DefaultServiceUser
                 : null;
             reporter.Verbose($"Switchover plan: {primary.Display} (timeline {timeline}, {dataDirectory}) -> {candidate.Display}, lag {lag} bytes.");
@@ -95,8 +117,9 @@ public static class SwitchoverService
     {
         var request = plan.Request;
         var locator = new ToolLocator(request.ToolPath);
-        var pgCtl = locator.Find("pg_ctl", plan.ServerMajor, plan.ServerMajor, reporter);
-        var controlData = locator.Find("pg_controldata", plan.ServerMajor, plan.ServerMajor, reporter);
+        // A fenced primary is stopped by the operator's script; the server programs are needed only for a local one.
+        var pgCtl = plan.Fenced ? null : locator.Find("pg_ctl", plan.ServerMajor, plan.ServerMajor, reporter);
+        var controlData = plan.Fenced ? null : locator.Find("pg_controldata", plan.ServerMajor, plan.ServerMajor, reporter);
         var steps = new List<SwitchoverStep>();
         var activity = $"Switching over from {request.Primary.Display} to {request.Candidate.Display}";
         var clock = Stopwatch.StartNew();
@@ -111,35 +134,62 @@ public static class SwitchoverService
 
         var writesStopped = TimeSpan.Zero;
         Lsn final = default;
-        await Step($"Stopping {request.Primary.Display}", 10, async () =>
-        {
-            writesStopped = clock.Elapsed;
-            var stop = await ToolRunner.RunAsUserAsync(pgCtl, plan.PrimaryOwner, ["stop", "-D", plan.PrimaryDataDirectory, "-m", "fast", "-w", "-t", ((int)request.Timeout.TotalSeconds).ToString(CultureInfo.InvariantCulture)],
-                new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter).ConfigureAwait(false);
-            if (!stop.Succeeded)
-                throw new PgBackupException("PrimaryStopFailed", ErrorKind.ToolFailed, $"{request.Primary.Display} did not shut down: {stop.ErrorSummary()}. Nothing was promoted.", request.Primary.Display,
-                    "Look at the primary's log; the switchover did not change any role.");
-            var control = await ToolRunner.RunAsync(controlData, [plan.PrimaryDataDirectory], new Dictionary<string, string?> { ["PGDATA"] = null }, null, ct, captureOutput: true).ConfigureAwait(false);
-            var state = Regex.Match(control.StandardOutput, @"Database cluster state:\s+(.+)").Groups[1].Value.Trim();
-            var checkpoint = Regex.Match(control.StandardOutput, @"Latest checkpoint location:\s+([0-9A-F]+/[0-9A-F]+)").Groups[1].Value;
-            if (state != "shut down" || !Lsn.TryParse(checkpoint, out final))
-                throw new PgBackupException("PrimaryNotCleanlyStopped", ErrorKind.InvalidOperation, $"{request.Primary.Display} is not cleanly shut down (state '{state}'), so its last WAL position is not known. Nothing was promoted.",
-                    plan.PrimaryDataDirectory, "Start the old primary again (pg_ctl start) and retry the switchover.");
-        }).ConfigureAwait(false);
+        var proven = true;
+        if (plan.Fenced)
+            await Step($"Stopping writes on {request.Primary.Display} with the fence script", 10, async () =>
+            {
+                writesStopped = clock.Elapsed;
+                var outcome = await FenceScript.RunAsync(request.FenceScript!, request.Primary, request.Candidate, null, reporter, ct).ConfigureAwait(false);
+                if (await FailoverService.AnswersAsync(request.Primary, ct).ConfigureAwait(false))
+                    throw new PgBackupException("PrimaryStillRunning", ErrorKind.InvalidOperation,
+                        $"The fence script exited 0, but {request.Primary.Display} still accepts connections. Nothing was promoted.", request.FenceScript,
+                        "Make the fence script shut the primary down cleanly (pg_ctl stop -m fast) and wait until it has stopped.");
+                if (outcome.FinalCheckpoint is { } checkpoint) final = checkpoint;
+                else
+                {
+                    proven = false;
+                    reporter.Warning($"The fence script did not print the old primary's final checkpoint (pg_controldata's \"Latest checkpoint location\"), so zero loss cannot be proven: " +
+                                     $"{request.Candidate.Display} is promoted once it has replayed everything it received before {request.Primary.Display} went away.");
+                }
+            }).ConfigureAwait(false);
+        else
+            await Step($"Stopping {request.Primary.Display}", 10, async () =>
+            {
+                writesStopped = clock.Elapsed;
+                var stop = await ToolRunner.RunAsUserAsync(pgCtl!, plan.PrimaryOwner, ["stop", "-D", plan.PrimaryDataDirectory, "-m", "fast", "-w", "-t", ((int)request.Timeout.TotalSeconds).ToString(CultureInfo.InvariantCulture)],
+                    new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter).ConfigureAwait(false);
+                if (!stop.Succeeded)
+                    throw new PgBackupException("PrimaryStopFailed", ErrorKind.ToolFailed, $"{request.Primary.Display} did not shut down: {stop.ErrorSummary()}. Nothing was promoted.", request.Primary.Display,
+                        "Look at the primary's log; the switchover did not change any role.");
+                var control = await ToolRunner.RunAsync(controlData!, [plan.PrimaryDataDirectory], new Dictionary<string, string?> { ["PGDATA"] = null }, null, ct, captureOutput: true).ConfigureAwait(false);
+                var state = Regex.Match(control.StandardOutput, @"Database cluster state:\s+(.+)").Groups[1].Value.Trim();
+                var checkpoint = Regex.Match(control.StandardOutput, @"Latest checkpoint location:\s+([0-9A-F]+/[0-9A-F]+)").Groups[1].Value;
+                if (state != "shut down" || !Lsn.TryParse(checkpoint, out final))
+                    throw new PgBackupException("PrimaryNotCleanlyStopped", ErrorKind.InvalidOperation, $"{request.Primary.Display} is not cleanly shut down (state '{state}'), so its last WAL position is not known. Nothing was promoted.",
+                        plan.PrimaryDataDirectory, "Start the old primary again (pg_ctl start) and retry the switchover.");
+            }).ConfigureAwait(false);
 
-        await Step($"Waiting until {request.Candidate.Display} replayed {final}", 35, async () =>
+        var restart = plan.Fenced ? "start the old primary again on its host" : $"start the old primary again (pg_ctl start -D {plan.PrimaryDataDirectory})";
+        await Step(proven ? $"Waiting until {request.Candidate.Display} replayed {final}" : $"Waiting until {request.Candidate.Display} replayed all it received", 35, async () =>
         {
             var deadline = DateTime.UtcNow + request.Timeout;
             await using var c = await ServerSession.OpenAsync(request.Candidate, ct).ConfigureAwait(false);
             while (true)
             {
-                // The shutdown checkpoint record starts at `final`; replaying it moves the replay position past it.
                 var replayed = Lsn.Parse(await ServerSession.ScalarAsync<string>(c, "select pg_last_wal_replay_lsn()::text", ct).ConfigureAwait(false) ?? "0/0");
-                if (replayed > final) break;
+                // The shutdown checkpoint record starts at `final`; replaying it moves the replay position past it.
+                if (proven && replayed > final) break;
+                if (!proven)
+                {
+                    // Without the final position: the sender has gone (it sends everything before a clean shutdown ends) and all received is replayed.
+                    var receiver = await ServerSession.ScalarAsync<string>(c, "select coalesce((select status from pg_stat_wal_receiver), 'stopped')", ct).ConfigureAwait(false);
+                    var received = Lsn.Parse(await ServerSession.ScalarAsync<string>(c, "select coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text", ct).ConfigureAwait(false) ?? "0/0");
+                    if (receiver != "streaming" && replayed >= received) { final = received; break; }
+                }
                 if (DateTime.UtcNow > deadline)
                     throw new PgBackupException("CandidateMissingWal", ErrorKind.OperationTimeout,
-                        $"{request.Candidate.Display} replayed only {replayed}, not the old primary's final checkpoint {final}; promoting it would lose committed work, so it was not promoted. {request.Primary.Display} is stopped.",
-                        request.Candidate.Display, $"Start the old primary again (pg_ctl start -D {plan.PrimaryDataDirectory}) to restore service, then find out why the standby did not receive the last WAL.");
+                        $"{request.Candidate.Display} replayed only {replayed}, not the old primary's final WAL{(proven ? " " + final : "")}; promoting it would lose committed work, so it was not promoted. {request.Primary.Display} is stopped.",
+                        request.Candidate.Display, $"To restore service, {restart}; then find out why the standby did not receive the last WAL.");
                 await Task.Delay(50, ct).ConfigureAwait(false);
             }
         }).ConfigureAwait(false);
@@ -156,43 +206,54 @@ public static class SwitchoverService
         var unavailable = clock.Elapsed - writesStopped;
 
         var rejoined = false;
-        await Step($"Restarting {request.Primary.Display} as a standby of {request.Candidate.Display}", 80, async () =>
+        if (!plan.Fenced)
         {
-            File.WriteAllText(Path.Combine(plan.PrimaryDataDirectory, "standby.signal"), "");
-            var c = request.Candidate;
-            var conninfo = $"host={ConnectionTarget.QuoteConnInfoValue(c.Host)} port={c.Port} user={ConnectionTarget.QuoteConnInfoValue(c.User)}" +
-                           (c.Password != null ? $" password={ConnectionTarget.QuoteConnInfoValue(c.Password)}" : "") + " application_name=" + ConnectionTarget.QuoteConnInfoValue(ApplicationName(request.Primary));
-            File.AppendAllText(Path.Combine(plan.PrimaryDataDirectory, "postgresql.auto.conf"),
-                $"\n# Added by Switch-PgPrimary: this server now follows {c.Display}\nprimary_conninfo = '{conninfo.Replace("'", "''")}'\nrecovery_target_timeline = 'latest'\n");
-            if (plan.PrimaryOwner != null)
-                await ToolRunner.RunAsync(new PgTool("chown", "/usr/bin/chown", "", 0), [plan.PrimaryOwner + ":", Path.Combine(plan.PrimaryDataDirectory, "standby.signal")], new Dictionary<string, string?>(), null, ct).ConfigureAwait(false);
-            var start = await ToolRunner.RunAsUserAsync(pgCtl, plan.PrimaryOwner, ["start", "-D", plan.PrimaryDataDirectory, "-l", Path.Combine(plan.PrimaryDataDirectory, "pgbackup-switchover.log"), "-w", "-t", "120"],
-                new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter).ConfigureAwait(false);
-            if (!start.Succeeded) reporter.Warning($"{request.Primary.Display} did not start as a standby: {start.ErrorSummary()}. {request.Candidate.Display} is the primary; rejoin the old one with pg_rewind.");
-        }).ConfigureAwait(false);
-
-        await Step($"Checking that {request.Primary.Display} streams from {request.Candidate.Display}", 90, async () =>
-        {
-            var deadline = DateTime.UtcNow + request.Timeout;
-            while (DateTime.UtcNow < deadline && !rejoined)
+            await Step($"Restarting {request.Primary.Display} as a standby of {request.Candidate.Display}", 80, async () =>
             {
-                try
+                File.WriteAllText(Path.Combine(plan.PrimaryDataDirectory, "standby.signal"), "");
+                var c = request.Candidate;
+                var conninfo = $"host={ConnectionTarget.QuoteConnInfoValue(c.Host)} port={c.Port} user={ConnectionTarget.QuoteConnInfoValue(c.User)}" +
+                               (c.Password != null ? $" password={ConnectionTarget.QuoteConnInfoValue(c.Password)}" : "") + " application_name=" + ConnectionTarget.QuoteConnInfoValue(ApplicationName(request.Primary));
+                File.AppendAllText(Path.Combine(plan.PrimaryDataDirectory, "postgresql.auto.conf"),
+                    $"\n# Added by Switch-PgPrimary: this server now follows {c.Display}\nprimary_conninfo = '{conninfo.Replace("'", "''")}'\nrecovery_target_timeline = 'latest'\n");
+                if (plan.PrimaryOwner != null)
+                    await ToolRunner.RunAsync(new PgTool("chown", "/usr/bin/chown", "", 0), [plan.PrimaryOwner + ":", Path.Combine(plan.PrimaryDataDirectory, "standby.signal")], new Dictionary<string, string?>(), null, ct).ConfigureAwait(false);
+                var start = await ToolRunner.RunAsUserAsync(pgCtl!, plan.PrimaryOwner, ["start", "-D", plan.PrimaryDataDirectory, "-l", Path.Combine(plan.PrimaryDataDirectory, "pgbackup-switchover.log"), "-w", "-t", "120"],
+                    new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter).ConfigureAwait(false);
+                if (!start.Succeeded) reporter.Warning($"{request.Primary.Display} did not start as a standby: {start.ErrorSummary()}. {request.Candidate.Display} is the primary; rejoin the old one with pg_rewind.");
+            }).ConfigureAwait(false);
+
+            await Step($"Checking that {request.Primary.Display} streams from {request.Candidate.Display}", 90, async () =>
+            {
+                var deadline = DateTime.UtcNow + request.Timeout;
+                while (DateTime.UtcNow < deadline && !rejoined)
                 {
-                    var snapshot = await ReplicationMonitor.ReadAsync(request.Primary, false, ct).ConfigureAwait(false);
-                    rejoined = snapshot.Standby is { ReceiverStatus: "streaming" } s && s.UpstreamPort == request.Candidate.Port;
+                    try
+                    {
+                        var snapshot = await ReplicationMonitor.ReadAsync(request.Primary, false, ct).ConfigureAwait(false);
+                        rejoined = snapshot.Standby is { ReceiverStatus: "streaming" } s && s.UpstreamPort == request.Candidate.Port;
+                    }
+                    catch (PgBackupException) { }
+                    if (!rejoined) await Task.Delay(200, ct).ConfigureAwait(false);
                 }
-                catch (PgBackupException) { }
-                if (!rejoined) await Task.Delay(200, ct).ConfigureAwait(false);
-            }
-            if (!rejoined) reporter.Warning($"{request.Primary.Display} does not stream from {request.Candidate.Display} yet; check its log ({Path.Combine(plan.PrimaryDataDirectory, "pgbackup-switchover.log")}).");
-        }).ConfigureAwait(false);
+                if (!rejoined) reporter.Warning($"{request.Primary.Display} does not stream from {request.Candidate.Display} yet; check its log ({Path.Combine(plan.PrimaryDataDirectory, "pgbackup-switchover.log")}).");
+            }).ConfigureAwait(false);
+        }
+        else reporter.Warning($"{request.Primary.Display} stays stopped: make it a standby of {request.Candidate.Display} on its host (Join-PgStandby) before it is started again.");
+
+        var repointed = new List<string>();
+        foreach (var other in request.OtherStandbys)
+            await Step($"Pointing {other.Display} at {request.Candidate.Display}", 95, async () =>
+            {
+                if (await StandbyRepointer.RepointAsync(other, request.Candidate, request.Timeout, reporter, ct).ConfigureAwait(false)) repointed.Add(other.Display);
+            }).ConfigureAwait(false);
 
         reporter.ProgressCompleted(activity);
         reporter.Milestone($"{request.Candidate.Display} is the primary on timeline {timeline}; writes were unavailable for {unavailable.TotalSeconds:0.00}s.");
         return new SwitchoverResult
         {
-            OldPrimary = request.Primary.Display, NewPrimary = request.Candidate.Display, FinalLsn = final, BytesLost = 0, NewTimeline = timeline,
-            WriteUnavailable = unavailable, OldPrimaryRejoined = rejoined, Steps = [.. steps],
+            OldPrimary = request.Primary.Display, NewPrimary = request.Candidate.Display, FinalLsn = final, BytesLost = proven ? 0 : null, NewTimeline = timeline,
+            WriteUnavailable = unavailable, OldPrimaryRejoined = rejoined, Steps = [.. steps], Repointed = [.. repointed],
         };
     }
 

@@ -18,11 +18,13 @@ public sealed record RestoreRequest
     public bool Clean { get; init; }
     public bool Force { get; init; }
     public bool NoOwner { get; init; }
+    /// <summary>Only the rows, into tables that exist already: how rows deleted by mistake go back into production.</summary>
+    public bool DataOnly { get; init; }
     public int Jobs { get; init; } = 1;
     public string? ToolPath { get; init; }
 }
 
-public enum RestoreAction { CreateDatabase, RecreateDatabase, IntoEmptyDatabase, CleanExisting, OverExisting, ApplyGlobals }
+public enum RestoreAction { CreateDatabase, RecreateDatabase, IntoEmptyDatabase, CleanExisting, OverExisting, ApplyGlobals, DataIntoExisting }
 
 /// <summary>What a restore will do, worked out without changing anything, so -WhatIf can show it.</summary>
 public sealed record RestorePlan(RestoreRequest Request, RestoreAction Action, ServerInfo Server)
@@ -36,6 +38,7 @@ public sealed record RestorePlan(RestoreRequest Request, RestoreAction Action, S
         RestoreAction.IntoEmptyDatabase => $"Restore {Request.Source.Path} into the empty database '{Request.Target.Database}'",
         RestoreAction.CleanExisting => $"Drop the objects of {Request.Source.Path} from '{Request.Target.Database}' and restore them",
         RestoreAction.OverExisting => $"Restore {Request.Source.Path} on top of the existing objects of '{Request.Target.Database}'",
+        RestoreAction.DataIntoExisting => $"Load the rows of {Request.Source.Path} into the existing tables of '{Request.Target.Database}'",
         _ => $"Apply the roles and tablespaces of {Request.Source.Path}",
     };
 }
@@ -90,6 +93,16 @@ public static class RestoreService
         if (source.Kind == BackupKind.Globals) return new RestorePlan(request, RestoreAction.ApplyGlobals, info);
 
         var exists = await ServerSession.ScalarAsync<long>(connection, "select count(*) from pg_database where datname = $1", ct, target.Database).ConfigureAwait(false) > 0;
+        if (request.DataOnly)
+        {
+            if (source.Format == DumpFormat.Plain || request.Create || request.Clean)
+                throw new PgBackupException("DataOnlyNotApplicable", ErrorKind.InvalidArgument,
+                    source.Format == DumpFormat.Plain ? "-DataOnly needs a Custom, Directory or Tar dump; a Plain dump is one SQL script." : "-DataOnly loads rows into existing tables; it cannot be combined with -Create or -Clean.",
+                    source.Path, "Dump with -Format Custom (Invoke-PgDump -Table ...), and give -DataOnly alone.");
+            return exists ? new RestorePlan(request, RestoreAction.DataIntoExisting, info)
+                : throw new PgBackupException("DatabaseNotFound", ErrorKind.ObjectNotFound, $"-DataOnly loads rows into existing tables, but the database '{target.Database}' does not exist on {target.Display}.",
+                    target.Database, "Check -TargetDatabase, or restore without -DataOnly to create the database and its tables.");
+        }
         if (!exists) return new RestorePlan(request, RestoreAction.CreateDatabase, info);
 
         if (request.Create)
@@ -200,6 +213,7 @@ public static class RestoreService
         else args.Add("--single-transaction");
         if (request.NoOwner) args.Add("--no-owner");
         if (plan.Action == RestoreAction.CleanExisting) { args.Add("--clean"); args.Add("--if-exists"); }
+        if (plan.Action == RestoreAction.DataIntoExisting) args.Add("--data-only");
         args.Add(request.Source.Path);
 
         var lineRegex = request.Jobs > 1 ? ParallelTableLine : SerialTableLine;

@@ -48,6 +48,9 @@ public sealed class RestorePgDumpCommand : PgCmdlet
     public SwitchParameter NoOwner { get; set; }
 
     [Parameter]
+    public SwitchParameter DataOnly { get; set; }
+
+    [Parameter]
     [ValidateRange(1, 256)]
     public int? Jobs { get; set; }
 
@@ -77,11 +80,12 @@ public sealed class RestorePgDumpCommand : PgCmdlet
                 Clean = Clean,
                 Force = Force,
                 NoOwner = NoOwner,
+                DataOnly = DataOnly,
                 Jobs = Jobs ?? (source.Format is DumpFormat.Custom or DumpFormat.Directory ? settings.Jobs : 1),
                 ToolPath = settings.ToolPath,
             };
             var plan = RunEngine((reporter, ct) => RestoreService.PlanAsync(request, reporter, ct));
-            var destructive = plan.Action is RestoreAction.RecreateDatabase or RestoreAction.CleanExisting or RestoreAction.OverExisting;
+            var destructive = plan.Action is RestoreAction.RecreateDatabase or RestoreAction.CleanExisting or RestoreAction.OverExisting or RestoreAction.DataIntoExisting;
             if (destructive ? !ShouldProcessHighImpact(plan.TargetDescription, plan.ActionDescription) : !ShouldProcess(plan.TargetDescription, plan.ActionDescription)) return;
             WriteObject(RunEngine((reporter, ct) => RestoreService.ExecuteAsync(plan, reporter, ct)));
         }

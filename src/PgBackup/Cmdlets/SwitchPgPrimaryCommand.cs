@@ -25,9 +25,20 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
     [Parameter(Mandatory = true, ParameterSetName = FailoverSet)]
     public SwitchParameter Failover { get; set; }
 
-    [Parameter(ParameterSetName = FailoverSet)]
+    /// <summary>Failover: cuts the old primary off. Switchover: shuts a primary on another host down cleanly (and may print its final checkpoint).</summary>
+    [Parameter]
     [ValidateNotNullOrEmpty]
     public string? FenceScript { get; set; }
+
+    /// <summary>Other standbys of the old primary, pointed at the new one after a switchover.</summary>
+    [Parameter(ParameterSetName = SwitchoverSet)]
+    [ValidateNotNullOrEmpty]
+    public string[]? Standby { get; set; }
+
+    /// <summary>The failed primary's data directory, when it is on this machine: the failover then reports the WAL it loses.</summary>
+    [Parameter(ParameterSetName = FailoverSet)]
+    [ValidateNotNullOrEmpty]
+    public string? PrimaryDataDirectory { get; set; }
 
     [Parameter(ParameterSetName = FailoverSet)]
     public SwitchParameter Force { get; set; }
@@ -61,7 +72,8 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
                 {
                     OldPrimary = Primary == null ? null : ResolveServer(settings, Primary, null, null, Credential),
                     Candidates = Candidate!.Select(c => ResolveServer(settings, c, Candidate!.Length == 1 ? CandidatePort : null, null, Credential)).ToList(),
-                    FenceScript = FenceScript, Force = Force, Timeout = Timeout,
+                    FenceScript = FenceScript, Force = Force, Timeout = Timeout, ToolPath = settings.ToolPath,
+                    OldPrimaryDataDirectory = PrimaryDataDirectory == null ? null : GetUnresolvedProviderPathFromPSPath(PrimaryDataDirectory),
                 };
                 var names = string.Join(", ", failover.Candidates.Select(c => c.Display));
                 if (!ShouldProcess(names, "Fail over: let every candidate replay what it received, fence the old primary, promote the most advanced candidate and repoint the others")) return;
@@ -75,7 +87,8 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
             {
                 Primary = ResolveServer(settings, Primary, null, null, Credential),
                 Candidate = ResolveServer(settings, Candidate[0], CandidatePort, null, Credential),
-                MaxLagBytes = MaxLagBytes, Timeout = Timeout, ToolPath = settings.ToolPath,
+                MaxLagBytes = MaxLagBytes, Timeout = Timeout, ToolPath = settings.ToolPath, FenceScript = FenceScript,
+                OtherStandbys = (Standby ?? []).Select(s => ResolveServer(settings, s, null, null, Credential)).ToList(),
             };
             var plan = RunEngine((reporter, ct) => SwitchoverService.PlanAsync(request, reporter, ct));
             if (MyInvocation.BoundParameters.TryGetValue("WhatIf", out var whatIf) && (SwitchParameter)whatIf)
