@@ -44,21 +44,7 @@ public sealed class PitrClusterFixture : IDisposable
         using (var reader = times.ExecuteReader())
             while (reader.Read())
                 Ledger[reader.GetInt32(0)] = Ledger[reader.GetInt32(0)] with { Committed = new DateTimeOffset(reader.GetDateTime(1).ToUniversalTime(), TimeSpan.Zero) };
-        ArchiveCurrentSegment(sql => Cluster.Psql(sql));
-    }
-
-    /// <summary>Switches to a new segment and waits until the finished one is in the archive.</summary>
-    public static string ArchiveCurrentSegment(Func<string, string> scalar)
-    {
-        // pg_switch_wal returns the end of the segment it finished, which pg_walfile_name names.
-        var segment = scalar("select pg_walfile_name(pg_switch_wal())");
-        var until = DateTime.UtcNow.AddSeconds(60);
-        while (string.CompareOrdinal(scalar("select coalesce(last_archived_wal, '') from pg_stat_archiver"), segment) < 0)
-        {
-            if (DateTime.UtcNow > until) throw new TimeoutException($"{segment} was not archived within a minute");
-            Thread.Sleep(100);
-        }
-        return segment;
+        Cluster.ArchiveCurrentSegment();
     }
 
     public void Dispose()
@@ -165,7 +151,7 @@ public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixt
         var tar = await BaseBackupService.BackupAsync(new BaseBackupRequest { Target = Targets.For(fx.Cluster), Repository = fx.Repository, Format = BaseBackupFormat.Tar, Compress = "client-gzip:1" },
             NullReporter.Instance, default);
         fx.Cluster.Psql("insert into ledger values (2001)");
-        PitrClusterFixture.ArchiveCurrentSegment(sql => fx.Cluster.Psql(sql));
+        fx.Cluster.ArchiveCurrentSegment();
         var port = InstanceControl.FreePort();
         var result = await PointInTimeRecovery.RunAsync(new PointInTimeRequest
         {
@@ -226,9 +212,9 @@ public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixt
     {
         // Two more finished segments, so that the one in the middle can go missing.
         fx.Cluster.Psql("insert into ledger values (1001)");
-        var missing = PitrClusterFixture.ArchiveCurrentSegment(sql => fx.Cluster.Psql(sql));
+        var missing = fx.Cluster.ArchiveCurrentSegment();
         fx.Cluster.Psql("insert into ledger values (1002)");
-        PitrClusterFixture.ArchiveCurrentSegment(sql => fx.Cluster.Psql(sql));
+        fx.Cluster.ArchiveCurrentSegment();
         var folder = ArchivingService.ArchiveFolder(fx.Repository, fx.Backup.SystemIdentifier);
         var victim = Path.Combine(folder, missing);
         File.Move(victim, victim + ".away");
@@ -327,7 +313,7 @@ public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixt
         OnTl2("insert into ledger values (102)");
         var at102 = new DateTimeOffset(((DateTime)Scalar(first.Port, "select pg_xact_commit_timestamp(xmin) from ledger where id = 102")).ToUniversalTime(), TimeSpan.Zero);
         OnTl2("insert into ledger values (103)");
-        PitrClusterFixture.ArchiveCurrentSegment(OnTl2);
+        PgTestCluster.ArchiveCurrentSegment(OnTl2);
         await InstanceControl.StopAsync(first.DataDirectory, StopMode.Fast, TimeSpan.FromMinutes(1), null, NullReporter.Instance, default);
 
         var second = await Recover(new RecoveryTarget { Kind = RecoveryTargetKind.Time, Time = at102, Timeline = "latest" });

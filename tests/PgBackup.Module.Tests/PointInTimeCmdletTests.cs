@@ -29,18 +29,7 @@ public sealed class PitrModuleFixture : IDisposable
             CommitTimes[int.Parse(line.Split('|')[0])] = line.Split('|')[1];
         Thread.Sleep(10);
         Cluster.Psql("delete from ledger"); // 14:05, someone forgot the WHERE
-        ArchiveCurrentSegment();
-    }
-
-    public void ArchiveCurrentSegment()
-    {
-        var segment = Cluster.Psql("select pg_walfile_name(pg_switch_wal())");
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (string.CompareOrdinal(Cluster.Psql("select coalesce(last_archived_wal, '') from pg_stat_archiver"), segment) < 0)
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"{segment} was not archived within a minute");
-            Thread.Sleep(100);
-        }
+        Cluster.ArchiveCurrentSegment();
     }
 
     public void Dispose()
@@ -101,7 +90,7 @@ public sealed class PointInTimeCmdletTests : IClassFixture<PitrModuleFixture>, I
         Assert.Equal(string.Join(",", Enumerable.Range(1, 20)), LedgerAt((int)result.Properties["Port"].Value));
         Assert.Equal(string.Join(",", Enumerable.Range(1, 20)), pitr.Cluster.Psql("select string_agg(id::text, ',' order by id) from ledger"));
         pitr.Cluster.Psql("delete from ledger"); // back to the state after the disaster, for the other tests
-        pitr.ArchiveCurrentSegment();
+        pitr.Cluster.ArchiveCurrentSegment();
     }
 
     [Fact]
@@ -195,7 +184,7 @@ public sealed class PointInTimeCmdletTests : IClassFixture<PitrModuleFixture>, I
     public void A_drill_measures_rto_and_rpo_against_objectives_writes_evidence_and_cleans_up()
     {
         pitr.Cluster.Psql("insert into ledger values (500, 'after the disaster')");
-        pitr.ArchiveCurrentSegment();
+        pitr.Cluster.ArchiveCurrentSegment();
         var report = Path.Combine(fx.NewRepository(), "drill.md");
         var passed = fx.Shell.Run("Invoke-PgRecoveryDrill -Server $s -Repository $r -RtoObjective 00:15:00 -RpoObjective 00:05:00 -Query 'select count(*) from ledger where id = 500' -ReportPath $p -Confirm:$false",
             Vars(("p", report))).AssertNoErrors().Output.Single();
@@ -226,6 +215,6 @@ public sealed class PointInTimeCmdletTests : IClassFixture<PitrModuleFixture>, I
         Assert.Contains(failures, f => f.StartsWith("RPO objective", StringComparison.Ordinal));
         Assert.True(Directory.Exists(kept));
         pitr.Cluster.Psql("delete from ledger");
-        pitr.ArchiveCurrentSegment();
+        pitr.Cluster.ArchiveCurrentSegment();
     }
 }

@@ -29,18 +29,8 @@ public sealed class ReplicationClusterFixture : IDisposable
 [Collection("module")]
 public sealed class ReplicationCmdletTests(ModuleFixture fx, ReplicationClusterFixture repl) : IClassFixture<ReplicationClusterFixture>
 {
-    private void WaitUntil(Func<bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "timed out waiting until " + what);
-            Thread.Sleep(100);
-        }
-    }
-
     private void WaitForStreaming() =>
-        WaitUntil(() => repl.Primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "1" &&
+        Wait.Until(() => repl.Primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "1" &&
                         repl.Standby.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "1", "both standbys stream");
 
     [Fact]
@@ -90,7 +80,7 @@ public sealed class ReplicationCmdletTests(ModuleFixture fx, ReplicationClusterF
         try
         {
             repl.Primary.Psql("insert into ledger(note) select 'while paused ' || g from generate_series(1, 2000) g");
-            WaitUntil(() => repl.Standby.Psql("select pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()") == "t", "the standby received WAL it has not replayed");
+            Wait.Until(() => repl.Standby.Psql("select pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()") == "t", "the standby received WAL it has not replayed");
 
             var status = fx.Shell.Run("Get-PgReplicationStatus -Server $s", ("s", repl.Standby.ServerArgument)).AssertNoErrors()
                 .Output.Single(o => o.TypeNames.Contains("PgBackup.StandbyStatus"));

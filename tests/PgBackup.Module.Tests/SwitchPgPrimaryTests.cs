@@ -54,24 +54,14 @@ public sealed class SwitchPgPrimaryTests(ModuleFixture fx, SwitchoverClusterFixt
         }
     }
 
-    private static void WaitUntil(Func<bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "timed out waiting until " + what);
-            Thread.Sleep(100);
-        }
-    }
-
     private void SwitchAndCheck(PgTestCluster primary, PgTestCluster candidate, int firstId)
     {
-        WaitUntil(() => primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "1", "the candidate streams");
+        Wait.Until(() => primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "1", "the candidate streams");
         RunResult result;
         List<int> acknowledged;
         using (var writer = new Writer(primary, firstId))
         {
-            WaitUntil(() => writer.Acknowledged.Count >= 20, "the writer has committed");
+            Wait.Until(() => writer.Acknowledged.Count >= 20, "the writer has committed");
             result = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Confirm:$false", ("p", primary.ServerArgument), ("c", candidate.ServerArgument)).AssertNoErrors();
             Thread.Sleep(200);
             acknowledged = [.. writer.Acknowledged];
@@ -88,7 +78,7 @@ public sealed class SwitchPgPrimaryTests(ModuleFixture fx, SwitchoverClusterFixt
         Assert.Equal("t", primary.Psql("select pg_is_in_recovery()"));
         var present = candidate.Psql($"select string_agg(id::text, ',') from ledger where id >= {firstId}").Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToHashSet();
         Assert.All(acknowledged, id => Assert.Contains(id, present));
-        WaitUntil(() => candidate.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "1", "the old primary streams from the new one");
+        Wait.Until(() => candidate.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "1", "the old primary streams from the new one");
     }
 
     [Fact]
@@ -102,7 +92,7 @@ public sealed class SwitchPgPrimaryTests(ModuleFixture fx, SwitchoverClusterFixt
     public void WhatIf_prints_the_plan_and_changes_nothing_and_guards_refuse()
     {
         var (primary, standby) = sw.A.Psql("select pg_is_in_recovery()") == "f" ? (sw.A, sw.B) : (sw.B, sw.A);
-        WaitUntil(() => primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "1", "the standby streams");
+        Wait.Until(() => primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "1", "the standby streams");
         fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -WhatIf", ("p", primary.ServerArgument), ("c", standby.ServerArgument)).AssertNoErrors();
         Assert.Equal("f", primary.Psql("select pg_is_in_recovery()"));
         Assert.Equal("t", standby.Psql("select pg_is_in_recovery()"));
@@ -123,7 +113,7 @@ public sealed class SwitchPgPrimaryTests(ModuleFixture fx, SwitchoverClusterFixt
         try
         {
             primary.Psql("insert into ledger select g from generate_series(500000, 520000) g");
-            WaitUntil(() => standby.Psql("select pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()") == "t", "the standby lags");
+            Wait.Until(() => standby.Psql("select pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()") == "t", "the standby lags");
             var lagging = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -MaxLagBytes 0 -Confirm:$false", ("p", primary.ServerArgument), ("c", standby.ServerArgument)).SingleError();
             Assert.Equal("PgBackup.CandidateLagging", lagging.FullyQualifiedErrorId.Split(',')[0]);
             Assert.Equal("f", primary.Psql("select pg_is_in_recovery()"));
@@ -159,16 +149,6 @@ public sealed class FailoverClusterFixture : IDisposable
 [Collection("module")]
 public sealed class FailoverTests(ModuleFixture fx, FailoverClusterFixture f) : IClassFixture<FailoverClusterFixture>
 {
-    private static void WaitUntil(Func<bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "timed out waiting until " + what);
-            Thread.Sleep(100);
-        }
-    }
-
     private static void Crash(PgTestCluster cluster)
     {
         var pgCtl = Path.Combine(PgTestCluster.BinDirectory, "pg_ctl");
@@ -181,20 +161,20 @@ public sealed class FailoverTests(ModuleFixture fx, FailoverClusterFixture f) : 
     [Fact]
     public void Failover_promotes_the_most_advanced_standby_only_once_fenced_and_the_other_follows()
     {
-        WaitUntil(() => f.Primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "2", "both standbys stream");
+        Wait.Until(() => f.Primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "2", "both standbys stream");
         var reachable = fx.Shell.Run("Switch-PgPrimary -Failover -Primary $p -Candidate $c -Force -Confirm:$false", ("p", f.Primary.ServerArgument), ("c", new[] { f.Standby1.ServerArgument })).SingleError();
         Assert.Equal("PgBackup.PrimaryReachable", reachable.FullyQualifiedErrorId.Split(',')[0]);
 
         f.Primary.Psql("insert into ledger select generate_series(1, 100)");
-        WaitUntil(() => f.Standby2.Psql("select count(*) from ledger") == "100", "standby 2 has the first rows");
+        Wait.Until(() => f.Standby2.Psql("select count(*) from ledger") == "100", "standby 2 has the first rows");
         f.Standby2.Stop();
         f.Primary.Psql("insert into ledger select generate_series(101, 200)");
-        WaitUntil(() => f.Standby1.Psql("select count(*) from ledger") == "200", "standby 1 has every row");
+        Wait.Until(() => f.Standby1.Psql("select count(*) from ledger") == "200", "standby 1 has every row");
         // Standby 1 stops receiving, so the last rows the primary commits before it crashes reach no standby.
         f.Standby1.Psql("alter system set primary_conninfo = ''");
         f.Standby1.Psql("select pg_reload_conf()");
-        WaitUntil(() => f.Standby1.Psql("show primary_conninfo") == "" && f.Standby1.Psql("select count(*) from pg_stat_wal_receiver") == "0", "standby 1 no longer receives");
-        f.Primary.Psql("insert into ledger select generate_series(1001, 1010)");
+        Wait.Until(() => f.Standby1.Psql("show primary_conninfo") == "" && f.Standby1.Psql("select count(*) from pg_stat_wal_receiver") == "0", "standby 1 no longer receives");
+        f.Primary.Psql("set synchronous_commit = on; insert into ledger select generate_series(1001, 1010)"); // on disk before the crash
         Thread.Sleep(200);
         Assert.Equal("0", f.Standby1.Psql("select count(*) from ledger where id > 1000"));
         Crash(f.Primary);
@@ -221,14 +201,14 @@ public sealed class FailoverTests(ModuleFixture fx, FailoverClusterFixture f) : 
         Assert.Equal("f", f.Standby1.Psql("select pg_is_in_recovery()"));
         Assert.Equal("200", f.Standby1.Psql("select count(*) from ledger"));
         f.Standby1.Psql("insert into ledger values (201)");
-        WaitUntil(() => f.Standby2.Psql("select count(*) from ledger") == "201", "standby 2 follows the new primary");
+        Wait.Until(() => f.Standby2.Psql("select count(*) from ledger") == "201", "standby 2 follows the new primary");
 
         // The crashed old primary rejoins through pg_rewind as a standby of the new primary.
         var joined = Assert.Single(fx.Shell.Run("Join-PgStandby -Server $s -DataDirectory $d -Timeout 00:00:20 -Confirm:$false", ("s", f.Standby1.ServerArgument), ("d", f.Primary.DataDirectory)).AssertNoErrors().Output);
         Assert.Contains("PgBackup.StandbyStatus", joined.TypeNames);
         Assert.Equal("streaming", joined.Properties["ReceiverStatus"].Value);
         Assert.Equal(f.Standby1.Port, joined.Properties["UpstreamPort"].Value);
-        WaitUntil(() => f.Primary.Psql("select count(*) from ledger") == "201", "the old primary replays the new primary's writes");
+        Wait.Until(() => f.Primary.Psql("select count(*) from ledger") == "201", "the old primary replays the new primary's writes");
         Assert.Equal("t", f.Primary.Psql("select pg_is_in_recovery()"));
 
         var running = fx.Shell.Run("Join-PgStandby -Server $s -DataDirectory $d -Confirm:$false", ("s", f.Standby1.ServerArgument), ("d", f.Primary.DataDirectory)).SingleError();
@@ -262,33 +242,26 @@ public sealed class FencedSwitchoverFixture : IDisposable
 [Collection("module")]
 public sealed class FencedSwitchoverTests(ModuleFixture fx, FencedSwitchoverFixture f) : IClassFixture<FencedSwitchoverFixture>
 {
-    private static void WaitUntil(Func<bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "timed out waiting until " + what);
-            Thread.Sleep(100);
-        }
-    }
-
     /// <summary>What an operator's script would do over ssh: a clean shutdown of the primary, and (optionally) its control data.</summary>
     private static string StopScript(PgTestCluster primary, bool printControlData)
     {
         var asPostgres = Environment.IsPrivilegedProcess ? "runuser -u postgres -- " : "";
-        var stop = $"{asPostgres}'{Path.Combine(PgTestCluster.BinDirectory, "pg_ctl")}' stop -D '{primary.DataDirectory}' -m fast -w >/dev/null";
+        var stop = $"cd / && {asPostgres}'{Path.Combine(PgTestCluster.BinDirectory, "pg_ctl")}' stop -D '{primary.DataDirectory}' -m fast -w >/dev/null";
         return printControlData ? $"{stop} && '{Path.Combine(PgTestCluster.BinDirectory, "pg_controldata")}' '{primary.DataDirectory}'" : stop;
     }
 
     [Fact]
     public void A_primary_stopped_by_a_fence_script_switches_over_and_the_other_standby_follows_the_new_primary()
     {
-        WaitUntil(() => f.A.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "2", "both standbys stream");
+        Wait.Until(() => f.A.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "2", "both standbys stream");
         f.A.Psql("insert into ledger select generate_series(1, 100)");
 
         var whatIf = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Standby $o -FenceScript $f -WhatIf",
             ("p", f.A.ServerArgument), ("c", f.B.ServerArgument), ("o", new[] { f.C.ServerArgument }), ("f", StopScript(f.A, true))).AssertNoErrors();
+        Assert.Empty(whatIf.Output);
         Assert.Equal("f", f.A.Psql("select pg_is_in_recovery()"));
+        Assert.Equal("t", f.B.Psql("select pg_is_in_recovery()"));
+        Assert.Equal("2", f.A.Psql("select count(*) from pg_stat_replication where state = 'streaming'"));
 
         var run = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Standby $o -FenceScript $f -Confirm:$false",
             ("p", f.A.ServerArgument), ("c", f.B.ServerArgument), ("o", new[] { f.C.ServerArgument }), ("f", StopScript(f.A, true))).AssertNoErrors();
@@ -300,11 +273,11 @@ public sealed class FencedSwitchoverTests(ModuleFixture fx, FencedSwitchoverFixt
         Assert.Equal("f", f.B.Psql("select pg_is_in_recovery()"));
         Assert.Equal("100", f.B.Psql("select count(*) from ledger"));
         f.B.Psql("insert into ledger values (101)");
-        WaitUntil(() => f.C.Psql("select count(*) from ledger") == "101", "the other standby follows the new primary");
+        Wait.Until(() => f.C.Psql("select count(*) from ledger") == "101", "the other standby follows the new primary");
 
         // The old primary rejoins on its host; a second fenced switchover without control data cannot prove zero loss.
         fx.Shell.Run("Join-PgStandby -Server $s -DataDirectory $d -Confirm:$false", ("s", f.B.ServerArgument), ("d", f.A.DataDirectory)).AssertNoErrors();
-        WaitUntil(() => f.B.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "2", "both standbys stream from the new primary");
+        Wait.Until(() => f.B.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "2", "both standbys stream from the new primary");
         var back = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Standby $o -FenceScript $f -Confirm:$false",
             ("p", f.B.ServerArgument), ("c", f.A.ServerArgument), ("o", new[] { f.C.ServerArgument }), ("f", StopScript(f.B, false))).AssertNoErrors();
         var unproven = Assert.Single(back.Output);
@@ -319,7 +292,7 @@ public sealed class FencedSwitchoverTests(ModuleFixture fx, FencedSwitchoverFixt
     public void A_fence_script_that_leaves_the_primary_running_promotes_nothing()
     {
         var (primary, candidate) = f.A.Psql("select pg_is_in_recovery()") == "f" ? (f.A, f.B) : (f.B, f.A);
-        WaitUntil(() => primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "2", "both standbys stream");
+        Wait.Until(() => primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "2", "both standbys stream");
         var e = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -FenceScript 'true' -Confirm:$false", ("p", primary.ServerArgument), ("c", candidate.ServerArgument)).SingleError();
         Assert.Equal("PgBackup.PrimaryStillRunning", e.FullyQualifiedErrorId.Split(',')[0]);
         Assert.Equal("t", candidate.Psql("select pg_is_in_recovery()"));
@@ -328,5 +301,13 @@ public sealed class FencedSwitchoverTests(ModuleFixture fx, FencedSwitchoverFixt
         Assert.Equal("f", primary.Psql("select pg_is_in_recovery()"));
         var notStandby = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -Standby $o -Confirm:$false", ("p", primary.ServerArgument), ("c", candidate.ServerArgument), ("o", new[] { fx.Server })).SingleError();
         Assert.Equal("PgBackup.StandbyNotStandby", notStandby.FullyQualifiedErrorId.Split(',')[0]);
+
+        // Control data of a crashed primary holds an older checkpoint: no proof, so no promotion.
+        var crash = StopScript(primary, printControlData: true).Replace("-m fast", "-m immediate", StringComparison.Ordinal);
+        var crashed = fx.Shell.Run("Switch-PgPrimary -Primary $p -Candidate $c -FenceScript $f -Confirm:$false", ("p", primary.ServerArgument), ("c", candidate.ServerArgument), ("f", crash)).SingleError();
+        Assert.Equal("PgBackup.PrimaryNotCleanlyStopped", crashed.FullyQualifiedErrorId.Split(',')[0]);
+        Assert.Equal("t", candidate.Psql("select pg_is_in_recovery()"));
+        primary.StartAgain();
+        Wait.Until(() => primary.Psql("select count(*) from pg_stat_replication where state = 'streaming'") == "2", "both standbys stream again");
     }
 }

@@ -178,6 +178,23 @@ public sealed class PgTestCluster : IDisposable
         RunClient("psql", ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", ConnectionString(database), option, value],
             clientEncoding: "UTF8").Trim();
 
+    /// <summary>Switches to a new WAL segment and waits until the finished one is archived; returns its name.</summary>
+    public string ArchiveCurrentSegment() => ArchiveCurrentSegment(sql => Psql(sql));
+
+    /// <param name="scalar">Runs one query on the server and returns its single value.</param>
+    public static string ArchiveCurrentSegment(Func<string, string> scalar)
+    {
+        // pg_switch_wal returns the end of the segment it finished, which pg_walfile_name names.
+        var segment = scalar("select pg_walfile_name(pg_switch_wal())");
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (string.CompareOrdinal(scalar("select coalesce(last_archived_wal, '') from pg_stat_archiver"), segment) < 0)
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"{segment} was not archived within a minute");
+            Thread.Sleep(100);
+        }
+        return segment;
+    }
+
     /// <summary>psql against another server on this machine that has the test clusters' superuser and password, such as a recovered copy of one.</summary>
     public static string QueryAt(int port, string sql, string database = "postgres")
     {

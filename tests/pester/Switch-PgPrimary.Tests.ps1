@@ -21,6 +21,8 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
         }
 
         $environment = Enter-PgTestEnvironment -Cluster $primary
+        # Clusters a test starts for itself (it stops them when done); AfterAll stops whatever is left.
+        $extraClusters = [System.Collections.Generic.List[psobject]]::new()
 
         function Get-TestRoles {
             # Which of the two servers is the primary now (the tests swap the roles and swap them back).
@@ -85,6 +87,8 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
 
     AfterAll {
         Exit-PgTestEnvironment -State $environment
+        # Standbys before their primary (Stop-PgTestCluster accepts $null and clusters already removed).
+        if ($null -ne $extraClusters) { for ($i = $extraClusters.Count - 1; $i -ge 0; $i--) { Stop-PgTestCluster -Cluster $extraClusters[$i] } }
         # Stopping the standby (whichever server that is now) first keeps the primary's fast shutdown from waiting
         # for its WAL sender.
         $first, $second = $standby, $primary
@@ -115,6 +119,30 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
         $foreign[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.CandidateNotStandby,*'
         $foreign[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::InvalidOperation)
 
+        # A standby of another cluster (another system identifier) is never promoted either. The other cluster gets this
+        # cluster's password before its standby is made from it, so the one .pgpass (PGPASSFILE) serves all four servers.
+        $strangerPrimary = $stranger = $null
+        try {
+            $strangerPrimary = Start-PgTestCluster -Name 'switchstrangerprimary'
+            $extraClusters.Add($strangerPrimary)
+            $null = Invoke-PgTestSql -Cluster $strangerPrimary -Sql "alter user postgres password '$($current.Password)'"
+            $strangerPrimary.Password = $current.Password
+            $stranger = Start-PgTestStandby -Primary $strangerPrimary -Name 'switch-stranger'
+            $extraClusters.Add($stranger)
+            Invoke-PgTestSql -Cluster $stranger -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+
+            $null = Switch-PgPrimary -Primary $current.Server -Candidate $stranger.Server -Confirm:$false -ErrorVariable otherCluster -ErrorAction SilentlyContinue
+            $otherCluster | Should -HaveCount 1 -Because (Format-PgTestError $otherCluster)
+            $otherCluster[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.DifferentCluster,*'
+            $otherCluster[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::InvalidOperation)
+            Invoke-PgTestSql -Cluster $current -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
+            Invoke-PgTestSql -Cluster $stranger -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+        }
+        finally {
+            Stop-PgTestCluster -Cluster $stranger
+            Stop-PgTestCluster -Cluster $strangerPrimary
+        }
+
         $null = Invoke-PgTestSql -Cluster $candidate -Sql 'select pg_wal_replay_pause()'
         try {
             $null = Invoke-PgTestSql -Cluster $current -Sql 'insert into ledger select g from generate_series(500000, 520000) g'
@@ -136,9 +164,10 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
 }
 
 # Mirrors FailoverTests in tests/PgBackup.Module.Tests/SwitchPgPrimaryTests.cs: a primary and two standbys made from it
-# the way the suite above makes its standby; the primary crashes (pg_ctl stop -m immediate) and -Failover promotes the
-# most advanced standby only once fenced, and the other follows it; then Join-PgStandby rejoins the crashed old primary
-# through pg_rewind as a standby of the new primary.
+# the way the suite above makes its standby; standby 1 stops receiving, the primary commits ten more rows and crashes
+# (pg_ctl stop -m immediate), and -Failover promotes the most advanced standby only once fenced, reports the WAL those
+# rows are in as lost (read from the crashed primary's pg_wal, -PrimaryDataDirectory), and the other standby follows
+# it; then Join-PgStandby rejoins the crashed old primary through pg_rewind as a standby of the new primary.
 Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
     BeforeAll {
         Import-Module (Join-Path $PSScriptRoot 'PgBackup.TestCluster.psm1') -Force
@@ -178,7 +207,7 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
         Stop-PgTestCluster -Cluster $primary
     }
 
-    It 'promotes the most advanced standby only once fenced, the other follows, and the old primary rejoins' {
+    It 'promotes the most advanced standby only once fenced, reports the WAL it loses, the other follows, and the old primary rejoins' {
         Wait-PgTestCondition -What 'Both standbys streaming' -Condition {
             (Invoke-PgTestSql -Cluster $primary -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '2'
         }
@@ -196,6 +225,18 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
         Wait-PgTestCondition -What 'Standby 1 having every row' -Condition {
             (Invoke-PgTestSql -Cluster $standby1 -Sql 'select count(*) from ledger') -eq '200'
         }
+        # Standby 1 stops receiving, so the last rows the primary commits before it crashes reach no standby.
+        $null = Invoke-PgTestSql -Cluster $standby1 -Sql "alter system set primary_conninfo = ''"
+        $null = Invoke-PgTestSql -Cluster $standby1 -Sql 'select pg_reload_conf()'
+        Wait-PgTestCondition -What 'Standby 1 no longer receiving' -Condition {
+            (Invoke-PgTestSql -Cluster $standby1 -Sql 'show primary_conninfo') -eq '' -and
+            (Invoke-PgTestSql -Cluster $standby1 -Sql 'select count(*) from pg_stat_wal_receiver') -eq '0'
+        }
+        # The test clusters run with synchronous_commit = off; on for this commit, so its WAL is written to pg_wal
+        # (fsync stays off) before it returns, and the immediate shutdown below cannot drop it from the WAL buffers.
+        $null = Invoke-PgTestSql -Cluster $primary -Sql 'set synchronous_commit = on; insert into ledger select generate_series(1001, 1010)'
+        Start-Sleep -Milliseconds 200
+        Invoke-PgTestSql -Cluster $standby1 -Sql 'select count(*) from ledger where id > 1000' | Should -BeExactly '0'
         Stop-TestServer -Cluster $primary -Mode immediate
         Start-TestStandbyServer -Cluster $standby2
 
@@ -206,13 +247,21 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
         Invoke-PgTestSql -Cluster $standby1 -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
         Invoke-PgTestSql -Cluster $standby2 -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
 
-        $result = @(Switch-PgPrimary -Failover -Primary $primary.Server -Candidate $candidates -FenceScript 'exit 0' -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
+        $result = @(Switch-PgPrimary -Failover -Primary $primary.Server -Candidate $candidates -FenceScript 'exit 0' -PrimaryDataDirectory $primary.DataDirectory -Confirm:$false `
+                -WarningVariable warnings -WarningAction SilentlyContinue -ErrorVariable err -ErrorAction SilentlyContinue)
         $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
         $result | Should -HaveCount 1
         $failedOver = $result[0]
         $failedOver.NewPrimary | Should -BeExactly $standby1.Server
         $failedOver.Failover | Should -BeTrue
-        $null -eq $failedOver.BytesLost | Should -BeTrue
+        # The ten rows' WAL is the possible loss, read from the crashed primary's own pg_wal.
+        $lost = $failedOver.BytesLost
+        $steps = "steps: $(@($failedOver.Steps | ForEach-Object { $_.Name }) -join '; '); final $($failedOver.FinalLsn)"
+        $null -eq $lost | Should -BeFalse -Because $steps
+        $lost | Should -BeGreaterThan 0 -Because $steps
+        $lost | Should -BeLessThan 1MB -Because $steps
+        $warningText = @($warnings | ForEach-Object { $_.Message })
+        @($warningText | Where-Object { $_.Contains("$lost bytes of WAL", [System.StringComparison]::Ordinal) }) | Should -Not -BeNullOrEmpty -Because "the warnings were: $($warningText -join ' | ')"
         @($failedOver.Repointed) | Should -Contain $standby2.Server
         @($failedOver.CandidatesBehind | Where-Object { $_.StartsWith($standby2.Server, [System.StringComparison]::Ordinal) }) | Should -Not -BeNullOrEmpty
 
@@ -239,5 +288,156 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
         $null = Join-PgStandby -Server $standby1.Server -DataDirectory $primary.DataDirectory -Confirm:$false -ErrorVariable running -ErrorAction SilentlyContinue
         $running | Should -HaveCount 1 -Because (Format-PgTestError $running)
         $running[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.DataDirectoryInUse,*'
+    }
+}
+
+# Mirrors FencedSwitchoverTests in tests/PgBackup.Module.Tests/SwitchPgPrimaryTests.cs: a primary A with two standbys B and
+# C made from it the way the suites above make theirs; Switch-PgPrimary -FenceScript stops the primary through the
+# operator's script (as for a primary on another host), promotes B, leaves A stopped for Join-PgStandby, and points C
+# at B; then a switchover back whose script prints no control data cannot prove zero loss; and the fence guards refuse.
+Describe 'Switch-PgPrimary -FenceScript' -Tag 'Integration' {
+    BeforeAll {
+        Import-Module (Join-Path $PSScriptRoot 'PgBackup.TestCluster.psm1') -Force
+        Import-Module (Get-PgBackupModuleManifest) -Force
+
+        $a = $b = $c = $null
+        $a = Start-PgTestCluster -Name 'fence-a'
+        $null = Invoke-PgTestSql -Cluster $a -Sql 'create table ledger(id int primary key)'
+        # Their application names (cluster_name) are pester_fence_b and pester_fence_c.
+        $b = Start-PgTestStandby -Primary $a -Name 'fence-b'
+        $c = Start-PgTestStandby -Primary $a -Name 'fence-c'
+
+        $environment = Enter-PgTestEnvironment -Cluster $a
+
+        function Get-TestStopScript {
+            # What an operator's script would do over ssh (StopScript in the C# tests), in POSIX sh: a clean shutdown of the
+            # primary (as postgres when this process is root on Linux, from the cluster's own folder, never from an
+            # unreadable one such as /root) and, with -PrintControlData, its control data, whose "Latest checkpoint
+            # location" lets the switchover prove that nothing was lost.
+            param([psobject] $Cluster, [switch] $PrintControlData)
+            $asPostgres = if ($Cluster.RunAsPostgres) { 'runuser -u postgres -- ' } else { '' }
+            $pgCtl = Join-Path $Cluster.BinDirectory 'pg_ctl'
+            $controlData = Join-Path $Cluster.BinDirectory 'pg_controldata'
+            $stop = "cd '$($Cluster.Root)' && $asPostgres'$pgCtl' stop -D '$($Cluster.DataDirectory)' -m fast -w >/dev/null"
+            if ($PrintControlData) { "$stop && '$controlData' '$($Cluster.DataDirectory)'" } else { $stop }
+        }
+
+        function Select-TestWarning {
+            # The messages of the captured warnings that contain the text.
+            param([AllowNull()] [object[]] $Warning, [string] $Text)
+            @($Warning | Where-Object { $null -ne $_ -and $_.Message.Contains($Text, [System.StringComparison]::Ordinal) } | ForEach-Object { $_.Message })
+        }
+    }
+
+    AfterAll {
+        Exit-PgTestEnvironment -State $environment
+        # The standbys (whichever servers those are now) first, so no primary's fast shutdown waits for a WAL sender; a
+        # server that is stopped or unreachable is only removed.
+        $roles = @(foreach ($cluster in @($c, $b, $a)) {
+                if ($null -eq $cluster) { continue }
+                $inRecovery = try { (Invoke-PgTestSql -Cluster $cluster -Sql 'select pg_is_in_recovery()') -eq 't' } catch { $false }
+                [pscustomobject]@{ Cluster = $cluster; Standby = $inRecovery }
+            })
+        foreach ($role in @($roles | Where-Object { $_.Standby })) { Stop-PgTestCluster -Cluster $role.Cluster }
+        foreach ($role in @($roles | Where-Object { -not $_.Standby })) { Stop-PgTestCluster -Cluster $role.Cluster }
+    }
+
+    # The fence scripts are POSIX sh (Switch-PgPrimary runs them with cmd.exe on Windows).
+    It 'switches over to a standby once a fence script stopped the primary, and the other standby follows the new primary' -Skip:$IsWindows {
+        Wait-PgTestCondition -What 'Both standbys streaming' -Condition {
+            (Invoke-PgTestSql -Cluster $a -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '2'
+        }
+        $null = Invoke-PgTestSql -Cluster $a -Sql 'insert into ledger select generate_series(1, 100)'
+        $stopA = Get-TestStopScript -Cluster $a -PrintControlData
+
+        # -WhatIf checks everything and prints the plan, but neither runs the script nor changes a role.
+        $planned = @(Switch-PgPrimary -Primary $a.Server -Candidate $b.Server -Standby @($c.Server) -FenceScript $stopA -WhatIf -ErrorVariable err -ErrorAction SilentlyContinue)
+        $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+        $planned | Should -HaveCount 0
+        Invoke-PgTestSql -Cluster $a -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
+        Invoke-PgTestSql -Cluster $b -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+        Invoke-PgTestSql -Cluster $c -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+
+        $result = @(Switch-PgPrimary -Primary $a.Server -Candidate $b.Server -Standby @($c.Server) -FenceScript $stopA -Confirm:$false `
+                -WarningVariable warnings -WarningAction SilentlyContinue -ErrorVariable err -ErrorAction SilentlyContinue)
+        $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+        $result | Should -HaveCount 1
+        $switched = $result[0]
+        $switched.PSObject.TypeNames | Should -Contain 'PgBackup.SwitchoverResult'
+        $switched.NewPrimary | Should -BeExactly $b.Server
+        # Proven against the final checkpoint the script printed.
+        $switched.BytesLost | Should -Be 0
+        $switched.OldPrimaryRejoined | Should -Be $false
+        @($switched.Repointed) | Should -HaveCount 1
+        @($switched.Repointed)[0] | Should -BeExactly $c.Server
+        Select-TestWarning -Warning $warnings -Text 'Join-PgStandby' | Should -Not -BeNullOrEmpty -Because "the warnings were: $(@($warnings | ForEach-Object { $_.Message }) -join ' | ')"
+
+        Invoke-PgTestSql -Cluster $b -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
+        Invoke-PgTestSql -Cluster $b -Sql 'select count(*) from ledger' | Should -BeExactly '100'
+        $null = Invoke-PgTestSql -Cluster $b -Sql 'insert into ledger values (101)'
+        Wait-PgTestCondition -What 'The other standby following the new primary' -Condition {
+            (Invoke-PgTestSql -Cluster $c -Sql 'select count(*) from ledger') -eq '101'
+        }
+
+        # The old primary rejoins on its host; a second fenced switchover without control data cannot prove zero loss.
+        $joined = @(Join-PgStandby -Server $b.Server -DataDirectory $a.DataDirectory -Confirm:$false -ErrorVariable joinErr -ErrorAction SilentlyContinue)
+        $joinErr | Should -BeNullOrEmpty -Because (Format-PgTestError $joinErr)
+        $joined | Should -HaveCount 1
+        $joined[0].UpstreamPort | Should -Be $b.Port
+        Wait-PgTestCondition -What 'Both standbys streaming from the new primary' -Condition {
+            (Invoke-PgTestSql -Cluster $b -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '2'
+        }
+        $back = @(Switch-PgPrimary -Primary $b.Server -Candidate $a.Server -Standby @($c.Server) -FenceScript (Get-TestStopScript -Cluster $b) -Confirm:$false `
+                -WarningVariable unprovenWarnings -WarningAction SilentlyContinue -ErrorVariable backErr -ErrorAction SilentlyContinue)
+        $backErr | Should -BeNullOrEmpty -Because (Format-PgTestError $backErr)
+        $back | Should -HaveCount 1
+        $null -eq $back[0].BytesLost | Should -BeTrue
+        Select-TestWarning -Warning $unprovenWarnings -Text 'cannot be proven' | Should -Not -BeNullOrEmpty -Because "the warnings were: $(@($unprovenWarnings | ForEach-Object { $_.Message }) -join ' | ')"
+        Invoke-PgTestSql -Cluster $a -Sql 'select count(*) from ledger' | Should -BeExactly '101'
+        Invoke-PgTestSql -Cluster $a -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
+
+        $rejoined = @(Join-PgStandby -Server $a.Server -DataDirectory $b.DataDirectory -Confirm:$false -ErrorVariable rejoinErr -ErrorAction SilentlyContinue)
+        $rejoinErr | Should -BeNullOrEmpty -Because (Format-PgTestError $rejoinErr)
+        $rejoined | Should -HaveCount 1
+        Invoke-PgTestSql -Cluster $b -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+    }
+
+    It 'promotes nothing when the fence script leaves the primary running or fails, and refuses a -Standby that is a primary' {
+        $current, $candidate = if ((Invoke-PgTestSql -Cluster $a -Sql 'select pg_is_in_recovery()') -eq 'f') { $a, $b } else { $b, $a }
+        Wait-PgTestCondition -What 'Both standbys streaming' -Condition {
+            (Invoke-PgTestSql -Cluster $current -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '2'
+        }
+
+        # The script exits 0 but stops nothing ('true'; cmd.exe has no true, so 'exit 0' there).
+        $doesNothing = if ($IsWindows) { 'exit 0' } else { 'true' }
+        $null = Switch-PgPrimary -Primary $current.Server -Candidate $candidate.Server -FenceScript $doesNothing -Confirm:$false -ErrorVariable stillRunning -ErrorAction SilentlyContinue
+        $stillRunning | Should -HaveCount 1 -Because (Format-PgTestError $stillRunning)
+        $stillRunning[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.PrimaryStillRunning,*'
+        Invoke-PgTestSql -Cluster $candidate -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+        Invoke-PgTestSql -Cluster $current -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
+
+        $null = Switch-PgPrimary -Primary $current.Server -Candidate $candidate.Server -FenceScript 'exit 3' -Confirm:$false -ErrorVariable fenceFailed -ErrorAction SilentlyContinue
+        $fenceFailed | Should -HaveCount 1 -Because (Format-PgTestError $fenceFailed)
+        $fenceFailed[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.FenceFailed,*'
+        Invoke-PgTestSql -Cluster $current -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
+        Invoke-PgTestSql -Cluster $candidate -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+
+        # A server that accepts writes (here the primary itself) is never given a new primary_conninfo.
+        $null = Switch-PgPrimary -Primary $current.Server -Candidate $candidate.Server -Standby @($current.Server) -Confirm:$false -ErrorVariable notStandby -ErrorAction SilentlyContinue
+        $notStandby | Should -HaveCount 1 -Because (Format-PgTestError $notStandby)
+        $notStandby[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.StandbyNotStandby,*'
+        Invoke-PgTestSql -Cluster $current -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
+        Invoke-PgTestSql -Cluster $candidate -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+
+        # Control data of a crashed primary holds an older checkpoint: it proves nothing, so nothing is promoted.
+        $crash = (Get-TestStopScript -Cluster $current -PrintControlData).Replace('-m fast', '-m immediate')
+        $null = Switch-PgPrimary -Primary $current.Server -Candidate $candidate.Server -FenceScript $crash -Confirm:$false -ErrorVariable crashed -ErrorAction SilentlyContinue
+        $crashed | Should -HaveCount 1 -Because (Format-PgTestError $crashed)
+        $crashed[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.PrimaryNotCleanlyStopped,*'
+        Invoke-PgTestSql -Cluster $candidate -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+        & (Get-Module -Name PgBackup.TestCluster) { param($c) Start-PgTestServer -Cluster $c } $current
+        Wait-PgTestCondition -What 'Both standbys streaming again' -Condition {
+            (Invoke-PgTestSql -Cluster $current -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '2'
+        }
     }
 }

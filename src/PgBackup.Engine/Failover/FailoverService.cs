@@ -104,7 +104,10 @@ public static class FailoverService
         };
     }
 
-    /// <summary>Whether the server accepts connections at all (in any role).</summary>
+    /// <summary>
+    /// Whether a server process still answers at its address, in any role: a refused login, "too many connections" or
+    /// "shutting down" all mean it runs. Only an address nobody listens on (ServerUnreachable) means it has stopped.
+    /// </summary>
     internal static async Task<bool> AnswersAsync(ConnectionTarget server, CancellationToken ct)
     {
         try
@@ -112,7 +115,7 @@ public static class FailoverService
             await using var connection = await ServerSession.OpenAsync(server with { ConnectTimeoutSeconds = 3 }, ct).ConfigureAwait(false);
             return true;
         }
-        catch (PgBackupException) { return false; }
+        catch (PgBackupException ex) { return ex.ErrorId != "PgBackup.ServerUnreachable"; }
     }
 
     private static async Task<bool> AnswersAsPrimaryAsync(ConnectionTarget old, CancellationToken ct)

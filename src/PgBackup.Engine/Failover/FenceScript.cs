@@ -29,6 +29,10 @@ public static class FenceScript
         return new Outcome(FinalCheckpointIn(result.StandardOutput), result.StandardOutput);
     }
 
+    /// <summary>pg_controldata's "Database cluster state" in what the script printed, or null when it printed none.</summary>
+    public static string? ClusterStateIn(string output) =>
+        Regex.Match(output, @"Database cluster state:\s+(.+)") is { Success: true } m ? m.Groups[1].Value.Trim() : null;
+
     public static Lsn? FinalCheckpointIn(string output)
     {
         var control = Regex.Match(output, @"Latest checkpoint location:\s+([0-9A-Fa-f]+/[0-9A-Fa-f]+)");

@@ -48,7 +48,10 @@ public static class RejoinService
         var locator = new ToolLocator(request.ToolPath);
         var rewind = locator.Find("pg_rewind", info.Major, info.Major, reporter);
         var pgCtl = locator.Find("pg_ctl", info.Major, info.Major, reporter);
-        var owner = Environment.IsPrivilegedProcess && !OperatingSystem.IsWindows() ? LocalInstance.DefaultServiceUser : null;
+        // As root, pg_rewind and the server run as whoever owns the data directory (postgres unless a service account was chosen).
+        var owner = Environment.IsPrivilegedProcess && !OperatingSystem.IsWindows()
+            ? await DataDirectoryOwner.FindAsync(directory, ct).ConfigureAwait(false) is { } found && found != "root" ? found : LocalInstance.DefaultServiceUser
+            : null;
         var activity = $"Rejoining {directory} as a standby of {request.Primary.Display}";
 
         // pg_rewind copies the source's configuration files too; the old primary keeps its own port, sockets and access rules.

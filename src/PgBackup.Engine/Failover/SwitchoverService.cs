@@ -139,11 +139,16 @@ public static class SwitchoverService
             await Step($"Stopping writes on {request.Primary.Display} with the fence script", 10, async () =>
             {
                 writesStopped = clock.Elapsed;
-                var outcome = await FenceScript.RunAsync(request.FenceScript!, request.Primary, request.Candidate, null, reporter, ct).ConfigureAwait(false);
+                var outcome = await FenceScript.RunAsync(request.FenceScript!, request.Primary, request.Candidate, plan.PrimaryDataDirectory, reporter, ct).ConfigureAwait(false);
                 if (await FailoverService.AnswersAsync(request.Primary, ct).ConfigureAwait(false))
                     throw new PgBackupException("PrimaryStillRunning", ErrorKind.InvalidOperation,
                         $"The fence script exited 0, but {request.Primary.Display} still accepts connections. Nothing was promoted.", request.FenceScript,
                         "Make the fence script shut the primary down cleanly (pg_ctl stop -m fast) and wait until it has stopped.");
+                // Control data taken before the shutdown finished, or after a crash, holds an older checkpoint: proving against it would prove nothing.
+                if (FenceScript.ClusterStateIn(outcome.Output) is { } state && state != "shut down")
+                    throw new PgBackupException("PrimaryNotCleanlyStopped", ErrorKind.InvalidOperation,
+                        $"The fence script printed control data with the cluster state '{state}', not 'shut down', so the old primary's last WAL position is not known. Nothing was promoted.", request.FenceScript,
+                        "Make the fence script stop the primary cleanly (pg_ctl stop -m fast -w) before it runs pg_controldata, then start the old primary again and retry.");
                 if (outcome.FinalCheckpoint is { } checkpoint) final = checkpoint;
                 else
                 {
