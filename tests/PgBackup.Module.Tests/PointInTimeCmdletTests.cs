@@ -176,6 +176,8 @@ public sealed class PointInTimeCmdletTests : IClassFixture<PitrModuleFixture>, I
         var notData = fx.Shell.Run("Start-PgInstance -DataDirectory $d -Confirm:$false", ("d", fx.NewRepository())).SingleError();
         Assert.Equal("PgBackup.NotADataDirectory", notData.FullyQualifiedErrorId.Split(',')[0]);
         Assert.Equal(ErrorCategory.InvalidArgument, notData.CategoryInfo.Category);
+        var timeout = fx.Shell.Run("Start-PgInstance -DataDirectory $d -Timeout 0 -Confirm:$false", ("d", directory)).SingleError();
+        Assert.Equal("PgBackup.InvalidTimeout", timeout.FullyQualifiedErrorId.Split(',')[0]);
         var missing = fx.Shell.Run("Stop-PgInstance -DataDirectory $d -Confirm:$false", ("d", directory)).SingleError();
         Assert.Equal("PgBackup.DataDirectoryNotFound", missing.FullyQualifiedErrorId.Split(',')[0]);
     }

@@ -107,7 +107,8 @@ public static class RecoveryDrill
         finally
         {
             report.Kept = request.Keep && recovered != null;
-            if (!report.Kept && Directory.Exists(directory))
+            // A recovery that failed has removed what it wrote already; only a recovered instance is left to remove.
+            if (!report.Kept && File.Exists(Path.Combine(directory, "PG_VERSION")))
             {
                 try { await InstanceControl.RemoveAsync(directory, force: true, request.ToolPath, reporter, CancellationToken.None).ConfigureAwait(false); }
                 catch (PgBackupException ex) { reporter.Warning($"The drill's instance in '{directory}' could not be removed: {ex.Message}"); }
