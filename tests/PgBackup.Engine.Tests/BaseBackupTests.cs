@@ -52,6 +52,8 @@ public sealed class BaseBackupTests(SampleClusterFixture fixture)
     [Theory]
     [InlineData(BaseBackupFormat.Plain, null)]
     [InlineData(BaseBackupFormat.Tar, "client-gzip:1")]
+    [InlineData(BaseBackupFormat.Tar, "client-lz4")]
+    [InlineData(BaseBackupFormat.Tar, "server-zstd")]
     public async Task A_backup_taken_under_writes_verifies_starts_and_holds_every_row_acknowledged_before_it(BaseBackupFormat format, string? compress)
     {
         var repository = Targets.NewFolder();
@@ -102,22 +104,25 @@ public sealed class BaseBackupTests(SampleClusterFixture fixture)
     }
 
     [Theory]
-    [InlineData(BaseBackupFormat.Plain)]
-    [InlineData(BaseBackupFormat.Tar)]
-    public async Task A_damaged_backup_fails_its_manifest_check(BaseBackupFormat format)
+    [InlineData(BaseBackupFormat.Plain, null)]
+    [InlineData(BaseBackupFormat.Tar, null)]
+    [InlineData(BaseBackupFormat.Tar, "client-lz4")]
+    public async Task A_damaged_backup_fails_its_manifest_check(BaseBackupFormat format, string? compress)
     {
         var repository = Targets.NewFolder();
-        var backup = await BaseBackupService.BackupAsync(new BaseBackupRequest { Target = Targets.For(Cluster), Format = format, Repository = repository }, NullReporter.Instance, default);
+        var backup = await BaseBackupService.BackupAsync(new BaseBackupRequest { Target = Targets.For(Cluster), Format = format, Compress = compress, Repository = repository }, NullReporter.Instance, default);
         if (format == BaseBackupFormat.Plain)
             // Same size, different bytes: only the SHA-256 check can tell.
             File.WriteAllText(Path.Combine(backup.Path, "PG_VERSION"), File.ReadAllText(Path.Combine(backup.Path, "PG_VERSION")).Replace('1', '9'));
         else
         {
-            // Flip a byte inside a file's data in base.tar (past the first 512-byte header).
-            await using var tar = new FileStream(Path.Combine(backup.Path, "base.tar"), FileMode.Open, FileAccess.ReadWrite);
-            tar.Seek(600, SeekOrigin.Begin);
+            // Flip a byte inside a file's data in base.tar (past the first 512-byte header), or in the middle of base.tar.lz4.
+            var file = Directory.GetFiles(backup.Path, "base.tar*").Single();
+            await using var tar = new FileStream(file, FileMode.Open, FileAccess.ReadWrite);
+            var at = compress == null ? 600 : tar.Length / 2;
+            tar.Seek(at, SeekOrigin.Begin);
             var b = tar.ReadByte();
-            tar.Seek(600, SeekOrigin.Begin);
+            tar.Seek(at, SeekOrigin.Begin);
             tar.WriteByte((byte)(b ^ 0xFF));
         }
         var result = await BackupTester.TestAsync(new BackupTestRequest { Backup = backup }, NullReporter.Instance, default);

@@ -26,6 +26,18 @@ public sealed class StartPgBaseBackupTests(ModuleFixture fx)
         Assert.Matches("^[0-9A-F]{24}$", (string)backup.Properties["StartSegment"].Value);
     }
 
+    [Theory]
+    [InlineData("client-lz4")]
+    [InlineData("server-zstd")]
+    public void Lz4_and_zstd_tar_backups_are_verified_and_started_through_the_modules_own_decompressors(string compress)
+    {
+        var r = fx.Shell.Run("Start-PgBaseBackup -Server $s -Repository $r -Format Tar -Compress $c | Test-PgBackup -Restore",
+            ("s", fx.Server), ("r", fx.NewRepository()), ("c", compress)).AssertNoErrors();
+        var test = Assert.Single(r.Output);
+        Assert.Equal(true, test.Properties["Success"].Value);
+        Assert.Equal(true, test.Properties["RestoreTested"].Value);
+    }
+
     [Fact]
     public void WhatIf_writes_nothing()
     {

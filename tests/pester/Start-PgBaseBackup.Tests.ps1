@@ -43,6 +43,12 @@ Describe 'Start-PgBaseBackup' -Tag 'Integration' {
         $backup.StartSegment | Should -MatchExactly '^[0-9A-F]{24}$'
     }
 
+    It 'verifies and starts a Tar backup compressed with <Compress>' -ForEach @(@{ Compress = 'client-lz4' }, @{ Compress = 'server-zstd' }) {
+        $test = Start-PgBaseBackup -Server $server -Repository (New-PgTestRepository) -Format Tar -Compress $Compress -ErrorAction Stop | Test-PgBackup -Restore -ErrorAction Stop
+        $test.Success | Should -BeTrue -Because ($test.Failures -join ' ')
+        $test.RestoreTested | Should -BeTrue
+    }
+
     It 'writes nothing with -WhatIf' {
         $repo = New-PgTestRepository
         Start-PgBaseBackup -Server $server -Repository $repo -WhatIf -ErrorAction Stop

@@ -1,5 +1,4 @@
 using System.Formats.Tar;
-using System.IO.Compression;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -92,21 +91,29 @@ public static class BaseBackupVerifier
             var archiveName = Path.GetFileName(archive);
             if (archiveName.StartsWith("pg_wal.tar", StringComparison.Ordinal)) continue; // WAL is not in the manifest's file list
             var prefix = archiveName.StartsWith("base.tar", StringComparison.Ordinal) ? "" : "pg_tblspc/" + archiveName[..archiveName.IndexOf(".tar", StringComparison.Ordinal)] + "/";
-            using var stream = OpenDecompressed(archive, problems);
-            if (stream == null) continue;
-            using var reader = new TarReader(stream);
-            while (reader.GetNextEntry() is { } entry)
+            if (!CompressedTar.CanRead(archiveName)) { problems.Add($"'{archiveName}' is not a tar file PgBackup can read back to verify"); continue; }
+            try
             {
-                ct.ThrowIfCancellationRequested();
-                if (entry.EntryType is not (TarEntryType.RegularFile or TarEntryType.V7RegularFile)) continue;
-                var name = prefix + entry.Name.TrimStart('.', '/');
-                if (Ignored.Contains(name) || name.StartsWith("pg_wal/", StringComparison.Ordinal)) continue;
-                seen.Add(name);
-                if (!expected.TryGetValue(name, out var want)) { problems.Add($"'{name}' is in {archiveName} but not in the manifest"); continue; }
-                if (entry.Length != want.Size) { problems.Add($"'{name}' has {entry.Length} bytes, the manifest says {want.Size}"); continue; }
-                if (want.Checksum == null) continue;
-                var actual = entry.DataStream == null ? Convert.ToHexString(SHA256.HashData(Array.Empty<byte>())) : Convert.ToHexString(SHA256.HashData(entry.DataStream));
-                if (!string.Equals(actual, want.Checksum, StringComparison.OrdinalIgnoreCase)) problems.Add($"'{name}' has SHA-256 {actual.ToLowerInvariant()}, the manifest says {want.Checksum}");
+                using var stream = CompressedTar.OpenRead(archive);
+                using var reader = new TarReader(stream);
+                while (reader.GetNextEntry() is { } entry)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    if (entry.EntryType is not (TarEntryType.RegularFile or TarEntryType.V7RegularFile)) continue;
+                    var name = prefix + entry.Name.TrimStart('.', '/');
+                    if (Ignored.Contains(name) || name.StartsWith("pg_wal/", StringComparison.Ordinal)) continue;
+                    seen.Add(name);
+                    if (!expected.TryGetValue(name, out var want)) { problems.Add($"'{name}' is in {archiveName} but not in the manifest"); continue; }
+                    if (entry.Length != want.Size) { problems.Add($"'{name}' has {entry.Length} bytes, the manifest says {want.Size}"); continue; }
+                    if (want.Checksum == null) continue;
+                    var actual = entry.DataStream == null ? Convert.ToHexString(SHA256.HashData(Array.Empty<byte>())) : Convert.ToHexString(SHA256.HashData(entry.DataStream));
+                    if (!string.Equals(actual, want.Checksum, StringComparison.OrdinalIgnoreCase)) problems.Add($"'{name}' has SHA-256 {actual.ToLowerInvariant()}, the manifest says {want.Checksum}");
+                }
+            }
+            // A damaged gzip, lz4 or zstd stream, or a truncated tar, fails inside the decompressor or the tar reader.
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                problems.Add($"'{archiveName}' cannot be read to the end: {ex.Message}");
             }
         }
         foreach (var name in expected.Keys.Where(n => !seen.Contains(n) && !Ignored.Contains(n)))
@@ -124,16 +131,6 @@ public static class BaseBackupVerifier
         var recorded = System.Text.RegularExpressions.Regex.Match(text, "\"Manifest-Checksum\"\\s*:\\s*\"([0-9a-fA-F]+)\"").Groups[1].Value;
         var actual = Convert.ToHexString(SHA256.HashData(manifest.AsSpan(0, at)));
         if (!string.Equals(recorded, actual, StringComparison.OrdinalIgnoreCase)) problems.Add("backup_manifest does not match its own checksum");
-    }
-
-    private static Stream? OpenDecompressed(string archive, List<string> problems)
-    {
-        var file = File.OpenRead(archive);
-        if (archive.EndsWith(".tar", StringComparison.Ordinal)) return file;
-        if (archive.EndsWith(".tar.gz", StringComparison.Ordinal)) return new GZipStream(file, CompressionMode.Decompress);
-        file.Dispose();
-        problems.Add($"'{Path.GetFileName(archive)}' is compressed with a method PgBackup cannot read back to verify; use gzip (or no compression) for Tar base backups");
-        return null;
     }
 
     private static int? MajorOf(string version) =>

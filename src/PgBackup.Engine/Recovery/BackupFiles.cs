@@ -1,5 +1,4 @@
 using System.Formats.Tar;
-using System.IO.Compression;
 
 namespace PgBackup.Engine.Recovery;
 
@@ -20,10 +19,10 @@ public static class BackupFiles
                 $"The backup holds a tablespace ({Path.GetFileName(tablespace)}); PgBackup cannot yet remap tablespaces when it restores a base backup.", tablespace,
                 "Restore this backup by hand (pg_basebackup's tablespace mapping) or keep tablespaces out of clusters restored with PgBackup.");
         if (backup.Format == BaseBackupFormat.Tar &&
-            Directory.EnumerateFiles(backup.Path, "*.tar*").FirstOrDefault(f => !f.EndsWith(".tar", StringComparison.Ordinal) && !f.EndsWith(".tar.gz", StringComparison.Ordinal)) is { } compressed)
+            Directory.EnumerateFiles(backup.Path, "*.tar*").FirstOrDefault(f => !Physical.CompressedTar.CanRead(Path.GetFileName(f))) is { } unknown)
             throw new PgBackupException("CompressionNotSupported", ErrorKind.InvalidOperation,
-                $"'{Path.GetFileName(compressed)}' is compressed with a method PgBackup cannot read back; only gzip and uncompressed tar base backups can be restored.", compressed,
-                "Take base backups with -Compress client-gzip (or none) when PgBackup should restore them.");
+                $"'{Path.GetFileName(unknown)}' is not a tar file PgBackup can read (.tar, .tar.gz, .tar.lz4 or .tar.zst).", unknown,
+                "Take base backups with -Compress gzip, lz4, zstd or none when PgBackup should restore them.");
     }
 
     /// <summary>Total bytes <see cref="Restore"/> reads, for progress.</summary>
@@ -42,8 +41,7 @@ public static class BackupFiles
                 var name = Path.GetFileName(archive);
                 var destination = IsWalArchive(name) ? Path.Combine(dataDirectory, "pg_wal") : dataDirectory;
                 Directory.CreateDirectory(destination);
-                using var file = new CountingStream(File.OpenRead(archive), onBytes, ct);
-                using Stream input = name.EndsWith(".gz", StringComparison.Ordinal) ? new GZipStream(file, CompressionMode.Decompress) : file;
+                using var input = Physical.CompressedTar.OpenRead(archive, file => new CountingStream(file, onBytes, ct));
                 TarFile.ExtractToDirectory(input, destination, overwriteFiles: true);
             }
         // pg_basebackup leaves these out of a backup, and a server cannot start without them.
