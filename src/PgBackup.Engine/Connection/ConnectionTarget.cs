@@ -34,6 +34,14 @@ public sealed record ConnectionTarget
 
     public ConnectionTarget WithDatabase(string database) => this with { Database = database };
 
+    /// <summary>
+    /// Whether the server runs on this machine, so that a data directory it reports (SHOW data_directory) is one
+    /// PgBackup can act on: reached through a Unix socket folder, a loopback address or this host's name, and the folder exists.
+    /// </summary>
+    public bool ServesFromHere(string dataDirectory) =>
+        (Host.StartsWith('/') || Host is "localhost" or "127.0.0.1" or "::1" || string.Equals(Host, System.Net.Dns.GetHostName(), StringComparison.OrdinalIgnoreCase))
+        && Directory.Exists(dataDirectory);
+
     /// <summary>The environment a pg_* tool needs to reach this server; the password goes here, never into argv.</summary>
     public IReadOnlyDictionary<string, string?> ToolEnvironment()
     {

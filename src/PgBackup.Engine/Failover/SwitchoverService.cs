@@ -90,7 +90,7 @@ public static class SwitchoverService
                     "Wait until the standby catches up (Wait-PgReplication), or raise -MaxLagBytes.");
 
             var dataDirectory = await ServerSession.ScalarAsync<string>(p, "show data_directory", ct).ConfigureAwait(false) ?? "";
-            if (request.FenceScript == null && (!IsLocalHost(primary.Host) || !Directory.Exists(dataDirectory)))
+            if (request.FenceScript == null && !primary.ServesFromHere(dataDirectory))
                 throw Refuse("PrimaryNotLocal", $"The data directory of {primary.Display} ({dataDirectory}) is not on this machine, so PgBackup cannot stop it and make it a standby.", primary.Display,
                     "Pass -FenceScript with a command that shuts it down cleanly on its host (for example over ssh: pg_ctl stop -m fast, then pg_controldata to print its final checkpoint), or run Switch-PgPrimary on the primary's host.");
             foreach (var other in request.OtherStandbys)
@@ -264,9 +264,6 @@ public static class SwitchoverService
 
     private static PgBackupException Refuse(string id, string message, object target, string action) =>
         new(id, ErrorKind.InvalidOperation, message + " Nothing was changed.", target, action);
-
-    private static bool IsLocalHost(string host) =>
-        host.StartsWith('/') || host is "localhost" or "127.0.0.1" or "::1" || string.Equals(host, System.Net.Dns.GetHostName(), StringComparison.OrdinalIgnoreCase);
 
     private static string ApplicationName(ConnectionTarget t) => $"pgbackup_{t.Port}";
 }

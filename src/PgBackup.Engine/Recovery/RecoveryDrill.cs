@@ -253,7 +253,12 @@ public static class RecoveryDrill
     private static DateTimeOffset? ParseUtc(string text) =>
         DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out var t) ? t : null;
 
-    internal static string Format(TimeSpan span) => span.ToString(span.TotalHours >= 1 ? @"h\:mm\:ss" : @"m\:ss\.f", CultureInfo.InvariantCulture);
+    /// <summary>Rounded (TimeSpan formatting truncates), so 0.46 s reads 0:00.5 as the other messages round it.</summary>
+    internal static string Format(TimeSpan span)
+    {
+        var tenths = TimeSpan.FromMilliseconds(Math.Round(span.TotalMilliseconds / 100, MidpointRounding.AwayFromZero) * 100);
+        return tenths.ToString(tenths.TotalHours >= 1 ? @"h\:mm\:ss" : @"m\:ss\.f", CultureInfo.InvariantCulture);
+    }
 
     private static string Seconds(TimeSpan span) => span.TotalSeconds.ToString("0.0", CultureInfo.InvariantCulture) + " s";
 }

@@ -50,7 +50,7 @@ public static class ArchivingService
                 // Everything that can fail without touching the server comes first: the folder, the tool, the command.
                 var folder = ArchiveFolder(request.Repository, before.SystemIdentifier!);
                 reporter.Progress(activity, "Preparing the archive folder", 10);
-                var local = IsLocal(target, server.DataDirectory);
+                var local = target.ServesFromHere(server.DataDirectory);
                 var owner = local ? await Recovery.DataDirectoryOwner.FindAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
                 await PrepareArchiveFolderAsync(folder, owner, reporter, ct).ConfigureAwait(false);
                 var tool = request.Tool.ForServer(server.Os);
@@ -118,7 +118,7 @@ public static class ArchivingService
                 if (!string.IsNullOrEmpty(state.ArchiveCommand))
                     reporter.Warning($"archive_command is still set on {target.Display} by its configuration files ({state.ArchiveCommand}); ALTER SYSTEM RESET cannot undo that. Edit postgresql.conf.");
 
-                var owner = IsLocal(target, server.DataDirectory) ? await Recovery.DataDirectoryOwner.FindAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
+                var owner = target.ServesFromHere(server.DataDirectory) ? await Recovery.DataDirectoryOwner.FindAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
                 bool restarted;
                 (connection, state, restarted) = await RestartIfPendingAsync(connection, state, request.Restart, request.ToolPath, target, server, owner, info,
                     $"until then archive_mode stays {state.ArchiveMode} and WAL segments wait in pg_wal for an archive_command", reporter, ct).ConfigureAwait(false);
@@ -319,9 +319,6 @@ public static class ArchivingService
         reporter.Verbose("The server reloaded its configuration.");
     }
 
-    private static bool IsLocal(ConnectionTarget target, string dataDirectory) =>
-        (target.Host is "localhost" or "127.0.0.1" or "::1" || target.Host.StartsWith('/')) && Directory.Exists(dataDirectory);
-
     private static bool IsRoot => !OperatingSystem.IsWindows() && Environment.IsPrivilegedProcess;
 
     private static async Task PrepareArchiveFolderAsync(string folder, string? serverUser, IOperationReporter reporter, CancellationToken ct)
@@ -404,7 +401,7 @@ public static class ArchivingService
             return false;
         }
         if (OperatingSystem.IsWindows()) return Refuse("on Windows the server runs as a service; restart that service");
-        if (!IsLocal(target, server.DataDirectory)) return Refuse($"its data directory {server.DataDirectory} is not on this machine");
+        if (!target.ServesFromHere(server.DataDirectory)) return Refuse($"its data directory {server.DataDirectory} is not on this machine");
         if (owner == null) return Refuse($"the owner of {server.DataDirectory} could not be found");
         var asOwner = IsRoot && owner != "root";
         if (!asOwner && owner != Environment.UserName) return Refuse($"it runs as '{owner}' and this account ('{Environment.UserName}') cannot restart it");
