@@ -6,7 +6,7 @@ using PgBackup.Engine.Wal;
 
 namespace PgBackup.Commands;
 
-[Cmdlet(VerbsData.Restore, "PgPointInTime", DefaultParameterSetName = InputObjectSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[Cmdlet(VerbsData.Restore, "PgPointInTime", DefaultParameterSetName = InputObjectSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
 [OutputType(typeof(RecoveryResult))]
 public sealed class RestorePgPointInTimeCommand : PgCmdlet
 {
@@ -102,7 +102,8 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
             var backup = plan.Backup;
             var action = $"Restore base backup {backup.Id} and recover it to {target} on port {port}";
             var replaces = Directory.Exists(directory) && Directory.EnumerateFileSystemEntries(directory).Any();
-            if (replaces ? !ShouldProcessHighImpact(directory, action + ", deleting what the folder holds now") : !ShouldProcess(directory, action)) return;
+            // High impact: it writes a whole cluster and starts a server that promotes itself (runbooks pass -Confirm:$false).
+            if (!ShouldProcess(directory, replaces ? action + ", deleting what the folder holds now" : action)) return;
 
             var user = string.IsNullOrEmpty(backup.User) ? LocalInstance.DefaultServiceUser : backup.User;
             var connection = ResolveServer(settings, $"host={InstanceControl.ConnectHost(ListenAddress, "")} port={port} dbname=postgres user={user}", null, null, Credential);
