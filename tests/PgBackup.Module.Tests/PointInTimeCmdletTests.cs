@@ -183,6 +183,33 @@ public sealed class PointInTimeCmdletTests : IClassFixture<PitrModuleFixture>, I
     }
 
     [Fact]
+    public void Clusters_the_operating_system_manages_are_left_to_it()
+    {
+        // A cluster registered the way Debian and Ubuntu do it (/etc/postgresql/<version>/<name>/postgresql.conf).
+        Assert.True(Environment.IsPrivilegedProcess, "this test registers a cluster under /etc/postgresql and needs root");
+        var directory = fx.NewRepository();
+        File.WriteAllText(Path.Combine(directory, "PG_VERSION"), PgTestCluster.MajorVersion + "\n");
+        var registration = Path.Combine("/etc/postgresql", "99", "pgbackup" + Guid.NewGuid().ToString("N")[..6]);
+        Directory.CreateDirectory(registration);
+        try
+        {
+            File.WriteAllText(Path.Combine(registration, "postgresql.conf"), $"data_directory = '{directory}'\n");
+            var start = fx.Shell.Run("Start-PgInstance -DataDirectory $d -Confirm:$false", ("d", directory)).SingleError();
+            Assert.Equal("PgBackup.InstanceManagedByOs", start.FullyQualifiedErrorId.Split(',')[0]);
+            Assert.Equal(ErrorCategory.InvalidOperation, start.CategoryInfo.Category);
+            Assert.Contains("pg_ctlcluster", start.ErrorDetails.RecommendedAction);
+            var remove = fx.Shell.Run("Remove-PgInstance -DataDirectory $d -Confirm:$false", ("d", directory)).SingleError();
+            Assert.Equal("PgBackup.InstanceManagedByOs", remove.FullyQualifiedErrorId.Split(',')[0]);
+            Assert.True(File.Exists(Path.Combine(directory, "PG_VERSION")));
+        }
+        finally
+        {
+            Directory.Delete(registration, recursive: true);
+            if (!Directory.EnumerateFileSystemEntries("/etc/postgresql/99").Any()) Directory.Delete("/etc/postgresql/99");
+        }
+    }
+
+    [Fact]
     public void A_drill_measures_rto_and_rpo_against_objectives_writes_evidence_and_cleans_up()
     {
         pitr.Cluster.Psql("insert into ledger values (500, 'after the disaster')");

@@ -173,6 +173,28 @@ Describe 'Start-PgInstance, Stop-PgInstance and Remove-PgInstance' -Tag 'Integra
         Test-Path -LiteralPath $folder -PathType Container | Should -BeTrue -Because 'Remove-PgInstance deletes data directories only'
     }
 
+    It 'leaves a cluster the operating system manages (registered under /etc/postgresql) to it (InstanceManagedByOs)' -Skip:(-not $IsLinux) {
+        $folder = New-PgTestRepository
+        [System.IO.File]::WriteAllText((Join-Path $folder 'PG_VERSION'), "15`n")
+        $registration = Join-Path '/etc/postgresql/99' ('pgbackup' + [guid]::NewGuid().ToString('N').Substring(0, 6))
+        $null = New-Item -ItemType Directory -Path $registration -Force
+        try {
+            [System.IO.File]::WriteAllText((Join-Path $registration 'postgresql.conf'), "data_directory = '$folder'`n")
+            $null = Start-PgInstance -DataDirectory $folder -Confirm:$false -ErrorVariable startErr -ErrorAction SilentlyContinue
+            $startErr | Should -HaveCount 1 -Because (Format-PgTestError $startErr)
+            $startErr[0].FullyQualifiedErrorId | Should -BeExactly 'PgBackup.InstanceManagedByOs,PgBackup.Commands.StartPgInstanceCommand'
+            $startErr[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::InvalidOperation)
+            $startErr[0].ErrorDetails.RecommendedAction | Should -BeLikeExactly '*pg_ctlcluster*'
+            $null = Remove-PgInstance -DataDirectory $folder -Confirm:$false -ErrorVariable removeErr -ErrorAction SilentlyContinue
+            $removeErr[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.InstanceManagedByOs,*'
+            Test-Path -LiteralPath (Join-Path $folder 'PG_VERSION') | Should -BeTrue
+        }
+        finally {
+            Remove-Item -LiteralPath $registration -Recurse -Force
+            if (-not (Get-ChildItem -LiteralPath '/etc/postgresql/99')) { Remove-Item -LiteralPath '/etc/postgresql/99' }
+        }
+    }
+
     It 'refuses a folder that does not exist (DataDirectoryNotFound)' {
         $missing = Join-Path (New-PgTestRepository) 'missing'
         $null = Stop-PgInstance -DataDirectory $missing -Confirm:$false -ErrorVariable stopErr -ErrorAction SilentlyContinue

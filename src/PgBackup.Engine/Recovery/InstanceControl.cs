@@ -51,6 +51,7 @@ public static class InstanceControl
     public static async Task<PgInstance> StartAsync(string dataDirectory, int? port, TimeSpan timeout, string? toolPath, IOperationReporter reporter, CancellationToken ct)
     {
         var instance = await DescribeAsync(dataDirectory, ct).ConfigureAwait(false);
+        RefuseManaged(instance, "start");
         if (instance.State == InstanceState.Running)
         {
             reporter.Warning($"The instance in '{instance.DataDirectory}' is already running (process {instance.ProcessId}, port {instance.Port}).");
@@ -78,6 +79,7 @@ public static class InstanceControl
             reporter.Verbose($"The instance in '{instance.DataDirectory}' is not running.");
             return instance;
         }
+        RefuseManaged(instance, "stop");
         var pgCtl = FindPgCtl(instance, toolPath, reporter);
         reporter.Milestone($"Stopping the instance in '{instance.DataDirectory}' ({mode.ToString().ToLowerInvariant()} mode).");
         var result = await ToolRunner.RunAsUserAsync(pgCtl, RunAsFor(instance),
@@ -96,10 +98,7 @@ public static class InstanceControl
     public static async Task RemoveAsync(string dataDirectory, bool force, string? toolPath, IOperationReporter reporter, CancellationToken ct)
     {
         var instance = await DescribeAsync(dataDirectory, ct).ConfigureAwait(false);
-        if (!force && ManagedBy(instance.DataDirectory) is { } manager)
-            throw new PgBackupException("InstanceManagedByOs", ErrorKind.InvalidOperation,
-                $"'{instance.DataDirectory}' is the data directory of {manager}; PgBackup does not remove clusters the operating system manages.", instance.DataDirectory,
-                "Remove it with the tools that manage it (pg_dropcluster on Debian/Ubuntu), or pass -Force if it is really a throwaway copy.");
+        if (!force) RefuseManaged(instance, "remove");
         if (instance.State == InstanceState.Running)
         {
             try { await StopAsync(instance.DataDirectory, StopMode.Fast, TimeSpan.FromSeconds(60), toolPath, reporter, ct).ConfigureAwait(false); }
@@ -112,6 +111,22 @@ public static class InstanceControl
             throw new PgBackupException("RemoveFailed", ErrorKind.PermissionDenied, $"'{instance.DataDirectory}' could not be removed: {ex.Message}", instance.DataDirectory,
                 "Check that this account may delete the folder and that no process holds files open in it.", ex);
         }
+    }
+
+    /// <summary>
+    /// An error for a cluster the operating system manages (a running systemd service, or a Debian/Ubuntu registered
+    /// cluster): acting on it behind the service manager's back leaves the service in a wrong state.
+    /// </summary>
+    private static void RefuseManaged(PgInstance instance, string verb)
+    {
+        var unit = instance.ProcessId is { } pid ? SystemdUnit(pid) : null;
+        var manager = unit != null ? $"the systemd service {unit}" : ManagedBy(instance.DataDirectory);
+        if (manager == null) return;
+        var tool = unit != null ? $"systemctl {(verb == "remove" ? "stop" : verb)} {unit}"
+            : verb == "remove" ? "pg_dropcluster" : $"pg_ctlcluster <version> <name> {verb}";
+        throw new PgBackupException("InstanceManagedByOs", ErrorKind.InvalidOperation,
+            $"'{instance.DataDirectory}' belongs to {manager}; PgBackup does not {verb} clusters the operating system manages.", instance.DataDirectory,
+            $"Use {tool}{(verb == "remove" ? ", or pass -Force if it is really a throwaway copy" : "")}.");
     }
 
     /// <summary>The OS user to run pg_ctl as (null: this process's own user); an error when this account cannot act for the owner.</summary>
@@ -237,6 +252,45 @@ public static class InstanceControl
                 if (Regex.Match(line, @"^\s*port\s*=?\s*'?(\d+)'?") is { Success: true } m) port = int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
         }
         return port;
+    }
+
+    /// <summary>The systemd service that runs the postmaster, if any: restarting it behind systemd's back would orphan it.</summary>
+    internal static string? SystemdUnit(int postmaster)
+    {
+        if (!OperatingSystem.IsLinux()) return null;
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{postmaster}/cgroup"))
+            {
+                var path = line[(line.LastIndexOf(':') + 1)..];
+                if (!path.Contains("/system.slice/", StringComparison.Ordinal)) continue;
+                var unit = path.Split('/').LastOrDefault(p => p.EndsWith(".service", StringComparison.Ordinal));
+                if (unit != null && IsMainProcessOf(unit, postmaster)) return unit;
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { }
+        return null;
+    }
+
+    /// <summary>
+    /// A server started by hand inside some other service (a CI runner, a shell in a unit) lives in that service's cgroup
+    /// too; systemd manages it only when the postmaster is the unit's main process.
+    /// </summary>
+    private static bool IsMainProcessOf(string unit, int postmaster)
+    {
+        try
+        {
+            var psi = new System.Diagnostics.ProcessStartInfo("systemctl") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            foreach (var a in new[] { "show", "--property=MainPID", "--value", unit }) psi.ArgumentList.Add(a);
+            using var p = System.Diagnostics.Process.Start(psi)!;
+            var output = p.StandardOutput.ReadToEnd();
+            if (!p.WaitForExit(5000) || p.ExitCode != 0) return unit.Contains("postgres", StringComparison.OrdinalIgnoreCase);
+            return int.TryParse(output.Trim(), out var main) && main == postmaster;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return unit.Contains("postgres", StringComparison.OrdinalIgnoreCase);
+        }
     }
 
     /// <summary>Debian and Ubuntu register clusters in /etc/postgresql/&lt;version&gt;/&lt;name&gt;; such a cluster is pg_ctlcluster's to manage.</summary>

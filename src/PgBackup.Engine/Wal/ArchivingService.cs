@@ -406,7 +406,7 @@ public static class ArchivingService
         var asOwner = IsRoot && owner != "root";
         if (!asOwner && owner != Environment.UserName) return Refuse($"it runs as '{owner}' and this account ('{Environment.UserName}') cannot restart it");
         var postmaster = ReadPostmasterPid(server.DataDirectory);
-        if (postmaster != null && SystemdUnit(postmaster.Value) is { } unit)
+        if (postmaster != null && Recovery.InstanceControl.SystemdUnit(postmaster.Value) is { } unit)
             return Refuse($"systemd runs it as {unit}; run 'systemctl restart {unit}'");
 
         var pgCtl = new ToolLocator(toolPath).Find("pg_ctl", info.Major, info.Major, reporter);
@@ -444,45 +444,6 @@ public static class ArchivingService
             return target != null && File.Exists(target) ? target : null;
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return null; }
-    }
-
-    /// <summary>The systemd service that runs the postmaster, if any: restarting it behind systemd's back would orphan it.</summary>
-    private static string? SystemdUnit(int postmaster)
-    {
-        if (!OperatingSystem.IsLinux()) return null;
-        try
-        {
-            foreach (var line in File.ReadLines($"/proc/{postmaster}/cgroup"))
-            {
-                var path = line[(line.LastIndexOf(':') + 1)..];
-                if (!path.Contains("/system.slice/", StringComparison.Ordinal)) continue;
-                var unit = path.Split('/').LastOrDefault(p => p.EndsWith(".service", StringComparison.Ordinal));
-                if (unit != null && IsMainProcessOf(unit, postmaster)) return unit;
-            }
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { }
-        return null;
-    }
-
-    /// <summary>
-    /// A server started by hand inside some other service (a CI runner, a shell in a unit) lives in that service's cgroup
-    /// too; systemd manages it only when the postmaster is the unit's main process.
-    /// </summary>
-    private static bool IsMainProcessOf(string unit, int postmaster)
-    {
-        try
-        {
-            var psi = new System.Diagnostics.ProcessStartInfo("systemctl") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            foreach (var a in new[] { "show", "--property=MainPID", "--value", unit }) psi.ArgumentList.Add(a);
-            using var p = System.Diagnostics.Process.Start(psi)!;
-            var output = p.StandardOutput.ReadToEnd();
-            if (!p.WaitForExit(5000) || p.ExitCode != 0) return unit.Contains("postgres", StringComparison.OrdinalIgnoreCase);
-            return int.TryParse(output.Trim(), out var main) && main == postmaster;
-        }
-        catch (System.ComponentModel.Win32Exception)
-        {
-            return unit.Contains("postgres", StringComparison.OrdinalIgnoreCase);
-        }
     }
 
     private static async Task<(string Segment, TimeSpan Duration)> VerifyAsync(NpgsqlConnection connection, ConnectionTarget target, string folder, TimeSpan timeout,
