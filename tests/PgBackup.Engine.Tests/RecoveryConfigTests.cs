@@ -69,3 +69,40 @@ public sealed class RecoveryConfigTests
         Assert.Contains("recovery_target_timeline = '3'", conf);
     }
 }
+
+public sealed class RecoveryChoicesTests
+{
+    private static RecoveryTargetChoice None => new(null, null, null, null, false, false, false, null, RecoveryTargetAction.Promote);
+
+    [Fact]
+    public void Exactly_one_target_is_taken_with_its_inclusiveness_timeline_and_action()
+    {
+        var time = new DateTimeOffset(2026, 11, 23, 14, 4, 0, TimeSpan.Zero);
+        var target = RecoveryChoices.Target(None with { Time = time, Exclusive = true, Timeline = "current", Action = RecoveryTargetAction.Pause });
+        Assert.Equal(RecoveryTargetKind.Time, target.Kind);
+        Assert.Equal(time, target.Time);
+        Assert.False(target.Inclusive);
+        Assert.Equal("current", target.Timeline);
+        Assert.Equal(RecoveryTargetAction.Pause, target.Action);
+        Assert.Equal(RecoveryTargetKind.Latest, RecoveryChoices.Target(None with { Latest = true }).Kind);
+    }
+
+    [Theory]
+    [InlineData("none", "PgBackup.NoRecoveryTarget")]
+    [InlineData("two", "PgBackup.TooManyRecoveryTargets")]
+    [InlineData("exclusive name", "PgBackup.ExclusiveNotApplicable")]
+    [InlineData("latest pause", "PgBackup.TargetActionNotApplicable")]
+    public void Choices_that_make_no_single_target_are_refused(string what, string errorId)
+    {
+        var choice = what switch
+        {
+            "none" => None,
+            "two" => None with { Immediate = true, Latest = true },
+            "exclusive name" => None with { Name = "before-upgrade", Exclusive = true },
+            _ => None with { Latest = true, Action = RecoveryTargetAction.Pause },
+        };
+        var e = Assert.Throws<PgBackupException>(() => RecoveryChoices.Target(choice));
+        Assert.Equal(errorId, e.ErrorId);
+        Assert.Equal(ErrorKind.InvalidArgument, e.Kind);
+    }
+}

@@ -87,7 +87,7 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
         var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
         try
         {
-            var target = Target();
+            var target = RecoveryChoices.Target(new RecoveryTargetChoice(TargetTime, TargetLsn, TargetXid, TargetName, Immediate, Latest, Exclusive, TargetTimeline, TargetAction));
             // A piped backup knows its repository; a -Repository typed here, or the configured one, comes next.
             var repository = (Repository ?? InputObject?.Repository ?? settings.Repository) is { } r ? GetUnresolvedProviderPathFromPSPath(r) : null;
             var (candidates, chosen) = Candidates(settings, repository);
@@ -124,55 +124,12 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
         catch (PgBackupException ex) { WriteEngineError(ex); }
     }
 
-    private RecoveryTarget Target()
-    {
-        var given = new (bool Set, Func<RecoveryTarget> Make)[]
-        {
-            (TargetTime != null, () => RecoveryTarget.AtTime(TargetTime!.Value, !Exclusive)),
-            (TargetLsn != null, () => RecoveryTarget.AtLsn(TargetLsn!.Value, !Exclusive)),
-            (TargetXid != null, () => RecoveryTarget.AtXid(TargetXid!.Value, !Exclusive)),
-            (TargetName != null, () => RecoveryTarget.AtName(TargetName!)),
-            (Immediate, RecoveryTarget.EndOfBackup),
-            (Latest, RecoveryTarget.EndOfArchive),
-        }.Where(g => g.Set).ToList();
-        if (given.Count != 1)
-            throw new PgBackupException(given.Count == 0 ? "NoRecoveryTarget" : "TooManyRecoveryTargets", ErrorKind.InvalidArgument,
-                given.Count == 0 ? "No recovery target was given." : "More than one recovery target was given.", null,
-                "Give exactly one of -TargetTime, -TargetLsn, -TargetXid, -TargetName, -Immediate (end of the backup) or -Latest (end of the archive).");
-        var target = given[0].Make();
-        if (Exclusive && target.Kind is not (RecoveryTargetKind.Time or RecoveryTargetKind.Lsn or RecoveryTargetKind.Xid))
-            throw new PgBackupException("ExclusiveNotApplicable", ErrorKind.InvalidArgument, "-Exclusive applies only to -TargetTime, -TargetLsn and -TargetXid.", "Exclusive",
-                "Leave out -Exclusive, or give a time, LSN or transaction id target.");
-        if (target.Kind == RecoveryTargetKind.Latest && TargetAction != RecoveryTargetAction.Promote)
-            throw new PgBackupException("TargetActionNotApplicable", ErrorKind.InvalidArgument,
-                "-Latest has no stopping point to pause or shut down at: recovery replays all archived WAL and then opens the database.", TargetAction,
-                "Leave out -TargetAction, or give a target (for example -TargetTime) to pause or shut down at.");
-        target.Timeline = TargetTimeline;
-        target.Action = TargetAction;
-        return target;
-    }
-
-    private static BaseBackup RefuseFailed(BaseBackup backup) => backup.VerificationState != VerificationState.Failed ? backup
-        : throw new PgBackupException("BackupFailedVerification", ErrorKind.InvalidData, $"Base backup {backup.Id} failed its last verification ({backup.LastVerified:u}); PgBackup does not recover from it.", backup,
-            "Recover from another base backup (Get-PgBackup -Kind Base lists them with their VerificationState), or run Test-PgBackup on this one again if the problem was fixed.");
-
     private (IReadOnlyList<BaseBackup> Candidates, bool Chosen) Candidates(Engine.Configuration.PgBackupSettings settings, string? repository)
     {
-        if (InputObject != null) return ([RefuseFailed(InputObject)], true);
+        if (InputObject != null) return ([RecoveryChoices.Chosen(InputObject)], true);
         var repo = repository ?? RequireRepository(settings);
-        if (BackupId != null)
-        {
-            var match = BackupCatalog.List(repo, new CatalogFilter(Kind: BackupKind.Base), WriteWarning).OfType<BaseBackup>()
-                .FirstOrDefault(b => string.Equals(b.Id, BackupId, StringComparison.OrdinalIgnoreCase));
-            return match != null ? ([RefuseFailed(match)], true) : throw new PgBackupException("BackupNotFound", ErrorKind.ObjectNotFound,
-                $"The repository '{repo}' holds no base backup with the id '{BackupId}'.", BackupId, "Get-PgBackup -Kind Base lists the ids of the base backups it holds.");
-        }
-        var backups = BackupCatalog.List(repo, WithServer(new CatalogFilter(Kind: BackupKind.Base), Server, settings), WriteWarning).OfType<BaseBackup>()
-            .Where(b => b.VerificationState != VerificationState.Failed).ToList();
-        if (backups.Count == 0)
-            throw new PgBackupException("NoBaseBackup", ErrorKind.ObjectNotFound, $"The repository '{repo}' holds no base backup of {Server}.", Server,
-                "Take one with Start-PgBaseBackup, or check -Server against Get-PgBackup -Kind Base.");
-        var cluster = backups.MaxBy(b => b.StartTime)!.SystemIdentifier;
-        return (backups.Where(b => b.SystemIdentifier == cluster).ToList(), false);
+        return BackupId != null
+            ? ([RecoveryChoices.ById(repo, BackupId, WriteWarning)], true)
+            : (RecoveryChoices.OfServer(repo, WithServer(new CatalogFilter(), Server, settings), Server!, WriteWarning), false);
     }
 }
