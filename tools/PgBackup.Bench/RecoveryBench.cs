@@ -59,7 +59,7 @@ public static class RecoveryBench
                 var script = Path.Combine(work, "recover.sh");
                 File.WriteAllText(script, HandScript);
                 var port = FreePort.Next().ToString(CultureInfo.InvariantCulture);
-                (int, string, string) run = default;
+                (int, string, string) run = (0, "", "");
                 var time = BenchSupport.Time(() => run = ProcessRunner.Run("bash", [script, backupPath, directory, archive, target, port, PgTestCluster.BinDirectory], timeout: TimeSpan.FromHours(1)));
                 Check(run);
                 Console.WriteLine($"    (script: {run.Item2.Trim()})");

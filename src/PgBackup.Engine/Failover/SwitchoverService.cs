@@ -222,7 +222,7 @@ public static class SwitchoverService
                 File.AppendAllText(Path.Combine(plan.PrimaryDataDirectory, "postgresql.auto.conf"),
                     $"\n# Added by Switch-PgPrimary: this server now follows {c.Display}\nprimary_conninfo = '{conninfo.Replace("'", "''")}'\nrecovery_target_timeline = 'latest'\n");
                 if (plan.PrimaryOwner != null)
-                    await ToolRunner.RunAsync(new PgTool("chown", "/usr/bin/chown", "", 0), [plan.PrimaryOwner + ":", Path.Combine(plan.PrimaryDataDirectory, "standby.signal")], new Dictionary<string, string?>(), null, ct).ConfigureAwait(false);
+                    await DataDirectoryOwner.GiveToAsync(Path.Combine(plan.PrimaryDataDirectory, "standby.signal"), plan.PrimaryOwner + ":", recursive: false, ct).ConfigureAwait(false);
                 var start = await ToolRunner.RunAsUserAsync(pgCtl!, plan.PrimaryOwner, ["start", "-D", plan.PrimaryDataDirectory, "-l", Path.Combine(plan.PrimaryDataDirectory, "pgbackup-switchover.log"), "-w", "-t", "120"],
                     new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter).ConfigureAwait(false);
                 if (!start.Succeeded) reporter.Warning($"{request.Primary.Display} did not start as a standby: {start.ErrorSummary()}. {request.Candidate.Display} is the primary; rejoin the old one with pg_rewind.");

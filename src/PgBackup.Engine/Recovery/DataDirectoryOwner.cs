@@ -15,4 +15,12 @@ public static class DataDirectoryOwner
             result = await ToolRunner.RunAsync(stat, ["-f", "%Su", dataDirectory], new Dictionary<string, string?>(), null, ct, captureOutput: true).ConfigureAwait(false);
         return result.Succeeded && result.StandardOutput.Trim() is { Length: > 0 } owner ? owner : null;
     }
+
+    /// <summary>
+    /// chown [-R] &lt;owner&gt; &lt;path&gt;: hands files PgBackup wrote as root to the OS user the server runs as.
+    /// <paramref name="owner"/> is as chown takes it ("postgres", or "postgres:" for the user's login group too).
+    /// </summary>
+    /// <returns>chown's result; the caller words the error for what it was preparing.</returns>
+    public static Task<ToolResult> GiveToAsync(string path, string owner, bool recursive, CancellationToken ct) =>
+        ToolRunner.RunAsync(new PgTool("chown", "chown", "", 0), recursive ? ["-R", owner, path] : [owner, path], new Dictionary<string, string?>(), null, ct, captureOutput: true);
 }

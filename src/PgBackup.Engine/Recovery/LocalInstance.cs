@@ -60,7 +60,7 @@ public sealed class LocalInstance : IAsyncDisposable
                 ? "host all all 127.0.0.1/32 trust\n" : "local all all trust\n");
             foreach (var signal in new[] { "standby.signal", "recovery.signal", "postmaster.pid" })
                 File.Delete(Path.Combine(instance.DataDirectory, signal));
-            if (runAs != null) await instance.RunAsOwnerAsync("chown", ["-R", runAs + ":", folder], ct).ConfigureAwait(false);
+            if (runAs != null) await instance.GiveToServiceUserAsync(ct).ConfigureAwait(false);
             if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(instance.DataDirectory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             return instance;
         }
@@ -111,9 +111,9 @@ public sealed class LocalInstance : IAsyncDisposable
     private Task<ToolResult> RunPgCtlAsync(IEnumerable<string> args, CancellationToken ct) =>
         ToolRunner.RunAsUserAsync(_pgCtl, _runAs, args, new Dictionary<string, string?> { ["PGDATA"] = null }, _reporter.Verbose, ct, _reporter);
 
-    private async Task RunAsOwnerAsync(string command, IEnumerable<string> args, CancellationToken ct)
+    private async Task GiveToServiceUserAsync(CancellationToken ct)
     {
-        var result = await ToolRunner.RunAsync(new PgTool(command, "/usr/bin/" + command, "", 0), args, new Dictionary<string, string?>(), null, ct).ConfigureAwait(false);
+        var result = await DataDirectoryOwner.GiveToAsync(Folder, _runAs + ":", recursive: true, ct).ConfigureAwait(false);
         if (!result.Succeeded)
             throw new PgBackupException("InstanceSetupFailed", ErrorKind.PermissionDenied, $"Preparing '{Folder}' for the {_runAs} user failed: {result.ErrorSummary()}", Folder,
                 $"Check that the OS user '{_runAs}' exists (it comes with the PostgreSQL server package).");

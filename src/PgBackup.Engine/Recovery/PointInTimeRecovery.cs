@@ -269,12 +269,7 @@ public static class PointInTimeRecovery
 
     private static async Task PrepareDirectoryAsync(string directory, string? runAs, CancellationToken ct)
     {
-        if (Directory.Exists(directory))
-            foreach (var entry in new DirectoryInfo(directory).EnumerateFileSystemInfos())
-            {
-                if (entry is DirectoryInfo d) d.Delete(recursive: true);
-                else entry.Delete();
-            }
+        if (Directory.Exists(directory)) Empty(directory);
         Directory.CreateDirectory(directory);
         if (runAs == null) return;
         await ChownAsync(directory, runAs, ct).ConfigureAwait(false);
@@ -328,7 +323,7 @@ public static class PointInTimeRecovery
 
     private static async Task ChownAsync(string directory, string owner, CancellationToken ct)
     {
-        var result = await ToolRunner.RunAsync(new PgTool("chown", "/usr/bin/chown", "", 0), ["-R", owner + ":", directory], new Dictionary<string, string?>(), null, ct).ConfigureAwait(false);
+        var result = await DataDirectoryOwner.GiveToAsync(directory, owner + ":", recursive: true, ct).ConfigureAwait(false);
         if (!result.Succeeded)
             throw new PgBackupException("DataDirectoryNotAccessible", ErrorKind.PermissionDenied, $"'{directory}' could not be given to the OS user '{owner}': {result.ErrorSummary()}", directory,
                 $"Check that the user '{owner}' exists (it comes with the PostgreSQL server package) and that the folder's file system supports ownership.");
@@ -344,17 +339,23 @@ public static class PointInTimeRecovery
         catch (PgBackupException ex) { reporter.Warning($"The instance in '{directory}' could not be stopped: {ex.Message}"); }
     }
 
+    /// <summary>Deletes what the folder holds and keeps the folder (with its owner and permissions, which the user chose).</summary>
+    private static void Empty(string directory)
+    {
+        foreach (var entry in new DirectoryInfo(directory).EnumerateFileSystemInfos())
+        {
+            if (entry is DirectoryInfo d) d.Delete(recursive: true);
+            else entry.Delete();
+        }
+    }
+
     private static void RemoveWhatWasWritten(string directory, bool existed, IOperationReporter reporter)
     {
         try
         {
             if (!Directory.Exists(directory)) return;
-            if (!existed) { Directory.Delete(directory, recursive: true); return; }
-            foreach (var entry in new DirectoryInfo(directory).EnumerateFileSystemInfos())
-            {
-                if (entry is DirectoryInfo d) d.Delete(recursive: true);
-                else entry.Delete();
-            }
+            if (!existed) Directory.Delete(directory, recursive: true);
+            else Empty(directory);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

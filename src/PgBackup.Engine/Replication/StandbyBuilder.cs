@@ -77,7 +77,7 @@ public static class StandbyBuilder
                 {(request.RestoreCommand != null ? $"restore_command = '{request.RestoreCommand.Replace("'", "''")}'" : "")}
                 """);
             foreach (var stale in new[] { "postmaster.pid", "postmaster.opts" }) File.Delete(Path.Combine(directory, stale));
-            if (owner != null) await RunAsync("chown", ["-R", owner + ":", directory], ct).ConfigureAwait(false);
+            if (owner != null) await GiveToAsync(directory, owner, ct).ConfigureAwait(false);
             if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
 
             reporter.Progress(activity, "Starting the standby", 92);
@@ -156,10 +156,10 @@ public static class StandbyBuilder
     private static Task<ToolResult> PgCtlAsync(PgTool pgCtl, string? owner, IEnumerable<string> args, IOperationReporter reporter, CancellationToken ct) =>
         ToolRunner.RunAsUserAsync(pgCtl, owner, args, new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter);
 
-    private static async Task RunAsync(string command, IEnumerable<string> args, CancellationToken ct)
+    private static async Task GiveToAsync(string directory, string owner, CancellationToken ct)
     {
-        var result = await ToolRunner.RunAsync(new PgTool(command, "/usr/bin/" + command, "", 0), args, new Dictionary<string, string?>(), null, ct).ConfigureAwait(false);
-        if (!result.Succeeded) throw new PgBackupException("StandbySetupFailed", ErrorKind.PermissionDenied, $"{command} failed: {result.ErrorSummary()}", command,
+        var result = await DataDirectoryOwner.GiveToAsync(directory, owner + ":", recursive: true, ct).ConfigureAwait(false);
+        if (!result.Succeeded) throw new PgBackupException("StandbySetupFailed", ErrorKind.PermissionDenied, $"chown failed: {result.ErrorSummary()}", "chown",
             $"Check that the OS user '{LocalInstance.DefaultServiceUser}' exists (it comes with the PostgreSQL server package).");
     }
 

@@ -337,7 +337,7 @@ public static class ArchivingService
         if (!IsRoot || serverUser == null || serverUser == "root") return;
 
         // archive_command runs as the server's OS user, not as us: hand it the folder and check that it can get there.
-        var chown = await RunAsync("chown", [serverUser, folder], ct).ConfigureAwait(false);
+        var chown = await Recovery.DataDirectoryOwner.GiveToAsync(folder, serverUser, recursive: false, ct).ConfigureAwait(false);
         if (!chown.Succeeded) throw NotWritable(folder, $"chown {serverUser} failed: {chown.ErrorSummary()}", serverUser);
         reporter.Verbose($"The archive folder {folder} now belongs to {serverUser}, the user the server runs as.");
         var access = await RunAsync("runuser", ["-u", serverUser, "--", "test", "-w", folder, "-a", "-x", folder], ct).ConfigureAwait(false);
@@ -405,7 +405,7 @@ public static class ArchivingService
         if (owner == null) return Refuse($"the owner of {server.DataDirectory} could not be found");
         var asOwner = IsRoot && owner != "root";
         if (!asOwner && owner != Environment.UserName) return Refuse($"it runs as '{owner}' and this account ('{Environment.UserName}') cannot restart it");
-        var postmaster = ReadPostmasterPid(server.DataDirectory);
+        var postmaster = Recovery.InstanceControl.ReadPostmaster(server.DataDirectory)?.Pid;
         if (postmaster != null && Recovery.InstanceControl.SystemdUnit(postmaster.Value) is { } unit)
             return Refuse($"systemd runs it as {unit}; run 'systemctl restart {unit}'");
 
@@ -423,15 +423,6 @@ public static class ArchivingService
                 "Look at the server log, fix what it names, and start the server (pg_ctl start -D <data directory>); the archiving settings are already written.");
         reporter.Milestone($"{target.Display} restarted in {result.Duration.TotalSeconds:0.0}s.");
         return true;
-    }
-
-    private static int? ReadPostmasterPid(string dataDirectory)
-    {
-        try
-        {
-            return int.TryParse(File.ReadLines(Path.Combine(dataDirectory, "postmaster.pid")).FirstOrDefault(), out var pid) ? pid : null;
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return null; }
     }
 
     /// <summary>The file the running server writes its log to (its stderr), on Linux.</summary>

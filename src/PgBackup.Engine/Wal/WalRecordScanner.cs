@@ -13,8 +13,6 @@ public sealed record WalStopRecord(Lsn Lsn, uint Timeline, ulong Xid, string Kin
 /// </summary>
 public sealed class WalRecordScanner(PgTool pgWaldump, string archiveFolder, IReadOnlyList<WalTimelineSpan> lineage, IOperationReporter reporter)
 {
-    // rmgr: Transaction len (rec/tot): 66/66, tx: 721, lsn: 0/014FA0A8, prev 0/014FA020, desc: COMMIT 2026-11-25 18:51:46.935562 UTC; ...
-    private static readonly Regex RecordLine = new(@"tx:\s*(?<xid>\d+), lsn: (?<lsn>[0-9A-F]+/[0-9A-F]+), prev [^,]+, desc: (?<desc>.*)$", RegexOptions.Compiled);
     private static readonly Regex TransactionEnd = new(@"^(?<kind>COMMIT|ABORT|COMMIT_PREPARED|ABORT_PREPARED)\b[^0-9]*(?:\d+: )?(?<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)", RegexOptions.Compiled);
     private static readonly Regex RestorePoint = new(@"^RESTORE_POINT (?<name>.*)$", RegexOptions.Compiled);
 
@@ -51,39 +49,23 @@ public sealed class WalRecordScanner(PgTool pgWaldump, string archiveFolder, IRe
             var start = span.Begin > from ? span.Begin : from;
             var end = span.End is { } e && e < to ? e : to;
             if (start >= end) continue;
-            using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
             var done = false;
-            void OnLine(string line)
-            {
-                if (done || RecordLine.Match(line) is not { Success: true } m) return;
-                var record = Parse(m, span.Timeline);
-                if (record != null && onRecord(record)) { done = true; stop.Cancel(); }
-            }
-            try
-            {
-                // TZ=UTC: pg_waldump prints commit times in its own process's time zone.
-                var result = await ToolRunner.RunAsync(pgWaldump,
-                    ["--path=" + archiveFolder, "--timeline=" + span.Timeline.ToString(CultureInfo.InvariantCulture), "--start=" + start, "--end=" + end, "--rmgr=" + resourceManager],
-                    new Dictionary<string, string?> { ["TZ"] = "UTC" }, null, stop.Token, reporter: reporter, onOutputLine: OnLine).ConfigureAwait(false);
-                if (!result.Succeeded) reporter.Verbose($"pg_waldump stopped at the end of the readable WAL: {result.ErrorSummary(2)}");
-            }
-            catch (OperationCanceledException) when (done && !ct.IsCancellationRequested) { }
+            await PgWalDump.RunAsync(pgWaldump,
+                ["--path=" + archiveFolder, "--timeline=" + span.Timeline.ToString(CultureInfo.InvariantCulture), "--start=" + start, "--end=" + end, "--rmgr=" + resourceManager],
+                r => done = Parse(r, span.Timeline) is { } record && onRecord(record), reporter, ct).ConfigureAwait(false);
             if (done) return;
         }
     }
 
-    private static WalStopRecord? Parse(Match m, uint timeline)
+    private static WalStopRecord? Parse(WalDumpRecord r, uint timeline)
     {
-        var desc = m.Groups["desc"].Value;
-        var lsn = Lsn.Parse(m.Groups["lsn"].Value);
-        var xid = ulong.Parse(m.Groups["xid"].Value, CultureInfo.InvariantCulture);
-        if (TransactionEnd.Match(desc) is { Success: true } t)
+        if (TransactionEnd.Match(r.Description) is { Success: true } t)
         {
             var time = DateTime.ParseExact(t.Groups["time"].Value, ["yyyy-MM-dd HH:mm:ss.FFFFFF", "yyyy-MM-dd HH:mm:ss"], CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal);
-            return new WalStopRecord(lsn, timeline, xid, t.Groups["kind"].Value, new DateTimeOffset(time, TimeSpan.Zero), null);
+            return new WalStopRecord(r.Lsn, timeline, r.Xid, t.Groups["kind"].Value, new DateTimeOffset(time, TimeSpan.Zero), null);
         }
-        if (RestorePoint.Match(desc) is { Success: true } r)
-            return new WalStopRecord(lsn, timeline, xid, "RESTORE_POINT", null, r.Groups["name"].Value);
+        if (RestorePoint.Match(r.Description) is { Success: true } p)
+            return new WalStopRecord(r.Lsn, timeline, r.Xid, "RESTORE_POINT", null, p.Groups["name"].Value);
         return null;
     }
 }
