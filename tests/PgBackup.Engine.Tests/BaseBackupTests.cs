@@ -77,6 +77,13 @@ public sealed class BaseBackupTests(SampleClusterFixture fixture)
         Assert.Equal(WalSegmentName.FromLsn(1, backup.StartLsn).ToString(), backup.StartSegment);
         Assert.Equal(Cluster.Psql("select system_identifier from pg_control_system()"), backup.SystemIdentifier);
         Assert.True(File.Exists(backup.ManifestPath));
+        var manifest = BackupManifest.Read(backup.ManifestPath);
+        Assert.Null(manifest.ChecksumProblem());
+        Assert.All(manifest.Files, f => Assert.Equal("SHA256", f.ChecksumAlgorithm));
+        if (format == BaseBackupFormat.Plain)
+            // pg_verifybackup reading every file against the SHA-256 manifest PgBackup wrote, checksums included.
+            Cluster.RunTool("pg_verifybackup", "--quiet", backup.Path);
+        Assert.Empty(await BaseBackupVerifier.VerifyAsync(backup, backup.Path, null, reporter, default));
         Assert.Contains(reporter.ProgressRecords, p => p.Percent > 0 && p.Status.Contains(" MB"));
         var listed = Assert.IsType<BaseBackup>(Assert.Single(BackupCatalog.List(repository, null, null)));
         Assert.Equal(backup.StartLsn, listed.StartLsn);
@@ -129,6 +136,36 @@ public sealed class BaseBackupTests(SampleClusterFixture fixture)
         Assert.False(result.Success);
         Assert.NotEmpty(result.Failures);
         Assert.Equal(VerificationState.Failed, Assert.Single(BackupCatalog.List(repository, null, null)).VerificationState);
+    }
+
+    [Theory]
+    [InlineData(BaseBackupFormat.Plain)]
+    [InlineData(BaseBackupFormat.Tar)]
+    public async Task Files_that_differ_from_the_servers_checksums_fail_the_check_and_a_wrong_head_start_is_read_again(BaseBackupFormat format)
+    {
+        var folder = Path.Combine(Targets.NewFolder(), "backup");
+        Cluster.RunTool("pg_basebackup", "-D", folder, "-X", "stream", "-c", "fast", "--manifest-checksums=CRC32C", "-F", format == BaseBackupFormat.Plain ? "p" : "t");
+        var backup = new BaseBackup { Id = "x", Path = folder, Format = format, WalIncluded = true, ToolVersion = PgTestCluster.MajorVersion.ToString() };
+        var manifest = BackupManifest.Read(Path.Combine(folder, "backup_manifest"));
+        Assert.All(manifest.Files, f => Assert.Equal("CRC32C", f.ChecksumAlgorithm));
+
+        // A follower that got every digest wrong costs a second read, never a false verdict.
+        var wrong = manifest.Files.ToDictionary(f => f.Path, f => new FileDigest(f.Size, "deadbeef", new string('0', 64)));
+        Assert.Empty(await BaseBackupVerifier.VerifyAndSealAsync(backup, folder, Task.FromResult<IReadOnlyDictionary<string, FileDigest>>(wrong), null, NullReporter.Instance, default));
+        var sealedManifest = BackupManifest.Read(Path.Combine(folder, "backup_manifest"));
+        Assert.All(sealedManifest.Files, f => Assert.Equal("SHA256", f.ChecksumAlgorithm));
+        if (format == BaseBackupFormat.Plain) Cluster.RunTool("pg_verifybackup", "--quiet", folder);
+        Assert.Empty(await BaseBackupVerifier.VerifyAsync(backup, folder, null, NullReporter.Instance, default));
+
+        // Bytes that are not what the server read and checksummed.
+        var again = Path.Combine(Targets.NewFolder(), "backup");
+        Cluster.RunTool("pg_basebackup", "-D", again, "-X", "stream", "-c", "fast", "--manifest-checksums=CRC32C", "-F", "p");
+        var versionFile = Path.Combine(again, "PG_VERSION");
+        File.WriteAllText(versionFile, File.ReadAllText(versionFile).Replace('1', '9'));
+        var problems = await BaseBackupVerifier.VerifyAndSealAsync(new BaseBackup { Id = "y", Path = again, Format = BaseBackupFormat.Plain, WalIncluded = true, ToolVersion = backup.ToolVersion }, again,
+            Task.FromResult<IReadOnlyDictionary<string, FileDigest>>(new Dictionary<string, FileDigest>()), null, NullReporter.Instance, default);
+        Assert.Contains(problems, p => p.Contains("'PG_VERSION' has CRC-32C", StringComparison.Ordinal));
+        Assert.Contains("CRC32C", File.ReadAllText(Path.Combine(again, "backup_manifest")));
     }
 
     [Fact]

@@ -8,8 +8,9 @@ using PgBackup.Engine.Tools;
 namespace PgBackup.Engine.Physical;
 
 /// <summary>
-/// Runs pg_basebackup into a ".partial" folder with a SHA-256 manifest, verifies it, and only then renames it into
-/// place and writes the metadata that makes it part of the catalog. A failed or cancelled backup leaves nothing behind.
+/// Runs pg_basebackup into a ".partial" folder, checks every file against the manifest's checksums while and after it is
+/// written, gives the manifest SHA-256 checksums, and only then renames the folder into place and writes the metadata that
+/// makes it part of the catalog. A failed or cancelled backup leaves nothing behind.
 /// </summary>
 public static class BaseBackupService
 {
@@ -58,7 +59,9 @@ public static class BaseBackupService
             "--wal-method=" + request.WalMethod.ToString().ToLowerInvariant(),
             "--checkpoint=" + request.CheckpointMode.ToString().ToLowerInvariant(),
             "--label=" + label,
-            "--manifest-checksums=SHA256",
+            // The server's CRC-32C costs it next to nothing (a SHA-256 manifest made pg_basebackup 1.4 to 1.7 times as
+            // slow in the benchmark); PgBackup checks each file against it as it lands and writes the SHA-256 into the manifest itself.
+            "--manifest-checksums=CRC32C",
             "--progress",
             "--verbose",
             "--no-password",
@@ -70,6 +73,7 @@ public static class BaseBackupService
         uint timeline = 0;
         reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {target.Display} into {finalPath}");
         ToolResult result;
+        var follower = BackupWriteFollower.Start(partial, request.Format);
         try
         {
             result = await ToolRunner.RunAsync(tool, args, target.ToolEnvironment(), line =>
@@ -91,12 +95,14 @@ public static class BaseBackupService
         }
         catch
         {
+            await follower.DisposeAsync().ConfigureAwait(false);
             DumpService.DeletePath(partial);
             reporter.ProgressCompleted(activity);
             throw;
         }
         if (!result.Succeeded)
         {
+            await follower.DisposeAsync().ConfigureAwait(false);
             DumpService.DeletePath(partial);
             reporter.ProgressCompleted(activity);
             throw Failure(tool, result, finalPath, target);
@@ -135,7 +141,18 @@ public static class BaseBackupService
         };
 
         reporter.Progress(activity, "Verifying the backup manifest", 99);
-        var problems = await BaseBackupVerifier.VerifyAsync(backup, partial, request.ToolPath, reporter, ct).ConfigureAwait(false);
+        IReadOnlyList<string> problems;
+        try
+        {
+            await using (follower)
+                problems = await BaseBackupVerifier.VerifyAndSealAsync(backup, partial, follower.FinishAsync(), request.ToolPath, reporter, ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            DumpService.DeletePath(partial);
+            reporter.ProgressCompleted(activity);
+            throw;
+        }
         if (problems.Count > 0)
         {
             DumpService.DeletePath(partial);

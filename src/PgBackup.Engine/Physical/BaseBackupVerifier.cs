@@ -1,97 +1,125 @@
+using System.Collections.Concurrent;
 using System.Formats.Tar;
-using System.Security.Cryptography;
-using System.Text;
 using System.Text.Json;
 using PgBackup.Engine.Tools;
 
 namespace PgBackup.Engine.Physical;
 
 /// <summary>
-/// Checks a base backup against its backup_manifest: pg_verifybackup for Plain backups; for Tar backups, which
-/// pg_verifybackup cannot read, PgBackup reads the tar files itself and compares every file's size and SHA-256.
+/// Checks a base backup against its backup_manifest: every file's size and checksum (read by PgBackup, on every core for
+/// Plain backups and through the tar files for Tar backups, which pg_verifybackup cannot read), and for Plain backups
+/// pg_verifybackup's checks that no file is missing or extra and that the WAL the backup needs is there and parses.
 /// </summary>
 public static class BaseBackupVerifier
 {
-    // pg_verifybackup ignores these too: they are written or changed after the manifest was made.
-    private static readonly string[] Ignored = ["backup_manifest", "postgresql.auto.conf", "standby.signal", "recovery.signal"];
-
+    /// <summary>Reads the whole backup again, as Test-PgBackup does long after it was taken.</summary>
     /// <returns>The problems found; empty when the backup matches its manifest.</returns>
     public static async Task<IReadOnlyList<string>> VerifyAsync(BaseBackup backup, string path, string? toolPath, IOperationReporter reporter, CancellationToken ct)
     {
-        var manifestPath = Path.Combine(path, "backup_manifest");
-        if (!File.Exists(manifestPath)) return [$"'{manifestPath}' is missing"];
-        if (backup.Format == BaseBackupFormat.Plain) return await VerifyPlainAsync(backup, path, toolPath, reporter, ct).ConfigureAwait(false);
-        return await Task.Run(() => VerifyTar(path, manifestPath, ct), ct).ConfigureAwait(false);
-    }
-
-    /// <summary>
-    /// pg_verifybackup checks that no file is missing or extra, every size, and the WAL; its checksum pass is single-threaded,
-    /// so PgBackup hashes the files itself on every core at the same time and pg_verifybackup skips that part.
-    /// </summary>
-    private static async Task<IReadOnlyList<string>> VerifyPlainAsync(BaseBackup backup, string path, string? toolPath, IOperationReporter reporter, CancellationToken ct)
-    {
-        var tool = new ToolLocator(toolPath).Find("pg_verifybackup", MajorOf(backup.ToolVersion), MajorOf(backup.ToolVersion), reporter);
-        var args = new List<string> { "--quiet", "--skip-checksums" };
-        if (!backup.WalIncluded) args.Add("--no-parse-wal");
-        args.Add(path);
-        var structure = ToolRunner.RunAsync(tool, args, new Dictionary<string, string?>(), reporter.Verbose, ct, reporter: reporter);
-        var checksums = Task.Run(() => VerifyChecksums(path, Path.Combine(path, "backup_manifest"), ct), ct);
-        var result = await structure.ConfigureAwait(false);
-        var problems = await checksums.ConfigureAwait(false);
-        if (!result.Succeeded)
-            problems.InsertRange(0, result.ErrorLines.Where(l => l.Trim().Length > 0).DefaultIfEmpty($"pg_verifybackup failed with exit code {result.ExitCode}"));
+        if (ReadManifest(path, out var problems) is not { } manifest) return problems;
+        if (backup.Format == BaseBackupFormat.Plain)
+        {
+            // pg_verifybackup's own checksum pass is single-threaded, so PgBackup hashes on every core meanwhile and it skips that part.
+            var structure = RunPgVerifyBackupAsync(backup, path, toolPath, reporter, ct);
+            var digests = await Task.Run(() => ReadPlainFiles(path, manifest.CheckedFiles, new Dictionary<string, FileDigest>(), ct), ct).ConfigureAwait(false);
+            problems.AddRange(await structure.ConfigureAwait(false));
+            problems.AddRange(Compare(manifest.CheckedFiles, digests, reportMissing: false));
+        }
+        else
+        {
+            var digests = await Task.Run(() => ReadTarFiles(path, problems, ct), ct).ConfigureAwait(false);
+            problems.AddRange(Compare(manifest.CheckedFiles, digests, reportMissing: true));
+            problems.AddRange(ExtraTarMembers(manifest, digests));
+        }
         return problems;
     }
 
-    private static List<string> VerifyChecksums(string path, string manifestPath, CancellationToken ct)
+    /// <summary>
+    /// Checks a backup pg_basebackup has just written against the manifest the server sent (whose CRC-32C checksums the
+    /// server computed as it read each file), starting from what a <see cref="BackupWriteFollower"/> read while it was
+    /// written, and when it matches, replaces the manifest by one with the SHA-256 of every file so later checks use SHA-256.
+    /// </summary>
+    public static async Task<IReadOnlyList<string>> VerifyAndSealAsync(BaseBackup backup, string path, Task<IReadOnlyDictionary<string, FileDigest>> followed,
+        string? toolPath, IOperationReporter reporter, CancellationToken ct)
     {
-        var problems = new System.Collections.Concurrent.ConcurrentBag<string>();
-        var manifestBytes = File.ReadAllBytes(manifestPath);
-        var list = new List<string>();
-        CheckManifestChecksum(manifestBytes, list);
-        foreach (var p in list) problems.Add(p);
-        // Largest first, so the last file to finish is a small one and the cores stay busy to the end.
-        var files = ReadManifestFiles(manifestBytes).Where(f => f.Value.Checksum != null && !Ignored.Contains(f.Key))
-            .OrderByDescending(f => f.Value.Size).ToList();
-        Parallel.ForEach(files, new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = Environment.ProcessorCount }, file =>
-        {
-            var full = Path.Combine(path, file.Key);
-            if (!File.Exists(full)) return; // pg_verifybackup reports missing files
-            using var stream = new FileStream(full, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.SequentialScan);
-            var actual = Convert.ToHexString(SHA256.HashData(stream));
-            if (!string.Equals(actual, file.Value.Checksum, StringComparison.OrdinalIgnoreCase))
-                problems.Add($"'{file.Key}' has SHA-256 {actual.ToLowerInvariant()}, the manifest says {file.Value.Checksum}");
-        });
-        return [.. problems];
+        if (ReadManifest(path, out var problems) is not { } manifest) return problems;
+        // pg_verifybackup checks for missing and extra files, sizes and the WAL while the last files are read; checksums are PgBackup's.
+        var structure = backup.Format == BaseBackupFormat.Plain ? RunPgVerifyBackupAsync(backup, path, toolPath, reporter, ct) : Task.FromResult(new List<string>());
+        var known = await followed.ConfigureAwait(false);
+        // All files, the ones later checks skip included: nothing has changed them yet, and each needs its SHA-256.
+        var digests = backup.Format == BaseBackupFormat.Plain
+            ? await Task.Run(() => ReadPlainFiles(path, manifest.Files, known, ct), ct).ConfigureAwait(false)
+            : manifest.Files.All(f => known.TryGetValue(f.Path, out var d) && d.Matches(f))
+                ? new Dictionary<string, FileDigest>(known)
+                : await Task.Run(() => ReadTarFiles(path, problems, ct), ct).ConfigureAwait(false);
+        problems.AddRange(Compare(manifest.Files, digests, reportMissing: true));
+        if (backup.Format == BaseBackupFormat.Tar) problems.AddRange(ExtraTarMembers(manifest, digests));
+        problems.AddRange(await structure.ConfigureAwait(false));
+        if (problems.Count > 0) return problems;
+
+        var sealedManifest = manifest.WithSha256(digests);
+        if (BackupManifest.Parse(sealedManifest).ChecksumProblem() is { } problem) return [problem];
+        var manifestPath = Path.Combine(path, "backup_manifest");
+        var rewritten = manifestPath + ".sha256";
+        await File.WriteAllBytesAsync(rewritten, sealedManifest, ct).ConfigureAwait(false);
+        File.Move(rewritten, manifestPath, overwrite: true);
+        return problems;
     }
 
-    private static Dictionary<string, (long Size, string? Checksum)> ReadManifestFiles(byte[] manifestBytes)
+    private static BackupManifest? ReadManifest(string path, out List<string> problems)
     {
-        using var manifest = JsonDocument.Parse(manifestBytes);
-        var expected = new Dictionary<string, (long Size, string? Checksum)>(StringComparer.Ordinal);
-        foreach (var file in manifest.RootElement.GetProperty("Files").EnumerateArray())
+        problems = [];
+        var manifestPath = Path.Combine(path, "backup_manifest");
+        if (!File.Exists(manifestPath)) { problems.Add($"'{manifestPath}' is missing"); return null; }
+        try
         {
-            var name = file.TryGetProperty("Path", out var p) ? p.GetString()! : Encoding.UTF8.GetString(Convert.FromHexString(file.GetProperty("Encoded-Path").GetString()!));
-            var checksum = file.TryGetProperty("Checksum", out var c) ? c.GetString() : null;
-            expected[name] = (file.GetProperty("Size").GetInt64(), checksum);
+            var manifest = BackupManifest.Read(manifestPath);
+            if (manifest.ChecksumProblem() is { } problem) problems.Add(problem);
+            return manifest;
         }
-        return expected;
+        catch (Exception ex) when (ex is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        {
+            problems.Add($"'{manifestPath}' is not a backup manifest PgBackup can read: {ex.Message}");
+            return null;
+        }
     }
 
-    private static List<string> VerifyTar(string path, string manifestPath, CancellationToken ct)
+    private static async Task<List<string>> RunPgVerifyBackupAsync(BaseBackup backup, string path, string? toolPath, IOperationReporter reporter, CancellationToken ct)
     {
-        var problems = new List<string>();
-        var manifestBytes = File.ReadAllBytes(manifestPath);
-        CheckManifestChecksum(manifestBytes, problems);
-        var expected = ReadManifestFiles(manifestBytes);
+        var major = int.TryParse(System.Text.RegularExpressions.Regex.Match(backup.ToolVersion ?? "", @"^\d+").Value, out var m) ? m : (int?)null;
+        var tool = new ToolLocator(toolPath).Find("pg_verifybackup", major, major, reporter);
+        var args = new List<string> { "--quiet", "--skip-checksums" };
+        if (!backup.WalIncluded) args.Add("--no-parse-wal");
+        args.Add(path);
+        var result = await ToolRunner.RunAsync(tool, args, new Dictionary<string, string?>(), reporter.Verbose, ct, reporter: reporter).ConfigureAwait(false);
+        return result.Succeeded ? [] : [.. result.ErrorLines.Where(l => l.Trim().Length > 0).DefaultIfEmpty($"pg_verifybackup failed with exit code {result.ExitCode}")];
+    }
 
-        var seen = new HashSet<string>(StringComparer.Ordinal);
+    /// <summary>The <paramref name="files"/> of a Plain backup, taking <paramref name="known"/> digests that match and reading the rest.</summary>
+    private static Dictionary<string, FileDigest> ReadPlainFiles(string path, IEnumerable<ManifestFile> files, IReadOnlyDictionary<string, FileDigest> known, CancellationToken ct)
+    {
+        var digests = new ConcurrentDictionary<string, FileDigest>(known, StringComparer.Ordinal);
+        // Largest first, so the last file to finish is a small one and the cores stay busy to the end.
+        var toRead = files.Where(f => !(known.TryGetValue(f.Path, out var d) && d.Matches(f))).OrderByDescending(f => f.Size).ToList();
+        Parallel.ForEach(toRead, new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = Environment.ProcessorCount }, file =>
+        {
+            var full = Path.Combine(path, file.Path);
+            if (File.Exists(full)) digests[file.Path] = FileDigest.Of(full);
+            else digests.TryRemove(file.Path, out _);
+        });
+        return new Dictionary<string, FileDigest>(digests, StringComparer.Ordinal);
+    }
+
+    /// <summary>Every regular file in a Tar backup's tar files (pg_wal's aside), by manifest path; unreadable tar files go to <paramref name="problems"/>.</summary>
+    private static Dictionary<string, FileDigest> ReadTarFiles(string path, List<string> problems, CancellationToken ct)
+    {
+        var digests = new Dictionary<string, FileDigest>(StringComparer.Ordinal);
         foreach (var archive in Directory.GetFiles(path).Where(f => Path.GetFileName(f).Contains(".tar", StringComparison.Ordinal)).Order(StringComparer.Ordinal))
         {
             var archiveName = Path.GetFileName(archive);
             if (archiveName.StartsWith("pg_wal.tar", StringComparison.Ordinal)) continue; // WAL is not in the manifest's file list
-            var prefix = archiveName.StartsWith("base.tar", StringComparison.Ordinal) ? "" : "pg_tblspc/" + archiveName[..archiveName.IndexOf(".tar", StringComparison.Ordinal)] + "/";
             if (!CompressedTar.CanRead(archiveName)) { problems.Add($"'{archiveName}' is not a tar file PgBackup can read back to verify"); continue; }
+            var prefix = CompressedTar.ManifestPrefix(archiveName);
             try
             {
                 using var stream = CompressedTar.OpenRead(archive);
@@ -100,14 +128,7 @@ public static class BaseBackupVerifier
                 {
                     ct.ThrowIfCancellationRequested();
                     if (entry.EntryType is not (TarEntryType.RegularFile or TarEntryType.V7RegularFile)) continue;
-                    var name = prefix + entry.Name.TrimStart('.', '/');
-                    if (Ignored.Contains(name) || name.StartsWith("pg_wal/", StringComparison.Ordinal)) continue;
-                    seen.Add(name);
-                    if (!expected.TryGetValue(name, out var want)) { problems.Add($"'{name}' is in {archiveName} but not in the manifest"); continue; }
-                    if (entry.Length != want.Size) { problems.Add($"'{name}' has {entry.Length} bytes, the manifest says {want.Size}"); continue; }
-                    if (want.Checksum == null) continue;
-                    var actual = entry.DataStream == null ? Convert.ToHexString(SHA256.HashData(Array.Empty<byte>())) : Convert.ToHexString(SHA256.HashData(entry.DataStream));
-                    if (!string.Equals(actual, want.Checksum, StringComparison.OrdinalIgnoreCase)) problems.Add($"'{name}' has SHA-256 {actual.ToLowerInvariant()}, the manifest says {want.Checksum}");
+                    digests[prefix + entry.Name.TrimStart('.', '/')] = FileDigest.Of(entry.DataStream ?? Stream.Null);
                 }
             }
             // A damaged gzip, lz4 or zstd stream, or a truncated tar, fails inside the decompressor or the tar reader.
@@ -116,23 +137,30 @@ public static class BaseBackupVerifier
                 problems.Add($"'{archiveName}' cannot be read to the end: {ex.Message}");
             }
         }
-        foreach (var name in expected.Keys.Where(n => !seen.Contains(n) && !Ignored.Contains(n)))
-            problems.Add($"'{name}' is in the manifest but missing from the backup");
-        return problems;
+        return digests;
     }
 
-    /// <summary>The manifest's last line holds the SHA-256 of everything before that line.</summary>
-    private static void CheckManifestChecksum(byte[] manifest, List<string> problems)
+    private static IEnumerable<string> Compare(IEnumerable<ManifestFile> files, IReadOnlyDictionary<string, FileDigest> digests, bool reportMissing)
     {
-        var marker = Encoding.ASCII.GetBytes("\"Manifest-Checksum\"");
-        var at = manifest.AsSpan().LastIndexOf(marker);
-        if (at < 0) { problems.Add("backup_manifest has no Manifest-Checksum"); return; }
-        var text = Encoding.ASCII.GetString(manifest, at, manifest.Length - at);
-        var recorded = System.Text.RegularExpressions.Regex.Match(text, "\"Manifest-Checksum\"\\s*:\\s*\"([0-9a-fA-F]+)\"").Groups[1].Value;
-        var actual = Convert.ToHexString(SHA256.HashData(manifest.AsSpan(0, at)));
-        if (!string.Equals(recorded, actual, StringComparison.OrdinalIgnoreCase)) problems.Add("backup_manifest does not match its own checksum");
+        foreach (var file in files)
+        {
+            if (!digests.TryGetValue(file.Path, out var digest))
+            {
+                if (reportMissing) yield return $"'{file.Path}' is in the manifest but missing from the backup";
+                continue;
+            }
+            if (digest.Matches(file)) continue;
+            if (digest.Length != file.Size) yield return $"'{file.Path}' has {digest.Length} bytes, the manifest says {file.Size}";
+            else if (string.Equals(file.ChecksumAlgorithm, "CRC32C", StringComparison.OrdinalIgnoreCase)) yield return $"'{file.Path}' has CRC-32C {digest.Crc32C}, the manifest says {file.Checksum}";
+            else if (string.Equals(file.ChecksumAlgorithm, "SHA256", StringComparison.OrdinalIgnoreCase)) yield return $"'{file.Path}' has SHA-256 {digest.Sha256}, the manifest says {file.Checksum}";
+            else yield return $"'{file.Path}' has a {file.ChecksumAlgorithm} checksum, which PgBackup cannot check";
+        }
     }
 
-    private static int? MajorOf(string version) =>
-        int.TryParse(System.Text.RegularExpressions.Regex.Match(version ?? "", @"^\d+").Value, out var m) ? m : null;
+    private static IEnumerable<string> ExtraTarMembers(BackupManifest manifest, IReadOnlyDictionary<string, FileDigest> digests)
+    {
+        var listed = manifest.Files.Select(f => f.Path).ToHashSet(StringComparer.Ordinal);
+        return digests.Keys.Where(n => !listed.Contains(n) && !BackupManifest.IgnoredFiles.Contains(n) && !n.StartsWith("pg_wal/", StringComparison.Ordinal))
+            .Select(n => $"'{n}' is in the backup but not in the manifest");
+    }
 }

@@ -16,6 +16,12 @@ public static class CompressedTar
     {
         Stream file = File.OpenRead(path);
         if (wrapFile != null) file = wrapFile(file);
+        return Open(file, path);
+    }
+
+    /// <summary>The tar stream inside <paramref name="file"/>, decompressed as <paramref name="path"/>'s name says; disposing it disposes the file.</summary>
+    public static Stream Open(Stream file, string path)
+    {
         var name = Path.GetFileName(path);
         if (name.EndsWith(".tar.gz", StringComparison.Ordinal)) return new GZipStream(file, CompressionMode.Decompress);
         if (name.EndsWith(".tar.lz4", StringComparison.Ordinal)) return LZ4Stream.Decode(file);
@@ -25,4 +31,11 @@ public static class CompressedTar
         throw new PgBackupException("CompressionNotSupported", ErrorKind.InvalidOperation, $"'{name}' is not a tar file PgBackup can read (.tar, .tar.gz, .tar.lz4 or .tar.zst).", path,
             "Take base backups with -Compress gzip, lz4, zstd or none.");
     }
+
+    /// <summary>
+    /// Where a tar file's members sit in the manifest: base.tar holds the data directory, &lt;oid&gt;.tar the tablespace
+    /// that pg_tblspc/&lt;oid&gt; points to.
+    /// </summary>
+    public static string ManifestPrefix(string archiveName) =>
+        archiveName.StartsWith("base.tar", StringComparison.Ordinal) ? "" : "pg_tblspc/" + archiveName[..archiveName.IndexOf(".tar", StringComparison.Ordinal)] + "/";
 }

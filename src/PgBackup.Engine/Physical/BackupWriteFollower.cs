@@ -1,0 +1,222 @@
+using System.Formats.Tar;
+using PgBackup.Engine.Tools;
+
+namespace PgBackup.Engine.Physical;
+
+/// <summary>
+/// Checksums a base backup while pg_basebackup is still writing it, in CPU time the backup leaves idle, so checking it
+/// afterwards costs only the last file. pg_basebackup writes one file at a time from start to end and never goes back
+/// (its tar extractor appends to a file, closes it and opens the next; a Tar backup is the same for its tar files), so a file
+/// whose last change is older than another file's is complete, and the file still being written can be read up to where it
+/// has got. WAL (pg_wal, pg_wal.tar) is streamed alongside and is not in the manifest's file list, so it is left alone.
+/// The digests are a head start, not the verdict: anything missed or not matching is read again once pg_basebackup is done.
+/// </summary>
+public sealed class BackupWriteFollower : IAsyncDisposable
+{
+    private static readonly TimeSpan Idle = TimeSpan.FromMilliseconds(25);
+    private const long ReadAheadBeforeListing = 16 << 20;
+
+    private readonly string _root;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly TaskCompletionSource _writerFinished = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Task<Dictionary<string, FileDigest>> _run;
+    private volatile IdleCpu? _idle;
+
+    private BackupWriteFollower(string root, BaseBackupFormat format)
+    {
+        _root = root;
+        _run = Task.Factory.StartNew(() =>
+        {
+            // pg_basebackup and the server's WAL sender keep both cores of a small machine busy but for short waits on
+            // each other and the final fsync; at idle priority the checksums fill those gaps instead of slowing the backup.
+            _idle = IdleCpu.Enter();
+            if (WriterFinished) _idle.Leave();
+            try { return format == BaseBackupFormat.Plain ? FollowFolder() : FollowTarFiles(); }
+            finally { _idle.Leave(); }
+        }, _stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+    }
+
+    /// <summary>Starts following <paramref name="root"/>, which pg_basebackup has not necessarily created yet.</summary>
+    public static BackupWriteFollower Start(string root, BaseBackupFormat format) => new(root, format);
+
+    /// <summary>
+    /// Call once pg_basebackup has exited successfully: every file is then complete, so the rest is read to its end.
+    /// Returns the digests by manifest path; a file the follower could not read is simply absent.
+    /// </summary>
+    public async Task<IReadOnlyDictionary<string, FileDigest>> FinishAsync()
+    {
+        _writerFinished.TrySetResult();
+        // What is left is now all there is to wait for.
+        _idle?.Leave();
+        try { return await _run.ConfigureAwait(false); }
+        // A damaged or vanished file stops the head start; the verifier then reads what is missing itself and reports it.
+        catch (Exception)
+        {
+            return new Dictionary<string, FileDigest>();
+        }
+    }
+
+    private bool WriterFinished => _writerFinished.Task.IsCompleted;
+
+    private void WaitForMore()
+    {
+        try { _writerFinished.Task.Wait(Idle, _stop.Token); }
+        catch (OperationCanceledException) { }
+        _stop.Token.ThrowIfCancellationRequested();
+    }
+
+    private Dictionary<string, FileDigest> FollowFolder()
+    {
+        var done = new Dictionary<string, FileDigest>(StringComparer.Ordinal);
+        var inProgress = new Dictionary<string, FileDigester>(StringComparer.Ordinal);
+        var skip = new HashSet<string>(StringComparer.Ordinal) { "pg_wal", "pg_xlog", "pg_tblspc" };
+        try
+        {
+            while (true)
+            {
+                // Read before looking at the files: if pg_basebackup had finished by then, every file seen is complete.
+                var writerFinished = WriterFinished;
+                if (!writerFinished && inProgress.Count > 0)
+                {
+                    // While the file being written grows, pg_basebackup has not moved on: no need to list the folder.
+                    long grown = 0;
+                    foreach (var (path, digester) in inProgress) grown += ReadOnFrom(Path.Combine(_root, path), digester);
+                    if (grown > 0)
+                    {
+                        if (grown < ReadAheadBeforeListing) WaitForMore();
+                        continue;
+                    }
+                }
+                var files = Directory.Exists(_root) ? ListFiles(skip) : [];
+                var newest = files.Count == 0 ? DateTime.MinValue : files.Max(f => f.Modified);
+                long read = 0;
+                foreach (var (path, modified) in files.OrderBy(f => f.Modified))
+                {
+                    _stop.Token.ThrowIfCancellationRequested();
+                    if (done.ContainsKey(path)) continue;
+                    if (!inProgress.TryGetValue(path, out var digester)) inProgress[path] = digester = new FileDigester();
+                    read += ReadOnFrom(Path.Combine(_root, path), digester);
+                    if (!writerFinished && modified >= newest) continue;
+                    done[path] = digester.Finish();
+                    digester.Dispose();
+                    inProgress.Remove(path);
+                }
+                if (writerFinished) return done;
+                // Listing the folder again for a few new bytes would only take CPU from pg_basebackup.
+                if (read < ReadAheadBeforeListing) WaitForMore();
+            }
+        }
+        finally
+        {
+            foreach (var digester in inProgress.Values) digester.Dispose();
+        }
+    }
+
+    private List<(string Path, DateTime Modified)> ListFiles(HashSet<string> skip)
+    {
+        var options = new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint, IgnoreInaccessible = true };
+        var files = new List<(string, DateTime)>();
+        foreach (var info in new DirectoryInfo(_root).EnumerateFiles("*", options))
+        {
+            var relative = Path.GetRelativePath(_root, info.FullName).Replace('\\', '/');
+            var top = relative.Split('/')[0];
+            if (skip.Contains(top) || relative.StartsWith("backup_manifest", StringComparison.Ordinal)) continue;
+            files.Add((relative, info.LastWriteTimeUtc));
+        }
+        return files;
+    }
+
+    private static long ReadOnFrom(string path, FileDigester digester)
+    {
+        try
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.SequentialScan);
+            stream.Position = digester.Length;
+            return digester.AppendAll(stream);
+        }
+        // Gone, or held open without sharing (Windows): left unmatched, so the verifier reads it when the backup is done.
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return 0; }
+    }
+
+    /// <summary>A Tar backup: each tar file except pg_wal's, in the order pg_basebackup writes them, read as it grows.</summary>
+    private Dictionary<string, FileDigest> FollowTarFiles()
+    {
+        var done = new Dictionary<string, FileDigest>(StringComparer.Ordinal);
+        var finished = new HashSet<string>(StringComparer.Ordinal);
+        while (true)
+        {
+            var writerFinished = WriterFinished;
+            var archives = Directory.Exists(_root) ? TarFiles().Where(a => !finished.Contains(a.Name)).OrderBy(a => a.Modified).ToList() : [];
+            if (archives.Count == 0)
+            {
+                if (writerFinished) return done;
+                WaitForMore();
+                continue;
+            }
+            var current = archives[0].Name;
+            // This tar file is complete once pg_basebackup has started another one, or has exited.
+            bool Complete() => WriterFinished || TarFiles().Any(a => a.Name != current && !finished.Contains(a.Name));
+            using (var file = new GrowingFileStream(Path.Combine(_root, current), Complete, WaitForMore))
+            using (var tar = CompressedTar.Open(file, current))
+            using (var reader = new TarReader(tar))
+            {
+                var prefix = CompressedTar.ManifestPrefix(current);
+                while (reader.GetNextEntry() is { } entry)
+                {
+                    if (entry.EntryType is not (TarEntryType.RegularFile or TarEntryType.V7RegularFile)) continue;
+                    done[prefix + entry.Name.TrimStart('.', '/')] = entry.DataStream == null ? FileDigest.Of(Stream.Null) : FileDigest.Of(entry.DataStream);
+                }
+            }
+            finished.Add(current);
+        }
+    }
+
+    private IEnumerable<(string Name, DateTime Modified)> TarFiles() =>
+        new DirectoryInfo(_root).EnumerateFiles("*.tar*")
+            .Where(f => CompressedTar.CanRead(f.Name) && !f.Name.StartsWith("pg_wal.tar", StringComparison.Ordinal))
+            .Select(f => (f.Name, f.LastWriteTimeUtc));
+
+    public async ValueTask DisposeAsync()
+    {
+        _stop.Cancel();
+        try { await _run.ConfigureAwait(false); }
+        catch (Exception) { /* the follower's result is not wanted any more */ }
+        _stop.Dispose();
+    }
+
+    /// <summary>A file another process is still appending to: at its current end, waits for more until it is complete.</summary>
+    private sealed class GrowingFileStream(string path, Func<bool> complete, Action waitForMore) : Stream
+    {
+        private readonly FileStream _file = new(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1 << 20, FileOptions.SequentialScan);
+
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+        public override int Read(Span<byte> buffer)
+        {
+            while (true)
+            {
+                var read = _file.Read(buffer);
+                if (read > 0 || buffer.Length == 0) return read;
+                // Decide "complete" before the last read, so bytes written just before completion are not missed.
+                if (complete()) return _file.Read(buffer);
+                waitForMore();
+            }
+        }
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => _file.Position; set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) _file.Dispose();
+            base.Dispose(disposing);
+        }
+    }
+}

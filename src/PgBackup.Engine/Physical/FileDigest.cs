@@ -1,0 +1,89 @@
+using System.Buffers.Binary;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+
+namespace PgBackup.Engine.Physical;
+
+/// <summary>The size, CRC-32C and SHA-256 of one file's bytes, with both checksums as hex the way a backup_manifest writes them.</summary>
+public readonly record struct FileDigest(long Length, string Crc32C, string Sha256)
+{
+    public static FileDigest Of(string path)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, FileOptions.SequentialScan);
+        return Of(stream);
+    }
+
+    public static FileDigest Of(Stream stream)
+    {
+        var digester = new FileDigester();
+        digester.AppendAll(stream);
+        return digester.Finish();
+    }
+
+    /// <summary>Whether these bytes are what a manifest entry describes (its size and, when it has one, its checksum).</summary>
+    public bool Matches(ManifestFile entry) =>
+        Length == entry.Size && (entry.ChecksumAlgorithm?.ToUpperInvariant() switch
+        {
+            null or "NONE" => true,
+            "CRC32C" => string.Equals(Crc32C, entry.Checksum, StringComparison.OrdinalIgnoreCase),
+            "SHA256" => string.Equals(Sha256, entry.Checksum, StringComparison.OrdinalIgnoreCase),
+            _ => false,
+        });
+}
+
+/// <summary>
+/// Computes CRC-32C and SHA-256 in the same pass over the bytes, so a file read once can be checked against the CRC-32C
+/// a server put in its manifest and given the SHA-256 that PgBackup's manifests carry.
+/// </summary>
+public sealed class FileDigester : IDisposable
+{
+    private const int BufferSize = 1 << 20;
+    private readonly IncrementalHash _sha256 = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+    private uint _crc = 0xFFFFFFFF;
+    private byte[]? _buffer;
+
+    public long Length { get; private set; }
+
+    // Optimised from the first call: this loop runs over every byte of a backup, often in a process that has just started.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Append(ReadOnlySpan<byte> data)
+    {
+        _sha256.AppendData(data);
+        // PostgreSQL's COMP_CRC32C: the SSE 4.2 / ARMv8 crc32c instruction over little-endian words, which BitOperations uses.
+        var crc = _crc;
+        var words = MemoryMarshal.Cast<byte, ulong>(data);
+        foreach (var word in words) crc = BitOperations.Crc32C(crc, BitConverter.IsLittleEndian ? word : BinaryPrimitives.ReverseEndianness(word));
+        foreach (var b in data[(words.Length * sizeof(ulong))..]) crc = BitOperations.Crc32C(crc, b);
+        _crc = crc;
+        Length += data.Length;
+    }
+
+    /// <summary>Reads the stream from where it is to its current end; returns how many bytes that was.</summary>
+    public long AppendAll(Stream stream)
+    {
+        _buffer ??= new byte[BufferSize];
+        long total = 0;
+        int read;
+        while ((read = stream.Read(_buffer, 0, _buffer.Length)) > 0)
+        {
+            Append(_buffer.AsSpan(0, read));
+            total += read;
+        }
+        return total;
+    }
+
+    public FileDigest Finish()
+    {
+        // The manifest holds the finished CRC (inverted) as its four bytes in memory order, i.e. little-endian.
+        Span<byte> crcBytes = stackalloc byte[4];
+        BinaryPrimitives.WriteUInt32LittleEndian(crcBytes, _crc ^ 0xFFFFFFFF);
+        var digest = new FileDigest(Length, Convert.ToHexString(crcBytes).ToLowerInvariant(), Convert.ToHexString(_sha256.GetHashAndReset()).ToLowerInvariant());
+        _crc = 0xFFFFFFFF;
+        Length = 0;
+        return digest;
+    }
+
+    public void Dispose() => _sha256.Dispose();
+}
