@@ -153,6 +153,9 @@ public static class PhysicalBench
     {
         foreach (var dir in Directory.GetDirectories(work).Where(d => !Path.GetFileName(d).StartsWith("pgbackrest", StringComparison.Ordinal) && Path.GetFileName(d) != "segments"))
             Directory.Delete(dir, recursive: true);
+        // Every case starts with nothing of the one before left to write back: cp -a and pgBackRest leave their copies in
+        // the page cache, which would slow whichever case comes next.
+        Check(ProcessRunner.Run("sync", []));
     }
 
     private static void AsPostgres(string program, params string[] args) =>
