@@ -26,6 +26,18 @@ public sealed class StartPgBaseBackupTests(ModuleFixture fx)
         Assert.Matches("^[0-9A-F]{24}$", (string)backup.Properties["StartSegment"].Value);
     }
 
+    [Fact]
+    public void A_plain_backup_carries_a_SHA256_manifest_that_pg_verifybackup_accepts_on_its_own()
+    {
+        var r = fx.Shell.Run("Start-PgBaseBackup -Server $s -Repository $r", ("s", fx.Server), ("r", fx.NewRepository())).AssertNoErrors();
+        var backup = Assert.Single(r.Output);
+        var manifest = File.ReadAllText((string)backup.Properties["ManifestPath"].Value);
+        Assert.Contains("\"Checksum-Algorithm\":\"SHA256\"", manifest);
+        Assert.DoesNotContain("CRC32C", manifest);
+        // Every file read again against the SHA-256 in the manifest, by PostgreSQL's own tool.
+        fx.Cluster.RunTool("pg_verifybackup", "--quiet", (string)backup.Properties["Path"].Value);
+    }
+
     [Theory]
     [InlineData("client-lz4")]
     [InlineData("server-zstd")]

@@ -864,6 +864,7 @@ Export-ModuleMember -Function @(
     'Get-PgBackupModuleManifest'
     'Get-PgTestKnownCmdlet'
     'Find-PgServerBinDirectory'
+    'Get-PgToolPath'
     'Get-PgTestFreePort'
     'Enter-PgTestEnvironment'
     'Exit-PgTestEnvironment'

@@ -49,6 +49,15 @@ Describe 'Start-PgBaseBackup' -Tag 'Integration' {
         $test.RestoreTested | Should -BeTrue
     }
 
+    It 'writes a SHA-256 manifest that pg_verifybackup accepts on its own' {
+        $backup = Start-PgBaseBackup -Server $server -Repository (New-PgTestRepository) -ErrorAction Stop
+        $text = [System.IO.File]::ReadAllText($backup.ManifestPath)
+        $text | Should -Match '"Checksum-Algorithm":"SHA256"'
+        $text | Should -Not -Match 'CRC32C'
+        $verify = & (Get-PgToolPath -Cluster $cluster -Tool 'pg_verifybackup') --quiet $backup.Path 2>&1
+        $LASTEXITCODE | Should -Be 0 -Because "$verify"
+    }
+
     It 'writes nothing with -WhatIf' {
         $repo = New-PgTestRepository
         Start-PgBaseBackup -Server $server -Repository $repo -WhatIf -ErrorAction Stop
