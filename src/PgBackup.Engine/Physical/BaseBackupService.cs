@@ -107,6 +107,9 @@ public static class BaseBackupService
             reporter.ProgressCompleted(activity);
             throw Failure(tool, result, finalPath, target);
         }
+        // pg_basebackup is done, so every file is complete: the follower reads the rest while the manifest is read.
+        await using var finishedFollower = follower;
+        var followed = follower.FinishAsync();
 
         // The manifest's WAL-Ranges say where the backup starts and stops; pg_basebackup prints them only when it streams WAL.
         var startTimeline = timeline;
@@ -144,8 +147,7 @@ public static class BaseBackupService
         IReadOnlyList<string> problems;
         try
         {
-            await using (follower)
-                problems = await BaseBackupVerifier.VerifyAndSealAsync(backup, partial, follower.FinishAsync(), request.ToolPath, reporter, ct).ConfigureAwait(false);
+            problems = await BaseBackupVerifier.VerifyAndSealAsync(backup, partial, followed, request.ToolPath, reporter, ct).ConfigureAwait(false);
         }
         catch
         {
@@ -179,12 +181,17 @@ public static class BaseBackupService
     private static (uint StartTimeline, Lsn Start, uint StopTimeline, Lsn Stop)? ReadWalRange(string manifestPath)
     {
         if (!File.Exists(manifestPath)) return null;
-        using var manifest = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(manifestPath));
-        if (!manifest.RootElement.TryGetProperty("WAL-Ranges", out var ranges) || ranges.GetArrayLength() == 0) return null;
-        var first = ranges[0];
-        var last = ranges[ranges.GetArrayLength() - 1];
-        return (first.GetProperty("Timeline").GetUInt32(), Lsn.Parse(first.GetProperty("Start-LSN").GetString()!),
-            last.GetProperty("Timeline").GetUInt32(), Lsn.Parse(last.GetProperty("End-LSN").GetString()!));
+        try
+        {
+            using var manifest = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(manifestPath));
+            if (!manifest.RootElement.TryGetProperty("WAL-Ranges", out var ranges) || ranges.GetArrayLength() == 0) return null;
+            var first = ranges[0];
+            var last = ranges[ranges.GetArrayLength() - 1];
+            return (first.GetProperty("Timeline").GetUInt32(), Lsn.Parse(first.GetProperty("Start-LSN").GetString()!),
+                last.GetProperty("Timeline").GetUInt32(), Lsn.Parse(last.GetProperty("End-LSN").GetString()!));
+        }
+        // An unreadable manifest fails the verification that follows, which discards the backup and says why.
+        catch (Exception ex) when (ex is System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException or FormatException) { return null; }
     }
 
     private static void Validate(BaseBackupRequest r)
