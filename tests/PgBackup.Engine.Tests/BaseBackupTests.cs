@@ -51,6 +51,7 @@ public sealed class BaseBackupTests(SampleClusterFixture fixture)
 
     [Theory]
     [InlineData(BaseBackupFormat.Plain, null)]
+    [InlineData(BaseBackupFormat.Plain, "server-lz4")]
     [InlineData(BaseBackupFormat.Tar, "client-gzip:1")]
     [InlineData(BaseBackupFormat.Tar, "client-lz4")]
     [InlineData(BaseBackupFormat.Tar, "server-zstd")]
