@@ -60,6 +60,12 @@ public static class PhysicalBench
         var cases = new (string Name, Func<TimeSpan> Run)[]
         {
             ("pg_basebackup (plain, -X stream)", () => BenchSupport.Time(() => cluster.RunTool("pg_basebackup", "-D", Next("raw"), "-X", "stream", "-c", "fast"))),
+            ("pg_basebackup + pg_verifybackup (CRC-32C manifest)", () => BenchSupport.Time(() =>
+            {
+                var target = Next("rawc");
+                cluster.RunTool("pg_basebackup", "-D", target, "-X", "stream", "-c", "fast");
+                Check(ProcessRunner.Run(Path.Combine(bin, "pg_verifybackup"), ["--quiet", target]));
+            })),
             ("pg_basebackup + SHA-256 manifest + pg_verifybackup", () => BenchSupport.Time(() =>
             {
                 var target = Next("rawv");
