@@ -42,7 +42,8 @@ public sealed class FileDigester : IDisposable
     private const int BufferSize = 1 << 20;
     private readonly IncrementalHash _sha256 = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
     private uint _crc = 0xFFFFFFFF;
-    private byte[]? _buffer;
+    // One read buffer per thread, not per digester: the follower keeps a digester open for every file still being written.
+    [ThreadStatic] private static byte[]? t_buffer;
 
     public long Length { get; private set; }
 
@@ -63,12 +64,12 @@ public sealed class FileDigester : IDisposable
     /// <summary>Reads the stream from where it is to its current end; returns how many bytes that was.</summary>
     public long AppendAll(Stream stream)
     {
-        _buffer ??= new byte[BufferSize];
+        var buffer = t_buffer ??= new byte[BufferSize];
         long total = 0;
         int read;
-        while ((read = stream.Read(_buffer, 0, _buffer.Length)) > 0)
+        while ((read = stream.Read(buffer, 0, buffer.Length)) > 0)
         {
-            Append(_buffer.AsSpan(0, read));
+            Append(buffer.AsSpan(0, read));
             total += read;
         }
         return total;
