@@ -149,6 +149,8 @@ public sealed class BaseBackupTests(SampleClusterFixture fixture)
         var backup = new BaseBackup { Id = "x", Path = folder, Format = format, WalIncluded = true, ToolVersion = PgTestCluster.MajorVersion.ToString() };
         var manifest = BackupManifest.Read(Path.Combine(folder, "backup_manifest"));
         Assert.All(manifest.Files, f => Assert.Equal("CRC32C", f.ChecksumAlgorithm));
+        // A backup pg_basebackup wrote on its own, with its default manifest, passes Test-PgBackup's check as it is.
+        Assert.Empty(await BaseBackupVerifier.VerifyAsync(backup, folder, null, NullReporter.Instance, default));
 
         // A follower that got every digest wrong costs a second read, never a false verdict.
         var wrong = manifest.Files.ToDictionary(f => f.Path, f => new FileDigest(f.Size, "deadbeef", new string('0', 64)));
