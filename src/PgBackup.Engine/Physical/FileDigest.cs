@@ -17,7 +17,7 @@ public readonly record struct FileDigest(long Length, string Crc32C, string Sha2
 
     public static FileDigest Of(Stream stream)
     {
-        var digester = new FileDigester();
+        using var digester = new FileDigester();
         digester.AppendAll(stream);
         return digester.Finish();
     }
