@@ -25,6 +25,14 @@ public abstract class PgCmdlet : PSCmdlet
         catch (ObjectDisposedException) { }
     }
 
+    /// <summary>The check every cmdlet with -Timeout makes before it starts waiting.</summary>
+    protected static void RequirePositiveTimeout(TimeSpan timeout)
+    {
+        if (timeout <= TimeSpan.Zero)
+            throw new PgBackupException("InvalidTimeout", ErrorKind.InvalidArgument, $"-Timeout must be positive, not {timeout}.", timeout,
+                "Pass a TimeSpan such as 00:02:00; a bare number is read as ticks.");
+    }
+
     /// <summary>Runs engine work; messages it reports are written while it runs. Engine errors come out as PgBackupException.</summary>
     protected T RunEngine<T>(Func<IOperationReporter, CancellationToken, Task<T>> work)
     {

@@ -21,8 +21,7 @@ public sealed class StartPgInstanceCommand : PgInstanceCmdlet
         var settings = LoadSettings();
         try
         {
-            if (Timeout <= TimeSpan.Zero)
-                throw new PgBackupException("InvalidTimeout", ErrorKind.InvalidArgument, $"-Timeout must be positive, not {Timeout}.", Timeout, "Pass a TimeSpan such as 00:02:00.");
+            RequirePositiveTimeout(Timeout);
             if (!ShouldProcess(Directory, Port is { } p ? $"Start the PostgreSQL server on port {p}" : "Start the PostgreSQL server")) return;
             WriteObject(RunEngine((reporter, ct) => InstanceControl.StartAsync(Directory, Port, Timeout, settings.ToolPath, reporter, ct)));
         }

@@ -22,8 +22,7 @@ public sealed class StopPgInstanceCommand : PgInstanceCmdlet
         var settings = LoadSettings();
         try
         {
-            if (Timeout <= TimeSpan.Zero)
-                throw new PgBackupException("InvalidTimeout", ErrorKind.InvalidArgument, $"-Timeout must be positive, not {Timeout}.", Timeout, "Pass a TimeSpan such as 00:02:00.");
+            RequirePositiveTimeout(Timeout);
             if (!ShouldProcess(Directory, $"Stop the PostgreSQL server ({Mode.ToString().ToLowerInvariant()} mode)")) return;
             var instance = RunEngine((reporter, ct) => InstanceControl.StopAsync(Directory, Mode, Timeout, settings.ToolPath, reporter, ct));
             if (PassThru) WriteObject(instance);

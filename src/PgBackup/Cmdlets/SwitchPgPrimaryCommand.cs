@@ -64,8 +64,7 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
         var settings = LoadSettings();
         try
         {
-            if (Timeout <= TimeSpan.Zero)
-                throw new PgBackupException("InvalidTimeout", ErrorKind.InvalidArgument, $"-Timeout must be positive, not {Timeout}.", Timeout, "Pass a TimeSpan such as 00:02:00.");
+            RequirePositiveTimeout(Timeout);
             if (Failover)
             {
                 var failover = new FailoverRequest

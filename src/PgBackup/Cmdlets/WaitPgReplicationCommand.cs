@@ -24,9 +24,7 @@ public sealed class WaitPgReplicationCommand : PgServerCmdlet
         var settings = LoadSettings();
         try
         {
-            if (Timeout <= TimeSpan.Zero)
-                throw new PgBackupException("InvalidTimeout", ErrorKind.InvalidArgument, $"-Timeout must be positive, not {Timeout}.", Timeout,
-                    "Pass a TimeSpan such as 00:02:00; a bare number is read as ticks.");
+            RequirePositiveTimeout(Timeout);
             PgBackup.Lsn? target = null;
             if (Lsn != null)
                 target = PgBackup.Lsn.TryParse(Lsn, out var parsed) ? parsed : throw new PgBackupException("InvalidLsn", ErrorKind.InvalidArgument,
