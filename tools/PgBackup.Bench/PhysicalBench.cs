@@ -43,12 +43,8 @@ public static class PhysicalBench
         AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", "stanza-create");
 
         Console.WriteLine($"Creating the benchmark database: pgbench scale {scale} plus a table of random text...");
-        cluster.CreateDatabase("bench");
-        cluster.RunTool("pgbench", "-i", "-q", "-s", scale.ToString(), "bench");
-        cluster.Psql("create table notes as select g as id, md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text) as body from generate_series(1, " + scale * 40_000 + ") g", "bench");
-        cluster.Psql("checkpoint");
-        var size = long.Parse(cluster.Psql("select sum(pg_database_size(oid)) from pg_database"));
-        Console.WriteLine($"Cluster size: {size / 1024 / 1024} MB; PostgreSQL {PgTestCluster.MajorVersion}; {Environment.ProcessorCount} cores; {rounds} rounds");
+        FillBenchDatabase(cluster, scale);
+        Console.WriteLine($"{rounds} rounds");
         Environment.SetEnvironmentVariable("PGPASSFILE", PgTestCluster.PgPassFile);
         Environment.SetEnvironmentVariable("PGUSER", PgTestCluster.SuperUser);
 
@@ -99,6 +95,62 @@ public static class PhysicalBench
 
         ArchiveCommands(cluster, work, conf, pgbackrest, rounds);
         Directory.Delete(work, recursive: true);
+    }
+
+    /// <summary>
+    /// Only Start-PgBaseBackup against a bare pg_basebackup, in back-to-back pairs whose order alternates, reporting the
+    /// median of the per-pair ratios: on a small machine whose disk and CPU speed drift over minutes, pairs measure a few
+    /// percent that medians of separate series lose in the noise.
+    /// </summary>
+    public static void RunPairs(int scale, int pairs, bool tar)
+    {
+        var work = Path.Combine(Path.GetTempPath(), "pgbackup-physpairs-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(work);
+        Chown(work);
+        using var cluster = PgTestCluster.Start("physpairs", new Dictionary<string, string> { ["max_wal_size"] = "4GB" });
+        Console.WriteLine($"Creating the benchmark database: pgbench scale {scale} plus a table of random text...");
+        FillBenchDatabase(cluster, scale);
+        Environment.SetEnvironmentVariable("PGPASSFILE", PgTestCluster.PgPassFile);
+        Environment.SetEnvironmentVariable("PGUSER", PgTestCluster.SuperUser);
+        using var runspace = BenchSupport.OpenRunspaceWithModule();
+        var n = 0;
+        string Next(string name) => Path.Combine(work, $"{name}{Interlocked.Increment(ref n)}");
+        TimeSpan Bare() => BenchSupport.Time(() => cluster.RunTool("pg_basebackup", "-D", Next("raw"), "-X", "stream", "-c", "fast", tar ? "-Ft" : "-Fp"));
+        TimeSpan Cmdlet() => BenchSupport.Time(() => BenchSupport.Invoke(runspace, $"$null = Start-PgBaseBackup -Server '{cluster.ServerArgument}' -Path '{Next("cmdlet")}'" + (tar ? " -Format Tar" : "")));
+        // One of each first, so neither pays for warming up the runspace or the page cache in the figures.
+        Bare(); CleanBackups(work); Cmdlet(); CleanBackups(work);
+
+        var ratios = new List<double>();
+        var bare = new List<TimeSpan>();
+        var cmdlet = new List<TimeSpan>();
+        Console.WriteLine($"{(tar ? "Tar" : "Plain")} format, -X stream");
+        Console.WriteLine("| pair | pg_basebackup | Start-PgBaseBackup | ratio |");
+        Console.WriteLine("|---|---|---|---|");
+        for (var i = 0; i < pairs; i++)
+        {
+            TimeSpan b, c;
+            if (i % 2 == 0) { b = Bare(); CleanBackups(work); c = Cmdlet(); CleanBackups(work); }
+            else { c = Cmdlet(); CleanBackups(work); b = Bare(); CleanBackups(work); }
+            bare.Add(b);
+            cmdlet.Add(c);
+            ratios.Add(c / b);
+            Console.WriteLine($"| {i + 1} | {b.TotalSeconds:0.000} s | {c.TotalSeconds:0.000} s | {c / b:0.000} |");
+        }
+        ratios.Sort();
+        Console.WriteLine();
+        Console.WriteLine($"Median of {pairs} pair ratios: {ratios[pairs / 2]:0.000} (quartiles {ratios[pairs / 4]:0.000} to {ratios[3 * pairs / 4]:0.000}); " +
+            $"medians {BenchSupport.Median(bare).TotalSeconds:0.000} s and {BenchSupport.Median(cmdlet).TotalSeconds:0.000} s");
+        Directory.Delete(work, recursive: true);
+    }
+
+    private static void FillBenchDatabase(PgTestCluster cluster, int scale)
+    {
+        cluster.CreateDatabase("bench");
+        cluster.RunTool("pgbench", "-i", "-q", "-s", scale.ToString(), "bench");
+        cluster.Psql("create table notes as select g as id, md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text) as body from generate_series(1, " + scale * 40_000 + ") g", "bench");
+        cluster.Psql("checkpoint");
+        var size = long.Parse(cluster.Psql("select sum(pg_database_size(oid)) from pg_database"));
+        Console.WriteLine($"Cluster size: {size / 1024 / 1024} MB; PostgreSQL {PgTestCluster.MajorVersion}; {Environment.ProcessorCount} cores");
     }
 
     /// <summary>
@@ -162,6 +214,8 @@ public static class PhysicalBench
         // Every case starts with nothing of the one before left to write back: cp -a and pgBackRest leave their copies in
         // the page cache, which would slow whichever case comes next.
         Check(ProcessRunner.Run("sync", []));
+        // The virtual disk keeps writing for a while after sync returns; whichever case came next ran up to 20% slower.
+        Thread.Sleep(TimeSpan.FromSeconds(5));
     }
 
     private static void AsPostgres(string program, params string[] args) =>

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using PgBackup.Engine.Tools;
 
 namespace PgBackup.Engine.Catalog;
 
@@ -29,8 +30,14 @@ public static class BackupMetadata
         stored.MetadataPath = "";
         stored.Repository = null;
         var temp = metadataPath + ".tmp";
-        File.WriteAllText(temp, JsonSerializer.Serialize(stored, stored.GetType(), Options));
+        // The metadata is what makes a backup part of the catalog, so it reaches the disk, with the rename, before the cmdlet returns.
+        using (var output = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, 1))
+        {
+            JsonSerializer.Serialize(output, stored, stored.GetType(), Options);
+            output.Flush(flushToDisk: true);
+        }
         File.Move(temp, metadataPath, overwrite: true);
+        DurableFiles.SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(metadataPath))!);
         backup.MetadataPath = metadataPath;
     }
 

@@ -5,11 +5,13 @@ namespace PgBackup.Engine.Physical;
 
 /// <summary>
 /// Checksums a base backup while pg_basebackup is still writing it, in CPU time the backup leaves idle, so checking it
-/// afterwards costs only the last file. pg_basebackup writes one file at a time from start to end and never goes back
+/// afterwards costs only what it had not reached yet. pg_basebackup writes one file at a time from start to end and never goes back
 /// (its tar extractor appends to a file, closes it and opens the next; a Tar backup is the same for its tar files), so a file
 /// whose last change is older than another file's is complete, and the file still being written can be read up to where it
 /// has got. WAL (pg_wal, pg_wal.tar) is streamed alongside and is not in the manifest's file list, so it is left alone.
-/// The digests are a head start, not the verdict: anything missed or not matching is read again once pg_basebackup is done.
+/// Each file it has finished is handed to the disk at once (pg_basebackup runs with --no-sync), so the final sync has little
+/// left to wait for. The digests are a head start, not the verdict: anything missed or not matching is read again once
+/// pg_basebackup is done.
 /// </summary>
 public sealed class BackupWriteFollower : IAsyncDisposable
 {
@@ -28,7 +30,7 @@ public sealed class BackupWriteFollower : IAsyncDisposable
         _run = Task.Factory.StartNew(() =>
         {
             // pg_basebackup and the server's WAL sender keep both cores of a small machine busy but for short waits on
-            // each other and the final fsync; at idle priority the checksums fill those gaps instead of slowing the backup.
+            // each other; at idle priority the checksums fill those gaps instead of slowing the backup.
             _idle = IdleCpu.Enter();
             if (WriterFinished) _idle.Leave();
             try { return format == BaseBackupFormat.Plain ? FollowFolder() : FollowTarFiles(); }
@@ -75,8 +77,8 @@ public sealed class BackupWriteFollower : IAsyncDisposable
             while (true)
             {
                 // Read before looking at the files: if pg_basebackup had finished by then, every file seen is complete.
-                var writerFinished = WriterFinished;
-                if (!writerFinished && inProgress.Count > 0)
+                if (WriterFinished) return FinishInParallel(done, inProgress, skip);
+                if (inProgress.Count > 0)
                 {
                     // While the file being written grows, pg_basebackup has not moved on: no need to list the folder.
                     long grown = 0;
@@ -90,18 +92,20 @@ public sealed class BackupWriteFollower : IAsyncDisposable
                 var files = Directory.Exists(_root) ? ListFiles(skip) : [];
                 var newest = files.Count == 0 ? DateTime.MinValue : files.Max(f => f.Modified);
                 long read = 0;
-                foreach (var (path, modified) in files.OrderBy(f => f.Modified))
+                foreach (var (path, modified, _) in files.OrderBy(f => f.Modified))
                 {
                     _stop.Token.ThrowIfCancellationRequested();
                     if (done.ContainsKey(path)) continue;
                     if (!inProgress.TryGetValue(path, out var digester)) inProgress[path] = digester = new FileDigester();
                     read += ReadOnFrom(Path.Combine(_root, path), digester);
-                    if (!writerFinished && modified >= newest) continue;
+                    if (modified >= newest) continue;
                     done[path] = digester.Finish();
                     digester.Dispose();
                     inProgress.Remove(path);
+                    // pg_basebackup was told not to sync (PgBackup does that once it is done); starting the disk on each
+                    // finished file now leaves almost nothing for that final sync to wait for.
+                    DurableFiles.StartWriting(Path.Combine(_root, path));
                 }
-                if (writerFinished) return done;
                 // Listing the folder again for a few new bytes would only take CPU from pg_basebackup.
                 if (read < ReadAheadBeforeListing) WaitForMore();
             }
@@ -112,16 +116,46 @@ public sealed class BackupWriteFollower : IAsyncDisposable
         }
     }
 
-    private List<(string Path, DateTime Modified)> ListFiles(HashSet<string> skip)
+    /// <summary>
+    /// pg_basebackup has exited, so nothing competes for the CPU any more: whatever is left (usually the tail of the
+    /// largest files) is read on every core, the files begun during the backup from where the follower had got.
+    /// </summary>
+    private Dictionary<string, FileDigest> FinishInParallel(Dictionary<string, FileDigest> done, Dictionary<string, FileDigester> inProgress, HashSet<string> skip)
+    {
+        var remaining = (Directory.Exists(_root) ? ListFiles(skip) : [])
+            .Where(f => !done.ContainsKey(f.Path))
+            .OrderByDescending(f => f.Length - (inProgress.TryGetValue(f.Path, out var begun) ? begun.Length : 0))
+            .Select(f => f.Path)
+            .ToList();
+        var finished = new System.Collections.Concurrent.ConcurrentDictionary<string, FileDigest>(done, StringComparer.Ordinal);
+        Parallel.ForEach(remaining, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = _stop.Token }, path =>
+        {
+            var digester = inProgress.GetValueOrDefault(path);
+            var owned = digester == null;
+            digester ??= new FileDigester();
+            try
+            {
+                ReadOnFrom(Path.Combine(_root, path), digester);
+                finished[path] = digester.Finish();
+            }
+            finally
+            {
+                if (owned) digester.Dispose();
+            }
+        });
+        return new Dictionary<string, FileDigest>(finished, StringComparer.Ordinal);
+    }
+
+    private List<(string Path, DateTime Modified, long Length)> ListFiles(HashSet<string> skip)
     {
         var options = new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint, IgnoreInaccessible = true };
-        var files = new List<(string, DateTime)>();
+        var files = new List<(string, DateTime, long)>();
         foreach (var info in new DirectoryInfo(_root).EnumerateFiles("*", options))
         {
             var relative = Path.GetRelativePath(_root, info.FullName).Replace('\\', '/');
             var top = relative.Split('/')[0];
             if (skip.Contains(top) || relative.StartsWith("backup_manifest", StringComparison.Ordinal)) continue;
-            files.Add((relative, info.LastWriteTimeUtc));
+            files.Add((relative, info.LastWriteTimeUtc, info.Length));
         }
         return files;
     }
@@ -184,10 +218,15 @@ public sealed class BackupWriteFollower : IAsyncDisposable
         _stop.Dispose();
     }
 
-    /// <summary>A file another process is still appending to: at its current end, waits for more until it is complete.</summary>
+    /// <summary>
+    /// A file another process is still appending to: at its current end, waits for more until it is complete. What has
+    /// been read is complete, so it is handed to the disk as it goes (see <see cref="DurableFiles.StartWriting"/>).
+    /// </summary>
     private sealed class GrowingFileStream(string path, Func<bool> complete, Action waitForMore) : Stream
     {
+        private const long StartWritingEvery = 64 << 20;
         private readonly FileStream _file = new(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1 << 20, FileOptions.SequentialScan);
+        private long _writingFrom;
 
         public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 
@@ -196,6 +235,11 @@ public sealed class BackupWriteFollower : IAsyncDisposable
             while (true)
             {
                 var read = _file.Read(buffer);
+                if (_file.Position - _writingFrom >= StartWritingEvery)
+                {
+                    DurableFiles.StartWriting(path, _writingFrom, _file.Position - _writingFrom);
+                    _writingFrom = _file.Position;
+                }
                 if (read > 0 || buffer.Length == 0) return read;
                 // Decide "complete" before the last read, so bytes written just before completion are not missed.
                 if (complete()) return _file.Read(buffer);

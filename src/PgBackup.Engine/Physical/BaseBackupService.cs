@@ -9,8 +9,8 @@ namespace PgBackup.Engine.Physical;
 
 /// <summary>
 /// Runs pg_basebackup into a ".partial" folder, checks every file against the manifest's checksums while and after it is
-/// written, gives the manifest SHA-256 checksums, and only then renames the folder into place and writes the metadata that
-/// makes it part of the catalog. A failed or cancelled backup leaves nothing behind.
+/// written, gives the manifest SHA-256 checksums, writes everything to disk, and only then renames the folder into place
+/// and writes the metadata that makes it part of the catalog. A failed or cancelled backup leaves nothing behind.
 /// </summary>
 public static class BaseBackupService
 {
@@ -62,6 +62,8 @@ public static class BaseBackupService
             // The server's CRC-32C costs it next to nothing (a SHA-256 manifest made pg_basebackup 1.4 to 1.7 times as
             // slow in the benchmark); PgBackup checks each file against it as it lands and writes the SHA-256 into the manifest itself.
             "--manifest-checksums=CRC32C",
+            // PgBackup writes the backup to disk itself, while it checksums the files pg_basebackup has left in memory.
+            "--no-sync",
             "--progress",
             "--verbose",
             "--no-password",
@@ -74,6 +76,11 @@ public static class BaseBackupService
         reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {target.Display} into {finalPath}");
         ToolResult result;
         var follower = BackupWriteFollower.Start(partial, request.Format);
+        void Discard()
+        {
+            DumpService.DeletePath(partial);
+            reporter.ProgressCompleted(activity);
+        }
         try
         {
             result = await ToolRunner.RunAsync(tool, args, target.ToolEnvironment(), line =>
@@ -96,20 +103,26 @@ public static class BaseBackupService
         catch
         {
             await follower.DisposeAsync().ConfigureAwait(false);
-            DumpService.DeletePath(partial);
-            reporter.ProgressCompleted(activity);
+            Discard();
             throw;
         }
         if (!result.Succeeded)
         {
             await follower.DisposeAsync().ConfigureAwait(false);
-            DumpService.DeletePath(partial);
-            reporter.ProgressCompleted(activity);
+            Discard();
             throw Failure(tool, result, finalPath, target);
         }
-        // pg_basebackup is done, so every file is complete: the follower reads the rest while the manifest is read.
+        // pg_basebackup is done, so every file is complete: the follower reads the rest on every core while the disk
+        // writes what pg_basebackup (told --no-sync) left in memory and the manifest is read. Both must finish before the
+        // backup is kept, exactly as pg_basebackup's own sync would.
         await using var finishedFollower = follower;
         var followed = follower.FinishAsync();
+        var durable = Task.Run(() =>
+        {
+            var files = 0;
+            foreach (var folder in TablespaceFolders(partial).Append(partial)) files += DurableFiles.SyncTree(folder, ct).Files;
+            reporter.Verbose($"All {files} files of the backup are on disk");
+        }, ct);
 
         // The manifest's WAL-Ranges say where the backup starts and stops; pg_basebackup prints them only when it streams WAL.
         var startTimeline = timeline;
@@ -151,20 +164,32 @@ public static class BaseBackupService
         }
         catch
         {
-            DumpService.DeletePath(partial);
-            reporter.ProgressCompleted(activity);
+            await durable.ContinueWith(_ => { }, CancellationToken.None).ConfigureAwait(false);
+            Discard();
+            throw;
+        }
+        try { await durable.ConfigureAwait(false); }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            Discard();
+            throw DumpService.WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, ex.Message, ex);
+        }
+        catch
+        {
+            Discard();
             throw;
         }
         if (problems.Count > 0)
         {
-            DumpService.DeletePath(partial);
-            reporter.ProgressCompleted(activity);
+            Discard();
             throw new PgBackupException("BackupVerificationFailed", ErrorKind.InvalidData,
                 $"The base backup of {target.Display} does not match its own manifest, so it was discarded: {string.Join("; ", problems.Take(5))}", finalPath,
                 "Check the disk that holds the repository (a full or failing disk corrupts files), then take the backup again.");
         }
 
         if (request.Force) DumpService.RemoveExisting(finalPath);
+        DurableFiles.SyncDirectory(partial);
+        // The rename reaches the disk with the metadata file written next to it (BackupMetadata.Write syncs their folder).
         Directory.Move(partial, finalPath);
         var end = DateTimeOffset.UtcNow;
         backup.EndTime = end;
@@ -176,6 +201,18 @@ public static class BaseBackupService
         reporter.ProgressCompleted(activity);
         reporter.Milestone($"Base backup of {target.Display}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, WAL {startLsn} to {stopLsn} on timeline {timeline}, manifest verified");
         return backup;
+    }
+
+    /// <summary>Where a Plain backup's tablespaces went: pg_basebackup writes them outside the backup and links them from pg_tblspc.</summary>
+    internal static IEnumerable<string> TablespaceFolders(string backupFolder)
+    {
+        var links = System.IO.Path.Combine(backupFolder, "pg_tblspc");
+        if (!Directory.Exists(links)) return [];
+        return new DirectoryInfo(links).EnumerateFileSystemInfos()
+            .Where(l => l.LinkTarget != null)
+            .Select(l => System.IO.Path.GetFullPath(l.LinkTarget!, links))
+            .Where(Directory.Exists)
+            .ToList();
     }
 
     private static (uint StartTimeline, Lsn Start, uint StopTimeline, Lsn Stop)? ReadWalRange(string manifestPath)

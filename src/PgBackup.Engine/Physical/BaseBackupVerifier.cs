@@ -61,7 +61,11 @@ public static class BaseBackupVerifier
         if (BackupManifest.Parse(sealedManifest).ChecksumProblem() is { } problem) return [problem];
         var manifestPath = Path.Combine(path, "backup_manifest");
         var rewritten = manifestPath + ".sha256";
-        await File.WriteAllBytesAsync(rewritten, sealedManifest, ct).ConfigureAwait(false);
+        await using (var output = new FileStream(rewritten, FileMode.Create, FileAccess.Write, FileShare.None, 1))
+        {
+            await output.WriteAsync(sealedManifest, ct).ConfigureAwait(false);
+            output.Flush(flushToDisk: true);
+        }
         File.Move(rewritten, manifestPath, overwrite: true);
         return problems;
     }

@@ -1,0 +1,63 @@
+using System.Security.Cryptography;
+using PgBackup.Engine.Physical;
+using PgBackup.Engine.Tools;
+
+namespace PgBackup.Engine.Tests;
+
+public sealed class DurableFilesTests
+{
+    [Fact]
+    public void Syncing_a_tree_syncs_every_file_in_every_folder_but_does_not_follow_links()
+    {
+        var root = Targets.NewFolder();
+        foreach (var file in new[] { "top", "a/one", "a/b/two", "a/b/c/three" }.Select(f => Path.Combine(root, f)))
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(file)!);
+            File.WriteAllBytes(file, RandomNumberGenerator.GetBytes(64 << 10));
+        }
+        var elsewhere = Targets.NewFolder();
+        File.WriteAllText(Path.Combine(elsewhere, "not-ours"), "x");
+        Directory.CreateSymbolicLink(Path.Combine(root, "a", "link"), elsewhere);
+
+        Assert.Equal((4, 4), DurableFiles.SyncTree(root));
+    }
+
+    [Fact]
+    public void A_plain_backups_tablespaces_are_found_through_its_pg_tblspc_links_so_they_are_synced_too()
+    {
+        var backup = Targets.NewFolder();
+        var tablespace = Targets.NewFolder();
+        Directory.CreateDirectory(Path.Combine(backup, "pg_tblspc"));
+        Directory.CreateSymbolicLink(Path.Combine(backup, "pg_tblspc", "16384"), tablespace);
+        Directory.CreateSymbolicLink(Path.Combine(backup, "pg_tblspc", "16385"), Path.Combine(tablespace, "gone"));
+
+        Assert.Equal([tablespace], BaseBackupService.TablespaceFolders(backup));
+        Assert.Empty(BaseBackupService.TablespaceFolders(Targets.NewFolder()));
+    }
+
+    [Fact]
+    public void Starting_the_write_of_a_file_or_syncing_one_that_is_gone_is_not_an_error()
+    {
+        var gone = Path.Combine(Targets.NewFolder(), "renamed-meanwhile");
+        DurableFiles.StartWriting(gone);
+        DurableFiles.SyncFile(gone);
+    }
+
+    [Fact]
+    public void A_folder_that_cannot_be_synced_is_an_io_error_naming_it()
+    {
+        var missing = Path.Combine(Targets.NewFolder(), "missing");
+        var error = Assert.Throws<IOException>(() => DurableFiles.SyncDirectory(missing));
+        Assert.Contains(missing, error.Message);
+    }
+
+    [Fact]
+    public void A_cancelled_sync_stops()
+    {
+        var root = Targets.NewFolder();
+        File.WriteAllText(Path.Combine(root, "file"), "x");
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        Assert.Throws<OperationCanceledException>(() => DurableFiles.SyncTree(root, cancelled.Token));
+    }
+}
