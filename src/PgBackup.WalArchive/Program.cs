@@ -1,6 +1,6 @@
-using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
+using PgBackup.Engine.Tools;
 
 namespace PgBackup.WalArchive;
 
@@ -71,7 +71,7 @@ internal static class Program
                 return AlreadyArchived(source, sourceInfo.Length, destination, sidecar, name, folder);
             }
             File.Move(sidecarTemporary, sidecar, overwrite: true);
-            SyncDirectory(folder);
+            DurableFiles.SyncDirectory(folder);
             return Ok;
         }
         finally
@@ -100,7 +100,7 @@ internal static class Program
                 {
                     WriteDurably(temporary, SidecarLine(sourceHash, name));
                     File.Move(temporary, sidecar, overwrite: true);
-                    SyncDirectory(folder);
+                    DurableFiles.SyncDirectory(folder);
                 }
                 finally { File.Delete(temporary); }
             }
@@ -179,22 +179,6 @@ internal static class Program
         output.Flush(flushToDisk: true);
     }
 
-    /// <summary>Makes the renames durable: on Unix a rename is only on disk once its directory is fsynced.</summary>
-    private static void SyncDirectory(string folder)
-    {
-        // Windows has no way to flush a directory; NTFS journals the rename itself.
-        if (OperatingSystem.IsWindows()) return;
-        var fd = Native.open(folder, 0 /* O_RDONLY */);
-        if (fd < 0) throw new IOException($"could not open the folder '{folder}' to fsync it (errno {Marshal.GetLastPInvokeError()})");
-        try
-        {
-            // As PostgreSQL does, accept file systems that cannot fsync a directory (EBADF, EINVAL).
-            if (Native.fsync(fd) != 0 && Marshal.GetLastPInvokeError() is var errno && errno is not (9 or 22))
-                throw new IOException($"could not fsync the folder '{folder}' (errno {errno})");
-        }
-        finally { Native.close(fd); }
-    }
-
     private static int Version()
     {
         Console.Out.WriteLine("pgbackup-wal " + typeof(Program).Assembly.GetName().Version);
@@ -205,18 +189,5 @@ internal static class Program
     {
         Console.Error.WriteLine("pgbackup-wal: " + message.ReplaceLineEndings(" "));
         return code;
-    }
-
-    private static class Native
-    {
-        // "libc" is mapped by the runtime to the platform's C library (libc.so.6 on glibc, libSystem on macOS).
-        [DllImport("libc", SetLastError = true)]
-        public static extern int open([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);
-
-        [DllImport("libc", SetLastError = true)]
-        public static extern int fsync(int fd);
-
-        [DllImport("libc")]
-        public static extern int close(int fd);
     }
 }
