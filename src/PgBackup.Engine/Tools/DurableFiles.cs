@@ -61,8 +61,10 @@ public static class DurableFiles
         if (OperatingSystem.IsWindows())
         {
             // FlushFileBuffers needs a handle that may write.
-            using var stream = new FileStream(file, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, 1);
-            stream.Flush(flushToDisk: true);
+            FileStream stream;
+            try { stream = new FileStream(file, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, 1); }
+            catch (FileNotFoundException) { return; } // renamed or removed since it was listed, as on Unix below
+            using (stream) stream.Flush(flushToDisk: true);
             return;
         }
         Sync(file, isFolder: false);
