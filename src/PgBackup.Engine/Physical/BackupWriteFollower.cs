@@ -23,6 +23,10 @@ public sealed class BackupWriteFollower : IAsyncDisposable
     private readonly TaskCompletionSource _writerFinished = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task<Dictionary<string, FileDigest>> _run;
     private volatile IdleCpu? _idle;
+    // Hand-off of an uncompressed tar file's rest once pg_basebackup has exited (see FinishAsync).
+    private readonly object _handOff = new();
+    private (string Archive, long NextHeader)? _resumeAt;
+    private (string Archive, Task<Dictionary<string, FileDigest>> Digests)? _rest;
 
     private BackupWriteFollower(string root, BaseBackupFormat format)
     {
@@ -50,7 +54,19 @@ public sealed class BackupWriteFollower : IAsyncDisposable
         _writerFinished.TrySetResult();
         // What is left is now all there is to wait for.
         _idle?.Leave();
-        try { return await _run.ConfigureAwait(false); }
+        // A tar file can only be read in order, but an uncompressed one can be indexed: the members after the one the
+        // follower is reading are read on the other cores while it finishes that one.
+        lock (_handOff)
+        {
+            if (_resumeAt is { } at) _rest = (at.Archive, Task.Run(() => ReadTarFrom(at.Archive, at.NextHeader, _stop.Token)));
+        }
+        try
+        {
+            var digests = await _run.ConfigureAwait(false);
+            if (_rest is { } rest)
+                foreach (var (name, digest) in await rest.Digests.ConfigureAwait(false)) digests[name] = digest;
+            return digests;
+        }
         // A damaged or vanished file stops the head start; the verifier then reads what is missing itself and reports it.
         catch (Exception)
         {
@@ -190,19 +206,61 @@ public sealed class BackupWriteFollower : IAsyncDisposable
             var current = archives[0].Name;
             // This tar file is complete once pg_basebackup has started another one, or has exited.
             bool Complete() => WriterFinished || TarFiles().Any(a => a.Name != current && !finished.Contains(a.Name));
-            using (var file = new GrowingFileStream(Path.Combine(_root, current), Complete, WaitForMore))
+            var path = Path.Combine(_root, current);
+            using (var file = new GrowingFileStream(path, Complete, WaitForMore))
             using (var tar = CompressedTar.Open(file, current))
             using (var reader = new TarReader(tar))
             {
                 var prefix = CompressedTar.ManifestPrefix(current);
+                var indexable = ReferenceEquals(tar, file);
+                lock (_handOff) if (_rest == null) _resumeAt = indexable ? (path, 0) : null;
                 while (reader.GetNextEntry() is { } entry)
                 {
+                    lock (_handOff)
+                    {
+                        // From this member on, the archive is being read elsewhere.
+                        if (_rest?.Archive == path) break;
+                        // Read without seeking, the header leaves the position at the member's data.
+                        if (_rest == null && indexable) _resumeAt = (path, TarBlocks(file.Position + entry.Length));
+                    }
                     if (entry.EntryType is not (TarEntryType.RegularFile or TarEntryType.V7RegularFile)) continue;
                     done[prefix + entry.Name.TrimStart('.', '/')] = entry.DataStream == null ? FileDigest.Of(Stream.Null) : FileDigest.Of(entry.DataStream);
                 }
+                lock (_handOff) if (_rest == null) _resumeAt = null;
             }
             finished.Add(current);
         }
+    }
+
+    private static long TarBlocks(long bytes) => (bytes + 511) / 512 * 512;
+
+    /// <summary>
+    /// The regular members of a complete, uncompressed tar file from the header at <paramref name="offset"/> on: indexed
+    /// in one pass that seeks over their data, then read on every core.
+    /// </summary>
+    internal static Dictionary<string, FileDigest> ReadTarFrom(string archive, long offset, CancellationToken ct)
+    {
+        var prefix = CompressedTar.ManifestPrefix(Path.GetFileName(archive));
+        var members = new List<(string Name, long Data, long Length)>();
+        using (var stream = new FileStream(archive, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 4096))
+        {
+            stream.Position = offset;
+            using var reader = new TarReader(stream, leaveOpen: true);
+            // On a seekable stream the reader has already seeked past the member's data (padded to 512 bytes) to the next header.
+            while (reader.GetNextEntry() is { } entry)
+                if (entry.EntryType is TarEntryType.RegularFile or TarEntryType.V7RegularFile)
+                    members.Add((prefix + entry.Name.TrimStart('.', '/'), stream.Position - TarBlocks(entry.Length), entry.Length));
+        }
+        var digests = new System.Collections.Concurrent.ConcurrentDictionary<string, FileDigest>(StringComparer.Ordinal);
+        Parallel.ForEach(members.OrderByDescending(m => m.Length), new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = ct }, member =>
+        {
+            using var stream = new FileStream(archive, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.SequentialScan);
+            stream.Position = member.Data;
+            using var digester = new FileDigester();
+            digester.AppendAll(stream, member.Length);
+            digests[member.Name] = digester.Finish();
+        });
+        return new Dictionary<string, FileDigest>(digests, StringComparer.Ordinal);
     }
 
     private IEnumerable<(string Name, DateTime Modified)> TarFiles() =>

@@ -61,13 +61,13 @@ public sealed class FileDigester : IDisposable
         Length += data.Length;
     }
 
-    /// <summary>Reads the stream from where it is to its current end; returns how many bytes that was.</summary>
-    public long AppendAll(Stream stream)
+    /// <summary>Reads the stream from where it is to its current end, or at most <paramref name="limit"/> bytes; returns how many bytes that was.</summary>
+    public long AppendAll(Stream stream, long limit = long.MaxValue)
     {
         var buffer = t_buffer ??= new byte[BufferSize];
         long total = 0;
         int read;
-        while ((read = stream.Read(buffer, 0, buffer.Length)) > 0)
+        while (total < limit && (read = stream.Read(buffer, 0, (int)Math.Min(buffer.Length, limit - total))) > 0)
         {
             Append(buffer.AsSpan(0, read));
             total += read;
