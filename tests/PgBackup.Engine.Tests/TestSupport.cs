@@ -38,12 +38,7 @@ public static class Targets
         PasswordSource = "test",
     };
 
-    public static string NewFolder()
-    {
-        var path = Path.Combine(Path.GetTempPath(), "pgbackup-engine-tests", Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(path);
-        return path;
-    }
+    public static string NewFolder() => TestFolders.New("pgbackup-engine-tests");
 }
 
 /// <summary>One cluster with the sample database (100k rows) and the non-ASCII database, shared by the integration tests.</summary>

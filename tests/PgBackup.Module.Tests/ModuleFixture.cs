@@ -27,12 +27,7 @@ public sealed class ModuleFixture : IDisposable
         Shell = new PowerShellSession();
     }
 
-    public string NewRepository()
-    {
-        var path = Path.Combine(Path.GetTempPath(), "pgbackup-module-tests", Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(path);
-        return path;
-    }
+    public string NewRepository() => TestFolders.New("pgbackup-module-tests");
 
     public void Dispose()
     {

@@ -10,7 +10,7 @@ namespace PgBackup.Module.Tests;
 public sealed class PitrModuleFixture : IDisposable
 {
     public PgTestCluster Cluster { get; } = PgTestCluster.Start("pitr-module", new Dictionary<string, string> { ["track_commit_timestamp"] = "on" });
-    public string Repository { get; } = Path.Combine(Path.GetTempPath(), "pgbackup-module-tests", "pitr-" + Guid.NewGuid().ToString("N")[..8]);
+    public string Repository { get; } = TestFolders.NewPath("pgbackup-module-tests", "pitr-");
     public Dictionary<int, string> CommitTimes { get; } = [];
     public string LastGoodCommit => CommitTimes[20];
 
@@ -61,7 +61,7 @@ public sealed class PointInTimeCmdletTests : IClassFixture<PitrModuleFixture>, I
 
     private string NewDataDirectory()
     {
-        var directory = Path.Combine(Path.GetTempPath(), "pgbackup-module-tests", "pitr-data-" + Guid.NewGuid().ToString("N")[..8]);
+        var directory = TestFolders.NewPath("pgbackup-module-tests", "pitr-data-");
         directories.Add(directory);
         return directory;
     }
