@@ -311,21 +311,13 @@ public static class RestoreService
 }
 
 /// <summary>Reports how many bytes have been read, at most every 256 KB, for the progress bar of a plain restore.</summary>
-internal sealed class ProgressStream(Stream inner, Action<long> onProgress) : Stream
+internal sealed class ProgressStream(Stream inner, Action<long> onProgress) : ForwardReadStream(inner, leaveOpen: true)
 {
     private long _read, _lastReported;
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
-    public override long Length => inner.Length;
     public override long Position { get => _read; set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override int Read(byte[] buffer, int offset, int count) => Count(inner.Read(buffer, offset, count));
-    public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken ct = default) => Count(await inner.ReadAsync(buffer, ct).ConfigureAwait(false));
+    public override int Read(byte[] buffer, int offset, int count) => Count(Inner.Read(buffer, offset, count));
+    public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken ct = default) => Count(await Inner.ReadAsync(buffer, ct).ConfigureAwait(false));
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken ct) => ReadAsync(buffer.AsMemory(offset, count), ct).AsTask();
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
     private int Count(int n)
     {

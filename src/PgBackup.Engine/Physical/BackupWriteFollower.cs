@@ -280,10 +280,10 @@ public sealed class BackupWriteFollower : IAsyncDisposable
     /// A file another process is still appending to: at its current end, waits for more until it is complete. What has
     /// been read is complete, so it is handed to the disk as it goes (see <see cref="DurableFiles.StartWriting"/>).
     /// </summary>
-    private sealed class GrowingFileStream(string path, Func<bool> complete, Action waitForMore) : Stream
+    private sealed class GrowingFileStream(string path, Func<bool> complete, Action waitForMore)
+        : ForwardReadStream(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1 << 20, FileOptions.SequentialScan))
     {
         private const long StartWritingEvery = 64 << 20;
-        private readonly FileStream _file = new(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1 << 20, FileOptions.SequentialScan);
         private long _writingFrom;
 
         public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
@@ -292,33 +292,20 @@ public sealed class BackupWriteFollower : IAsyncDisposable
         {
             while (true)
             {
-                var read = _file.Read(buffer);
-                if (_file.Position - _writingFrom >= StartWritingEvery)
+                var read = Inner.Read(buffer);
+                if (Inner.Position - _writingFrom >= StartWritingEvery)
                 {
-                    DurableFiles.StartWriting(path, _writingFrom, _file.Position - _writingFrom);
-                    _writingFrom = _file.Position;
+                    DurableFiles.StartWriting(path, _writingFrom, Inner.Position - _writingFrom);
+                    _writingFrom = Inner.Position;
                 }
                 if (read > 0 || buffer.Length == 0) return read;
                 // Decide "complete" before the last read, so bytes written just before completion are not missed.
-                if (complete()) return _file.Read(buffer);
+                if (complete()) return Inner.Read(buffer);
                 waitForMore();
             }
         }
 
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
+        // Still growing: its length is not known until it is complete.
         public override long Length => throw new NotSupportedException();
-        public override long Position { get => _file.Position; set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) _file.Dispose();
-            base.Dispose(disposing);
-        }
     }
 }

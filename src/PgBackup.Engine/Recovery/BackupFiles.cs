@@ -1,4 +1,5 @@
 using System.Formats.Tar;
+using PgBackup.Engine.Tools;
 
 namespace PgBackup.Engine.Recovery;
 
@@ -65,29 +66,14 @@ public static class BackupFiles
         });
     }
 
-    private sealed class CountingStream(Stream inner, Action<long>? onBytes, CancellationToken ct) : Stream
+    private sealed class CountingStream(Stream inner, Action<long>? onBytes, CancellationToken ct) : ForwardReadStream(inner)
     {
         public override int Read(byte[] buffer, int offset, int count)
         {
             ct.ThrowIfCancellationRequested();
-            var n = inner.Read(buffer, offset, count);
+            var n = Inner.Read(buffer, offset, count);
             if (n > 0) onBytes?.Invoke(n);
             return n;
-        }
-
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => inner.Length;
-        public override long Position { get => inner.Position; set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) inner.Dispose();
-            base.Dispose(disposing);
         }
     }
 }

@@ -22,12 +22,11 @@ public static class DurableFiles
         var options = new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint, IgnoreInaccessible = false };
         var files = Directory.GetFiles(root, "*", options);
         var folders = Directory.GetDirectories(root, "*", options);
-        if (OperatingSystem.IsLinux())
-            foreach (var file in files)
-            {
-                ct.ThrowIfCancellationRequested();
-                StartWriting(file);
-            }
+        foreach (var file in files)
+        {
+            ct.ThrowIfCancellationRequested();
+            StartWriting(file);
+        }
         foreach (var file in files)
         {
             ct.ThrowIfCancellationRequested();
