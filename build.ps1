@@ -6,9 +6,11 @@
 .DESCRIPTION
     Build    dotnet build PgBackup.sln: lays out out/PgBackup/<version>/ (psd1, dlls, Dependencies/, format file, en-US
              with the MAML help generated from docs/help by tools/PgBackup.HelpGen).
-    Test     Build, dotnet test (unless -SkipDotnetTests), then the Pester 5 suites in tests/pester, in a fresh
-             `pwsh -NoProfile -NonInteractive` process (a loaded module's assemblies cannot be unloaded) that imports the
-             module just built (PGBACKUP_MODULE_PATH).
+    Test     Build, dotnet test (the engine tests; unless -SkipDotnetTests), then the Pester 5 suites in tests/pester
+             (every cmdlet's behaviour, the conventions and the fault matrix) in a fresh
+             `pwsh -NoProfile -NonInteractive -OutputFormat Text` process (a loaded module's assemblies cannot be unloaded)
+             that imports the module just built. Both suites run even when one fails; the run ends with their summaries
+             and fails when either failed.
     Docs     Regenerates only the MAML help (en-US/PgBackup.dll-Help.xml) from docs/help.
     Package  Build, then out/package/<version>/PgBackup.zip for Azure Automation: a folder named PgBackup at the zip
              root with the module in it, no version folder, and the zip named like the module, as
@@ -25,7 +27,7 @@
     The dotnet build configuration, Release (default) or Debug. Both lay out the same out/PgBackup/<version>/ folder.
 
 .PARAMETER SkipDotnetTests
-    Test runs only the Pester suites, for callers (such as scripts/test.sh) that have already run dotnet test.
+    Test runs only the Pester suites, for a quicker round while working on cmdlets.
 
 .EXAMPLE
     ./build.ps1 -Task Test
@@ -46,6 +48,8 @@ param(
 
 Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
+# In a CI log or a file, colours would be escape sequences.
+if ([Console]::IsOutputRedirected) { $PSStyle.OutputRendering = 'PlainText' }
 # Native commands are checked through $LASTEXITCODE below, with a message naming the command that failed.
 $PSNativeCommandUseErrorActionPreference = $false
 
@@ -111,46 +115,82 @@ function Invoke-BuildTask {
     Write-Step "Module: $ModuleFolder"
 }
 
-function Invoke-TestTask {
-    Invoke-BuildTask
-    if ($SkipDotnetTests) { Write-Step 'dotnet test skipped (-SkipDotnetTests)' }
-    else { Invoke-Native -FilePath 'dotnet' -ArgumentList @('test', $Solution, '-c', $Configuration, '--no-build') }
+function Invoke-DotnetTest {
+    # dotnet test of the solution (the engine tests). Its output streams through; the summary line of each test assembly
+    # ("Passed!  - Failed: 0, Passed: 180, ...") is kept for the summary at the end of the run.
+    $arguments = @('test', $Solution, '-c', $Configuration, '--no-build', '-nologo')
+    Write-Step (Format-CommandLine -FilePath 'dotnet' -ArgumentList $arguments)
+    $summaries = [System.Collections.Generic.List[string]]::new()
+    & dotnet @arguments 2>&1 | ForEach-Object {
+        $line = "$_"
+        if ($line -match '^\s*(Passed|Failed)!\s+-') { $summaries.Add($line.Trim()) }
+        $line
+    } | Out-Host
+    $exitCode = $LASTEXITCODE
+    if ($summaries.Count -eq 0) { $summaries.Add("$(if ($exitCode -eq 0) { 'Passed!' } else { 'Failed!' })  - dotnet test exited with code $exitCode without a test summary; see the output above.") }
+    [pscustomobject]@{ Succeeded = $exitCode -eq 0; ExitCode = $exitCode; Summaries = $summaries.ToArray() }
+}
 
-    $pester = Get-Module -ListAvailable -Name Pester | Where-Object { $_.Version -ge [version] '5.0' } |
+function Invoke-PesterSuites {
+    # The Pester suites in a fresh pwsh (a loaded module's assemblies cannot be unloaded). -OutputFormat Text: when this
+    # script's output goes to a file or a pipe (CI, | tee), the child would otherwise write its information, warning and
+    # progress records as CLIXML.
+    $pester = Get-Module -ListAvailable -Name Pester | Where-Object { $_.Version -ge [version] '5.0' -and $_.Version -lt [version] '6.0' } |
         Sort-Object -Property Version -Descending | Select-Object -First 1
     if (-not $pester) {
-        Write-Host 'Pester 5 or later is not installed, so the suites in tests/pester cannot run. Install it with:' -ForegroundColor Yellow
-        Write-Host '    Install-Module Pester -MinimumVersion 5.0 -Scope CurrentUser' -ForegroundColor Yellow
-        Write-Host '(on Windows, where Pester 3.4 ships with the system, add -Force -SkipPublisherCheck), then run ./build.ps1 -Task Test again.' -ForegroundColor Yellow
-        throw 'Pester 5 or later is required for the Test task.'
+        throw ('Pester 5 is not installed, so the suites in tests/pester cannot run. Run scripts/prerequisites.sh (it installs ' +
+            'Pester 5.9.1 from NuGet), or Install-Module Pester -MaximumVersion 5.99 -Scope CurrentUser (on Windows, where Pester ' +
+            '3.4 ships with the system, add -Force -SkipPublisherCheck), then run ./build.ps1 -Task Test again.')
     }
     Write-Step "Pester $($pester.Version) from $($pester.ModuleBase)"
 
     $testsPath = Join-Path $RepositoryRoot 'tests' 'pester'
     # -CI writes testResults.xml to the current folder: keep it out of the source tree.
     $resultsFolder = Join-Path $RepositoryRoot 'out' 'pester'
+    $resultsFile = Join-Path $resultsFolder 'testResults.xml'
     $null = New-Item -ItemType Directory -Path $resultsFolder -Force
+    Remove-Item -LiteralPath $resultsFile -Force -ErrorAction SilentlyContinue
     $childScript = @(
         "`$ErrorActionPreference = 'Stop'"
-        "Import-Module -Name Pester -MinimumVersion 5.0"
+        "if ([Console]::IsOutputRedirected) { `$PSStyle.OutputRendering = 'PlainText' }"
+        "Import-Module -Name $(ConvertTo-SingleQuoted $pester.Path)"
         "Set-Location -LiteralPath $(ConvertTo-SingleQuoted $resultsFolder)"
         "Invoke-Pester -Path $(ConvertTo-SingleQuoted $testsPath) -Output Detailed -CI"
     ) -join [System.Environment]::NewLine
     $pwsh = Join-Path $PSHOME $(if ($IsWindows) { 'pwsh.exe' } else { 'pwsh' })
-    $pwshArguments = @('-NoProfile', '-NonInteractive')
+    $pwshArguments = @('-NoProfile', '-NonInteractive', '-OutputFormat', 'Text')
     if ($IsWindows) { $pwshArguments += @('-ExecutionPolicy', 'Bypass') }
     # -EncodedCommand: the script reaches the child intact, whatever quotes or spaces its paths hold.
     $pwshArguments += @('-EncodedCommand', [System.Convert]::ToBase64String([System.Text.Encoding]::Unicode.GetBytes($childScript)))
 
-    $previous = $env:PGBACKUP_MODULE_PATH
-    $env:PGBACKUP_MODULE_PATH = $Manifest
-    try {
-        $display = "PGBACKUP_MODULE_PATH=$Manifest $pwsh $(($pwshArguments | Select-Object -SkipLast 1) -join ' ') <<`n    $($childScript -replace "`r?`n", "`n    ")"
-        Invoke-Native -FilePath $pwsh -ArgumentList $pwshArguments -Display $display `
-            -FailureMessage "The Pester suites failed; see the output above and $(Join-Path $resultsFolder 'testResults.xml')"
+    Write-Step "$pwsh $(($pwshArguments | Select-Object -SkipLast 1) -join ' ') <<`n    $($childScript -replace "`r?`n", "`n    ")"
+    & $pwsh @pwshArguments | Out-Host
+    $exitCode = $LASTEXITCODE
+    $summary = if (Test-Path -LiteralPath $resultsFile -PathType Leaf) {
+        $run = ([xml] (Get-Content -LiteralPath $resultsFile -Raw)).'test-results'
+        $failed = [int] $run.failures + [int] $run.errors
+        $passed = [int] $run.total - $failed - [int] $run.'not-run' - [int] $run.skipped - [int] $run.ignored - [int] $run.inconclusive
+        "$(if ($exitCode -eq 0) { 'Passed!' } else { 'Failed!' })  - Failed: $failed, Passed: $passed, Skipped: $([int] $run.skipped + [int] $run.ignored), NotRun: $([int] $run.'not-run'), Total: $($run.total) - Pester $($pester.Version), tests/pester ($resultsFile)"
     }
-    finally { $env:PGBACKUP_MODULE_PATH = $previous }
-    Write-Step "Pester results: $(Join-Path $resultsFolder 'testResults.xml')"
+    else { "Failed!  - Pester wrote no results (exit code $exitCode): it did not get to run the suites; see the output above." }
+    [pscustomobject]@{ Succeeded = $exitCode -eq 0; ExitCode = $exitCode; Summaries = @($summary) }
+}
+
+function Invoke-TestTask {
+    Invoke-BuildTask
+    # Both suites run even when the first fails, so one run shows everything that is broken; the summary comes last.
+    $results = [System.Collections.Generic.List[object]]::new()
+    if ($SkipDotnetTests) { Write-Step 'dotnet test skipped (-SkipDotnetTests)' }
+    else { $results.Add((Invoke-DotnetTest)) }
+    $results.Add((Invoke-PesterSuites))
+
+    Write-Step 'Summary'
+    foreach ($line in $results.Summaries) { Write-Host "    $line" }
+    $failures = @($results | Where-Object { -not $_.Succeeded })
+    if ($failures.Count -gt 0) {
+        Write-Host "$($failures.Count) of $($results.Count) test suites failed; their output above says which tests and why."
+        exit 1
+    }
 }
 
 function Invoke-DocsTask {

@@ -1,11 +1,28 @@
 #!/usr/bin/env bash
-# Makes sure the .NET SDK and the PostgreSQL server binaries (initdb, pg_ctl, pg_dump...) are present.
-# Installs PostgreSQL with apt-get when running as root on Debian/Ubuntu; otherwise says what to install.
+# Makes sure this machine has what building, demonstrating and testing PgBackup needs, and installs what is missing:
+#   - the .NET SDK (8.0 or later): only checked, never installed;
+#   - the PostgreSQL server binaries (initdb, pg_ctl, pg_dump...): apt-get install postgresql postgresql-contrib, as
+#     root on Debian/Ubuntu;
+#   - PowerShell 7.4 or later (pwsh): the PowerShell .NET tool, version 7.6.10, into ~/.dotnet/tools;
+#   - Pester 5 (for the tests): the Pester NuGet package, version 5.9.1, into the user's PowerShell module folder, as
+#     Install-Module -Scope CurrentUser would put it (no PowerShell Gallery is needed; where one is reachable,
+#     Install-Module Pester -MaximumVersion 5.99 -Scope CurrentUser does the same).
+# Anything that cannot be installed stops the run with a message that says what to install.
+# Callers put ~/.dotnet/tools on PATH themselves (scripts/test.sh and scripts/demo.sh do).
 set -euo pipefail
 
-if ! command -v dotnet >/dev/null 2>&1; then
-  echo "The .NET SDK (8.0 or later) is required: https://learn.microsoft.com/dotnet/core/install/linux" >&2
+PWSH_VERSION=7.6.10
+PESTER_VERSION=5.9.1
+DOTNET_TOOLS="${DOTNET_CLI_HOME:-$HOME}/.dotnet/tools"
+export PATH="$DOTNET_TOOLS:$PATH"
+
+fail() {
+  echo "prerequisites: $*" >&2
   exit 1
+}
+
+if ! command -v dotnet >/dev/null 2>&1; then
+  fail "the .NET SDK (8.0 or later) is required: https://learn.microsoft.com/dotnet/core/install/linux"
 fi
 
 have_postgres() {
@@ -28,4 +45,52 @@ if ! have_postgres; then
     echo "  macOS:         brew install postgresql@15" >&2
     exit 1
   fi
+fi
+
+# pwsh 7.4 or later; PowerShell's own version check, so a preview or a distribution build counts as well.
+pwsh_ok() {
+  command -v pwsh >/dev/null 2>&1 &&
+    pwsh -NoProfile -NonInteractive -Command 'exit [int]($PSVersionTable.PSVersion -lt [version]"7.4")' >/dev/null 2>&1
+}
+
+if ! pwsh_ok; then
+  echo "PowerShell 7.4 or later (pwsh) not found: installing the PowerShell .NET tool $PWSH_VERSION into $DOTNET_TOOLS"
+  if dotnet tool list --global 2>/dev/null | grep -qi '^powershell '; then
+    dotnet tool update --global PowerShell --version "$PWSH_VERSION" >/dev/null ||
+      fail "'dotnet tool update --global PowerShell --version $PWSH_VERSION' failed. Install PowerShell 7.4 or later yourself: https://learn.microsoft.com/powershell/scripting/install/installing-powershell-on-linux"
+  else
+    dotnet tool install --global PowerShell --version "$PWSH_VERSION" >/dev/null ||
+      fail "'dotnet tool install --global PowerShell --version $PWSH_VERSION' failed. Install PowerShell 7.4 or later yourself: https://learn.microsoft.com/powershell/scripting/install/installing-powershell-on-linux"
+  fi
+  pwsh_ok || fail "pwsh $PWSH_VERSION was installed into $DOTNET_TOOLS but does not run; install PowerShell 7.4 or later yourself."
+fi
+
+# Pester 5 (the suites are written for Pester 5's syntax; Pester 6 is not assumed).
+pester_ok() {
+  pwsh -NoProfile -NonInteractive -Command \
+    'exit [int](-not (Get-Module -ListAvailable -Name Pester | Where-Object { $_.Version -ge [version]"5.0" -and $_.Version -lt [version]"6.0" }))' >/dev/null 2>&1
+}
+
+if ! pester_ok; then
+  modules=$(pwsh -NoProfile -NonInteractive -Command '($env:PSModulePath -split [IO.Path]::PathSeparator)[0]')
+  echo "Pester 5 not found: installing the Pester $PESTER_VERSION NuGet package into $modules/Pester/$PESTER_VERSION"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  # A project that only downloads the package: the NuGet feeds this machine is configured with serve it, no Gallery needed.
+  cat >"$work/download.csproj" <<EOF
+<Project Sdk="Microsoft.NET.Sdk">
+  <PropertyGroup><TargetFramework>net8.0</TargetFramework></PropertyGroup>
+  <ItemGroup><PackageDownload Include="Pester" Version="[$PESTER_VERSION]" /></ItemGroup>
+</Project>
+EOF
+  dotnet restore "$work/download.csproj" --packages "$work/packages" >"$work/restore.log" 2>&1 || {
+    cat "$work/restore.log" >&2
+    fail "downloading the Pester $PESTER_VERSION NuGet package failed (above). Install Pester 5 yourself: Install-Module Pester -MaximumVersion 5.99 -Scope CurrentUser"
+  }
+  [ -f "$work/packages/pester/$PESTER_VERSION/tools/Pester.psd1" ] ||
+    fail "the Pester $PESTER_VERSION package has no tools/Pester.psd1; install Pester 5 yourself: Install-Module Pester -MaximumVersion 5.99 -Scope CurrentUser"
+  mkdir -p "$modules/Pester"
+  rm -rf "$modules/Pester/$PESTER_VERSION"
+  cp -r "$work/packages/pester/$PESTER_VERSION/tools" "$modules/Pester/$PESTER_VERSION"
+  pester_ok || fail "Pester $PESTER_VERSION was copied into $modules/Pester but pwsh does not find it; install Pester 5 yourself."
 fi

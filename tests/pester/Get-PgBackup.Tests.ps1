@@ -1,5 +1,5 @@
 #Requires -Version 7.4
-# Mirrors the Get-PgBackup tests of tests/PgBackup.Module.Tests/CatalogCmdletTests.cs against the built module.
+# Get-PgBackup against the built module: a real PostgreSQL cluster, the real pg_* tools.
 
 Describe 'Get-PgBackup' -Tag 'Integration' {
     BeforeAll {

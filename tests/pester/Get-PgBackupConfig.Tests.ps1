@@ -1,5 +1,5 @@
 #Requires -Version 7.4
-# Mirrors the Get-PgBackupConfig test of tests/PgBackup.Module.Tests/CatalogCmdletTests.cs against the built module.
+# Get-PgBackupConfig against the built module: a real PostgreSQL cluster, the real pg_* tools.
 # Needs no server: it only reads the configuration layers.
 
 Describe 'Get-PgBackupConfig' {

@@ -1,5 +1,5 @@
 #Requires -Version 7.4
-# Mirrors tests/PgBackup.Module.Tests/InvokePgDumpTests.cs against the built module.
+# Invoke-PgDump against the built module: a real PostgreSQL cluster, the real pg_* tools.
 
 Describe 'Invoke-PgDump' -Tag 'Integration' {
     BeforeAll {
@@ -187,9 +187,9 @@ Describe 'Invoke-PgDump' -Tag 'Integration' {
             -Variables @{ s = $server; r = $repo } -StopWhen { param($progress) $progress.StatusDescription.StartsWith('Table ') } -Timeout ([timespan]::FromSeconds(60))
         $r.Stopped | Should -BeTrue -Because "the dump finished before it could be stopped: $(Format-PgTestError $r.AllErrors)"
         Get-ChildItem -LiteralPath $repo -Recurse -File -Force | Should -BeNullOrEmpty
-        Start-Sleep -Milliseconds 200
+        # The cmdlet returns only once pg_dump is gone: no pg_dump writing into this repository may outlive the pipeline.
         Get-Process -Name pg_dump -ErrorAction SilentlyContinue |
-            Where-Object { $null -ne $_.Parent -and $_.Parent.Id -eq $PID } |
+            Where-Object { $_.CommandLine -and $_.CommandLine.Contains($repo) } |
             Should -BeNullOrEmpty -Because 'no pg_dump started by this process may outlive the stopped pipeline'
     }
 }

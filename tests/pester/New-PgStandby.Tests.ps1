@@ -1,5 +1,5 @@
 #Requires -Version 7.4
-# Mirrors tests/PgBackup.Module.Tests/NewPgStandbyTests.cs against the built module.
+# New-PgStandby against the built module: a real PostgreSQL cluster, the real pg_* tools.
 
 Describe 'New-PgStandby' -Tag 'Integration' {
     BeforeAll {

@@ -4,8 +4,8 @@
     Throwaway PostgreSQL clusters and small helpers for the PgBackup Pester suites.
 
 .DESCRIPTION
-    The PowerShell twin of tests/PgBackup.Testing (PgTestCluster.cs, SampleDatabase.cs, FreePort.cs) and of the
-    C# module tests' fixture (ModuleFixture.cs, PowerShellSession.cs, TmpfsMount):
+    The one cluster harness of the Pester side (the engine's xUnit tests have tests/PgBackup.Testing), also used by
+    tools/demo.ps1:
 
     - Start-PgTestCluster / Stop-PgTestCluster: initdb into a temp folder, a free port on 127.0.0.1, scram-sha-256
       for TCP, started as the postgres user when running as root on Linux; always removed again.
@@ -14,7 +14,8 @@
     - New-PgTestRunspace / Invoke-PgTestRunspace: a second runspace, to see progress records and to stop a pipeline
       as Ctrl+C does.
     - New-PgTestTmpfs / Remove-PgTestTmpfs: a full or read-only folder for real (Linux, needs root).
-    - Get-PgBackupModuleManifest: the built module the suites import.
+    - Get-PgBackupModuleManifest: the built module the suites import, copied where the server's OS user can run its
+      WAL archive tool.
 #>
 
 Set-StrictMode -Version Latest
@@ -44,8 +45,14 @@ function Get-PgTestRepositoryRoot {
 function Get-PgBackupModuleManifest {
     <#
     .SYNOPSIS
-        The manifest of the built module: $env:PGBACKUP_MODULE_PATH when set (build.ps1 sets it), else the only
-        out/PgBackup/<version>/PgBackup.psd1 of the repository.
+        The manifest of the module the suites test: $env:PGBACKUP_MODULE_PATH when set, else a copy of the only
+        out/PgBackup/<version>/ of the repository in a folder the database server's OS user can reach.
+    .DESCRIPTION
+        The server runs the module's WAL archive tool (WalArchive/pgbackup-wal) as its own OS user. A clone may live where
+        that user cannot enter (a folder made by mktemp -d, a home folder of mode 0700), and Enable-PgWalArchiving rightly
+        refuses a tool the server cannot run (PgBackup.WalToolNotRunnable). So the suites import a copy of the built
+        module under <temp>/pgbackup-pester-module/, with every folder on the way readable by all, made once per build
+        and process; copies of processes that have ended are removed.
     #>
     [CmdletBinding()]
     [OutputType([string])]
@@ -65,7 +72,45 @@ function Get-PgBackupModuleManifest {
     if ($manifests.Count -gt 1) {
         throw "Expected exactly one built module version under $(Join-Path $root 'out' 'PgBackup'), found $($manifests.Count): $($manifests.FullName -join ', '). Delete the old ones, or set PGBACKUP_MODULE_PATH."
     }
-    $manifests[0].FullName
+    Copy-PgTestModuleWhereServerCanReach -ModuleFolder $manifests[0].Directory.FullName
+}
+
+function Copy-PgTestModuleWhereServerCanReach {
+    # <temp>/pgbackup-pester-module/<pid>-<build stamp>/PgBackup/<version>/, all folders 0755 and files 0644 (0755 for
+    # executables), so the postgres OS user can run WalArchive/pgbackup-wal from it. Returns the copy's manifest.
+    param([Parameter(Mandatory)] [string] $ModuleFolder)
+    $version = Split-Path -Leaf $ModuleFolder
+    $stamp = (Get-Item -LiteralPath (Join-Path $ModuleFolder 'PgBackup.dll')).LastWriteTimeUtc.Ticks
+    $base = Join-Path ([System.IO.Path]::GetTempPath()) 'pgbackup-pester-module'
+    $copyRoot = Join-Path $base "$PID-$stamp"
+    $manifest = Join-Path $copyRoot 'PgBackup' $version 'PgBackup.psd1'
+    if (Test-Path -LiteralPath $manifest -PathType Leaf) { return $manifest }
+
+    $null = New-Item -ItemType Directory -Path $base -Force
+    foreach ($old in Get-ChildItem -LiteralPath $base -Directory -ErrorAction SilentlyContinue) {
+        $owner = 0
+        if ($old.Name -match '^(\d+)-' -and [int]::TryParse($Matches[1], [ref] $owner) -and $owner -ne $PID -and
+            -not (Get-Process -Id $owner -ErrorAction SilentlyContinue)) {
+            Remove-PgTestFolder -Path $old.FullName
+        }
+    }
+    $destination = Join-Path $copyRoot 'PgBackup' $version
+    $null = New-Item -ItemType Directory -Path $destination -Force
+    Copy-Item -Path (Join-Path $ModuleFolder '*') -Destination $destination -Recurse -Force
+    if (-not $IsWindows) {
+        $folderMode = [System.IO.UnixFileMode] 'UserRead, UserWrite, UserExecute, GroupRead, GroupExecute, OtherRead, OtherExecute'
+        $fileMode = [System.IO.UnixFileMode] 'UserRead, UserWrite, GroupRead, OtherRead'
+        $path = $destination
+        while ($path.Length -ge $base.Length) {
+            [System.IO.File]::SetUnixFileMode($path, $folderMode)
+            $path = Split-Path -Parent $path
+        }
+        foreach ($item in Get-ChildItem -LiteralPath $destination -Recurse -Force) {
+            if ($item.PSIsContainer) { [System.IO.File]::SetUnixFileMode($item.FullName, $folderMode) }
+            elseif (-not ($item.UnixFileMode -band [System.IO.UnixFileMode]::UserExecute)) { [System.IO.File]::SetUnixFileMode($item.FullName, $fileMode) }
+        }
+    }
+    $manifest
 }
 
 function Get-PgTestKnownCmdlet {
@@ -474,6 +519,9 @@ function Start-PgTestStandby {
         for the standby to stream: use Wait-PgTestCondition.
     .PARAMETER ClusterName
         The standby's cluster_name, and so its application name; 'pester_<Name>' (with - turned into _) by default.
+    .PARAMETER Tcp
+        Stream over TCP from 127.0.0.1 (the primary then shows the standby's client address) instead of the Unix socket;
+        primary_conninfo then holds the test password.
     .EXAMPLE
         $standby = Start-PgTestStandby -Primary $primary -Name replstandby -ClusterName pester_standby
     #>
@@ -481,7 +529,8 @@ function Start-PgTestStandby {
     param(
         [Parameter(Mandatory)] [psobject] $Primary,
         [Parameter(Mandatory)] [string] $Name,
-        [string] $ClusterName
+        [string] $ClusterName,
+        [switch] $Tcp
     )
     if ([string]::IsNullOrEmpty($ClusterName)) { $ClusterName = 'pester_' + $Name.Replace('-', '_') }
     $bin = Find-PgServerBinDirectory # fail fast, before creating anything
@@ -520,7 +569,7 @@ function Start-PgTestStandby {
         # redirects pg_basebackup or ends up in primary_conninfo.
         $basebackup = @('-D', $standby.DataDirectory, '-U', $Primary.User, '-R', '-X', 'stream', '-c', 'fast', '--no-sync')
         $passwordEnvironment = @{}
-        if ($IsWindows) {
+        if ($IsWindows -or $Tcp) {
             $basebackup += @('-h', $Primary.Host, '-p', [string] $Primary.Port)
             $passwordEnvironment = @{ PGPASSWORD = $Primary.Password }
         }

@@ -1,6 +1,5 @@
 #Requires -Version 7.4
-# Mirrors Instances_stop_start_and_are_removed_through_the_pipeline in tests/PgBackup.Module.Tests/PointInTimeCmdletTests.cs
-# against the built module: Stop-PgInstance, Start-PgInstance and Remove-PgInstance on a local data directory. The
+# Stop-PgInstance, Start-PgInstance and Remove-PgInstance on a local data directory. The
 # instance is a plain test cluster (Start-PgTestCluster), so these tests need no archive and no base backup; that a
 # recovered instance (a RecoveryResult) pipes into Stop-PgInstance is tested in Restore-PgPointInTime.Tests.ps1.
 # Every test but the last leaves the instance running on its configured port, as Start-PgTestCluster left it; the last
@@ -212,6 +211,32 @@ Describe 'Start-PgInstance, Stop-PgInstance and Remove-PgInstance' -Tag 'Integra
         $removeErr[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.DataDirectoryNotFound,*'
         $removeErr[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::ObjectNotFound)
         Test-Path -LiteralPath $missing | Should -BeFalse
+    }
+
+    It 'refuses a -Timeout that is not positive (InvalidTimeout) before it looks at the data directory' {
+        $missing = Join-Path (New-PgTestRepository) 'missing'
+        foreach ($command in 'Start-PgInstance', 'Stop-PgInstance') {
+            $null = & $command -DataDirectory $missing -Timeout 0 -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+            $err | Should -HaveCount 1 -Because (Format-PgTestError $err)
+            $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.InvalidTimeout,*'
+            $err[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::InvalidArgument)
+            $err[0].ErrorDetails.RecommendedAction | Should -Not -BeNullOrEmpty
+        }
+        Get-TestPostmasterId | Should -Not -BeNullOrEmpty
+    }
+
+    It 'removes a stopped instance given by position, and -WhatIf leaves it' {
+        $other = Start-PgTestCluster -Name 'instance-stopped'
+        try {
+            $null = Stop-PgInstance $other.DataDirectory -Mode Immediate -Confirm:$false -ErrorAction Stop
+            $null = Remove-PgInstance $other.DataDirectory -WhatIf -ErrorAction Stop
+            Test-Path -LiteralPath (Join-Path $other.DataDirectory 'PG_VERSION') -PathType Leaf | Should -BeTrue
+            $removed = @(Remove-PgInstance $other.DataDirectory -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
+            $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+            $removed | Should -HaveCount 0
+            Test-Path -LiteralPath $other.DataDirectory | Should -BeFalse
+        }
+        finally { Stop-PgTestCluster -Cluster $other }
     }
 
     # Last: it removes the instance the tests above use.

@@ -1,5 +1,5 @@
 #Requires -Version 7.4
-# Mirrors the Remove-PgBackup tests of tests/PgBackup.Module.Tests/CatalogCmdletTests.cs against the built module.
+# Remove-PgBackup against the built module: a real PostgreSQL cluster, the real pg_* tools.
 
 Describe 'Remove-PgBackup' -Tag 'Integration' {
     BeforeAll {

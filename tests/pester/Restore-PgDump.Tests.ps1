@@ -1,5 +1,5 @@
 #Requires -Version 7.4
-# Mirrors tests/PgBackup.Module.Tests/RestorePgDumpTests.cs against the built module.
+# Restore-PgDump against the built module: a real PostgreSQL cluster, the real pg_* tools.
 
 Describe 'Restore-PgDump' -Tag 'Integration' {
     BeforeAll {
@@ -89,9 +89,16 @@ Describe 'Restore-PgDump' -Tag 'Integration' {
             $null = Invoke-PgTestSql -Cluster $cluster -Database eu_rows -Sql 'delete from sales.orders; delete from public.items'
             $items = Join-Path $repo 'items.dump'
             $null = Invoke-PgDump -Server $server -Database shop_eu -Table public.items -Format Custom -Path $items -ErrorAction Stop
-            $loaded = Restore-PgDump -Path $items -TargetDatabase eu_rows -DataOnly -Confirm:$false -ErrorAction Stop
-            $loaded.Cleaned | Should -BeFalse
-            Invoke-PgTestSql -Cluster $cluster -Database eu_rows -Sql 'select count(*) from public.items' | Should -Be '500'
+            $loaded = @(Restore-PgDump -Path $items -TargetDatabase eu_rows -DataOnly -Confirm:$false -ErrorAction Stop)
+            $loaded | Should -HaveCount 1
+            $loaded[0].Cleaned | Should -BeFalse
+            Invoke-PgTestSql -Cluster $cluster -Database eu_rows -Sql 'select count(*) from public.items' | Should -BeExactly '500'
+
+            # The same rows again collide with their keys: the load is one transaction, so nothing of it stays.
+            $null = Restore-PgDump -Path $items -TargetDatabase eu_rows -DataOnly -Confirm:$false -ErrorVariable again -ErrorAction SilentlyContinue
+            $again | Should -HaveCount 1 -Because (Format-PgTestError $again)
+            $again[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.RestoreFailed,*'
+            Invoke-PgTestSql -Cluster $cluster -Database eu_rows -Sql 'select count(*) from public.items' | Should -BeExactly '500'
 
             $plain = Join-Path $repo 'eu.sql'
             $null = Invoke-PgDump -Server $server -Database shop_eu -Format Plain -Path $plain -ErrorAction Stop

@@ -1,9 +1,8 @@
 #Requires -Version 7.4
-# Mirrors tests/PgBackup.Engine.Tests/PointInTimeRecoveryTests.cs (PitrClusterFixture) and
-# tests/PgBackup.Module.Tests/PointInTimeCmdletTests.cs against the built module: a cluster with track_commit_timestamp
-# archiving into a repository (Enable-PgWalArchiving), one base backup, then a ledger of 20 rows committed one per
-# transaction with each row's commit time, xid and the WAL position after its commit; a restore point follows row 10,
-# and the segment holding it all is archived. Restore-PgPointInTime recovers that backup to each kind of target on a
+# Restore-PgPointInTime and Invoke-PgRecoveryDrill against the built module: a cluster with track_commit_timestamp
+# archiving into a repository (Enable-PgWalArchiving), a base backup, then a ledger of 20 rows committed one per
+# transaction with each row's commit time, xid and the WAL position after its commit; a restore point and a second base
+# backup follow row 10, and the segment holding it all is archived. Restore-PgPointInTime recovers that backup to each kind of target on a
 # local instance; Invoke-PgRecoveryDrill recovers it to the end of the archive and measures RTO and RPO.
 
 Describe 'Restore-PgPointInTime and Invoke-PgRecoveryDrill' -Tag 'Integration' {
@@ -73,7 +72,10 @@ Describe 'Restore-PgPointInTime and Invoke-PgRecoveryDrill' -Tag 'Integration' {
             $lines = (Invoke-PgTestSql -Cluster $cluster -Sql "insert into ledger values ($id) returning xmin::text; select pg_current_wal_insert_lsn()::text;") -split '\r?\n'
             $xids[$id] = [uint64] $lines[0].Trim()
             $after[$id] = $lines[1].Trim()
-            if ($id -eq 10) { $null = Invoke-PgTestSql -Cluster $cluster -Sql "select pg_create_restore_point('after-10')" }
+            if ($id -eq 10) {
+                $null = Invoke-PgTestSql -Cluster $cluster -Sql "select pg_create_restore_point('after-10')"
+                $second = Start-PgBaseBackup -Server $server -Repository $repo -ErrorAction Stop
+            }
             Start-Sleep -Milliseconds 5
         }
         # Each row's commit time (track_commit_timestamp), in UTC to the microsecond.
@@ -135,10 +137,34 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
             $beforeXid = $backup | Restore-PgPointInTime -TargetXid $xids[15] -Exclusive -DataDirectory (New-TestDataDirectory) -Confirm:$false -ErrorAction Stop
             Get-TestLedger -Server $beforeXid.Server -Port $beforeXid.Port | Should -BeExactly (Get-TestRange 14)
 
-            # Given -Server, the newest base backup of that server in the repository is recovered.
+            # Given -Server, the newest base backup of that server that can reach the target is recovered: the second
+            # backup began after the restore point.
             $atName = Restore-PgPointInTime -Server $server -Repository $repo -TargetName 'after-10' -DataDirectory (New-TestDataDirectory) -Confirm:$false -ErrorAction Stop
             $atName.BackupId | Should -BeExactly $backup.Id
             Get-TestLedger -Server $atName.Server -Port $atName.Port | Should -BeExactly (Get-TestRange 10)
+        }
+
+        It 'picks, given -Server, the newest base backup that can reach the target' {
+            $bases = @(Get-PgBackup -Repository $repo -Kind Base -ErrorAction Stop | Sort-Object StartTime)
+            $bases | Should -HaveCount 2
+            $bases[0].Id | Should -BeExactly $backup.Id
+            $bases[1].Id | Should -BeExactly $second.Id
+
+            $early = @(Restore-PgPointInTime -Server $server -Repository $repo -TargetTime $committed[5] -DataDirectory (New-TestDataDirectory) -Confirm:$false -ErrorAction Stop)
+            $early | Should -HaveCount 1
+            $early[0].BackupId | Should -BeExactly $backup.Id
+            Get-TestLedger -Server $early[0].Server -Port $early[0].Port | Should -BeExactly (Get-TestRange 5)
+
+            # A time given as text, as a runbook passes it.
+            $late = @(Restore-PgPointInTime -Server $server -Repository $repo -TargetTime $committed[15].ToString('o') -Exclusive -DataDirectory (New-TestDataDirectory) -Confirm:$false -ErrorAction Stop)
+            $late | Should -HaveCount 1
+            $late[0].BackupId | Should -BeExactly $second.Id
+            Get-TestLedger -Server $late[0].Server -Port $late[0].Port | Should -BeExactly (Get-TestRange 14)
+
+            $byId = @(Restore-PgPointInTime -BackupId $second.Id -Repository $repo -Immediate -TargetAction Pause -DataDirectory (New-TestDataDirectory) -Confirm:$false -ErrorAction Stop)
+            $byId | Should -HaveCount 1
+            $byId[0].Promoted | Should -BeFalse
+            Get-TestLedger -Server $byId[0].Server -Port $byId[0].Port | Should -BeExactly (Get-TestRange 10)
         }
 
         It 'recovers everything archived with -Latest' {
@@ -193,11 +219,17 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
             $err[0].TargetObject | Should -BeExactly $backup.Id
             $err[0].Exception.Message | Should -BeLikeExactly '*earliest point*'
             Test-Path -LiteralPath $directory | Should -BeFalse
+
+            # Given -Server, no backup in the repository reaches back that far.
+            $null = Restore-PgPointInTime -Server $server -Repository $repo -TargetTime '2001-01-01Z' -DataDirectory $directory -Confirm:$false -ErrorVariable old -ErrorAction SilentlyContinue
+            $old | Should -HaveCount 1 -Because (Format-PgTestError $old)
+            $old[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.TargetBeforeBackupEnd,*'
+            Test-Path -LiteralPath $directory | Should -BeFalse
         }
 
         It 'refuses a time, an LSN, a transaction id and a restore point beyond the archived WAL (TargetBeyondArchive), and a timeline it does not hold' {
             $directory = New-TestDataDirectory
-            $null = $backup | Restore-PgPointInTime -TargetTime ([datetimeoffset]::UtcNow.AddHours(1)) -DataDirectory $directory -Confirm:$false -ErrorVariable future -ErrorAction SilentlyContinue
+            $null = Get-PgBackup -Repository $repo -Kind Base -Latest | Restore-PgPointInTime -TargetTime ([datetimeoffset]::UtcNow.AddHours(1)) -DataDirectory $directory -Confirm:$false -ErrorVariable future -ErrorAction SilentlyContinue
             $future | Should -HaveCount 1 -Because (Format-PgTestError $future)
             $future[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.TargetBeyondArchive,*'
             $future[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::InvalidArgument)
@@ -249,17 +281,18 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
 
         It 'refuses a port that is in use (PortInUse)' {
             $directory = New-TestDataDirectory
-            $null = $backup | Restore-PgPointInTime -Latest -DataDirectory $directory -Port $cluster.Port -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+            $null = Restore-PgPointInTime -Server $server -Repository $repo -Latest -DataDirectory $directory -Port $cluster.Port -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
             $err | Should -HaveCount 1 -Because (Format-PgTestError $err)
             $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.PortInUse,*'
             $err[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::ResourceExists)
+            $err[0].TargetObject | Should -BeOfType [int]
             $err[0].TargetObject | Should -Be $cluster.Port
             Test-Path -LiteralPath $directory | Should -BeFalse
         }
 
         It 'refuses no target (NoRecoveryTarget), two targets, -Exclusive with a restore point and -TargetAction with -Latest' {
             $directory = New-TestDataDirectory
-            $null = $backup | Restore-PgPointInTime -DataDirectory $directory -Confirm:$false -ErrorVariable none -ErrorAction SilentlyContinue
+            $null = Get-PgBackup -Repository $repo -Kind Base -Latest | Restore-PgPointInTime -DataDirectory $directory -Confirm:$false -ErrorVariable none -ErrorAction SilentlyContinue
             $none | Should -HaveCount 1 -Because (Format-PgTestError $none)
             $none[0].FullyQualifiedErrorId | Should -BeExactly 'PgBackup.NoRecoveryTarget,PgBackup.Commands.RestorePgPointInTimeCommand'
             $none[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::InvalidArgument)
@@ -288,6 +321,11 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
             $planned | Should -HaveCount 0
             Test-Path -LiteralPath $directory | Should -BeFalse
 
+            $latestDirectory = New-TestDataDirectory
+            $null = Restore-PgPointInTime -Server $server -Repository $repo -Latest -DataDirectory $latestDirectory -WhatIf -ErrorVariable latestErr -ErrorAction SilentlyContinue
+            $latestErr | Should -BeNullOrEmpty -Because (Format-PgTestError $latestErr)
+            Test-Path -LiteralPath $latestDirectory | Should -BeFalse
+
             $drillDirectory = New-TestDataDirectory
             $drill = @(Invoke-PgRecoveryDrill -Server $server -Repository $repo -DataDirectory $drillDirectory -WhatIf -ErrorVariable drillErr -ErrorAction SilentlyContinue)
             $drillErr | Should -BeNullOrEmpty -Because (Format-PgTestError $drillErr)
@@ -304,7 +342,7 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
             Get-TestLedger -Server $cluster.Host -Port $cluster.Port | Should -BeExactly ''
 
             $file = Join-Path (New-PgTestRepository) 'ledger.dump'
-            $dump = $backup | Restore-PgPointInTime -TargetTime $committed[20] -DataDirectory (New-TestDataDirectory) -Confirm:$false -ErrorAction Stop |
+            $dump = Get-PgBackup -Repository $repo -Kind Base -Latest | Restore-PgPointInTime -TargetTime $committed[20] -DataDirectory (New-TestDataDirectory) -Confirm:$false -ErrorAction Stop |
                 Tee-Object -Variable recovered |
                 Invoke-PgDump -Database postgres -Table ledger -Format Custom -Path $file -ErrorAction Stop
             $recovered | Should -HaveCount 1
@@ -318,7 +356,7 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
             $dump.Port | Should -Be $recovered.Port
             Test-Path -LiteralPath $file -PathType Leaf | Should -BeTrue
 
-            $restored = $dump | Restore-PgDump -Server $server -TargetDatabase postgres -DataOnly -Confirm:$false -ErrorAction Stop
+            $restored = Restore-PgDump -Path $file -Server $server -TargetDatabase postgres -DataOnly -Confirm:$false -ErrorAction Stop
             $restored | Should -HaveCount 1
             $restored.Cleaned | Should -BeFalse
             $restored.Database | Should -BeExactly 'postgres'
@@ -336,7 +374,7 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
             $report.PSObject.TypeNames | Should -Contain 'PgBackup.DrillReport'
             $report.Passed | Should -BeTrue -Because (@($report.Failures) -join '; ')
             @($report.Failures) | Should -HaveCount 0
-            $report.BackupId | Should -BeExactly $backup.Id
+            $report.BackupId | Should -BeExactly $second.Id -Because 'a drill recovers the newest base backup'
             $report.RtoMet | Should -BeTrue
             $report.RpoMet | Should -BeTrue
             $report.Rto | Should -BeGreaterThan ([timespan]::Zero)
@@ -358,9 +396,14 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
             $markdown.Contains("| Query: $query | pass |") | Should -BeTrue -Because $markdown
         }
 
-        It 'fails a drill that misses its RTO objective, names the failure, and keeps its instance with -Keep' {
+        It 'fails a drill that misses its RTO and RPO objectives, names the failures, and keeps its instance with -Keep' {
             Save-TestWalSegment
-            $drill = @(Invoke-PgRecoveryDrill -Server $server -Repository $repo -RtoObjective 00:00:00.001 -Keep -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
+            $archived = Get-TestLedger -Server $cluster.Host -Port $cluster.Port
+            # Work committed and not archived yet is what the drill measures as the recovery point: from the newest commit
+            # recovered to the newest commit on the source, over a second later.
+            Start-Sleep -Milliseconds 1100
+            $null = Invoke-PgTestSql -Cluster $cluster -Sql 'insert into ledger values (501)'
+            $drill = @(Invoke-PgRecoveryDrill -Server $server -Repository $repo -RtoObjective 00:00:00.001 -RpoObjective 00:00:01 -Keep -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
             $err | Should -BeNullOrEmpty -Because "a drill that misses its objectives returns a report, not an error: $(Format-PgTestError $err)"
             $drill | Should -HaveCount 1
             $report = $drill[0]
@@ -368,11 +411,15 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
             $report.Passed | Should -BeFalse
             $report.RtoMet | Should -BeFalse
             @($report.Failures | Where-Object { $_.StartsWith('RTO objective', [System.StringComparison]::Ordinal) }) | Should -HaveCount 1 -Because (@($report.Failures) -join '; ')
+            $report.RpoMet | Should -BeFalse -Because "RPO $($report.Rpo), source's newest commit $($report.SourceNewestCommit), recovered $($report.RecoveredTime), $($report.RpoMethod)"
+            $report.Rpo | Should -BeOfType [timespan]
+            $report.Rpo | Should -BeGreaterOrEqual ([timespan]::FromSeconds(1))
+            @($report.Failures | Where-Object { $_.StartsWith('RPO objective', [System.StringComparison]::Ordinal) }) | Should -HaveCount 1 -Because (@($report.Failures) -join '; ')
 
             # -Keep: the recovered instance is still there and answers.
             $report.Kept | Should -BeTrue
             Test-Path -LiteralPath (Join-Path $report.DataDirectory 'PG_VERSION') | Should -BeTrue
-            Get-TestLedger -Server 'localhost' -Port $report.RecoveredPort | Should -BeExactly (Get-TestLedger -Server $cluster.Host -Port $cluster.Port)
+            Get-TestLedger -Server 'localhost' -Port $report.RecoveredPort | Should -BeExactly $archived
         }
     }
 }

@@ -1,6 +1,5 @@
 #Requires -Version 7.4
-# Mirrors the module test Synchronous_standbys_are_set_refused_when_absent_and_reset
-# (tests/PgBackup.Module.Tests/ReplicationCmdletTests.cs) against the built module, with a real primary and a streaming
+# Set-PgSynchronousStandby against the built module, with a real primary and a streaming
 # standby made from it with pg_basebackup, built the way Replication.Tests.ps1 builds them.
 
 Describe 'Set-PgSynchronousStandby' -Tag 'Integration' {

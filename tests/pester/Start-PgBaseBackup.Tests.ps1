@@ -1,5 +1,5 @@
 #Requires -Version 7.4
-# Mirrors tests/PgBackup.Module.Tests/StartPgBaseBackupTests.cs against the built module.
+# Start-PgBaseBackup against the built module: a real PostgreSQL cluster, the real pg_* tools.
 
 Describe 'Start-PgBaseBackup' -Tag 'Integration' {
     BeforeAll {

@@ -1,5 +1,5 @@
 #Requires -Version 7.4
-# Mirrors the module tests in tests/PgBackup.Module.Tests/SwitchPgPrimaryTests.cs against the built module: a real
+# Switch-PgPrimary against the built module: a real
 # primary and a streaming standby made from it with pg_basebackup, built the way Set-PgSynchronousStandby.Tests.ps1
 # builds them, whose roles Switch-PgPrimary swaps and swaps back.
 
@@ -67,6 +67,7 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
             $switched.PSObject.TypeNames | Should -Contain 'PgBackup.SwitchoverResult'
             $switched.BytesLost | Should -Be 0
             $switched.OldPrimaryRejoined | Should -BeTrue
+            $switched.WriteUnavailable | Should -BeOfType [timespan]
             $switched.WriteUnavailable | Should -BeLessThan ([timespan]::FromSeconds(30))
             @($switched.Steps) | Should -HaveCount 5
 
@@ -163,7 +164,7 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
     }
 }
 
-# Mirrors FailoverTests in tests/PgBackup.Module.Tests/SwitchPgPrimaryTests.cs: a primary and two standbys made from it
+# Failover: a primary and two standbys made from it
 # the way the suite above makes its standby; standby 1 stops receiving, the primary commits ten more rows and crashes
 # (pg_ctl stop -m immediate), and -Failover promotes the most advanced standby only once fenced, reports the WAL those
 # rows are in as lost (read from the crashed primary's pg_wal, -PrimaryDataDirectory), and the other standby follows
@@ -291,7 +292,7 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
     }
 }
 
-# Mirrors FencedSwitchoverTests in tests/PgBackup.Module.Tests/SwitchPgPrimaryTests.cs: a primary A with two standbys B and
+# Fenced switchover: a primary A with two standbys B and
 # C made from it the way the suites above make theirs; Switch-PgPrimary -FenceScript stops the primary through the
 # operator's script (as for a primary on another host), promotes B, leaves A stopped for Join-PgStandby, and points C
 # at B; then a switchover back whose script prints no control data cannot prove zero loss; and the fence guards refuse.
@@ -357,6 +358,7 @@ Describe 'Switch-PgPrimary -FenceScript' -Tag 'Integration' {
         Invoke-PgTestSql -Cluster $a -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
         Invoke-PgTestSql -Cluster $b -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
         Invoke-PgTestSql -Cluster $c -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
+        Invoke-PgTestSql -Cluster $a -Sql "select count(*) from pg_stat_replication where state = 'streaming'" | Should -BeExactly '2'
 
         $result = @(Switch-PgPrimary -Primary $a.Server -Candidate $b.Server -Standby @($c.Server) -FenceScript $stopA -Confirm:$false `
                 -WarningVariable warnings -WarningAction SilentlyContinue -ErrorVariable err -ErrorAction SilentlyContinue)

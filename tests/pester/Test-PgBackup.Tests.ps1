@@ -1,5 +1,5 @@
 #Requires -Version 7.4
-# Mirrors the Test-PgBackup tests of tests/PgBackup.Module.Tests/CatalogCmdletTests.cs against the built module.
+# Test-PgBackup against the built module: a real PostgreSQL cluster, the real pg_* tools.
 
 Describe 'Test-PgBackup' -Tag 'Integration' {
     BeforeAll {

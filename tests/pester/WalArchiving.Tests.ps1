@@ -1,5 +1,5 @@
 #Requires -Version 7.4
-# Mirrors tests/PgBackup.Module.Tests/WalArchivingCmdletTests.cs against the built module: Enable-PgWalArchiving,
+# WAL archiving against the built module: Enable-PgWalArchiving,
 # Get-PgWalArchive and Disable-PgWalArchiving, with base backups and retention.
 
 Describe 'WAL archiving' -Tag 'Integration' {
