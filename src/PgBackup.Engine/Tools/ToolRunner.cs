@@ -13,7 +13,8 @@ public sealed record ToolResult(int ExitCode, IReadOnlyList<string> ErrorLines, 
 
 /// <summary>
 /// Runs a PostgreSQL tool: arguments as a list (never a joined command line), connection details and the password in the
-/// child's environment only, stderr streamed line by line, and the whole process tree killed on cancellation.
+/// child's environment only, stderr streamed line by line, the whole process tree killed on cancellation, and the tool
+/// tied to this process's life (<see cref="ChildProcesses"/>), so it does not outlive a PowerShell that is killed.
 /// </summary>
 public static class ToolRunner
 {
@@ -23,7 +24,12 @@ public static class ToolRunner
         Action<string>? onErrorLine, CancellationToken ct, bool captureOutput = false, IOperationReporter? reporter = null, Stream? input = null,
         Action<string>? onOutputLine = null)
     {
-        var psi = new ProcessStartInfo(tool.Path)
+        // Found here rather than by the wrapper, so a missing program is PgBackup.ToolNotFound and not the wrapper's exit code.
+        var program = Locate(tool.Path) ?? throw new PgBackupException("ToolNotFound", ErrorKind.NotInstalled, $"{tool.Name} was not found at '{tool.Path}'.", tool.Path,
+            "Check that the file exists and is executable, or set ToolPath (PGBACKUP_TOOLPATH) to another PostgreSQL bin folder.");
+        var argumentList = arguments.ToList();
+        var (fileName, tiedArguments) = ChildProcesses.TiedToThisProcess(program, argumentList);
+        var psi = new ProcessStartInfo(fileName)
         {
             RedirectStandardError = true,
             RedirectStandardOutput = true,
@@ -31,13 +37,13 @@ public static class ToolRunner
             UseShellExecute = false,
             CreateNoWindow = true,
         };
-        foreach (var a in arguments) psi.ArgumentList.Add(a);
+        foreach (var a in tiedArguments) psi.ArgumentList.Add(a);
         foreach (var (key, value) in environment)
         {
             if (value == null) psi.Environment.Remove(key);
             else psi.Environment[key] = value;
         }
-        reporter?.Verbose("Running " + tool.Path + " " + string.Join(" ", psi.ArgumentList.Select(QuoteForDisplay)));
+        reporter?.Verbose("Running " + tool.Path + " " + string.Join(" ", argumentList.Select(QuoteForDisplay)));
 
         var started = Stopwatch.StartNew();
         using var process = new Process { StartInfo = psi, EnableRaisingEvents = true };
@@ -62,7 +68,7 @@ public static class ToolRunner
             onOutputLine?.Invoke(e.Data);
         };
 
-        try { process.Start(); }
+        try { ChildProcesses.Start(process); }
         catch (System.ComponentModel.Win32Exception ex)
         {
             throw new PgBackupException("ToolNotFound", ErrorKind.NotInstalled, $"{tool.Name} at '{tool.Path}' could not be started: {ex.Message}", tool.Path,
@@ -97,7 +103,28 @@ public static class ToolRunner
         Action<string>? onErrorLine, CancellationToken ct, IOperationReporter? reporter = null) =>
         osUser == null
             ? RunAsync(tool, arguments, environment, onErrorLine, ct, reporter: reporter)
-            : RunAsync(tool with { Path = "/usr/sbin/runuser" }, ["-u", osUser, "--", tool.Path, .. arguments], environment, onErrorLine, ct, reporter: reporter);
+            : RunAsync(tool with { Path = "/usr/sbin/runuser" }, ["-u", osUser, "--", .. RunAsUserCommand(tool.Path, arguments)], environment, onErrorLine, ct, reporter: reporter);
+
+    /// <summary>
+    /// What runuser runs: the tool itself, tied again to runuser's life, since the tie to this process ends at runuser
+    /// (the kernel drops it when a process changes its user).
+    /// </summary>
+    private static IEnumerable<string> RunAsUserCommand(string toolPath, IEnumerable<string> arguments)
+    {
+        var (fileName, tied) = ChildProcesses.TiedToThisProcess(toolPath, arguments);
+        return [fileName, .. tied];
+    }
+
+    /// <summary>A program's full path: as given when it has a folder, else the first match on PATH; null when there is none.</summary>
+    private static string? Locate(string program)
+    {
+        if (Path.IsPathRooted(program) || program.Contains(Path.DirectorySeparatorChar)) return File.Exists(program) ? program : null;
+        var suffixes = OperatingSystem.IsWindows() ? new[] { "", ".exe", ".cmd", ".bat" } : [""];
+        foreach (var folder in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
+            foreach (var suffix in suffixes)
+                if (File.Exists(Path.Combine(folder, program + suffix))) return Path.Combine(folder, program + suffix);
+        return null;
+    }
 
     private static string QuoteForDisplay(string arg) => arg.Length > 0 && !arg.Any(c => char.IsWhiteSpace(c) || c is '"' or '\'') ? arg : "'" + arg.Replace("'", "''") + "'";
 }
