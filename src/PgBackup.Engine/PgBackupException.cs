@@ -15,6 +15,8 @@ public enum ErrorKind
     InvalidOperation,
     ToolFailed,
     OperationTimeout,
+    /// <summary>Another PgBackup operation holds what this one needs (a base backup of the same server, a recovery into the same folder).</summary>
+    ResourceBusy,
 }
 
 /// <summary>

@@ -7,6 +7,8 @@ public sealed class DumpBackup : PgBackupItem
 {
     public DumpFormat Format { get; set; }
     public string Sha256 { get; set; } = "";
+    /// <summary>For a Directory-format dump, the SHA-256 of each of its files by relative path, so a damaged one is named.</summary>
+    public Dictionary<string, string>? FileChecksums { get; set; }
     /// <summary>The gzip level given to pg_dump; null when pg_dump chose (Custom and Directory dumps are compressed by default).</summary>
     public int? Compression { get; set; }
     public int Jobs { get; set; }

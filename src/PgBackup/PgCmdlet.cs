@@ -25,11 +25,11 @@ public abstract class PgCmdlet : PSCmdlet
         catch (ObjectDisposedException) { }
     }
 
-    /// <summary>The check every cmdlet with -Timeout makes before it starts waiting.</summary>
-    protected static void RequirePositiveTimeout(TimeSpan timeout)
+    /// <summary>The check every cmdlet with -Timeout (or another timeout parameter) makes before it starts waiting.</summary>
+    protected static void RequirePositiveTimeout(TimeSpan timeout, string parameter = "Timeout")
     {
         if (timeout <= TimeSpan.Zero)
-            throw new PgBackupException("InvalidTimeout", ErrorKind.InvalidArgument, $"-Timeout must be positive, not {timeout}.", timeout,
+            throw new PgBackupException("InvalidTimeout", ErrorKind.InvalidArgument, $"-{parameter} must be positive, not {timeout}.", timeout,
                 "Pass a TimeSpan such as 00:02:00; a bare number is read as ticks.");
     }
 
@@ -127,6 +127,7 @@ public abstract class PgCmdlet : PSCmdlet
         ErrorKind.InvalidOperation => ErrorCategory.InvalidOperation,
         ErrorKind.ToolFailed => ErrorCategory.InvalidResult,
         ErrorKind.OperationTimeout => ErrorCategory.OperationTimeout,
+        ErrorKind.ResourceBusy => ErrorCategory.ResourceBusy,
         _ => ErrorCategory.NotSpecified,
     };
 

@@ -7,19 +7,25 @@ public sealed record CatalogFilter(string? Server = null, int? Port = null, Func
 public sealed record RetentionDecision(PgBackupItem Backup, bool Remove, string Reason);
 
 /// <summary>
-/// The repository seen as a catalog: every dump that has a metadata file beside it. Retention never removes the
-/// last valid backup of a database unless forced.
+/// The repository seen as a catalog: every backup that has a metadata file beside it; partial backups are never listed
+/// (<see cref="PartialBackup"/>). Retention never removes the last valid backup of a database unless forced.
 /// </summary>
 public static class BackupCatalog
 {
-    public static IReadOnlyList<PgBackupItem> List(string repository, CatalogFilter? filter, Action<string>? warn)
+    public static IReadOnlyList<PgBackupItem> List(string repository, CatalogFilter? filter, Action<string>? warn, Action<string>? verbose = null)
     {
         if (!Directory.Exists(repository))
             throw new PgBackupException("RepositoryNotFound", ErrorKind.ObjectNotFound, $"The repository folder '{repository}' does not exist.", repository,
                 "Check the path given to -Repository (or the Repository setting), or create a backup into it first with Invoke-PgDump.");
         var options = new EnumerationOptions { RecurseSubdirectories = true, IgnoreInaccessible = true };
-        foreach (var leftover in Directory.EnumerateFileSystemEntries(repository, "*" + Logical.DumpLayout.PartialSuffix, options))
-            warn?.Invoke($"'{leftover}' was left by an interrupted dump and is not a backup; delete it when no dump is running.");
+        if (warn != null || verbose != null)
+            foreach (var leftover in PartialBackup.Find(repository, recursive: true))
+            {
+                if (leftover.InProgress) verbose?.Invoke($"'{leftover.Path}' is being written ({leftover.Owner}); it is listed once it is finished.");
+                else warn?.Invoke(File.Exists(leftover.Path + ".lock")
+                    ? $"'{leftover.Path}' is not a backup: an operation that was interrupted left it ({leftover.Owner}). The next Invoke-PgDump or Start-PgBaseBackup into its folder removes it; you may also delete it."
+                    : $"'{leftover.Path}' is not a backup: an interrupted dump or base backup left it. Delete it when no backup is being written into its folder.");
+            }
         var backups = new List<PgBackupItem>();
         foreach (var metadata in Directory.EnumerateFiles(repository, "*" + BackupMetadata.Suffix, options))
         {

@@ -5,8 +5,6 @@ namespace PgBackup.Engine.Logical;
 /// <summary>Where dumps live on disk and how a dump's format is recognised from its bytes.</summary>
 public static class DumpLayout
 {
-    public const string PartialSuffix = ".partial";
-
     public static string Extension(DumpFormat format) => format switch
     {
         DumpFormat.Plain => ".sql",

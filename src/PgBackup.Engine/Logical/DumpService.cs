@@ -7,8 +7,8 @@ using PgBackup.Engine.Tools;
 namespace PgBackup.Engine.Logical;
 
 /// <summary>
-/// Runs pg_dump (or pg_dumpall --globals-only) into a ".partial" name, and only when the tool succeeded renames it into
-/// place, records its SHA-256 and writes the metadata file that makes it part of the catalog.
+/// Runs pg_dump (or pg_dumpall --globals-only) into a ".partial" name (<see cref="PartialBackup"/>), and only when the
+/// tool succeeded records its SHA-256 and commits it: the metadata that makes it part of the catalog, then the rename.
 /// </summary>
 public static class DumpService
 {
@@ -37,8 +37,8 @@ public static class DumpService
         var finalPath = System.IO.Path.GetFullPath(request.Path ?? DumpLayout.RepositoryPath(request.Repository!, target.Host, target.Port,
             request.Globals ? null : target.Database, format, start));
         PrepareTarget(finalPath, request.Force);
-        var partial = finalPath.TrimEnd('/', '\\') + DumpLayout.PartialSuffix;
-        DeletePath(partial);
+        using var writing = PartialBackup.Begin(finalPath, $"Invoke-PgDump of {what}", reporter);
+        var partial = writing.PartialPath;
 
         var args = request.Globals ? GlobalsArguments(partial, target) : DumpArguments(request, format, partial);
         var done = 0;
@@ -61,22 +61,18 @@ public static class DumpService
         }
         catch
         {
-            DeletePath(partial);
             reporter.ProgressCompleted(activity);
             throw;
         }
 
         if (!result.Succeeded)
         {
-            DeletePath(partial);
             reporter.ProgressCompleted(activity);
             throw ToolFailure(tool, result, finalPath, what);
         }
 
         reporter.Progress(activity, "Computing SHA-256", 99);
-        var sha = await BackupChecksum.ComputeAsync(partial, ct).ConfigureAwait(false);
-        if (request.Force) RemoveExisting(finalPath);
-        if (Directory.Exists(partial)) Directory.Move(partial, finalPath); else File.Move(partial, finalPath);
+        var (sha, files) = await BackupChecksum.ComputeWithFilesAsync(partial, ct).ConfigureAwait(false);
         var end = DateTimeOffset.UtcNow;
 
         var backup = new DumpBackup
@@ -90,13 +86,14 @@ public static class DumpService
             Format = format,
             Path = finalPath,
             Repository = request.Path == null ? System.IO.Path.GetFullPath(request.Repository!) : null,
-            SizeBytes = BackupChecksum.SizeOf(finalPath),
+            SizeBytes = BackupChecksum.SizeOf(partial),
             StartTime = start,
             EndTime = end,
             Duration = end - start,
             ServerVersion = info.Version,
             ToolVersion = tool.VersionText,
             Sha256 = sha,
+            FileChecksums = files,
             Compression = request.Compress,
             Jobs = request.Format == DumpFormat.Directory ? request.Jobs : 1,
             Encoding = info.Encoding,
@@ -107,7 +104,8 @@ public static class DumpService
             ExcludeTables = request.ExcludeTables,
             VerificationState = VerificationState.Unverified,
         };
-        BackupMetadata.Write(backup);
+        try { writing.Commit(backup, request.Force); }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { throw WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, ex.Message, ex); }
         reporter.ProgressCompleted(activity);
         reporter.Milestone($"Dumped {what}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, SHA-256 {sha}");
         return backup;
@@ -230,20 +228,4 @@ public static class DumpService
             "Read the tool's message above (run with -Verbose for its full output); a permission error needs a role that can read every object, such as the table owner or pg_read_all_data.");
     }
 
-    internal static void RemoveExisting(string path)
-    {
-        var metadata = BackupMetadata.PathFor(path);
-        if (File.Exists(metadata)) File.Delete(metadata);
-        DeletePath(path);
-    }
-
-    internal static void DeletePath(string path)
-    {
-        try
-        {
-            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
-            else if (File.Exists(path)) File.Delete(path);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { Debug.WriteLine(ex); }
-    }
 }

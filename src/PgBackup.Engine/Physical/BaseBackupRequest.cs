@@ -18,5 +18,10 @@ public sealed record BaseBackupRequest
     /// <summary>Exact folder to write instead of a repository location.</summary>
     public string? Path { get; init; }
     public bool Force { get; init; }
+    /// <summary>
+    /// How long pg_basebackup may receive nothing, with the server not answering a query either, before the backup is
+    /// stopped as hung (a server or network that hangs would otherwise keep it waiting forever).
+    /// </summary>
+    public TimeSpan StallTimeout { get; init; } = TimeSpan.FromMinutes(5);
     public string? ToolPath { get; init; }
 }

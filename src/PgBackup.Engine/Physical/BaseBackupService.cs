@@ -9,8 +9,9 @@ namespace PgBackup.Engine.Physical;
 
 /// <summary>
 /// Runs pg_basebackup into a ".partial" folder, checks every file against the manifest's checksums while and after it is
-/// written, gives the manifest SHA-256 checksums, writes everything to disk, and only then renames the folder into place
-/// and writes the metadata that makes it part of the catalog. A failed or cancelled backup leaves nothing behind.
+/// written, gives the manifest SHA-256 checksums, writes everything to disk, and only then commits it (the metadata that
+/// makes it part of the catalog, then the rename; <see cref="PartialBackup"/>). A failed, cancelled or hung backup leaves
+/// nothing behind. In a repository, one base backup of a server runs at a time.
 /// </summary>
 public static class BaseBackupService
 {
@@ -48,8 +49,9 @@ public static class BaseBackupService
         var id = $"base_{start:yyyyMMdd'T'HHmmssfff'Z'}";
         var finalPath = System.IO.Path.GetFullPath(request.Path ?? System.IO.Path.Combine(request.Repository!, DumpLayout.SafeName($"{target.Host}_{target.Port}"), "base", id));
         DumpService.PrepareTarget(finalPath, request.Force);
-        var partial = finalPath.TrimEnd('/', '\\') + DumpLayout.PartialSuffix;
-        DumpService.DeletePath(partial);
+        using var serverLock = request.Path == null ? LockServer(System.IO.Path.GetDirectoryName(finalPath)!, target) : null;
+        using var writing = PartialBackup.Begin(finalPath, $"Start-PgBaseBackup of {target.Display}", reporter);
+        var partial = writing.PartialPath;
 
         var label = request.Label ?? $"PgBackup {id}";
         var args = new List<string>
@@ -76,15 +78,14 @@ public static class BaseBackupService
         reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {target.Display} into {finalPath}");
         ToolResult result;
         var follower = BackupWriteFollower.Start(partial, request.Format);
-        void Discard()
-        {
-            DumpService.DeletePath(partial);
-            reporter.ProgressCompleted(activity);
-        }
+        // The partial folder goes when `writing` is disposed without a commit, on every way out.
+        void Discard() => reporter.ProgressCompleted(activity);
+        using var stall = new StallWatch(target, request.StallTimeout, reporter, ct);
         try
         {
             result = await ToolRunner.RunAsync(tool, args, target.ToolEnvironment(), line =>
             {
+                stall.Received();
                 if (ProgressLine.Match(line) is { Success: true } p)
                 {
                     reporter.Progress(activity, $"{long.Parse(p.Groups["done"].Value, CultureInfo.InvariantCulture) / 1024} of {long.Parse(p.Groups["total"].Value, CultureInfo.InvariantCulture) / 1024} MB",
@@ -98,7 +99,15 @@ public static class BaseBackupService
                 }
                 else if (EndLine.Match(line) is { Success: true } e) stopLsn = Lsn.Parse(e.Groups["lsn"].Value);
                 reporter.Verbose(line);
-            }, ct, reporter: reporter).ConfigureAwait(false);
+            }, stall.Token, reporter: reporter).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (stall.Stalled)
+        {
+            await follower.DisposeAsync().ConfigureAwait(false);
+            Discard();
+            throw new PgBackupException("BackupStalled", ErrorKind.OperationTimeout,
+                $"The base backup of {target.Display} received nothing for {request.StallTimeout}, and the server did not answer a query either: it hangs, or the network to it does. pg_basebackup was stopped and nothing was kept.",
+                target.Display, "Find out why the server does not respond (its log, its host's load and disks, the network), then take the backup again; raise -StallTimeout if it is only very slow.");
         }
         catch
         {
@@ -106,6 +115,7 @@ public static class BaseBackupService
             Discard();
             throw;
         }
+        finally { stall.Stop(); }
         if (!result.Succeeded)
         {
             await follower.DisposeAsync().ConfigureAwait(false);
@@ -187,20 +197,36 @@ public static class BaseBackupService
                 "Check the disk that holds the repository (a full or failing disk corrupts files), then take the backup again.");
         }
 
-        if (request.Force) DumpService.RemoveExisting(finalPath);
         DurableFiles.SyncDirectory(partial);
-        // The rename reaches the disk with the metadata file written next to it (BackupMetadata.Write syncs their folder).
-        Directory.Move(partial, finalPath);
         var end = DateTimeOffset.UtcNow;
         backup.EndTime = end;
         backup.Duration = end - start;
-        backup.SizeBytes = BackupChecksum.SizeOf(finalPath);
+        backup.SizeBytes = BackupChecksum.SizeOf(partial);
         backup.VerificationState = VerificationState.Verified;
         backup.LastVerified = end;
-        BackupMetadata.Write(backup);
+        try { writing.Commit(backup, request.Force); }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            Discard();
+            throw DumpService.WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, ex.Message, ex);
+        }
         reporter.ProgressCompleted(activity);
         reporter.Milestone($"Base backup of {target.Display}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, WAL {startLsn} to {stopLsn} on timeline {timeline}, manifest verified");
         return backup;
+    }
+
+    /// <summary>
+    /// One base backup of a server at a time in a repository, as pgBackRest's backup lock does: two would load the server
+    /// twice for nothing, and overlapping schedules are a mistake to report, not to run. The lock file stays (it is
+    /// never deleted, so no one can lock a file that is going away); the operating system releases the lock itself.
+    /// </summary>
+    private static FileLock LockServer(string baseFolder, ConnectionTarget target)
+    {
+        var path = System.IO.Path.Combine(baseFolder, "backup.lock");
+        return FileLock.TryAcquire(path, $"Start-PgBaseBackup of {target.Display}", deleteOnRelease: false)
+            ?? throw new PgBackupException("BackupInProgress", ErrorKind.ResourceBusy,
+                $"A base backup of {target.Display} into this repository is already running ({FileLock.Owner(path)}).", target.Display,
+                "Wait until it has finished (a second one would only load the server twice), or stop it; the lock goes with the process that holds it.");
     }
 
     /// <summary>Where a Plain backup's tablespaces went: pg_basebackup writes them outside the backup and links them from pg_tblspc.</summary>

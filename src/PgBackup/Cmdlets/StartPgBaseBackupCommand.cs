@@ -40,6 +40,9 @@ public sealed class StartPgBaseBackupCommand : PgServerCmdlet
     [Parameter]
     public SwitchParameter Force { get; set; }
 
+    [Parameter]
+    public TimeSpan StallTimeout { get; set; } = TimeSpan.FromMinutes(5);
+
     protected override void ProcessRecord()
     {
         var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
@@ -48,6 +51,7 @@ public sealed class StartPgBaseBackupCommand : PgServerCmdlet
             if (Repository != null && Path != null)
                 throw new PgBackupException("PathAndRepository", ErrorKind.InvalidArgument, "Give either -Repository or -Path, not both.", Path,
                     "Use -Repository to file base backups by server, or -Path for one exact folder.");
+            RequirePositiveTimeout(StallTimeout, nameof(StallTimeout));
             var target = ResolveServer(settings);
             var path = Path == null ? null : GetUnresolvedProviderPathFromPSPath(Path);
             var request = new BaseBackupRequest
@@ -62,6 +66,7 @@ public sealed class StartPgBaseBackupCommand : PgServerCmdlet
                 Repository = path == null && settings.Repository is { } r ? GetUnresolvedProviderPathFromPSPath(r) : null,
                 Path = path,
                 Force = Force,
+                StallTimeout = StallTimeout,
                 ToolPath = settings.ToolPath,
             };
             if (!ShouldProcess(target.Display, $"Base backup ({Format}, WAL {WalMethod}) to {path ?? request.Repository ?? "(no destination)"}")) return;
