@@ -66,10 +66,21 @@ public static class BackupTester
         IOperationReporter reporter, CancellationToken ct)
     {
         reporter.Progress("Testing " + backup.Path, "Verifying SHA-256", 0);
-        result.ActualSha256 = await BackupChecksum.ComputeAsync(backup.Path, ct).ConfigureAwait(false);
-        result.ChecksumValid = request.HasMetadata && string.Equals(result.ActualSha256, backup.Sha256, StringComparison.OrdinalIgnoreCase);
-        if (!request.HasMetadata) failures.Add("The dump has no PgBackup metadata, so there is no recorded SHA-256 to compare with.");
-        else if (!result.ChecksumValid) failures.Add($"SHA-256 mismatch: expected {backup.Sha256}, found {result.ActualSha256}.");
+        if (!request.HasMetadata)
+        {
+            result.ActualSha256 = await BackupChecksum.ComputeAsync(backup.Path, ct).ConfigureAwait(false);
+            failures.Add("The dump has no PgBackup metadata, so there is no recorded SHA-256 to compare with.");
+        }
+        else if (await BackupChecksum.CheckAsync(backup, ct).ConfigureAwait(false) is { } damage)
+        {
+            result.ActualSha256 = damage.ActualSha256;
+            failures.Add($"SHA-256 mismatch (PgBackup.ChecksumMismatch): {damage.Problem}.");
+        }
+        else
+        {
+            result.ActualSha256 = backup.Sha256;
+            result.ChecksumValid = true;
+        }
 
         if (request.RestoreTarget is { } server && failures.Count == 0)
         {

@@ -45,7 +45,9 @@ public sealed record RestorePlan(RestoreRequest Request, RestoreAction Action, S
 
 /// <summary>
 /// Restores a dump with pg_restore (Custom, Directory, Tar) or psql (Plain, globals). Refuses to write into a database
-/// that has objects unless -Clean or -Force; verifies the checksum first; a database it created is dropped again if the restore fails.
+/// that has objects unless -Clean or -Force; verifies the checksum first. A new database (or one -Create -Force
+/// replaces) is restored under a staging name and renamed into place when complete (<see cref="RestoreStaging"/>);
+/// into an existing database, a serial restore is one transaction.
 /// </summary>
 public static class RestoreService
 {
@@ -137,37 +139,24 @@ public static class RestoreService
         if (request.HasMetadata)
         {
             reporter.Progress(activity, "Verifying SHA-256", 0);
-            var actual = await BackupChecksum.ComputeAsync(source.Path, ct).ConfigureAwait(false);
-            if (!string.Equals(actual, source.Sha256, StringComparison.OrdinalIgnoreCase))
-                throw ChecksumMismatch(source, actual);
+            if (await BackupChecksum.CheckAsync(source, ct).ConfigureAwait(false) is { } damage)
+                throw ChecksumMismatch(source, damage);
         }
 
-        var created = false;
-        if (plan.Action is RestoreAction.CreateDatabase or RestoreAction.RecreateDatabase)
-        {
-            await using var connection = await ServerSession.OpenAsync(target.WithDatabase(target.Database == "postgres" ? "template1" : "postgres"), ct).ConfigureAwait(false);
-            if (plan.Action == RestoreAction.RecreateDatabase)
-            {
-                reporter.Milestone($"Dropping database '{target.Database}' on {target.Display}");
-                await ServerSession.ExecuteAsync(connection, $"drop database {ServerSession.QuoteIdentifier(target.Database)}{(plan.Server.Major >= 13 ? " with (force)" : "")}", target, ct).ConfigureAwait(false);
-            }
-            var encoding = string.IsNullOrEmpty(source.Encoding) ? "" : $" encoding '{source.Encoding.Replace("'", "''")}'";
-            await ServerSession.ExecuteAsync(connection, $"create database {ServerSession.QuoteIdentifier(target.Database)} template template0{encoding}", target, ct).ConfigureAwait(false);
-            created = true;
-        }
+        var created = plan.Action is RestoreAction.CreateDatabase or RestoreAction.RecreateDatabase;
+        await using var staging = created
+            ? await RestoreStaging.CreateAsync(target, source.Path, source.Encoding, plan.Server.Major, reporter, ct).ConfigureAwait(false)
+            : null;
+        var into = staging?.Target ?? target;
 
         List<string> warnings = [];
         PgTool tool;
         try
         {
             (tool, warnings) = source.Format == DumpFormat.Plain
-                ? await RunPsqlAsync(plan, activity, reporter, ct).ConfigureAwait(false)
-                : await RunPgRestoreAsync(plan, activity, reporter, ct).ConfigureAwait(false);
-        }
-        catch (Exception) when (created)
-        {
-            await DropQuietlyAsync(target, plan.Server, reporter).ConfigureAwait(false);
-            throw;
+                ? await RunPsqlAsync(plan, into, activity, reporter, ct).ConfigureAwait(false)
+                : await RunPgRestoreAsync(plan, into, activity, reporter, ct).ConfigureAwait(false);
+            if (staging != null) await staging.CommitAsync(plan.Action == RestoreAction.RecreateDatabase, reporter, ct).ConfigureAwait(false);
         }
         finally { reporter.ProgressCompleted(activity); }
 
@@ -193,22 +182,22 @@ public static class RestoreService
         };
     }
 
-    internal static PgBackupException ChecksumMismatch(DumpBackup source, string actual) =>
+    internal static PgBackupException ChecksumMismatch(DumpBackup source, DumpDamage damage) =>
         new("ChecksumMismatch", ErrorKind.InvalidData,
-            $"The dump '{source.Path}' does not match the SHA-256 recorded when it was made (expected {source.Sha256}, found {actual}); it has been changed or damaged.",
-            source.Path, "Do not restore this copy: take an older backup (Get-PgBackup) or make a new dump, and check the storage that holds the repository.");
+            $"The dump '{source.Path}' is not what was recorded when it was made: {damage.Problem}. It has been changed or damaged, so nothing was restored.",
+            damage.File, "Do not restore this copy: take an older backup (Get-PgBackup) or make a new dump, and check the storage that holds the repository.");
 
-    private static async Task<(PgTool, List<string>)> RunPgRestoreAsync(RestorePlan plan, string activity, IOperationReporter reporter, CancellationToken ct)
+    private static async Task<(PgTool, List<string>)> RunPgRestoreAsync(RestorePlan plan, ConnectionTarget into, string activity, IOperationReporter reporter, CancellationToken ct)
     {
         var request = plan.Request;
         var tool = new ToolLocator(request.ToolPath).Find("pg_restore", MajorOf(request.Source.ToolVersion), plan.Server.Major, reporter);
-        var env = request.Target.ToolEnvironment();
+        var env = into.ToolEnvironment();
 
         var list = await ToolRunner.RunAsync(tool, ["--list", request.Source.Path], env, null, ct, captureOutput: true).ConfigureAwait(false);
         if (!list.Succeeded) throw RestoreFailure(tool, list, plan);
         var tables = list.StandardOutput.Split('\n').Count(l => !l.StartsWith(';') && l.Contains(" TABLE DATA ", StringComparison.Ordinal));
 
-        var args = new List<string> { ConnectionTarget.DbNameArgument(request.Target.Database), "--verbose", "--exit-on-error" };
+        var args = new List<string> { ConnectionTarget.DbNameArgument(into.Database), "--verbose", "--exit-on-error" };
         if (request.Jobs > 1) args.Add("--jobs=" + request.Jobs);
         else args.Add("--single-transaction");
         if (request.NoOwner) args.Add("--no-owner");
@@ -232,14 +221,14 @@ public static class RestoreService
         return (tool, []);
     }
 
-    private static async Task<(PgTool, List<string>)> RunPsqlAsync(RestorePlan plan, string activity, IOperationReporter reporter, CancellationToken ct)
+    private static async Task<(PgTool, List<string>)> RunPsqlAsync(RestorePlan plan, ConnectionTarget into, string activity, IOperationReporter reporter, CancellationToken ct)
     {
         var request = plan.Request;
         var globals = request.Source.Kind == BackupKind.Globals;
         if (request.NoOwner)
             reporter.Warning("-NoOwner has no effect on a Plain dump: psql runs its ALTER ... OWNER statements as written. Dump with the Custom format to choose at restore time.");
         var tool = new ToolLocator(request.ToolPath).Find("psql", null, plan.Server.Major, reporter);
-        var args = new List<string> { "--no-psqlrc", "--quiet", "--file=-", ConnectionTarget.DbNameArgument(request.Target.Database) };
+        var args = new List<string> { "--no-psqlrc", "--quiet", "--file=-", ConnectionTarget.DbNameArgument(into.Database) };
         // Roles that already exist make some globals statements fail; those are reported, not fatal.
         if (!globals) { args.Add("--set=ON_ERROR_STOP=1"); args.Add("--single-transaction"); }
 
@@ -250,7 +239,7 @@ public static class RestoreService
         var warnings = new List<string>();
         try
         {
-            var result = await ToolRunner.RunAsync(tool, args, request.Target.ToolEnvironment(), line =>
+            var result = await ToolRunner.RunAsync(tool, args, into.ToolEnvironment(), line =>
             {
                 if (globals && line.Contains("ERROR:", StringComparison.Ordinal)) lock (warnings) warnings.Add(line);
                 reporter.Verbose(line);
@@ -272,7 +261,8 @@ public static class RestoreService
     private static PgBackupException RestoreFailure(PgTool tool, ToolResult result, RestorePlan plan) =>
         new("RestoreFailed", ErrorKind.ToolFailed,
             $"{tool.Name} failed (exit code {result.ExitCode}) restoring '{plan.Request.Source.Path}' into {plan.TargetDescription}. " +
-            (plan.Action == RestoreAction.CreateDatabase || plan.Action == RestoreAction.RecreateDatabase ? "The database created for it was dropped again. " :
+            (plan.Action == RestoreAction.CreateDatabase ? "The database it was restoring into was dropped again. " :
+             plan.Action == RestoreAction.RecreateDatabase ? $"The database it was restoring into was dropped again; '{plan.Request.Target.Database}' is as it was. " :
              plan.Request.Jobs <= 1 ? "The restore ran in one transaction, so nothing was changed. " : "") +
             $"{tool.Name} said:{Environment.NewLine}{result.ErrorSummary()}",
             plan.Request.Source.Path,
