@@ -1,11 +1,21 @@
+using System.Collections.Concurrent;
 using System.Formats.Tar;
+using PgBackup.Engine.Physical;
 using PgBackup.Engine.Tools;
 
 namespace PgBackup.Engine.Recovery;
 
-/// <summary>Puts the files of a base backup into a data directory: a copy of a Plain backup, or the extracted tar files.</summary>
+/// <summary>
+/// Puts the files of a base backup into a data directory: a copy of a Plain backup, or the extracted tar files. Every
+/// file is checked against the backup's manifest as it is copied (the bytes are read once), and global/pg_control goes
+/// in last: a data directory that was not finished (a damaged file, a full disk, a killed process) has no pg_control,
+/// so no server can be started from it by mistake.
+/// </summary>
 public static class BackupFiles
 {
+    private const string ControlFile = "global/pg_control";
+    private const int BufferSize = 1 << 20;
+
     /// <summary>An error, before anything is written, for backups PgBackup cannot lay out as a data directory here.</summary>
     public static void EnsureRestorable(BaseBackup backup)
     {
@@ -20,7 +30,7 @@ public static class BackupFiles
                 $"The backup holds a tablespace ({Path.GetFileName(tablespace)}); PgBackup cannot yet remap tablespaces when it restores a base backup.", tablespace,
                 "Restore this backup by hand (pg_basebackup's tablespace mapping) or keep tablespaces out of clusters restored with PgBackup.");
         if (backup.Format == BaseBackupFormat.Tar &&
-            Directory.EnumerateFiles(backup.Path, "*.tar*").FirstOrDefault(f => !Physical.CompressedTar.CanRead(Path.GetFileName(f))) is { } unknown)
+            Directory.EnumerateFiles(backup.Path, "*.tar*").FirstOrDefault(f => !CompressedTar.CanRead(Path.GetFileName(f))) is { } unknown)
             throw new PgBackupException("CompressionNotSupported", ErrorKind.InvalidOperation,
                 $"'{Path.GetFileName(unknown)}' is not a tar file PgBackup can read (.tar, .tar.gz, .tar.lz4 or .tar.zst).", unknown,
                 "Take base backups with -Compress gzip, lz4, zstd or none when PgBackup should restore them.");
@@ -31,20 +41,31 @@ public static class BackupFiles
         Directory.EnumerateFiles(backup.Path, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
 
     /// <param name="onBytes">Called with each chunk of bytes read, from worker threads.</param>
-    public static void Restore(BaseBackup backup, string dataDirectory, Action<long>? onBytes, CancellationToken ct)
+    /// <param name="verify">Check every file against the manifest (PgBackup.BackupFileDamaged names the first that does
+    /// not match); false only when the caller has just verified the whole backup.</param>
+    public static void Restore(BaseBackup backup, string dataDirectory, Action<long>? onBytes, CancellationToken ct, bool verify = true)
     {
         EnsureRestorable(backup);
+        var check = verify ? ManifestCheck.Load(backup) : null;
         Directory.CreateDirectory(dataDirectory);
-        if (backup.Format == BaseBackupFormat.Plain) CopyTree(backup.Path, dataDirectory, onBytes, ct);
+        string? controlFile;
+        if (backup.Format == BaseBackupFormat.Plain) controlFile = CopyTree(backup.Path, dataDirectory, check, onBytes, ct);
         else
-            foreach (var archive in Directory.GetFiles(backup.Path, "*.tar*"))
+        {
+            controlFile = null;
+            foreach (var archive in Directory.GetFiles(backup.Path, "*.tar*").Order(StringComparer.Ordinal))
             {
                 var name = Path.GetFileName(archive);
                 var destination = IsWalArchive(name) ? Path.Combine(dataDirectory, "pg_wal") : dataDirectory;
                 Directory.CreateDirectory(destination);
-                using var input = Physical.CompressedTar.OpenRead(archive, file => new CountingStream(file, onBytes, ct));
-                TarFile.ExtractToDirectory(input, destination, overwriteFiles: true);
+                var extracted = Extract(archive, destination, IsWalArchive(name) ? null : check, CompressedTar.ManifestPrefix(name), onBytes, ct);
+                controlFile ??= extracted;
             }
+        }
+        check?.ThrowIfIncomplete();
+        if (controlFile == null)
+            throw Damaged(backup.Path, $"The base backup in '{backup.Path}' holds no {ControlFile}");
+        File.Move(controlFile, Path.Combine(dataDirectory, ControlFile), overwrite: true);
         // pg_basebackup leaves these out of a backup, and a server cannot start without them.
         foreach (var folder in new[] { "pg_wal", "pg_replslot", "pg_stat_tmp", Path.Combine("pg_wal", "archive_status") })
             Directory.CreateDirectory(Path.Combine(dataDirectory, folder));
@@ -53,17 +74,162 @@ public static class BackupFiles
     private static bool IsBaseArchive(string name) => name.StartsWith("base.tar", StringComparison.Ordinal);
     private static bool IsWalArchive(string name) => name.StartsWith("pg_wal.tar", StringComparison.Ordinal);
 
-    /// <summary>Copies every file, largest first on a few threads: one thread cannot keep a fast disk busy.</summary>
-    private static void CopyTree(string from, string to, Action<long>? onBytes, CancellationToken ct)
+    /// <summary>Copies every file, largest first on a few threads (one thread cannot keep a fast disk busy); pg_control under a temporary name.</summary>
+    private static string? CopyTree(string from, string to, ManifestCheck? check, Action<long>? onBytes, CancellationToken ct)
     {
         foreach (var dir in Directory.GetDirectories(from, "*", SearchOption.AllDirectories))
             Directory.CreateDirectory(Path.Combine(to, Path.GetRelativePath(from, dir)));
         var files = new DirectoryInfo(from).GetFiles("*", SearchOption.AllDirectories).OrderByDescending(f => f.Length).ToList();
-        Parallel.ForEach(files, new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = Math.Clamp(Environment.ProcessorCount, 2, 4) }, file =>
+        string? controlFile = null;
+        try
         {
-            File.Copy(file.FullName, Path.Combine(to, Path.GetRelativePath(from, file.FullName)));
-            onBytes?.Invoke(file.Length);
-        });
+            Parallel.ForEach(files, new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = Math.Clamp(Environment.ProcessorCount, 2, 4) }, file =>
+            {
+                var relative = Path.GetRelativePath(from, file.FullName).Replace('\\', '/');
+                var destination = Path.Combine(to, relative);
+                if (relative == ControlFile) destination = controlFile = destination + ".pgbackup-restoring";
+                try
+                {
+                    using var input = new FileStream(file.FullName, FileMode.Open, FileAccess.Read, FileShare.Read, 0, FileOptions.SequentialScan);
+                    var digest = CopyDigested(input, destination, OperatingSystem.IsWindows() ? null : File.GetUnixFileMode(file.FullName), onBytes, ct);
+                    check?.Record(relative, digest, file.FullName);
+                }
+                catch (SourceUnreadable ex) { throw Damaged(file.FullName, $"'{file.FullName}' cannot be read: {ex.InnerException!.Message}", ex.InnerException); }
+            });
+        }
+        catch (AggregateException ex)
+        {
+            // The first damaged file, else the first write error (a full disk), as if the copy had been serial.
+            var first = ex.InnerExceptions.FirstOrDefault(e => e is PgBackupException) ?? ex.InnerExceptions[0];
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(first).Throw();
+        }
+        return controlFile;
+    }
+
+    /// <summary>Extracts one tar file (decompressed as its name says); returns where pg_control went, if it was in it.</summary>
+    private static string? Extract(string archive, string destination, ManifestCheck? check, string manifestPrefix, Action<long>? onBytes, CancellationToken ct)
+    {
+        var root = Path.GetFullPath(destination);
+        string? controlFile = null;
+        try
+        {
+            using var input = CompressedTar.OpenRead(archive, file => new CountingStream(file, onBytes, ct));
+            using var reader = new TarReader(input);
+            while (ReadSource(() => reader.GetNextEntry()) is { } entry)
+            {
+                ct.ThrowIfCancellationRequested();
+                var relative = entry.Name.Replace('\\', '/');
+                if (relative.StartsWith("./", StringComparison.Ordinal)) relative = relative[2..];
+                relative = relative.TrimStart('/');
+                if (relative.Length == 0) continue;
+                var path = Path.GetFullPath(Path.Combine(root, relative));
+                if (!path.StartsWith(root.TrimEnd(Path.DirectorySeparatorChar) + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+                    throw Damaged(archive, $"'{archive}' holds '{entry.Name}', which points outside the data directory");
+                switch (entry.EntryType)
+                {
+                    case TarEntryType.Directory:
+                        Directory.CreateDirectory(path);
+                        break;
+                    case TarEntryType.RegularFile or TarEntryType.V7RegularFile:
+                        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+                        if (manifestPrefix + relative == ControlFile) path = controlFile = path + ".pgbackup-restoring";
+                        var digest = CopyDigested(entry.DataStream ?? Stream.Null, path, OperatingSystem.IsWindows() ? null : (UnixFileMode)entry.Mode, null, ct);
+                        check?.Record(manifestPrefix + relative, digest, $"{archive} ({relative})");
+                        break;
+                    case TarEntryType.SymbolicLink:
+                        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+                        File.CreateSymbolicLink(path, entry.LinkName);
+                        break;
+                }
+            }
+        }
+        catch (SourceUnreadable ex)
+        {
+            // A truncated or damaged tar, gzip, lz4 or zstd stream fails inside the decompressor or the tar reader.
+            throw Damaged(archive, $"'{archive}' cannot be read to its end: {ex.InnerException!.Message}", ex.InnerException);
+        }
+        return controlFile;
+    }
+
+    /// <summary>Runs a read from the backup; what fails there (not a write into the data directory) is the backup's damage.</summary>
+    private static T ReadSource<T>(Func<T> read)
+    {
+        try { return read(); }
+        catch (Exception ex) when (ex is not (OperationCanceledException or PgBackupException or UnauthorizedAccessException)) { throw new SourceUnreadable(ex); }
+    }
+
+    private sealed class SourceUnreadable(Exception inner) : Exception(inner.Message, inner);
+
+    /// <summary>Writes <paramref name="input"/> to a new file, computing its size, CRC-32C and SHA-256 in the same pass.</summary>
+    private static FileDigest CopyDigested(Stream input, string destination, UnixFileMode? mode, Action<long>? onBytes, CancellationToken ct)
+    {
+        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, Share = FileShare.None, BufferSize = 0 };
+        if (mode is { } m) options.UnixCreateMode = m & (UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute);
+        using var output = new FileStream(destination, options);
+        using var digester = new FileDigester();
+        var buffer = new byte[BufferSize];
+        int read;
+        while ((read = ReadSource(() => input.Read(buffer, 0, buffer.Length))) > 0)
+        {
+            ct.ThrowIfCancellationRequested();
+            digester.Append(buffer.AsSpan(0, read));
+            output.Write(buffer, 0, read);
+            onBytes?.Invoke(read);
+        }
+        return digester.Finish();
+    }
+
+    internal static PgBackupException Damaged(string file, string problem, Exception? inner = null) =>
+        new("BackupFileDamaged", ErrorKind.InvalidData, $"{problem}; the base backup is damaged, so nothing was restored from it.", file,
+            "Recover from another base backup (Get-PgBackup -Kind Base), and check the storage that holds the repository; Test-PgBackup lists every file that does not match.", inner);
+
+    /// <summary>The files the manifest lists, checked off as they are copied; the first one that does not match is an error at once.</summary>
+    private sealed class ManifestCheck
+    {
+        private readonly string _backupPath;
+        private readonly Dictionary<string, ManifestFile> _expected;
+        private readonly ConcurrentDictionary<string, byte> _seen = new(StringComparer.Ordinal);
+
+        private ManifestCheck(string backupPath, Dictionary<string, ManifestFile> expected)
+        {
+            _backupPath = backupPath;
+            _expected = expected;
+        }
+
+        public static ManifestCheck Load(BaseBackup backup)
+        {
+            var path = string.IsNullOrEmpty(backup.ManifestPath) ? Path.Combine(backup.Path, "backup_manifest") : backup.ManifestPath;
+            if (!File.Exists(path)) throw Damaged(path, $"'{path}' is missing, so the backup's files cannot be checked");
+            BackupManifest manifest;
+            try { manifest = BackupManifest.Read(path); }
+            catch (Exception ex) when (ex is System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+            {
+                throw Damaged(path, $"'{path}' is not a backup manifest PgBackup can read ({ex.Message})", ex);
+            }
+            if (manifest.ChecksumProblem() is { } problem) throw Damaged(path, $"'{path}': {problem}");
+            return new ManifestCheck(backup.Path, manifest.CheckedFiles.ToDictionary(f => f.Path, StringComparer.Ordinal));
+        }
+
+        public void Record(string manifestPath, FileDigest digest, string where)
+        {
+            if (!_expected.TryGetValue(manifestPath, out var entry))
+            {
+                if (!BackupManifest.IgnoredFiles.Contains(manifestPath) && !manifestPath.StartsWith("pg_wal/", StringComparison.Ordinal))
+                    throw Damaged(where, $"'{where}' is in the backup but not in its manifest");
+                return;
+            }
+            _seen[manifestPath] = 0;
+            if (digest.Matches(entry)) return;
+            throw Damaged(where, digest.Length != entry.Size
+                ? $"'{where}' has {digest.Length} bytes, the manifest says {entry.Size}"
+                : $"'{where}' does not match its {entry.ChecksumAlgorithm} checksum in the manifest");
+        }
+
+        public void ThrowIfIncomplete()
+        {
+            if (_expected.Keys.FirstOrDefault(k => !_seen.ContainsKey(k)) is { } missing)
+                throw Damaged(Path.Combine(_backupPath, missing), $"'{missing}' is in the manifest but missing from the backup");
+        }
     }
 
     private sealed class CountingStream(Stream inner, Action<long>? onBytes, CancellationToken ct) : ForwardReadStream(inner)

@@ -50,6 +50,7 @@ public static class InstanceControl
     /// <summary>pg_ctl start -w as the owner; with <paramref name="port"/> the server listens there (pg_ctl -o "-p port").</summary>
     public static async Task<PgInstance> StartAsync(string dataDirectory, int? port, TimeSpan timeout, string? toolPath, IOperationReporter reporter, CancellationToken ct)
     {
+        RecoveryMarker.RefuseUnfinished(Path.GetFullPath(dataDirectory), "start");
         var instance = await DescribeAsync(dataDirectory, ct).ConfigureAwait(false);
         RefuseManaged(instance, "start");
         if (instance.State == InstanceState.Running)
@@ -97,6 +98,15 @@ public static class InstanceControl
     /// <summary>Stops the instance when it runs (fast, then immediate) and deletes the data directory.</summary>
     public static async Task RemoveAsync(string dataDirectory, bool force, string? toolPath, IOperationReporter reporter, CancellationToken ct)
     {
+        var full = Path.GetFullPath(dataDirectory);
+        if (RecoveryMarker.InProgress(full)) RecoveryMarker.RefuseUnfinished(full, "remove");
+        // An interrupted recovery may have stopped before PG_VERSION was written; it is still PgBackup's to remove.
+        if (RecoveryMarker.Abandoned(full) && !File.Exists(Path.Combine(full, "PG_VERSION")))
+        {
+            reporter.Milestone($"Removing '{full}', which an interrupted recovery left ({RecoveryMarker.Owner(full)}).");
+            DeleteFolder(full);
+            return;
+        }
         var instance = await DescribeAsync(dataDirectory, ct).ConfigureAwait(false);
         if (!force) RefuseManaged(instance, "remove");
         if (instance.State == InstanceState.Running)
@@ -105,10 +115,15 @@ public static class InstanceControl
             catch (PgBackupException) { await StopAsync(instance.DataDirectory, StopMode.Immediate, TimeSpan.FromSeconds(60), toolPath, reporter, ct).ConfigureAwait(false); }
         }
         reporter.Milestone($"Removing '{instance.DataDirectory}'.");
-        try { Directory.Delete(instance.DataDirectory, recursive: true); }
+        DeleteFolder(instance.DataDirectory);
+    }
+
+    private static void DeleteFolder(string directory)
+    {
+        try { Directory.Delete(directory, recursive: true); }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            throw new PgBackupException("RemoveFailed", ErrorKind.PermissionDenied, $"'{instance.DataDirectory}' could not be removed: {ex.Message}", instance.DataDirectory,
+            throw new PgBackupException("RemoveFailed", ErrorKind.PermissionDenied, $"'{directory}' could not be removed: {ex.Message}", directory,
                 "Check that this account may delete the folder and that no process holds files open in it.", ex);
         }
     }

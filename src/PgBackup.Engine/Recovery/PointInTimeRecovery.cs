@@ -24,9 +24,11 @@ public sealed record PointInTimeRequest
 }
 
 /// <summary>
-/// Point-in-time recovery of a base backup into a local data directory: lays out the files, writes restore_command (the
-/// module's WAL fetcher) and the recovery target the way the server's version expects, starts the instance as the data
-/// directory's owner, follows the replay, and checks what was reached. A recovery that fails removes what it wrote.
+/// Point-in-time recovery of a base backup into a local data directory: lays out the files (checked against the backup's
+/// manifest as they are copied), writes restore_command (the module's WAL fetcher) and the recovery target the way the
+/// server's version expects, starts the instance as the data directory's owner, follows the replay, and checks what was
+/// reached. A recovery that fails removes what it wrote; one whose process was killed leaves its <see cref="RecoveryMarker"/>,
+/// so what it left is never taken for a finished recovery, and running it again replaces it.
 /// </summary>
 public static class PointInTimeRecovery
 {
@@ -34,23 +36,33 @@ public static class PointInTimeRecovery
     private static readonly TimeSpan ConnectPatience = TimeSpan.FromMinutes(1);
     private const string MonitorFailed = "PgBackup.RecoveryMonitorFailed";
 
-    /// <summary>Checks the data directory and the port before anything is written; an error names what is in the way.</summary>
+    /// <summary>
+    /// Checks the data directory and the port before anything is written; an error names what is in the way. What an
+    /// interrupted recovery left is not in the way: it is replaced, its server (if it still runs) stopped first.
+    /// </summary>
     public static void CheckDestination(string dataDirectory, int port, bool force)
     {
         var directory = Path.GetFullPath(dataDirectory);
         if (File.Exists(directory))
             throw new PgBackupException("DataDirectoryIsFile", ErrorKind.InvalidArgument, $"'{directory}' is a file, not a folder.", directory, "Give -DataDirectory a folder path.");
+        int? leftoverPort = null;
         if (Directory.Exists(directory))
         {
-            if (InstanceControl.ReadPostmaster(directory) is { } pm && InstanceControl.IsAlive(pm.Pid))
-                throw new PgBackupException("InstanceRunning", ErrorKind.ResourceExists,
-                    $"A PostgreSQL server (process {pm.Pid}, port {pm.Port}) is running from '{directory}'; PgBackup never restores over a running server, even with -Force.", directory,
-                    "Choose another -DataDirectory, or stop that server first (Stop-PgInstance) if it is really to be replaced.");
-            if (!force && Directory.EnumerateFileSystemEntries(directory).Any())
-                throw new PgBackupException("DataDirectoryNotEmpty", ErrorKind.ResourceExists, $"The data directory '{directory}' is not empty.", directory,
-                    "Choose an empty or new folder, or pass -Force to delete what it holds and restore there.");
+            if (RecoveryMarker.InProgress(directory)) RecoveryMarker.RefuseUnfinished(directory, "restore into");
+            var running = InstanceControl.ReadPostmaster(directory) is { } pm && InstanceControl.IsAlive(pm.Pid) ? pm : null;
+            if (RecoveryMarker.Abandoned(directory)) leftoverPort = running?.Port;
+            else
+            {
+                if (running != null)
+                    throw new PgBackupException("InstanceRunning", ErrorKind.ResourceExists,
+                        $"A PostgreSQL server (process {running.Pid}, port {running.Port}) is running from '{directory}'; PgBackup never restores over a running server, even with -Force.", directory,
+                        "Choose another -DataDirectory, or stop that server first (Stop-PgInstance) if it is really to be replaced.");
+                if (!force && Directory.EnumerateFileSystemEntries(directory).Any())
+                    throw new PgBackupException("DataDirectoryNotEmpty", ErrorKind.ResourceExists, $"The data directory '{directory}' is not empty.", directory,
+                        "Choose an empty or new folder, or pass -Force to delete what it holds and restore there.");
+            }
         }
-        InstanceControl.EnsurePortFree(port);
+        if (port != leftoverPort) InstanceControl.EnsurePortFree(port);
     }
 
     public static async Task<RecoveryResult> RunAsync(PointInTimeRequest request, IOperationReporter reporter, CancellationToken ct)
@@ -80,10 +92,18 @@ public static class PointInTimeRecovery
         result.ConnectionString = $"host={result.Server} port={request.Port} dbname=postgres";
         var clock = Stopwatch.StartNew();
         var existed = Directory.Exists(directory);
+        var leftover = existed && RecoveryMarker.Abandoned(directory) ? RecoveryMarker.Owner(directory) : null;
+        Directory.CreateDirectory(directory);
+        using var marker = RecoveryMarker.Take(directory, $"Restore-PgPointInTime of base backup {backup.Id} to {plan.Target}");
         var started = false;
         ArchivedWalGate? gate = null;
         try
         {
+            if (leftover != null)
+            {
+                await StopQuietlyAsync(pgCtl, runAs, directory, reporter).ConfigureAwait(false);
+                reporter.Warning($"Replacing what an interrupted recovery left in '{directory}' ({leftover}).");
+            }
             reporter.Milestone($"Restoring base backup {backup.Id} into '{directory}' for recovery to {plan.Target} (timeline {plan.Timeline}).");
             await PrepareDirectoryAsync(directory, runAs, ct).ConfigureAwait(false);
             var total = Math.Max(1, BackupFiles.SourceBytes(backup));
@@ -339,11 +359,15 @@ public static class PointInTimeRecovery
         catch (PgBackupException ex) { reporter.Warning($"The instance in '{directory}' could not be stopped: {ex.Message}"); }
     }
 
-    /// <summary>Deletes what the folder holds and keeps the folder (with its owner and permissions, which the user chose).</summary>
+    /// <summary>
+    /// Deletes what the folder holds and keeps the folder (with its owner and permissions, which the user chose), and the
+    /// recovery's own marker, which goes when the recovery ends.
+    /// </summary>
     private static void Empty(string directory)
     {
         foreach (var entry in new DirectoryInfo(directory).EnumerateFileSystemInfos())
         {
+            if (entry.Name.StartsWith(RecoveryMarker.FileName, StringComparison.Ordinal)) continue;
             if (entry is DirectoryInfo d) d.Delete(recursive: true);
             else entry.Delete();
         }

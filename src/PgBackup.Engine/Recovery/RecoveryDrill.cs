@@ -32,6 +32,25 @@ public sealed record DrillRequest
 /// </summary>
 public static class RecoveryDrill
 {
+    private const string DrillFolderPrefix = "pgbackup-drill-";
+
+    /// <summary>
+    /// The throwaway instances of drills whose process was killed before it could remove them: their server may still
+    /// run, so they are stopped and removed before a new drill starts one more.
+    /// </summary>
+    private static async Task RemoveAbandonedDrillsAsync(string? toolPath, IOperationReporter reporter, CancellationToken ct)
+    {
+        foreach (var folder in Directory.EnumerateDirectories(Path.GetTempPath(), DrillFolderPrefix + "*").Where(RecoveryMarker.Abandoned).ToList())
+        {
+            try
+            {
+                reporter.Milestone($"Removing the instance of an interrupted drill in '{folder}' ({RecoveryMarker.Owner(folder)}).");
+                await InstanceControl.RemoveAsync(folder, force: true, toolPath, reporter, ct).ConfigureAwait(false);
+            }
+            catch (PgBackupException ex) { reporter.Warning($"The instance of an interrupted drill in '{folder}' could not be removed: {ex.Message}"); }
+        }
+    }
+
     public static async Task<DrillReport> RunAsync(DrillRequest request, IOperationReporter reporter, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
@@ -66,7 +85,8 @@ public static class RecoveryDrill
         report.BackupPath = backup.Path;
         report.BackupTime = backup.StartTime;
 
-        var directory = Path.GetFullPath(request.DataDirectory ?? Path.Combine(Path.GetTempPath(), "pgbackup-drill-" + Guid.NewGuid().ToString("N")[..10]));
+        if (request.DataDirectory == null) await RemoveAbandonedDrillsAsync(request.ToolPath, reporter, ct).ConfigureAwait(false);
+        var directory = Path.GetFullPath(request.DataDirectory ?? Path.Combine(Path.GetTempPath(), DrillFolderPrefix + Guid.NewGuid().ToString("N")[..10]));
         var port = request.Port ?? InstanceControl.FreePort();
         report.DataDirectory = directory;
         report.RecoveredPort = port;
