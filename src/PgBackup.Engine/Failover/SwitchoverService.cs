@@ -46,7 +46,9 @@ public sealed record SwitchoverPlan(SwitchoverRequest Request, string PrimaryDat
 /// <summary>
 /// A planned switchover of a primary whose data directory is on this machine: the old primary is shut down cleanly,
 /// the candidate is promoted only after it has provably replayed everything the old primary wrote, and the old primary
-/// then follows the new one. The candidate is never promoted while the old primary can still accept writes.
+/// then follows the new one. The candidate is never promoted while the old primary can still accept writes. Every wait
+/// is bounded by the request's timeout, so a server that hangs ends the switchover with an error; when that happens
+/// before the promotion and PgBackup stopped the old primary itself, it starts it again as the primary.
 /// </summary>
 public static class SwitchoverService
 {
@@ -135,79 +137,105 @@ public static class SwitchoverService
         var writesStopped = TimeSpan.Zero;
         Lsn final = default;
         var proven = true;
-        if (plan.Fenced)
-            await Step($"Stopping writes on {request.Primary.Display} with the fence script", 10, async () =>
-            {
-                writesStopped = clock.Elapsed;
-                var outcome = await FenceScript.RunAsync(request.FenceScript!, request.Primary, request.Candidate, plan.PrimaryDataDirectory, reporter, ct).ConfigureAwait(false);
-                if (await FailoverService.AnswersAsync(request.Primary, ct).ConfigureAwait(false))
-                    throw new PgBackupException("PrimaryStillRunning", ErrorKind.InvalidOperation,
-                        $"The fence script exited 0, but {request.Primary.Display} still accepts connections. Nothing was promoted.", request.FenceScript,
-                        "Make the fence script shut the primary down cleanly (pg_ctl stop -m fast) and wait until it has stopped.");
-                // Control data taken before the shutdown finished, or after a crash, holds an older checkpoint: proving against it would prove nothing.
-                if (FenceScript.ClusterStateIn(outcome.Output) is { } state && state != "shut down")
-                    throw new PgBackupException("PrimaryNotCleanlyStopped", ErrorKind.InvalidOperation,
-                        $"The fence script printed control data with the cluster state '{state}', not 'shut down', so the old primary's last WAL position is not known. Nothing was promoted.", request.FenceScript,
-                        "Make the fence script stop the primary cleanly (pg_ctl stop -m fast -w) before it runs pg_controldata, then start the old primary again and retry.");
-                if (outcome.FinalCheckpoint is { } checkpoint) final = checkpoint;
-                else
-                {
-                    proven = false;
-                    reporter.Warning($"The fence script did not print the old primary's final checkpoint (pg_controldata's \"Latest checkpoint location\"), so zero loss cannot be proven: " +
-                                     $"{request.Candidate.Display} is promoted once it has replayed everything it received before {request.Primary.Display} went away.");
-                }
-            }).ConfigureAwait(false);
-        else
-            await Step($"Stopping {request.Primary.Display}", 10, async () =>
-            {
-                writesStopped = clock.Elapsed;
-                var stop = await ToolRunner.RunAsUserAsync(pgCtl!, plan.PrimaryOwner, ["stop", "-D", plan.PrimaryDataDirectory, "-m", "fast", "-w", "-t", ((int)request.Timeout.TotalSeconds).ToString(CultureInfo.InvariantCulture)],
-                    new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter).ConfigureAwait(false);
-                if (!stop.Succeeded)
-                    throw new PgBackupException("PrimaryStopFailed", ErrorKind.ToolFailed, $"{request.Primary.Display} did not shut down: {stop.ErrorSummary()}. Nothing was promoted.", request.Primary.Display,
-                        "Look at the primary's log; the switchover did not change any role.");
-                var control = await ToolRunner.RunAsync(controlData!, [plan.PrimaryDataDirectory], new Dictionary<string, string?> { ["PGDATA"] = null }, null, ct, captureOutput: true).ConfigureAwait(false);
-                var state = Regex.Match(control.StandardOutput, @"Database cluster state:\s+(.+)").Groups[1].Value.Trim();
-                var checkpoint = Regex.Match(control.StandardOutput, @"Latest checkpoint location:\s+([0-9A-F]+/[0-9A-F]+)").Groups[1].Value;
-                if (state != "shut down" || !Lsn.TryParse(checkpoint, out final))
-                    throw new PgBackupException("PrimaryNotCleanlyStopped", ErrorKind.InvalidOperation, $"{request.Primary.Display} is not cleanly shut down (state '{state}'), so its last WAL position is not known. Nothing was promoted.",
-                        plan.PrimaryDataDirectory, "Start the old primary again (pg_ctl start) and retry the switchover.");
-            }).ConfigureAwait(false);
-
-        var restart = plan.Fenced ? "start the old primary again on its host" : $"start the old primary again (pg_ctl start -D {plan.PrimaryDataDirectory})";
-        await Step(proven ? $"Waiting until {request.Candidate.Display} replayed {final}" : $"Waiting until {request.Candidate.Display} replayed all it received", 35, async () =>
-        {
-            var deadline = DateTime.UtcNow + request.Timeout;
-            await using var c = await ServerSession.OpenAsync(request.Candidate, ct).ConfigureAwait(false);
-            while (true)
-            {
-                var replayed = Lsn.Parse(await ServerSession.ScalarAsync<string>(c, "select pg_last_wal_replay_lsn()::text", ct).ConfigureAwait(false) ?? "0/0");
-                // The shutdown checkpoint record starts at `final`; replaying it moves the replay position past it.
-                if (proven && replayed > final) break;
-                if (!proven)
-                {
-                    // Without the final position: the sender has gone (it sends everything before a clean shutdown ends) and all received is replayed.
-                    var receiver = await ServerSession.ScalarAsync<string>(c, "select coalesce((select status from pg_stat_wal_receiver), 'stopped')", ct).ConfigureAwait(false);
-                    var received = Lsn.Parse(await ServerSession.ScalarAsync<string>(c, "select coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text", ct).ConfigureAwait(false) ?? "0/0");
-                    if (receiver != "streaming" && replayed >= received) { final = received; break; }
-                }
-                if (DateTime.UtcNow > deadline)
-                    throw new PgBackupException("CandidateMissingWal", ErrorKind.OperationTimeout,
-                        $"{request.Candidate.Display} replayed only {replayed}, not the old primary's final WAL{(proven ? " " + final : "")}; promoting it would lose committed work, so it was not promoted. {request.Primary.Display} is stopped.",
-                        request.Candidate.Display, $"To restore service, {restart}; then find out why the standby did not receive the last WAL.");
-                await Task.Delay(50, ct).ConfigureAwait(false);
-            }
-        }).ConfigureAwait(false);
-
+        var stoppedHere = false;
+        var promotionRequested = false;
         uint timeline = 0;
-        await Step($"Promoting {request.Candidate.Display}", 60, async () =>
+        try
         {
-            await using var c = await ServerSession.OpenAsync(request.Candidate, ct).ConfigureAwait(false);
-            if (!await ServerSession.ScalarAsync<bool>(c, "select pg_promote(true, 60)", ct).ConfigureAwait(false))
-                throw new PgBackupException("PromoteFailed", ErrorKind.ToolFailed, $"{request.Candidate.Display} did not finish promotion within 60 s.", request.Candidate.Display,
-                    "Look at the candidate's log; the old primary is stopped and can be started again if needed.");
-            timeline = (uint)await ServerSession.ScalarAsync<int>(c, "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", ct).ConfigureAwait(false);
-        }).ConfigureAwait(false);
+            if (plan.Fenced)
+                await Step($"Stopping writes on {request.Primary.Display} with the fence script", 10, async () =>
+                {
+                    writesStopped = clock.Elapsed;
+                    var outcome = await FenceScript.RunAsync(request.FenceScript!, request.Primary, request.Candidate, plan.PrimaryDataDirectory, reporter, ct).ConfigureAwait(false);
+                    if (await FailoverService.AnswersAsync(request.Primary, ct).ConfigureAwait(false))
+                        throw new PgBackupException("PrimaryStillRunning", ErrorKind.InvalidOperation,
+                            $"The fence script exited 0, but {request.Primary.Display} still accepts connections. Nothing was promoted.", request.FenceScript,
+                            "Make the fence script shut the primary down cleanly (pg_ctl stop -m fast) and wait until it has stopped.");
+                    // Control data taken before the shutdown finished, or after a crash, holds an older checkpoint: proving against it would prove nothing.
+                    if (FenceScript.ClusterStateIn(outcome.Output) is { } state && state != "shut down")
+                        throw new PgBackupException("PrimaryNotCleanlyStopped", ErrorKind.InvalidOperation,
+                            $"The fence script printed control data with the cluster state '{state}', not 'shut down', so the old primary's last WAL position is not known. Nothing was promoted.", request.FenceScript,
+                            "Make the fence script stop the primary cleanly (pg_ctl stop -m fast -w) before it runs pg_controldata, then start the old primary again and retry.");
+                    if (outcome.FinalCheckpoint is { } checkpoint) final = checkpoint;
+                    else
+                    {
+                        proven = false;
+                        reporter.Warning($"The fence script did not print the old primary's final checkpoint (pg_controldata's \"Latest checkpoint location\"), so zero loss cannot be proven: " +
+                                         $"{request.Candidate.Display} is promoted once it has replayed everything it received before {request.Primary.Display} went away.");
+                    }
+                }).ConfigureAwait(false);
+            else
+                await Step($"Stopping {request.Primary.Display}", 10, async () =>
+                {
+                    writesStopped = clock.Elapsed;
+                    var stop = await ToolRunner.RunAsUserAsync(pgCtl!, plan.PrimaryOwner, ["stop", "-D", plan.PrimaryDataDirectory, "-m", "fast", "-w", "-t", ((int)request.Timeout.TotalSeconds).ToString(CultureInfo.InvariantCulture)],
+                        new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter).ConfigureAwait(false);
+                    if (!stop.Succeeded)
+                        throw new PgBackupException("PrimaryStopFailed", ErrorKind.OperationTimeout,
+                            $"{request.Primary.Display} did not shut down within {request.Timeout}: {stop.ErrorSummary()}. Nothing was promoted; {request.Candidate.Display} is still its standby.", request.Primary.Display,
+                            $"Look at the primary's log and its host (a server that hangs cannot shut down). It was asked for a fast shutdown, which it completes if it recovers: then start it again (Start-PgInstance -DataDirectory {plan.PrimaryDataDirectory}) and retry.");
+                    var control = await ToolRunner.RunAsync(controlData!, [plan.PrimaryDataDirectory], new Dictionary<string, string?> { ["PGDATA"] = null }, null, ct, captureOutput: true).ConfigureAwait(false);
+                    var state = Regex.Match(control.StandardOutput, @"Database cluster state:\s+(.+)").Groups[1].Value.Trim();
+                    var checkpoint = Regex.Match(control.StandardOutput, @"Latest checkpoint location:\s+([0-9A-F]+/[0-9A-F]+)").Groups[1].Value;
+                    if (state != "shut down" || !Lsn.TryParse(checkpoint, out final))
+                        throw new PgBackupException("PrimaryNotCleanlyStopped", ErrorKind.InvalidOperation, $"{request.Primary.Display} is not cleanly shut down (state '{state}'), so its last WAL position is not known. Nothing was promoted.",
+                            plan.PrimaryDataDirectory, "Start the old primary again (pg_ctl start) and retry the switchover.");
+                    stoppedHere = true;
+                }).ConfigureAwait(false);
+
+            var restart = plan.Fenced ? "start the old primary again on its host" : $"start the old primary again (pg_ctl start -D {plan.PrimaryDataDirectory})";
+            await Step(proven ? $"Waiting until {request.Candidate.Display} replayed {final}" : $"Waiting until {request.Candidate.Display} replayed all it received", 35, async () =>
+            {
+                var deadline = DateTime.UtcNow + request.Timeout;
+                // A candidate that hangs does not answer at all: the timeout cancels the connection or the query that waits for it.
+                using var patience = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                // A little after the deadline, so a candidate that answers but has not replayed enough is reported as such.
+                patience.CancelAfter(request.Timeout + TimeSpan.FromSeconds(5));
+                Lsn replayed = default;
+                try
+                {
+                    await using var c = await ServerSession.OpenAsync(request.Candidate, patience.Token).ConfigureAwait(false);
+                    while (true)
+                    {
+                        replayed = Lsn.Parse(await ServerSession.ScalarAsync<string>(c, "select pg_last_wal_replay_lsn()::text", patience.Token).ConfigureAwait(false) ?? "0/0");
+                        // The shutdown checkpoint record starts at `final`; replaying it moves the replay position past it.
+                        if (proven && replayed > final) break;
+                        if (!proven)
+                        {
+                            // Without the final position: the sender has gone (it sends everything before a clean shutdown ends) and all received is replayed.
+                            var receiver = await ServerSession.ScalarAsync<string>(c, "select coalesce((select status from pg_stat_wal_receiver), 'stopped')", patience.Token).ConfigureAwait(false);
+                            var received = Lsn.Parse(await ServerSession.ScalarAsync<string>(c, "select coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text", patience.Token).ConfigureAwait(false) ?? "0/0");
+                            if (receiver != "streaming" && replayed >= received) { final = received; break; }
+                        }
+                        if (DateTime.UtcNow > deadline)
+                            throw new PgBackupException("CandidateMissingWal", ErrorKind.OperationTimeout,
+                                $"{request.Candidate.Display} replayed only {replayed}, not the old primary's final WAL{(proven ? " " + final : "")}; promoting it would lose committed work, so it was not promoted. {request.Primary.Display} is stopped.",
+                                request.Candidate.Display, $"To restore service, {restart}; then find out why the standby did not receive the last WAL.");
+                        await Task.Delay(50, patience.Token).ConfigureAwait(false);
+                    }
+                }
+                catch (Exception ex) when (patience.IsCancellationRequested && !ct.IsCancellationRequested && ex is OperationCanceledException or NpgsqlException or PgBackupException { ErrorId: not "PgBackup.CandidateMissingWal" })
+                {
+                    throw new PgBackupException("CandidateMissingWal", ErrorKind.OperationTimeout,
+                        $"{request.Candidate.Display} did not answer within {request.Timeout} (last seen replaying {replayed}), so it cannot be shown to hold the old primary's final WAL{(proven ? " " + final : "")}; it was not promoted. {request.Primary.Display} is stopped.",
+                        request.Candidate.Display, $"To restore service, {restart}; then find out why the standby hangs (its log, its host).", ex);
+                }
+            }).ConfigureAwait(false);
+
+            await Step($"Promoting {request.Candidate.Display}", 60, async () =>
+            {
+                await using var c = await ServerSession.OpenAsync(request.Candidate, ct).ConfigureAwait(false);
+                promotionRequested = true;
+                if (!await ServerSession.ScalarAsync<bool>(c, "select pg_promote(true, 60)", ct).ConfigureAwait(false))
+                    throw new PgBackupException("PromoteFailed", ErrorKind.ToolFailed, $"{request.Candidate.Display} did not finish promotion within 60 s.", request.Candidate.Display,
+                        "Look at the candidate's log; the old primary is stopped and can be started again if needed.");
+                timeline = (uint)await ServerSession.ScalarAsync<int>(c, "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", ct).ConfigureAwait(false);
+            }).ConfigureAwait(false);
+        }
+        catch (PgBackupException ex) when (stoppedHere && !promotionRequested)
+        {
+            throw await RestartOldPrimaryAsync(plan, pgCtl!, ex, reporter).ConfigureAwait(false);
+        }
         var unavailable = clock.Elapsed - writesStopped;
 
         var rejoined = false;
@@ -260,6 +288,25 @@ public static class SwitchoverService
             OldPrimary = request.Primary.Display, NewPrimary = request.Candidate.Display, FinalLsn = final, BytesLost = proven ? 0 : null, NewTimeline = timeline,
             WriteUnavailable = unavailable, OldPrimaryRejoined = rejoined, Steps = [.. steps], Repointed = [.. repointed],
         };
+    }
+
+    /// <summary>
+    /// The switchover failed after PgBackup shut the old primary down and before it asked the candidate to promote: no
+    /// server accepts writes. The old primary is the only one that can, and nothing else has been promoted, so it is
+    /// started again as it was. The error says what happened and what is running now.
+    /// </summary>
+    private static async Task<PgBackupException> RestartOldPrimaryAsync(SwitchoverPlan plan, PgTool pgCtl, PgBackupException failure, IOperationReporter reporter)
+    {
+        var primary = plan.Request.Primary;
+        reporter.Milestone($"Starting {primary.Display} again as the primary: the switchover failed before anything was promoted.");
+        var start = await ToolRunner.RunAsUserAsync(pgCtl, plan.PrimaryOwner,
+            ["start", "-D", plan.PrimaryDataDirectory, "-l", Path.Combine(plan.PrimaryDataDirectory, "pgbackup-switchover.log"), "-w", "-t", ((int)Math.Max(60, plan.Request.Timeout.TotalSeconds)).ToString(CultureInfo.InvariantCulture)],
+            new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, CancellationToken.None, reporter).ConfigureAwait(false);
+        return start.Succeeded
+            ? new PgBackupException(failure.ErrorId, failure.Kind, failure.Message.Replace($" {primary.Display} is stopped.", "") + $" {primary.Display} was started again as the primary, so the roles are as they were.",
+                failure.Target, "Find out why the switchover could not finish (the message above names the server), then switch over again.", failure)
+            : new PgBackupException(failure.ErrorId, failure.Kind, failure.Message + $" Starting {primary.Display} again failed as well: {start.ErrorSummary()}", failure.Target,
+                $"Start the old primary by hand (pg_ctl start -D {plan.PrimaryDataDirectory}) and read its log; nothing was promoted.", failure);
     }
 
     private static PgBackupException Refuse(string id, string message, object target, string action) =>
