@@ -115,6 +115,41 @@ public sealed class WalArchiveToolTests : IDisposable
     }
 
     [Fact]
+    public async Task Pushes_of_one_segment_at_the_same_moment_all_succeed_and_leave_one_copy_and_its_checksum()
+    {
+        // PostgreSQL never runs two archive_commands for one segment, but two servers (or a server and an operator
+        // replaying .ready files by hand) may push into one archive; pgBackRest prevents that with a lock, PgBackup
+        // makes it safe: temporary names per process, a rename that never overwrites, the same content accepted.
+        for (var round = 0; round < 4; round++)
+        {
+            var name = $"00000001000000000000001{round}";
+            var source = WalTool.WriteRandomFile(Path.Combine(root, "pg_wal", name));
+            var pushes = await Task.WhenAll(Enumerable.Range(0, 6).Select(_ => Task.Run(() => WalTool.Run("push", source, Archive))));
+            Assert.All(pushes, p => Assert.True(p.ExitCode == 0, p.StdErr));
+            Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(Path.Combine(Archive, name)));
+            Assert.Equal($"{WalTool.Sha256(source)}  {name}\n", File.ReadAllText(Path.Combine(Archive, name + ".sha256")));
+        }
+        Assert.DoesNotContain(Directory.GetFiles(Archive), f => f.Contains(".tmp", StringComparison.Ordinal));
+        Assert.Equal(8, Directory.GetFiles(Archive).Length);
+    }
+
+    [Fact]
+    public async Task Pushes_of_different_content_under_one_name_at_the_same_moment_keep_exactly_one_with_its_checksum()
+    {
+        for (var round = 0; round < 4; round++)
+        {
+            var name = $"00000001000000000000002{round}";
+            var sources = Enumerable.Range(0, 3).Select(i => WalTool.WriteRandomFile(Path.Combine(root, $"server{i}", name))).ToList();
+            var pushes = await Task.WhenAll(sources.Select(source => Task.Run(() => (Source: source, Result: WalTool.Run("push", source, Archive)))));
+            var winner = Assert.Single(pushes, p => p.Result.ExitCode == 0);
+            Assert.All(pushes.Where(p => p.Result.ExitCode != 0), p => Assert.Contains("refusing to overwrite", p.Result.StdErr));
+            Assert.Equal(File.ReadAllBytes(winner.Source), File.ReadAllBytes(Path.Combine(Archive, name)));
+            Assert.Equal($"{WalTool.Sha256(winner.Source)}  {name}\n", File.ReadAllText(Path.Combine(Archive, name + ".sha256")));
+        }
+        Assert.DoesNotContain(Directory.GetFiles(Archive), f => f.Contains(".tmp", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Push_of_a_missing_file_fails_with_one_line()
     {
         var (exit, _, stderr) = WalTool.Run("push", Path.Combine(root, "pg_wal", Segment), Archive);

@@ -210,6 +210,28 @@ Describe 'PgBackup module conventions' {
             Should -Not -BeNullOrEmpty -Because "$CommandName must be run by a Pester suite in tests/pester, not only named in a comment"
     }
 
+    It 'docs/reliability.md names only tests that exist, and every test of Faults.Tests.ps1' {
+        $document = Get-Content -LiteralPath (Join-Path $repositoryRoot 'docs' 'reliability.md')
+        $named = @($document | ForEach-Object {
+                if ($_ -match '^\|.*\| `(?<file>[^`]+)` › (?<name>.+?) \|\s*$') { [pscustomobject]@{ File = $Matches.file; Name = $Matches.name } }
+            })
+        $named.Count | Should -BeGreaterThan 20 -Because 'the matrix has a row per fault and operation'
+        foreach ($reference in $named) {
+            $path = @((Join-Path $PSScriptRoot $reference.File), (Join-Path $repositoryRoot 'tests' 'PgBackup.Engine.Tests' $reference.File)) |
+                Where-Object { Test-Path -LiteralPath $_ -PathType Leaf } | Select-Object -First 1
+            $path | Should -Not -BeNullOrEmpty -Because "docs/reliability.md names the test file $($reference.File)"
+            (Get-Content -LiteralPath $path -Raw).Contains($reference.Name) | Should -BeTrue -Because "docs/reliability.md names '$($reference.Name)' in $($reference.File)"
+        }
+        $itPattern = '(?m)^\s*It (?:''(?<single>(?:[^'']|'''')+)''|"(?<double>[^"]+)")'
+        $faultTests = @([regex]::Matches((Get-Content -LiteralPath (Join-Path $PSScriptRoot 'Faults.Tests.ps1') -Raw), $itPattern) | ForEach-Object {
+                if ($_.Groups['single'].Success) { $_.Groups['single'].Value.Replace("''", "'") } else { $_.Groups['double'].Value }
+            })
+        $faultTests.Count | Should -BeGreaterThan 10
+        foreach ($test in $faultTests) {
+            @($named | Where-Object { $_.File -eq 'Faults.Tests.ps1' -and $_.Name -eq $test }) | Should -Not -BeNullOrEmpty -Because "every fault test is a row of docs/reliability.md: '$test'"
+        }
+    }
+
     It 'has an about topic' {
         $about = Get-Help -Name about_PgBackup -ErrorAction Stop
         ($about | Out-String) | Should -BeLikeExactly '*PgBackup*'

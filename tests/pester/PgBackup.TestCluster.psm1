@@ -865,6 +865,205 @@ function Format-PgTestError {
 
 #endregion
 
+#region Processes (a pwsh to kill, a server to hang)
+
+function Start-PgTestPwsh {
+    <#
+    .SYNOPSIS
+        Runs a script in a new pwsh process (the engine itself, not a launcher), with the built module imported, and
+        returns at once: the test can kill it, hang it or wait for it (Wait-PgTestPwsh).
+    .DESCRIPTION
+        The child inherits this process's environment (PGPASSFILE, PGUSER, PGBACKUP_CONFIG as Enter-PgTestEnvironment
+        set them). -Variables become variables of the script. What the script outputs and every error it writes are saved
+        as JSON (ErrorId, Category, TargetObject, Message) for Wait-PgTestPwsh. When pwsh runs from the PowerShell .NET
+        tool, the pwsh on PATH is a launcher whose child is the engine; this starts the engine directly (dotnet pwsh.dll),
+        so Process is the process that holds the module.
+    .EXAMPLE
+        $job = Start-PgTestPwsh -Script 'Invoke-PgDump -Server $s -Database shop -Repository $r' -Variables @{ s = $server; r = $repo }
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory)] [string] $Script,
+        [hashtable] $Variables = @{}
+    )
+    $folder = [System.IO.Directory]::CreateTempSubdirectory('pgbackup-pester-pwsh-').FullName
+    $resultFile = Join-Path $folder 'result.json'
+    $quote = { param($text) "'" + ([string] $text).Replace("'", "''") + "'" }
+    $assignments = foreach ($key in $Variables.Keys) {
+        $value = $Variables[$key]
+        $literal = if ($value -is [int] -or $value -is [long]) { [string] $value } else { & $quote $value }
+        "`$$key = $literal"
+    }
+    $child = @(
+        "`$ErrorActionPreference = 'Continue'"
+        "Import-Module -Name $(& $quote (Get-PgBackupModuleManifest)) -ErrorAction Stop"
+        $assignments
+        '$Error.Clear(); $output = @()'
+        "try { `$output = @(& { $Script }) } catch { }"
+        '$errors = @($Error | Where-Object { $_ -is [System.Management.Automation.ErrorRecord] }); [array]::Reverse($errors)'
+        '$record = [pscustomobject]@{'
+        '    Output = @($output | ForEach-Object { if ($_ -is [string]) { $_ } else { $_ | Select-Object -Property * } })'
+        '    Errors = @($errors | ForEach-Object { [pscustomobject]@{ ErrorId = $_.FullyQualifiedErrorId.Split(",")[0]; Category = "$($_.CategoryInfo.Category)"; TargetObject = "$($_.TargetObject)"; Message = "$_" } })'
+        '}'
+        "`$record | ConvertTo-Json -Depth 4 | Set-Content -LiteralPath $(& $quote $resultFile) -Encoding utf8"
+    ) -join [System.Environment]::NewLine
+    $encoded = [System.Convert]::ToBase64String([System.Text.Encoding]::Unicode.GetBytes($child))
+    $engine = [System.Environment]::ProcessPath
+    $startInfo = [System.Diagnostics.ProcessStartInfo]::new($engine)
+    if ([System.IO.Path]::GetFileNameWithoutExtension($engine) -eq 'dotnet') { $startInfo.ArgumentList.Add((Join-Path $PSHOME 'pwsh.dll')) }
+    foreach ($argument in '-NoProfile', '-NonInteractive', '-OutputFormat', 'Text', '-EncodedCommand', $encoded) { $startInfo.ArgumentList.Add($argument) }
+    $startInfo.UseShellExecute = $false
+    $startInfo.RedirectStandardOutput = $true
+    $startInfo.RedirectStandardError = $true
+    $process = [System.Diagnostics.Process]::Start($startInfo)
+    # Both streams are read as they come, so a chatty child never blocks on a full pipe.
+    $stdout = $process.StandardOutput.ReadToEndAsync()
+    $stderr = $process.StandardError.ReadToEndAsync()
+    [pscustomobject]@{ PSTypeName = 'PgBackup.TestPwsh'; Process = $process; Folder = $folder; ResultFile = $resultFile; StdOut = $stdout; StdErr = $stderr }
+}
+
+function Wait-PgTestPwsh {
+    <#
+    .SYNOPSIS
+        Waits for a Start-PgTestPwsh process to end and returns what it did: ExitCode, Output, Errors (ErrorId, Category,
+        TargetObject, Message), Killed (it ended without writing its result) and its console text.
+    #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory)] [psobject] $Job, [int] $Seconds = 300)
+    if (-not $Job.Process.WaitForExit($Seconds * 1000)) {
+        $Job.Process.Kill($true)
+        throw "The pwsh process $($Job.Process.Id) did not end within $Seconds s."
+    }
+    $Job.Process.WaitForExit()
+    $result = if (Test-Path -LiteralPath $Job.ResultFile) { Get-Content -LiteralPath $Job.ResultFile -Raw | ConvertFrom-Json } else { $null }
+    $summary = [pscustomobject]@{
+        ExitCode = $Job.Process.ExitCode
+        Killed   = $null -eq $result
+        Output   = if ($result) { @($result.Output) } else { @() }
+        Errors   = if ($result) { @($result.Errors) } else { @() }
+        Console  = $Job.StdOut.Result + $Job.StdErr.Result
+    }
+    Remove-PgTestFolder -Path $Job.Folder
+    $summary
+}
+
+function Send-PgTestSignal {
+    <# Sends a signal (KILL, STOP, CONT) to processes. #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory)] [int[]] $ProcessId, [Parameter(Mandatory)] [ValidateSet('KILL', 'STOP', 'CONT')] [string] $Signal)
+    $out = & kill "-$Signal" -- @($ProcessId | ForEach-Object { [string] $_ }) 2>&1
+    if ($LASTEXITCODE -ne 0) { throw "kill -$Signal $($ProcessId -join ' ') failed: $($out -join ' ')" }
+}
+
+function Suspend-PgTestServer {
+    <#
+    .SYNOPSIS
+        Hangs a server: SIGSTOP to its postmaster and every process the postmaster started (each of them leads a session
+        of its own, so a process group does not reach them). Returns the process ids, for Resume-PgTestServer.
+        With -Backend, only the server processes of that type (checkpointer, startup, walreceiver...) are stopped.
+    #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory)] [string] $DataDirectory, [string] $Backend)
+    $postmaster = Get-PgTestPostmasterId -DataDirectory $DataDirectory
+    if (-not $postmaster) { throw "No server runs from $DataDirectory." }
+    $children = @(Get-Process -ErrorAction SilentlyContinue | Where-Object { $null -ne $_.Parent -and $_.Parent.Id -eq $postmaster })
+    $targets = @(if ($Backend) { $children | Where-Object { $_.CommandLine -match ": $([regex]::Escape($Backend))( |$)" } | ForEach-Object Id }
+        else { @($postmaster) + @($children | ForEach-Object Id) })
+    if ($targets.Count -eq 0) { throw "No '$Backend' process of the server in $DataDirectory." }
+    Send-PgTestSignal -ProcessId $targets -Signal STOP
+    $targets
+}
+
+function Resume-PgTestServer {
+    <# Lets processes that Suspend-PgTestServer hung go on (SIGCONT); those that have gone meanwhile are skipped. Never throws. #>
+    [CmdletBinding()]
+    param([AllowNull()] [int[]] $ProcessId)
+    foreach ($id in @($ProcessId)) {
+        if ($id -and (Get-Process -Id $id -ErrorAction SilentlyContinue)) {
+            try { Send-PgTestSignal -ProcessId $id -Signal CONT } catch { Write-Warning "$_" }
+        }
+    }
+}
+
+function Start-PgTestSession {
+    <#
+    .SYNOPSIS
+        Opens a psql session that runs -Sql and then stays open (a transaction holding a lock, for instance) until
+        Stop-PgTestSession ends it. Waits until -Sql has run.
+    .EXAMPLE
+        $session = Start-PgTestSession -Cluster $cluster -Database shop -Sql 'begin; lock table public.items in access exclusive mode;'
+    #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory)] [psobject] $Cluster, [string] $Database = 'postgres', [Parameter(Mandatory)] [string] $Sql)
+    $startInfo = [System.Diagnostics.ProcessStartInfo]::new((Get-PgToolPath -Cluster $Cluster -Tool psql))
+    foreach ($argument in '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', $Cluster.Host, '-p', [string] $Cluster.Port, '-U', $script:SuperUser, '-d', $Database) {
+        $startInfo.ArgumentList.Add($argument)
+    }
+    foreach ($name in @($startInfo.Environment.Keys | Where-Object { Test-PgVariableName $_ })) { $null = $startInfo.Environment.Remove($name) }
+    $startInfo.Environment['PGPASSWORD'] = $Cluster.Password
+    $startInfo.Environment['PGCLIENTENCODING'] = 'UTF8'
+    $startInfo.UseShellExecute = $false
+    $startInfo.RedirectStandardInput = $true
+    $startInfo.RedirectStandardOutput = $true
+    $startInfo.RedirectStandardError = $true
+    $process = [System.Diagnostics.Process]::Start($startInfo)
+    $stdout = $process.StandardOutput
+    $stderr = $process.StandardError.ReadToEndAsync()
+    $marker = 'pgbackup-session-ready-' + [guid]::NewGuid().ToString('N')
+    $process.StandardInput.WriteLine($Sql)
+    $process.StandardInput.WriteLine("select '$marker';")
+    $process.StandardInput.Flush()
+    $reading = $stdout.ReadLineAsync()
+    $deadline = [datetime]::UtcNow.AddSeconds(60)
+    while ($true) {
+        if (-not $reading.Wait(200)) {
+            if ($process.HasExited) { throw "psql ended before '$Sql' ran: $($stderr.Result)" }
+            if ([datetime]::UtcNow -gt $deadline) { $process.Kill(); throw "'$Sql' did not run within 60 s." }
+            continue
+        }
+        if ($null -eq $reading.Result) { throw "psql ended before '$Sql' ran: $($stderr.Result)" }
+        if ($reading.Result.Trim() -eq $marker) { break }
+        $reading = $stdout.ReadLineAsync()
+    }
+    [pscustomobject]@{ PSTypeName = 'PgBackup.TestSession'; Process = $process; StdErr = $stderr }
+}
+
+function Stop-PgTestSession {
+    <# Ends a Start-PgTestSession session (rolls back what it holds). Accepts $null; never throws. #>
+    [CmdletBinding()]
+    param([AllowNull()] [psobject] $Session)
+    if ($null -eq $Session) { return }
+    try {
+        if (-not $Session.Process.HasExited) {
+            $Session.Process.StandardInput.WriteLine('rollback;')
+            $Session.Process.StandardInput.Close()
+            if (-not $Session.Process.WaitForExit(10000)) { $Session.Process.Kill() }
+        }
+    }
+    catch { Write-Warning "Ending the test session failed: $_" }
+    finally { $Session.Process.Dispose() }
+}
+
+function Get-PgTestPostmasterId {
+    <# The process id of the postmaster running from a data directory (its postmaster.pid), or $null when none runs. #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory)] [string] $DataDirectory)
+    $pidFile = Join-Path $DataDirectory 'postmaster.pid'
+    $processId = 0
+    if ((Test-Path -LiteralPath $pidFile) -and [int]::TryParse((Get-Content -LiteralPath $pidFile -TotalCount 1 -ErrorAction SilentlyContinue), [ref] $processId) -and
+        (Get-Process -Id $processId -ErrorAction SilentlyContinue)) { return $processId }
+    $null
+}
+
+function Get-PgTestProcess {
+    <# The processes named -Name whose command line holds -CommandLineLike (a path): what outlived a killed pwsh. #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory)] [string] $Name, [Parameter(Mandatory)] [string] $CommandLineLike)
+    @(Get-Process -Name $Name -ErrorAction SilentlyContinue | Where-Object { $_.CommandLine -and $_.CommandLine.Contains($CommandLineLike) })
+}
+
+#endregion
+
 #region tmpfs (a full or read-only folder for real)
 
 function New-PgTestTmpfs {
@@ -932,4 +1131,13 @@ Export-ModuleMember -Function @(
     'Format-PgTestError'
     'New-PgTestTmpfs'
     'Remove-PgTestTmpfs'
+    'Start-PgTestPwsh'
+    'Wait-PgTestPwsh'
+    'Send-PgTestSignal'
+    'Start-PgTestSession'
+    'Stop-PgTestSession'
+    'Suspend-PgTestServer'
+    'Resume-PgTestServer'
+    'Get-PgTestPostmasterId'
+    'Get-PgTestProcess'
 )
