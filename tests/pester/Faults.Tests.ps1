@@ -31,6 +31,27 @@ BeforeAll {
         $result
     }
 
+    function Start-TestFixture {
+        # A test cluster, with the sample database shop when -ItemRows is given, and the process environment for it.
+        param([string] $Name, [int] $ItemRows = 0, [hashtable] $Settings = @{})
+        $cluster = Start-PgTestCluster -Name $Name -Settings $Settings
+        try {
+            if ($ItemRows -gt 0) { New-PgTestSampleDatabase -Cluster $cluster -Database shop -ItemRows $ItemRows }
+            [pscustomobject]@{ Cluster = $cluster; Server = $cluster.Server; Environment = (Enter-PgTestEnvironment -Cluster $cluster) }
+        }
+        catch {
+            Stop-PgTestCluster -Cluster $cluster
+            throw
+        }
+    }
+
+    function Stop-TestFixture([psobject] $Fixture) {
+        if ($null -eq $Fixture) { return }
+        Exit-PgTestEnvironment -State $Fixture.Environment
+        Stop-PgTestCluster -Cluster $Fixture.Cluster
+        Remove-PgTestRepository
+    }
+
     function Get-TestFolderSize([string] $Path) {
         if (-not (Test-Path -LiteralPath $Path)) { return 0 }
         (Get-ChildItem -LiteralPath $Path -Recurse -File -Force -ErrorAction SilentlyContinue | Measure-Object -Property Length -Sum).Sum + 0
@@ -44,16 +65,13 @@ BeforeAll {
 
 Describe 'Fault: the pwsh running the operation is killed (SIGKILL) in the middle' -Tag 'Integration', 'Faults' {
     BeforeAll {
-        $cluster = Start-PgTestCluster -Name 'faultkill' -Settings @{ max_wal_senders = '10' }
-        New-PgTestSampleDatabase -Cluster $cluster -Database shop -ItemRows 300000
-        $environment = Enter-PgTestEnvironment -Cluster $cluster
-        $server = $cluster.Server
+        $fixture = Start-TestFixture -Name 'faultkill' -ItemRows 300000 -Settings @{ max_wal_senders = '10' }
+        $cluster = $fixture.Cluster
+        $server = $fixture.Server
     }
 
     AfterAll {
-        Exit-PgTestEnvironment -State $environment
-        Stop-PgTestCluster -Cluster $cluster
-        Remove-PgTestRepository
+        Stop-TestFixture $fixture
     }
 
     It 'Invoke-PgDump: pg_dump dies with it, Get-PgBackup lists nothing partial and names the leftover, the next dump removes it' {
@@ -160,19 +178,16 @@ Describe 'Fault: the pwsh running the operation is killed (SIGKILL) in the middl
 
 Describe 'Fault: the pwsh running Restore-PgPointInTime is killed (SIGKILL) in the middle' -Tag 'Integration', 'Faults' {
     BeforeAll {
-        $cluster = Start-PgTestCluster -Name 'faultpitr'
-        $environment = Enter-PgTestEnvironment -Cluster $cluster
-        $server = $cluster.Server
+        $fixture = Start-TestFixture -Name 'faultpitr'
+        $cluster = $fixture.Cluster
+        $server = $fixture.Server
         $repo = New-PgTestRepository
         $null = Enable-PgWalArchiving -Server $server -Repository $repo -Restart -Confirm:$false -ErrorAction Stop
         $null = Invoke-PgTestSql -Cluster $cluster -Sql 'create table ledger(id int primary key, pad text)'
         $null = Start-PgBaseBackup -Server $server -Repository $repo -ErrorAction Stop
         # WAL to replay, so the recovery is still replaying when the pwsh is killed.
         $null = Invoke-PgTestSql -Cluster $cluster -Sql "insert into ledger select g, repeat('x', 500) from generate_series(1, 100000) g"
-        $segment = Invoke-PgTestSql -Cluster $cluster -Sql 'select pg_walfile_name(pg_switch_wal())'
-        Wait-PgTestCondition -What "Archiving $segment" -Seconds 60 -Condition {
-            [string]::CompareOrdinal((Invoke-PgTestSql -Cluster $cluster -Sql "select coalesce(last_archived_wal, '') from pg_stat_archiver"), $segment) -ge 0
-        }
+        $null = Save-PgTestWalSegment -Cluster $cluster
         $expected = Invoke-PgTestSql -Cluster $cluster -Sql 'select count(*) from ledger'
 
         function Test-RecoveryRerun([string] $Directory) {
@@ -193,9 +208,7 @@ Describe 'Fault: the pwsh running Restore-PgPointInTime is killed (SIGKILL) in t
     }
 
     AfterAll {
-        Exit-PgTestEnvironment -State $environment
-        Stop-PgTestCluster -Cluster $cluster
-        Remove-PgTestRepository
+        Stop-TestFixture $fixture
     }
 
     It 'while it copies the backup: what it left cannot be started, and the same command run again replaces it' {
@@ -239,16 +252,13 @@ Describe 'Fault: the pwsh running Restore-PgPointInTime is killed (SIGKILL) in t
 
 Describe 'Fault: the server hangs (SIGSTOP) during a base backup' -Tag 'Integration', 'Faults' {
     BeforeAll {
-        $cluster = Start-PgTestCluster -Name 'faultstall'
-        New-PgTestSampleDatabase -Cluster $cluster -Database shop -ItemRows 50000
-        $environment = Enter-PgTestEnvironment -Cluster $cluster
-        $server = $cluster.Server
+        $fixture = Start-TestFixture -Name 'faultstall' -ItemRows 50000
+        $cluster = $fixture.Cluster
+        $server = $fixture.Server
     }
 
     AfterAll {
-        Exit-PgTestEnvironment -State $environment
-        Stop-PgTestCluster -Cluster $cluster
-        Remove-PgTestRepository
+        Stop-TestFixture $fixture
     }
 
     It 'Start-PgBaseBackup gives up after -StallTimeout with PgBackup.BackupStalled, keeps nothing, and runs again once the server is back' {
@@ -358,10 +368,9 @@ Describe 'Fault: a server hangs (SIGSTOP) during a switchover' -Tag 'Integration
 
 Describe 'Fault: a damaged file in the repository (one flipped byte, a truncated file)' -Tag 'Integration', 'Faults' {
     BeforeAll {
-        $cluster = Start-PgTestCluster -Name 'faultdamage'
-        New-PgTestSampleDatabase -Cluster $cluster -Database shop -ItemRows 20000
-        $environment = Enter-PgTestEnvironment -Cluster $cluster
-        $server = $cluster.Server
+        $fixture = Start-TestFixture -Name 'faultdamage' -ItemRows 20000
+        $cluster = $fixture.Cluster
+        $server = $fixture.Server
         $repo = New-PgTestRepository
         $null = Enable-PgWalArchiving -Server $server -Repository $repo -Restart -Confirm:$false -ErrorAction Stop
 
@@ -375,21 +384,11 @@ Describe 'Fault: a damaged file in the repository (one flipped byte, a truncated
             else { [System.IO.File]::WriteAllBytes($Path, $bytes[0..([int]($bytes.Length / 2) - 1)]) }
         }
 
-        function Save-TestWalSegment {
-            $segment = Invoke-PgTestSql -Cluster $cluster -Sql 'select pg_walfile_name(pg_switch_wal())'
-            Wait-PgTestCondition -What "Archiving $segment" -Seconds 60 -Condition {
-                [string]::CompareOrdinal((Invoke-PgTestSql -Cluster $cluster -Sql "select coalesce(last_archived_wal, '') from pg_stat_archiver"), $segment) -ge 0
-            }
-            $segment
-        }
-
         $damages = @(@{ Damage = 'flipped byte' }, @{ Damage = 'truncated' })
     }
 
     AfterAll {
-        Exit-PgTestEnvironment -State $environment
-        Stop-PgTestCluster -Cluster $cluster
-        Remove-PgTestRepository
+        Stop-TestFixture $fixture
     }
 
     It 'a Custom-format dump (<Damage>): Test-PgBackup fails naming it, Restore-PgDump refuses with PgBackup.ChecksumMismatch and creates nothing' -ForEach @(@{ Damage = 'flipped byte' }, @{ Damage = 'truncated' }) {
@@ -468,7 +467,7 @@ Describe 'Fault: a damaged file in the repository (one flipped byte, a truncated
     It 'an archived WAL segment (<Damage>): Restore-PgPointInTime refuses with PgBackup.WalSegmentDamaged naming it, and Get-PgWalArchive -Verify shows it' -ForEach @(@{ Damage = 'flipped byte' }, @{ Damage = 'truncated' }) {
         $base = Start-PgBaseBackup -Server $server -Repository $repo -ErrorAction Stop
         $null = Invoke-PgTestSql -Cluster $cluster -Database shop -Sql 'insert into sales.orders(item_id, qty, note) select 1, 1, ''after the backup'' from generate_series(1, 1000)'
-        $segment = Save-TestWalSegment
+        $segment = Save-PgTestWalSegment -Cluster $cluster
         $archived = @(Get-ChildItem -LiteralPath $repo -Recurse -File -Filter $segment)
         $archived | Should -HaveCount 1
         $good = [System.IO.File]::ReadAllBytes($archived[0].FullName)
@@ -493,14 +492,14 @@ Describe 'Fault: a damaged file in the repository (one flipped byte, a truncated
         try {
             $archive = Join-Path $mount 'repo'
             $null = Enable-PgWalArchiving -Server $server -Repository $archive -Confirm:$false -ErrorAction Stop
-            $null = Save-TestWalSegment
+            $null = Save-PgTestWalSegment -Cluster $cluster
             # Room for one more segment and its checksum, not for two.
             $filler = Join-Path $mount 'filler'
             $free = [System.IO.DriveInfo]::new($mount).AvailableFreeSpace
             $out = & fallocate -l ([string] ($free - 20MB)) $filler 2>&1
             if ($LASTEXITCODE -ne 0) { throw "fallocate failed: $out" }
             $null = Invoke-PgTestSql -Cluster $cluster -Database shop -Sql 'update sales.orders set qty = qty + 1'
-            $fits = Save-TestWalSegment
+            $fits = Save-PgTestWalSegment -Cluster $cluster
             $null = Invoke-PgTestSql -Cluster $cluster -Database shop -Sql 'update sales.orders set qty = qty + 1'
             $doesNotFit = Invoke-PgTestSql -Cluster $cluster -Sql 'select pg_walfile_name(pg_switch_wal())'
             Wait-PgTestCondition -What 'The archiver failing on the full disk' -Seconds 60 -Condition {
@@ -514,7 +513,7 @@ Describe 'Fault: a damaged file in the repository (one flipped byte, a truncated
             @($files | Where-Object Name -eq $fits) | Should -HaveCount 1
 
             Remove-Item -LiteralPath $filler
-            $last = Save-TestWalSegment
+            $last = Save-PgTestWalSegment -Cluster $cluster
             $status = @(Get-PgWalArchive -Server $server -Repository $archive -Verify -ErrorAction Stop)
             $status.Count | Should -BeGreaterThan 0
             @($status.Gaps) | Should -BeNullOrEmpty
@@ -530,16 +529,13 @@ Describe 'Fault: a damaged file in the repository (one flipped byte, a truncated
 
 Describe 'Fault: two operations on one repository at once' -Tag 'Integration', 'Faults' {
     BeforeAll {
-        $cluster = Start-PgTestCluster -Name 'faultconcurrent' -Settings @{ max_wal_senders = '10' }
-        New-PgTestSampleDatabase -Cluster $cluster -Database shop -ItemRows 50000
-        $environment = Enter-PgTestEnvironment -Cluster $cluster
-        $server = $cluster.Server
+        $fixture = Start-TestFixture -Name 'faultconcurrent' -ItemRows 50000 -Settings @{ max_wal_senders = '10' }
+        $cluster = $fixture.Cluster
+        $server = $fixture.Server
     }
 
     AfterAll {
-        Exit-PgTestEnvironment -State $environment
-        Stop-PgTestCluster -Cluster $cluster
-        Remove-PgTestRepository
+        Stop-TestFixture $fixture
     }
 
     It 'two base backups of one server: the second is refused with PgBackup.BackupInProgress naming the first, and runs once the first is gone' {
@@ -608,10 +604,7 @@ Describe 'Fault: two operations on one repository at once' -Tag 'Integration', '
         $third.Output | Should -HaveCount 1
         @(Get-PgBackup -Repository $repo -Kind Base -ErrorAction Stop).Id | Should -Be @($third.Output[0].Id, $kept.Id)
 
-        $segment = Invoke-PgTestSql -Cluster $cluster -Sql 'select pg_walfile_name(pg_switch_wal())'
-        Wait-PgTestCondition -What "Archiving $segment" -Seconds 60 -Condition {
-            [string]::CompareOrdinal((Invoke-PgTestSql -Cluster $cluster -Sql "select coalesce(last_archived_wal, '') from pg_stat_archiver"), $segment) -ge 0
-        }
+        $null = Save-PgTestWalSegment -Cluster $cluster
         @((Get-PgWalArchive -Server $server -Repository $repo -ErrorAction Stop).Gaps) | Should -BeNullOrEmpty
         foreach ($id in $third.Output[0].Id, $kept.Id) {
             $directory = Join-Path (New-PgTestRepository) 'data'

@@ -615,6 +615,24 @@ function Wait-PgTestCondition {
     }
 }
 
+function Save-PgTestWalSegment {
+    <#
+    .SYNOPSIS
+        Switches the cluster to a new WAL segment and waits until the one it finished is archived; returns its name.
+    .DESCRIPTION
+        pg_switch_wal returns the end of the segment it finished, which pg_walfile_name names. On a server that wrote
+        nothing since the last switch there is nothing to finish, and the segment named is the one archived before.
+    #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param([Parameter(Mandatory)] [psobject] $Cluster, [int] $Seconds = 60)
+    $segment = Invoke-PgTestSql -Cluster $Cluster -Sql 'select pg_walfile_name(pg_switch_wal())'
+    Wait-PgTestCondition -What "Archiving $segment" -Seconds $Seconds -Condition {
+        [string]::CompareOrdinal((Invoke-PgTestSql -Cluster $Cluster -Sql "select coalesce(last_archived_wal, '') from pg_stat_archiver"), $segment) -ge 0
+    }
+    $segment
+}
+
 function Stop-PgTestCluster {
     <#
     .SYNOPSIS
@@ -1122,6 +1140,7 @@ Export-ModuleMember -Function @(
     'Stop-PgTestCluster'
     'Start-PgTestStandby'
     'Wait-PgTestCondition'
+    'Save-PgTestWalSegment'
     'Invoke-PgTestSql'
     'Remove-PgTestDatabase'
     'New-PgTestSampleDatabase'

@@ -42,15 +42,6 @@ Describe 'Restore-PgPointInTime and Invoke-PgRecoveryDrill' -Tag 'Integration' {
             (1..$Last) -join ','
         }
 
-        function Save-TestWalSegment {
-            # Switches to a new WAL segment and waits until the finished one is archived (PitrClusterFixture.ArchiveCurrentSegment).
-            # pg_switch_wal returns the end of the segment it finished, which pg_walfile_name names.
-            $segment = Invoke-PgTestSql -Cluster $cluster -Sql 'select pg_walfile_name(pg_switch_wal())'
-            Wait-PgTestCondition -What "Archiving $segment" -Seconds 60 -Condition {
-                [string]::CompareOrdinal((Invoke-PgTestSql -Cluster $cluster -Sql "select coalesce(last_archived_wal, '') from pg_stat_archiver"), $segment) -ge 0
-            }
-        }
-
         Import-Module (Join-Path $PSScriptRoot 'PgBackup.TestCluster.psm1') -Force
         Import-Module (Get-PgBackupModuleManifest) -Force
 
@@ -87,7 +78,7 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
             $id, $time = $line.Trim().Split('|')
             $committed[[int] $id] = [datetimeoffset]::Parse($time, [cultureinfo]::InvariantCulture)
         }
-        Save-TestWalSegment
+        $null = Save-PgTestWalSegment -Cluster $cluster
     }
 
     AfterEach {
@@ -338,7 +329,7 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
     Context 'rescuing data and rehearsing the recovery' {
         It 'rescues rows deleted by mistake: recover to the last good commit, pipe it into Invoke-PgDump of the table, load its rows back into the source with -DataOnly' {
             $null = Invoke-PgTestSql -Cluster $cluster -Sql 'delete from ledger' # someone forgot the WHERE
-            Save-TestWalSegment
+            $null = Save-PgTestWalSegment -Cluster $cluster
             Get-TestLedger -Server $cluster.Host -Port $cluster.Port | Should -BeExactly ''
 
             $file = Join-Path (New-PgTestRepository) 'ledger.dump'
@@ -364,7 +355,7 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
         }
 
         It 'passes a drill that meets its RTO and RPO objectives and whose query matches the source, writes the report and removes its instance' {
-            Save-TestWalSegment # everything committed on the source is archived, so the recovery point is the source's newest commit
+            $null = Save-PgTestWalSegment -Cluster $cluster # everything committed on the source is archived, so the recovery point is the source's newest commit
             $reportPath = Join-Path (New-PgTestRepository) 'drill.md'
             $query = 'select count(*) from ledger where id <= 20'
             $drill = @(Invoke-PgRecoveryDrill -Server $server -Repository $repo -RtoObjective 00:15:00 -RpoObjective 00:05:00 -Query $query -ReportPath $reportPath -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
@@ -397,7 +388,7 @@ select id || '|' || to_char(pg_xact_commit_timestamp(xmin) at time zone 'UTC', '
         }
 
         It 'fails a drill that misses its RTO and RPO objectives, names the failures, and keeps its instance with -Keep' {
-            Save-TestWalSegment
+            $null = Save-PgTestWalSegment -Cluster $cluster
             $archived = Get-TestLedger -Server $cluster.Host -Port $cluster.Port
             # Work committed and not archived yet is what the drill measures as the recovery point: from the newest commit
             # recovered to the newest commit on the source, over a second later.
