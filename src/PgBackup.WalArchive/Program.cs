@@ -63,13 +63,10 @@ internal static class Program
         {
             var hash = CopyHashed(source, temporary, flushToDisk: true);
             WriteDurably(sidecarTemporary, SidecarLine(hash, name));
-            // The segment goes into place before its sidecar: a sidecar never vouches for a file that is not the one
-            // we wrote, even if another process put the same name there between our check and this rename.
-            try { File.Move(temporary, destination, overwrite: false); }
-            catch (IOException) when (File.Exists(destination))
-            {
+            // The segment goes into place before its sidecar, and never over a file that is there: of several pushes of
+            // one name at the same moment exactly one puts its file in place, and the others compare with it.
+            if (!DurableFiles.TryMoveNew(temporary, destination))
                 return AlreadyArchived(source, sourceInfo.Length, destination, sidecar, name, folder);
-            }
             File.Move(sidecarTemporary, sidecar, overwrite: true);
             DurableFiles.SyncDirectory(folder);
             return Ok;

@@ -60,4 +60,22 @@ public sealed class DurableFilesTests
         cancelled.Cancel();
         Assert.Throws<OperationCanceledException>(() => DurableFiles.SyncTree(root, cancelled.Token));
     }
+
+    [Fact]
+    public void Moving_to_a_new_name_never_replaces_a_file_that_is_there()
+    {
+        var folder = Targets.NewFolder();
+        var first = Path.Combine(folder, "first.tmp");
+        var second = Path.Combine(folder, "second.tmp");
+        var destination = Path.Combine(folder, "segment");
+        File.WriteAllText(first, "first");
+        File.WriteAllText(second, "second");
+
+        Assert.True(DurableFiles.TryMoveNew(first, destination));
+        Assert.False(File.Exists(first));
+        Assert.False(DurableFiles.TryMoveNew(second, destination));
+        Assert.Equal("first", File.ReadAllText(destination));
+        Assert.Equal("second", File.ReadAllText(second));
+        Assert.Throws<FileNotFoundException>(() => DurableFiles.TryMoveNew(first, Path.Combine(folder, "other")));
+    }
 }

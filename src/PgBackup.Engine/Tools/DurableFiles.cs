@@ -14,6 +14,7 @@ public static class DurableFiles
     private const int NoSuchFile = 2;
     private const int BadFileDescriptor = 9;
     private const int InvalidArgument = 22;
+    private const int FileExists = 17;
 
     /// <summary>Every file and folder under <paramref name="root"/>, and <paramref name="root"/> itself; links are not followed.</summary>
     /// <returns>How many files and folders (<paramref name="root"/> included) were synced.</returns>
@@ -69,6 +70,35 @@ public static class DurableFiles
         Sync(file, isFolder: false);
     }
 
+    /// <summary>
+    /// Moves a file to a name that must not exist yet, atomically: two processes that move different files to the same
+    /// name at the same moment cannot both succeed, and the one that loses sees the winner's file. On Unix this is
+    /// link(2), which fails when the name exists, then unlink(2) of the source (File.Move without overwrite checks and
+    /// renames in two steps); where hard links are not supported it falls back to File.Move.
+    /// </summary>
+    /// <returns>False, leaving the source in place, when the destination exists already.</returns>
+    public static bool TryMoveNew(string source, string destination)
+    {
+        if (!OperatingSystem.IsWindows())
+        {
+            if (Native.link(source, destination) == 0)
+            {
+                File.Delete(source);
+                return true;
+            }
+            var error = Marshal.GetLastPInvokeError();
+            if (error == FileExists) return false;
+            if (error == NoSuchFile) throw new FileNotFoundException($"Could not move '{source}': it does not exist.", source);
+            // EPERM, EXDEV, ENOTSUP and the like: a file system without hard links.
+        }
+        try
+        {
+            File.Move(source, destination, overwrite: false);
+            return true;
+        }
+        catch (IOException) when (File.Exists(destination)) { return false; }
+    }
+
     /// <summary>Makes a folder's entries (new files, renames) durable; on Unix they are on disk only once the folder is fsynced.</summary>
     public static void SyncDirectory(string folder)
     {
@@ -109,5 +139,8 @@ public static class DurableFiles
 
         [DllImport("libc")]
         public static extern int close(int fd);
+
+        [DllImport("libc", SetLastError = true)]
+        public static extern int link([MarshalAs(UnmanagedType.LPUTF8Str)] string oldPath, [MarshalAs(UnmanagedType.LPUTF8Str)] string newPath);
     }
 }
