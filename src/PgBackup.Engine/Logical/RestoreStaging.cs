@@ -10,13 +10,12 @@ namespace PgBackup.Engine.Logical;
 /// the target only once it is complete, so an interrupted restore never leaves a half-restored database under the name
 /// a user asked for, and -Create -Force drops the old database only when the new one is ready. While it works, the
 /// restoring process holds an advisory lock named after the token on a session of its own; the server releases it when
-/// that process goes, however it goes. A staging database whose lock nobody holds is therefore abandoned: the next
-/// restore into the server removes it, or finishes it when it was complete and only the rename was missing.
+/// that process goes, however it goes. A staging database whose lock nobody holds is therefore abandoned, and the next
+/// restore into the server drops it: the dump it came from is still there to restore again.
 /// </summary>
 public sealed class RestoreStaging : IAsyncDisposable
 {
     public const string Prefix = "pgbackup_restoring_";
-    private const string CompleteMarker = "[complete]";
     // The first key of the two-key advisory lock: "PGBR".
     private const int LockClass = 0x50474252;
 
@@ -43,7 +42,7 @@ public sealed class RestoreStaging : IAsyncDisposable
         var session = await ServerSession.OpenAsync(MaintenanceOf(target), ct).ConfigureAwait(false);
         try
         {
-            await FinishAbandonedAsync(session, target, major, reporter, ct).ConfigureAwait(false);
+            await DropAbandonedAsync(session, target, major, reporter, ct).ConfigureAwait(false);
             var token = Convert.ToHexString(RandomNumberGenerator.GetBytes(6)).ToLowerInvariant();
             var name = Prefix + token;
             await ServerSession.ExecuteAsync(session, $"select pg_advisory_lock({LockClass}, {LockKey(token)})", target, ct).ConfigureAwait(false);
@@ -60,14 +59,9 @@ public sealed class RestoreStaging : IAsyncDisposable
         }
     }
 
-    /// <summary>
-    /// Puts the restored database in place: marks it complete (so a crash from here on is finished, not dropped, by the
-    /// next restore), drops the database it replaces when asked to, and renames it to the target.
-    /// </summary>
+    /// <summary>Puts the restored database in place: drops the database it replaces when asked to, and renames it to the target.</summary>
     public async Task CommitAsync(bool replaceExisting, IOperationReporter reporter, CancellationToken ct)
     {
-        var comment = await ServerSession.ScalarAsync<string>(_session, "select shobj_description(oid, 'pg_database') from pg_database where datname = $1", ct, Name).ConfigureAwait(false) ?? "";
-        await CommentAsync(CompleteMarker + " " + comment, ct).ConfigureAwait(false);
         if (replaceExisting)
         {
             reporter.Milestone($"Dropping database '{_target.Database}' on {_target.Display}, which the restored one replaces");
@@ -90,8 +84,8 @@ public sealed class RestoreStaging : IAsyncDisposable
         finally { await _session.DisposeAsync().ConfigureAwait(false); }
     }
 
-    /// <summary>Staging databases nobody restores into any more: dropped, or renamed into place when they were complete.</summary>
-    private static async Task FinishAbandonedAsync(NpgsqlConnection session, ConnectionTarget target, int major, IOperationReporter reporter, CancellationToken ct)
+    /// <summary>Drops the staging databases nobody restores into any more.</summary>
+    private static async Task DropAbandonedAsync(NpgsqlConnection session, ConnectionTarget target, int major, IOperationReporter reporter, CancellationToken ct)
     {
         var staged = new List<(string Name, string Comment)>();
         var held = new HashSet<long>();
@@ -108,30 +102,13 @@ public sealed class RestoreStaging : IAsyncDisposable
         {
             var token = name[Prefix.Length..];
             if (token.Length < 8 || !uint.TryParse(token[..8], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out var key) || held.Contains(key)) continue;
-            var intended = IntendedTarget(comment);
-            var exists = intended != null && await ServerSession.ScalarAsync<long>(session, "select count(*) from pg_database where datname = $1", ct, intended).ConfigureAwait(false) > 0;
-            if (comment.StartsWith(CompleteMarker, StringComparison.Ordinal) && intended != null && !exists)
-            {
-                await ServerSession.ExecuteAsync(session, $"alter database {ServerSession.QuoteIdentifier(name)} rename to {ServerSession.QuoteIdentifier(intended)}", target, ct).ConfigureAwait(false);
-                await ServerSession.ExecuteAsync(session, $"comment on database {ServerSession.QuoteIdentifier(intended)} is null", target, ct).ConfigureAwait(false);
-                reporter.Milestone($"Finished a restore that was interrupted after it was complete: '{name}' is now '{intended}' on {target.Display}.");
-                continue;
-            }
             await ServerSession.ExecuteAsync(session, $"drop database if exists {ServerSession.QuoteIdentifier(name)}{Force(major)}", target, ct).ConfigureAwait(false);
-            reporter.Milestone($"Dropped '{name}' on {target.Display}, the unfinished database of an interrupted restore ({comment.Replace(CompleteMarker, "").Trim()}).");
+            reporter.Milestone($"Dropped '{name}' on {target.Display}, the unfinished database of an interrupted restore ({comment}).");
         }
     }
 
     private async Task CommentAsync(string comment, CancellationToken ct) =>
         await ServerSession.ExecuteAsync(_session, $"comment on database {ServerSession.QuoteIdentifier(Name)} is '{comment.Replace("'", "''")}'", _target, ct).ConfigureAwait(false);
-
-    /// <summary>The database a staging database was for, from its comment ("... into &lt;name&gt;, by process ...").</summary>
-    private static string? IntendedTarget(string comment)
-    {
-        var at = comment.LastIndexOf(" into ", StringComparison.Ordinal);
-        var end = comment.LastIndexOf(", by process ", StringComparison.Ordinal);
-        return at >= 0 && end > at ? comment[(at + 6)..end] : null;
-    }
 
     private static int LockKey(string token) => unchecked((int)uint.Parse(token[..8], NumberStyles.HexNumber, CultureInfo.InvariantCulture));
 
