@@ -40,8 +40,26 @@ public readonly record struct FileDigest(long Length, string Crc32C, string Sha2
 public sealed class FileDigester : IDisposable
 {
     private const int BufferSize = 1 << 20;
-    private readonly IncrementalHash _sha256 = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+    private readonly IncrementalHash? _sha256;
+    private readonly bool _crc32C;
     private uint _crc = 0xFFFFFFFF;
+
+    public FileDigester() : this(crc32C: true, sha256: true) { }
+
+    /// <summary>A digester that computes only the checksums asked for; the others come out empty.</summary>
+    public FileDigester(bool crc32C, bool sha256)
+    {
+        _crc32C = crc32C;
+        _sha256 = sha256 ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
+    }
+
+    /// <summary>Just what checking bytes against a manifest entry needs: its algorithm's checksum, or none without an entry.</summary>
+    public static FileDigester For(ManifestFile? entry) => entry?.ChecksumAlgorithm?.ToUpperInvariant() switch
+    {
+        "SHA256" => new FileDigester(crc32C: false, sha256: true),
+        "CRC32C" => new FileDigester(crc32C: true, sha256: false),
+        _ => new FileDigester(crc32C: false, sha256: false),
+    };
     // One read buffer per thread, not per digester: the follower keeps a digester open for every file still being written.
     [ThreadStatic] private static byte[]? t_buffer;
 
@@ -51,14 +69,15 @@ public sealed class FileDigester : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Append(ReadOnlySpan<byte> data)
     {
-        _sha256.AppendData(data);
+        Length += data.Length;
+        _sha256?.AppendData(data);
+        if (!_crc32C) return;
         // PostgreSQL's COMP_CRC32C: the SSE 4.2 / ARMv8 crc32c instruction over little-endian words, which BitOperations uses.
         var crc = _crc;
         var words = MemoryMarshal.Cast<byte, ulong>(data);
         foreach (var word in words) crc = BitOperations.Crc32C(crc, BitConverter.IsLittleEndian ? word : BinaryPrimitives.ReverseEndianness(word));
         foreach (var b in data[(words.Length * sizeof(ulong))..]) crc = BitOperations.Crc32C(crc, b);
         _crc = crc;
-        Length += data.Length;
     }
 
     /// <summary>Reads the stream from where it is to its current end, or at most <paramref name="limit"/> bytes; returns how many bytes that was.</summary>
@@ -80,11 +99,12 @@ public sealed class FileDigester : IDisposable
         // The manifest holds the finished CRC (inverted) as its four bytes in memory order, i.e. little-endian.
         Span<byte> crcBytes = stackalloc byte[4];
         BinaryPrimitives.WriteUInt32LittleEndian(crcBytes, _crc ^ 0xFFFFFFFF);
-        var digest = new FileDigest(Length, Convert.ToHexString(crcBytes).ToLowerInvariant(), Convert.ToHexString(_sha256.GetHashAndReset()).ToLowerInvariant());
+        var digest = new FileDigest(Length, _crc32C ? Convert.ToHexString(crcBytes).ToLowerInvariant() : "",
+            _sha256 != null ? Convert.ToHexString(_sha256.GetHashAndReset()).ToLowerInvariant() : "");
         _crc = 0xFFFFFFFF;
         Length = 0;
         return digest;
     }
 
-    public void Dispose() => _sha256.Dispose();
+    public void Dispose() => _sha256?.Dispose();
 }

@@ -91,7 +91,7 @@ public static class BackupFiles
                 try
                 {
                     using var input = new FileStream(file.FullName, FileMode.Open, FileAccess.Read, FileShare.Read, 0, FileOptions.SequentialScan);
-                    var digest = CopyDigested(input, destination, OperatingSystem.IsWindows() ? null : File.GetUnixFileMode(file.FullName), onBytes, ct);
+                    var digest = CopyDigested(input, destination, OperatingSystem.IsWindows() ? null : File.GetUnixFileMode(file.FullName), check?.Entry(relative), onBytes, ct);
                     check?.Record(relative, digest, file.FullName);
                 }
                 catch (SourceUnreadable ex) { throw Damaged(file.FullName, $"'{file.FullName}' cannot be read: {ex.InnerException!.Message}", ex.InnerException); }
@@ -133,7 +133,7 @@ public static class BackupFiles
                     case TarEntryType.RegularFile or TarEntryType.V7RegularFile:
                         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
                         if (manifestPrefix + relative == ControlFile) path = controlFile = path + ".pgbackup-restoring";
-                        var digest = CopyDigested(entry.DataStream ?? Stream.Null, path, OperatingSystem.IsWindows() ? null : (UnixFileMode)entry.Mode, null, ct);
+                        var digest = CopyDigested(entry.DataStream ?? Stream.Null, path, OperatingSystem.IsWindows() ? null : (UnixFileMode)entry.Mode, check?.Entry(manifestPrefix + relative), null, ct);
                         check?.Record(manifestPrefix + relative, digest, $"{archive} ({relative})");
                         break;
                     case TarEntryType.SymbolicLink:
@@ -160,13 +160,13 @@ public static class BackupFiles
 
     private sealed class SourceUnreadable(Exception inner) : Exception(inner.Message, inner);
 
-    /// <summary>Writes <paramref name="input"/> to a new file, computing its size, CRC-32C and SHA-256 in the same pass.</summary>
-    private static FileDigest CopyDigested(Stream input, string destination, UnixFileMode? mode, Action<long>? onBytes, CancellationToken ct)
+    /// <summary>Writes <paramref name="input"/> to a new file, computing in the same pass its size and the checksum its manifest entry has.</summary>
+    private static FileDigest CopyDigested(Stream input, string destination, UnixFileMode? mode, ManifestFile? entry, Action<long>? onBytes, CancellationToken ct)
     {
         var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, Share = FileShare.None, BufferSize = 0 };
         if (mode is { } m) options.UnixCreateMode = m & (UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute);
         using var output = new FileStream(destination, options);
-        using var digester = new FileDigester();
+        using var digester = FileDigester.For(entry);
         var buffer = new byte[BufferSize];
         int read;
         while ((read = ReadSource(() => input.Read(buffer, 0, buffer.Length))) > 0)
@@ -209,6 +209,8 @@ public static class BackupFiles
             if (manifest.ChecksumProblem() is { } problem) throw Damaged(path, $"'{path}': {problem}");
             return new ManifestCheck(backup.Path, manifest.CheckedFiles.ToDictionary(f => f.Path, StringComparer.Ordinal));
         }
+
+        public ManifestFile? Entry(string manifestPath) => _expected.GetValueOrDefault(manifestPath);
 
         public void Record(string manifestPath, FileDigest digest, string where)
         {
