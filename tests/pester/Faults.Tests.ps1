@@ -246,7 +246,7 @@ Describe 'Fault: the pwsh running Restore-PgPointInTime is killed (SIGKILL) in t
         $null = Stop-TestPwshHard $job
         $stray = Get-PgTestPostmasterId -DataDirectory $directory
         Test-RecoveryRerun $directory
-        if ($stray) { Get-Process -Id $stray -ErrorAction SilentlyContinue | Should -BeNullOrEmpty -Because 'the server of the interrupted recovery was stopped' }
+        if ($stray) { Test-PgTestProcessRunning -ProcessId $stray | Should -BeFalse -Because 'the server of the interrupted recovery was stopped' }
     }
 }
 

@@ -1069,15 +1069,29 @@ function Get-PgTestPostmasterId {
     $pidFile = Join-Path $DataDirectory 'postmaster.pid'
     $processId = 0
     if ((Test-Path -LiteralPath $pidFile) -and [int]::TryParse((Get-Content -LiteralPath $pidFile -TotalCount 1 -ErrorAction SilentlyContinue), [ref] $processId) -and
-        (Get-Process -Id $processId -ErrorAction SilentlyContinue)) { return $processId }
+        (Test-PgTestProcessRunning -ProcessId $processId)) { return $processId }
     $null
+}
+
+function Test-PgTestProcessRunning {
+    <# Whether a process runs: it exists and is not a zombie (exited, not reaped yet; not every init reaps at once). #>
+    [CmdletBinding()]
+    [OutputType([bool])]
+    param([Parameter(Mandatory)] [int] $ProcessId)
+    $statFile = "/proc/$ProcessId/stat"
+    if ($IsLinux) {
+        $stat = Get-Content -LiteralPath $statFile -Raw -ErrorAction SilentlyContinue
+        if (-not $stat) { return $false }
+        return $stat.Substring($stat.LastIndexOf(')') + 2).TrimStart()[0] -notin 'Z', 'X'
+    }
+    $null -ne (Get-Process -Id $ProcessId -ErrorAction SilentlyContinue)
 }
 
 function Get-PgTestProcess {
     <# The processes named -Name whose command line holds -CommandLineLike (a path): what outlived a killed pwsh. #>
     [CmdletBinding()]
     param([Parameter(Mandatory)] [string] $Name, [Parameter(Mandatory)] [string] $CommandLineLike)
-    @(Get-Process -Name $Name -ErrorAction SilentlyContinue | Where-Object { $_.CommandLine -and $_.CommandLine.Contains($CommandLineLike) })
+    @(Get-Process -Name $Name -ErrorAction SilentlyContinue | Where-Object { $_.CommandLine -and $_.CommandLine.Contains($CommandLineLike) -and (Test-PgTestProcessRunning -ProcessId $_.Id) })
 }
 
 #endregion
@@ -1159,4 +1173,5 @@ Export-ModuleMember -Function @(
     'Resume-PgTestServer'
     'Get-PgTestPostmasterId'
     'Get-PgTestProcess'
+    'Test-PgTestProcessRunning'
 )

@@ -18,12 +18,7 @@ Describe 'Start-PgInstance, Stop-PgInstance and Remove-PgInstance' -Tag 'Integra
 
         function Get-TestPostmasterId {
             # The process id in postmaster.pid when that process runs, else $null.
-            $pidFile = Join-Path $directory 'postmaster.pid'
-            if (-not (Test-Path -LiteralPath $pidFile)) { return $null }
-            $processId = 0
-            if (-not [int]::TryParse((Get-Content -LiteralPath $pidFile -TotalCount 1), [ref] $processId)) { return $null }
-            if (Get-Process -Id $processId -ErrorAction SilentlyContinue) { return $processId }
-            $null
+            Get-PgTestPostmasterId -DataDirectory $directory
         }
 
         function Get-TestRowCount {

@@ -168,6 +168,18 @@ public static class InstanceControl
 
     public static bool IsAlive(int pid)
     {
+        // A server that has exited but that nobody reaped yet (its parent was pg_ctl, long gone, and not every init
+        // reaps at once) is a zombie: still listed, no longer running.
+        if (OperatingSystem.IsLinux())
+        {
+            try
+            {
+                var stat = File.ReadAllText($"/proc/{pid}/stat");
+                var state = stat[(stat.LastIndexOf(')') + 2)..].TrimStart();
+                return state.Length > 0 && state[0] is not ('Z' or 'X');
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException) { return false; }
+        }
         try
         {
             using var process = Process.GetProcessById(pid);
