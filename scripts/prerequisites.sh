@@ -4,6 +4,8 @@
 #   - the PostgreSQL server binaries (initdb, pg_ctl, pg_dump...): apt-get install postgresql postgresql-contrib, as
 #     root on Debian/Ubuntu;
 #   - PowerShell 7.4 or later (pwsh): the PowerShell .NET tool, version 7.6.10, into ~/.dotnet/tools;
+#   - with --tests, Azurite (for the blob repository tests): the npm package azurite 3.37.0 into
+#     ~/.local/share/pgbackup-test/azurite;
 #   - Pester 5 (for the tests): the Pester NuGet package, version 5.9.1, into the user's PowerShell module folder, as
 #     Install-Module -Scope CurrentUser would put it (no PowerShell Gallery is needed; where one is reachable,
 #     Install-Module Pester -MaximumVersion 5.99 -Scope CurrentUser does the same).
@@ -93,4 +95,29 @@ EOF
   rm -rf "$modules/Pester/$PESTER_VERSION"
   cp -r "$work/packages/pester/$PESTER_VERSION/tools" "$modules/Pester/$PESTER_VERSION"
   pester_ok || fail "Pester $PESTER_VERSION was copied into $modules/Pester but pwsh does not find it; install Pester 5 yourself."
+fi
+
+# Azurite, the Azure Storage emulator, for the tests of blob repositories: the npm package, into a folder of this user's
+# (no global install, no root needed). Node.js comes from the distribution when it is missing. Azurite 3.37 asks for
+# Node 22 but runs on Node 20; its engine warning is expected.
+AZURITE_VERSION=3.37.0
+AZURITE_HOME="${XDG_DATA_HOME:-$HOME/.local/share}/pgbackup-test/azurite"
+if [ "${1:-}" = "--tests" ] && [ -z "${PGBACKUP_AZURITE:-}" ] && [ ! -x "$AZURITE_HOME/node_modules/.bin/azurite-blob" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "npm not found: installing nodejs and npm with apt-get"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq nodejs npm >/dev/null
+    else
+      fail "Node.js and npm are needed to install Azurite for the blob repository tests: install them (for example 'sudo apt-get install -y nodejs npm'), or set PGBACKUP_AZURITE to an azurite-blob program."
+    fi
+  fi
+  echo "Azurite not found: installing the npm package azurite@$AZURITE_VERSION into $AZURITE_HOME"
+  mkdir -p "$AZURITE_HOME"
+  npm install --prefix "$AZURITE_HOME" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null 2>"$AZURITE_HOME/npm-install.log" || {
+    cat "$AZURITE_HOME/npm-install.log" >&2
+    fail "'npm install azurite@$AZURITE_VERSION' failed (above). Install Azurite yourself and set PGBACKUP_AZURITE to its azurite-blob program."
+  }
+  [ -x "$AZURITE_HOME/node_modules/.bin/azurite-blob" ] || fail "azurite@$AZURITE_VERSION was installed into $AZURITE_HOME but has no azurite-blob program."
 fi

@@ -29,6 +29,11 @@ public sealed class BaseBackup : PgBackupItem
     /// <summary>The pg_basebackup --compress value, such as "client-gzip:5" or "server-lz4"; null when uncompressed.</summary>
     public string? Compression { get; set; }
     public string ManifestPath { get; set; } = "";
+    /// <summary>
+    /// For a Tar backup, the SHA-256 of each tar file as written, by file name: the manifest covers the files inside the
+    /// archives, not their headers, padding or compressed framing, nor the WAL in pg_wal.tar.
+    /// </summary>
+    public Dictionary<string, string>? ArchiveChecksums { get; set; }
     /// <summary>True when the backup was taken from a standby.</summary>
     public bool FromStandby { get; set; }
 }

@@ -86,7 +86,7 @@ public abstract class PgCmdlet : PSCmdlet
     }
 
     /// <summary>The catalog filter for a -Server value given to Get-PgBackup or Remove-PgBackup (host, host:port, profile...).</summary>
-    protected static Engine.Catalog.CatalogFilter WithServer(Engine.Catalog.CatalogFilter filter, string? server, PgBackupSettings settings)
+    protected static Engine.Repository.CatalogFilter WithServer(Engine.Repository.CatalogFilter filter, string? server, PgBackupSettings settings)
     {
         if (server == null) return filter;
         var parts = ServerResolver.Parse(server, settings);
@@ -97,10 +97,54 @@ public abstract class PgCmdlet : PSCmdlet
         };
     }
 
-    /// <summary>The repository from -Repository or the Repository setting, as a provider path; an error when there is none.</summary>
-    protected string RequireRepository(PgBackupSettings settings) =>
-        GetUnresolvedProviderPathFromPSPath(settings.Repository ?? throw new PgBackupException("NoRepository", ErrorKind.InvalidArgument, "No repository was given.", null,
-            "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json)."));
+    /// <summary>The repository from -Repository or the Repository setting (a folder, a blob container URL or a profile); an error when there is none.</summary>
+    protected Engine.Repository.RepositoryAddress RequireRepositoryAddress(PgBackupSettings settings) =>
+        Engine.Repository.RepositoryAddress.Parse(settings.Repository ?? throw new PgBackupException("NoRepository", ErrorKind.InvalidArgument, "No repository was given.", null,
+            "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json)."), settings, GetUnresolvedProviderPathFromPSPath);
+
+    /// <summary>
+    /// The repository as a folder, for what works on folder repositories only so far (base backups, WAL archiving,
+    /// recovery): a blob repository is refused with a clear error instead of being taken for a folder called "https:".
+    /// </summary>
+    protected string RequireRepository(PgBackupSettings settings) => FolderOnly(RequireRepositoryAddress(settings));
+
+    protected string FolderOnly(Engine.Repository.RepositoryAddress address) =>
+        address.IsBlob
+            ? throw new PgBackupException("BlobRepositoryNotSupported", ErrorKind.InvalidArgument,
+                $"{MyInvocation.MyCommand.Name} works with folder repositories; '{address.Display}' is in Azure Blob Storage, which so far holds dumps (Invoke-PgDump, Restore-PgDump, Get-PgBackup, Test-PgBackup, Remove-PgBackup).",
+                address.Display, "Give a folder as -Repository for base backups, WAL archiving and recovery.")
+            : address.Folder!;
+
+    /// <summary>
+    /// Where a backup in blob storage is read from: -Repository when given, else the repository it was listed from, else
+    /// its own URL (credentials then come from the environment). Null for a backup in a folder.
+    /// </summary>
+    protected Engine.Repository.RepositoryAddress? BlobRepositoryOf(string backupPath, string? listedFrom, string? given, PgBackupSettings settings)
+    {
+        if (!Engine.Repository.RepositoryAddress.LooksLikeUrl(backupPath)) return null;
+        var address = Engine.Repository.RepositoryAddress.Parse(given ?? listedFrom ?? backupPath, settings, GetUnresolvedProviderPathFromPSPath);
+        return address.IsBlob && address.KeyOf(backupPath) != null ? address
+            : throw new PgBackupException("BackupNotInRepository", ErrorKind.InvalidArgument, $"'{backupPath}' is not in the repository '{address.Display}'.", backupPath,
+                "Pass the repository the backup is in as -Repository, or leave -Repository out.");
+    }
+
+    /// <summary>A backup named by its path: a folder's file (with or without metadata), or a blob's URL (its metadata blob).</summary>
+    protected (PgBackupItem Backup, bool HasMetadata, Engine.Repository.RepositoryAddress? Repository) LoadBackup(string path, string? given, PgBackupSettings settings)
+    {
+        if (!Engine.Repository.RepositoryAddress.LooksLikeUrl(path))
+        {
+            var (local, hasMetadata) = Engine.Logical.RestoreService.LoadAny(GetUnresolvedProviderPathFromPSPath(path), WriteWarning);
+            return (local, hasMetadata, null);
+        }
+        var url = path.Split('?')[0];
+        if (url.EndsWith(Engine.Repository.BackupMetadata.Suffix, StringComparison.Ordinal)) url = url[..^Engine.Repository.BackupMetadata.Suffix.Length];
+        var repository = BlobRepositoryOf(url, null, given ?? path, settings)!;
+        var store = Engine.Repository.Blob.BlobStore.Open(repository);
+        var backup = RunEngine((reporter, ct) => Engine.Repository.Blob.BlobCatalog.ReadAsync(store, repository.KeyOf(url) + Engine.Repository.BackupMetadata.Suffix, reporter.Warning, ct))
+            ?? throw new PgBackupException("BackupNotFound", ErrorKind.ObjectNotFound, $"'{url}' is not a backup: it has no PgBackup metadata in its repository.", url,
+                "List the backups of the repository with Get-PgBackup and pipe one of them.");
+        return (backup, true, repository);
+    }
 
     protected static ErrorRecord ToErrorRecord(PgBackupException ex) =>
         new(ex, ex.ErrorId, ToCategory(ex.Kind), ex.Target)

@@ -1,5 +1,5 @@
 using Npgsql;
-using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Repository;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Logical;
 using PgBackup.Engine.Physical;
@@ -104,7 +104,7 @@ public sealed class BaseBackupTests(SampleClusterFixture fixture)
     {
         var repository = Targets.NewFolder();
         var backup = await BaseBackupService.BackupAsync(new BaseBackupRequest { Target = Targets.For(Cluster), Repository = repository }, NullReporter.Instance, default);
-        var result = await BackupTester.TestAsync(new BackupTestRequest { Backup = backup, StartInstance = true }, NullReporter.Instance, default);
+        var result = await BaseBackupTester.TestAsync(new BackupTestRequest { Backup = backup, StartInstance = true }, NullReporter.Instance, default);
         Assert.True(result.Success, string.Join(" ", result.Failures));
         Assert.True(result.RestoreTested);
         Assert.True(result.TablesRestored >= 3); // databases that allow connections
@@ -133,7 +133,7 @@ public sealed class BaseBackupTests(SampleClusterFixture fixture)
             tar.Seek(at, SeekOrigin.Begin);
             tar.WriteByte((byte)(b ^ 0xFF));
         }
-        var result = await BackupTester.TestAsync(new BackupTestRequest { Backup = backup }, NullReporter.Instance, default);
+        var result = await BaseBackupTester.TestAsync(new BackupTestRequest { Backup = backup }, NullReporter.Instance, default);
         Assert.False(result.Success);
         Assert.NotEmpty(result.Failures);
         Assert.Equal(VerificationState.Failed, Assert.Single(BackupCatalog.List(repository, null, null)).VerificationState);
@@ -202,7 +202,7 @@ public sealed class StandbyBaseBackupTests
         var backup = await BaseBackupService.BackupAsync(new BaseBackupRequest { Target = Targets.For(standby), Repository = Targets.NewFolder() }, NullReporter.Instance, default);
         Assert.True(backup.FromStandby);
         Assert.Equal(primary.Psql("select system_identifier from pg_control_system()"), backup.SystemIdentifier);
-        var result = await BackupTester.TestAsync(new BackupTestRequest { Backup = backup, StartInstance = true }, NullReporter.Instance, default);
+        var result = await BaseBackupTester.TestAsync(new BackupTestRequest { Backup = backup, StartInstance = true }, NullReporter.Instance, default);
         Assert.True(result.Success, string.Join(" ", result.Failures));
     }
 }

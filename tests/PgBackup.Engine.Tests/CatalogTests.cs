@@ -1,4 +1,4 @@
-using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Repository;
 using PgBackup.Engine.Logical;
 
 namespace PgBackup.Engine.Tests;
@@ -58,9 +58,9 @@ public sealed class CatalogTests
     [Fact]
     public void Safe_names_keep_letters_and_drop_path_characters()
     {
-        Assert.Equal("café_données", DumpLayout.SafeName("café_données"));
-        Assert.Equal("a_b_c", DumpLayout.SafeName("a/b\\c"));
-        Assert.Equal("_", DumpLayout.SafeName(".."));
+        Assert.Equal("café_données", RepositoryLayout.SafeName("café_données"));
+        Assert.Equal("a_b_c", RepositoryLayout.SafeName("a/b\\c"));
+        Assert.Equal("_", RepositoryLayout.SafeName(".."));
     }
 
     [Fact]
@@ -97,10 +97,10 @@ public sealed class CatalogTests
         File.WriteAllText(plain, "create table t();");
         var dir = Directory.CreateDirectory(Path.Combine(folder, "d")).FullName;
         File.WriteAllText(Path.Combine(dir, "toc.dat"), "");
-        Assert.Equal(DumpFormat.Custom, DumpLayout.Detect(custom));
-        Assert.Equal(DumpFormat.Plain, DumpLayout.Detect(plain));
-        Assert.Equal(DumpFormat.Directory, DumpLayout.Detect(dir));
-        Assert.Equal("PgBackup.BackupNotFound", Assert.Throws<PgBackupException>(() => DumpLayout.Detect(Path.Combine(folder, "nope"))).ErrorId);
+        Assert.Equal(DumpFormat.Custom, DumpFormats.Detect(custom));
+        Assert.Equal(DumpFormat.Plain, DumpFormats.Detect(plain));
+        Assert.Equal(DumpFormat.Directory, DumpFormats.Detect(dir));
+        Assert.Equal("PgBackup.BackupNotFound", Assert.Throws<PgBackupException>(() => DumpFormats.Detect(Path.Combine(folder, "nope"))).ErrorId);
     }
 }
 
@@ -110,7 +110,7 @@ public sealed class WalRetentionTests
     public void Prunes_only_wal_before_the_oldest_kept_base_backup_and_keeps_history_files()
     {
         var repository = Targets.NewFolder();
-        var folder = Directory.CreateDirectory(PgBackup.Engine.Wal.ArchivingService.ArchiveFolder(repository, "7300000000000000001")).FullName;
+        var folder = Directory.CreateDirectory(RepositoryLayout.ArchiveFolder(repository, "7300000000000000001")).FullName;
         string[] names =
         [
             "000000010000000000000001", "000000010000000000000002", "000000010000000000000002.00000028.backup",

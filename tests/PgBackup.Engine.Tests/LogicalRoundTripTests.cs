@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Repository;
 using PgBackup.Engine.Logical;
 using PgBackup.Testing;
 
@@ -134,7 +134,7 @@ public sealed class LogicalRoundTripTests(SampleClusterFixture fixture)
         Assert.Equal("PgBackup.ChecksumMismatch", ex.ErrorId);
         Assert.Equal("", Cluster.Psql("select datname from pg_database where datname = 'never_created'"));
 
-        var test = await BackupTester.TestAsync(new BackupTestRequest { Backup = backup, RestoreTarget = Targets.For(Cluster) }, NullReporter.Instance, default);
+        var test = await DumpTester.TestAsync(new BackupTestRequest { Backup = backup, RestoreTarget = Targets.For(Cluster) }, NullReporter.Instance, default);
         Assert.False(test.Success);
         Assert.False(test.ChecksumValid);
         Assert.False(test.RestoreTested);
@@ -146,7 +146,7 @@ public sealed class LogicalRoundTripTests(SampleClusterFixture fixture)
     {
         var repository = Targets.NewFolder();
         var backup = await DumpService.DumpAsync(new DumpRequest { Target = Targets.For(Cluster, SampleDatabase.NonAsciiName), Format = DumpFormat.Directory, Jobs = 2, Repository = repository }, NullReporter.Instance, default);
-        var result = await BackupTester.TestAsync(new BackupTestRequest { Backup = backup, RestoreTarget = Targets.For(Cluster), Jobs = 2 }, NullReporter.Instance, default);
+        var result = await DumpTester.TestAsync(new BackupTestRequest { Backup = backup, RestoreTarget = Targets.For(Cluster), Jobs = 2 }, NullReporter.Instance, default);
         Assert.True(result.Success, string.Join(" ", result.Failures));
         Assert.Equal(3, result.TablesRestored);
         Assert.Equal("", Cluster.Psql($"select datname from pg_database where datname = '{result.TestDatabase}'"));

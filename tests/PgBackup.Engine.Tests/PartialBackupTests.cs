@@ -1,4 +1,4 @@
-using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Repository;
 using PgBackup.Engine.Tools;
 
 namespace PgBackup.Engine.Tests;

@@ -3,6 +3,8 @@ using PgBackup.Engine.Physical;
 using PgBackup.Engine.Recovery;
 using PgBackup.Engine.Wal;
 using PgBackup.Testing;
+using PgBackup.Engine.Instance;
+using PgBackup.Engine.Repository;
 
 namespace PgBackup.Engine.Tests;
 
@@ -216,7 +218,7 @@ public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixt
         var missing = fx.Cluster.ArchiveCurrentSegment();
         fx.Cluster.Psql("insert into ledger values (1002)");
         fx.Cluster.ArchiveCurrentSegment();
-        var folder = ArchivingService.ArchiveFolder(fx.Repository, fx.Backup.SystemIdentifier);
+        var folder = RepositoryLayout.ArchiveFolder(fx.Repository, fx.Backup.SystemIdentifier);
         var victim = Path.Combine(folder, missing);
         File.Move(victim, victim + ".away");
         try
@@ -233,7 +235,7 @@ public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixt
         finally { File.Move(victim + ".away", victim); }
     }
 
-    private string RowsSegment => Path.Combine(ArchivingService.ArchiveFolder(fx.Repository, fx.Backup.SystemIdentifier),
+    private string RowsSegment => Path.Combine(RepositoryLayout.ArchiveFolder(fx.Repository, fx.Backup.SystemIdentifier),
         WalSegmentName.FromLsn(fx.Backup.Timeline, fx.Ledger[20].After, fx.Backup.WalSegmentSize).ToString());
 
     [Fact]

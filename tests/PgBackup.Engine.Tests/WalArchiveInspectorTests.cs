@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Text;
 using PgBackup.Engine.Wal;
 using PgBackup.Testing;
+using PgBackup.Engine.Repository;
 
 namespace PgBackup.Engine.Tests;
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Wal;
 using PgBackup.Testing;
+using PgBackup.Engine.Repository;
 
 namespace PgBackup.Engine.Tests;
 
@@ -246,7 +247,7 @@ public sealed class WalArchivingTests(PlainArchivingClusterFixture plain) : ICla
         // the segment the check is going to switch: pgbackup-wal refuses to overwrite it.
         var systemIdentifier = cluster.Psql("select system_identifier from pg_control_system()");
         var current = cluster.Psql("select pg_walfile_name(pg_current_wal_lsn())");
-        WalTool.WriteRandomFile(Path.Combine(ArchivingService.ArchiveFolder(Repository, systemIdentifier), current), 1024);
+        WalTool.WriteRandomFile(Path.Combine(RepositoryLayout.ArchiveFolder(Repository, systemIdentifier), current), 1024);
 
         var error = await Assert.ThrowsAsync<PgBackupException>(() => ArchivingService.EnableAsync(
             Request(cluster) with { VerifyTimeout = TimeSpan.FromSeconds(3) }, NullReporter.Instance, default));

@@ -197,9 +197,11 @@ function Set-ProcessEnvironmentVariable {
 }
 
 function Test-PgVariableName {
-    # PG* variables are libpq's and PgBackup's configuration; PGBACKUP_MODULE_PATH only tells the suites which build to test.
+    # PG* variables are libpq's and PgBackup's configuration, AZURE_STORAGE_* and AZURE_CLIENT_ID the blob credentials;
+    # PGBACKUP_MODULE_PATH only tells the suites which build to test.
     param([string] $Name)
-    $Name.StartsWith('PG', [System.StringComparison]::Ordinal) -and $Name -ne 'PGBACKUP_MODULE_PATH'
+    ($Name.StartsWith('PG', [System.StringComparison]::Ordinal) -and $Name -ne 'PGBACKUP_MODULE_PATH') -or
+        $Name.StartsWith('AZURE_STORAGE_', [System.StringComparison]::Ordinal) -or $Name -eq 'AZURE_CLIENT_ID'
 }
 
 function Push-PgEnvironment {
@@ -1138,7 +1140,82 @@ function Remove-PgTestTmpfs {
 
 #endregion
 
+
+#region Azurite
+
+function Start-PgTestAzurite {
+    <#
+    .SYNOPSIS
+        Starts Azurite's blob service (npm package azurite, installed by scripts/prerequisites.sh --tests) on a free
+        loopback port with a fresh data folder; Stop-PgTestAzurite stops it and removes the folder.
+    .DESCRIPTION
+        Fails, saying what to install, when Azurite is not there. Returns an object with the service URL of the
+        well-known development account, its connection string, and a NewContainerUrl() script method.
+    #>
+    [CmdletBinding()]
+    param()
+    $dataHome = if ($env:XDG_DATA_HOME) { $env:XDG_DATA_HOME } else { Join-Path $HOME '.local/share' }
+    $candidates = @($env:PGBACKUP_AZURITE, (Join-Path $dataHome 'pgbackup-test/azurite/node_modules/.bin/azurite-blob')) +
+        @(Get-Command azurite-blob -CommandType Application -ErrorAction SilentlyContinue | ForEach-Object Source)
+    $program = $candidates | Where-Object { $_ -and (Test-Path -LiteralPath $_ -PathType Leaf) } | Select-Object -First 1
+    if (-not $program) {
+        throw ('Azurite (the Azure Storage emulator) is not installed, and the blob repository tests need it. Run scripts/prerequisites.sh --tests, ' +
+            'which installs it with: npm install --prefix ~/.local/share/pgbackup-test/azurite azurite@3.37.0 (or set PGBACKUP_AZURITE to an azurite-blob program).')
+    }
+    $folder = [System.IO.Directory]::CreateTempSubdirectory('pgbackup-pester-azurite-').FullName
+    $psi = [System.Diagnostics.ProcessStartInfo]::new($program)
+    foreach ($a in @('--blobHost', '127.0.0.1', '--blobPort', '0', '--location', $folder, '--skipApiVersionCheck')) { $psi.ArgumentList.Add($a) }
+    $psi.RedirectStandardOutput = $true
+    $psi.RedirectStandardError = $true
+    $psi.UseShellExecute = $false
+    $process = [System.Diagnostics.Process]::Start($psi)
+    $port = $null
+    $deadline = [DateTime]::UtcNow.AddSeconds(60)
+    $seen = [System.Collections.Generic.List[string]]::new()
+    while (-not $port -and [DateTime]::UtcNow -lt $deadline) {
+        $line = $process.StandardOutput.ReadLine()
+        if ($null -eq $line) { break }
+        $seen.Add($line)
+        if ($line -match 'listens on https?://[^:]+:(\d+)') { $port = [int] $Matches[1] }
+    }
+    if (-not $port) {
+        try { $process.Kill($true) } catch { }
+        throw "Azurite did not start listening: $($seen -join ' | ') $($process.StandardError.ReadToEnd())"
+    }
+    # Its further output is not read; drain it so a full pipe can never block it.
+    $null = $process.StandardOutput.ReadToEndAsync()
+    $null = $process.StandardError.ReadToEndAsync()
+    $account = 'devstoreaccount1'
+    $key = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+    $serviceUrl = "http://127.0.0.1:$port/$account"
+    $azurite = [pscustomobject]@{
+        PSTypeName       = 'PgBackup.TestAzurite'
+        Process          = $process
+        Folder           = $folder
+        Port             = $port
+        Account          = $account
+        AccountKey       = $key
+        ServiceUrl       = $serviceUrl
+        ConnectionString = "DefaultEndpointsProtocol=http;AccountName=$account;AccountKey=$key;BlobEndpoint=$serviceUrl;"
+    }
+    $azurite | Add-Member -MemberType ScriptMethod -Name NewContainerUrl -Value { "$($this.ServiceUrl)/t$([guid]::NewGuid().ToString('N').Substring(0, 20))" }
+    $azurite
+}
+
+function Stop-PgTestAzurite {
+    <# Stops Azurite started by Start-PgTestAzurite and removes its data; accepts $null, never throws. #>
+    [CmdletBinding()]
+    param([AllowNull()] [psobject] $Azurite)
+    if ($null -eq $Azurite) { return }
+    try { if (-not $Azurite.Process.HasExited) { $Azurite.Process.Kill($true); $null = $Azurite.Process.WaitForExit(10000) } } catch { }
+    Remove-PgTestFolder -Path $Azurite.Folder
+}
+
+#endregion
+
 Export-ModuleMember -Function @(
+    'Start-PgTestAzurite'
+    'Stop-PgTestAzurite'
     'New-PgTestDumpRepository'
     'Get-PgTestRepositoryRoot'
     'Get-PgBackupModuleManifest'

@@ -5,6 +5,9 @@ using Microsoft.Extensions.Configuration.Memory;
 
 namespace PgBackup.Engine.Configuration;
 
+/// <summary>A named repository from the "Repositories" section of pgbackup.json, usable as -Repository name.</summary>
+public sealed record RepositoryProfile(string Name, string Url, PgBackup.Engine.Repository.BlobSecrets Secrets);
+
 /// <summary>A named server from the "Servers" section of pgbackup.json, usable as -Server name.</summary>
 public sealed record ServerProfile(string Name, string? Host, int? Port, string? Database, string? User, string? SslMode, string? SslRootCert, string? PassFile);
 
@@ -20,7 +23,7 @@ public sealed class PgBackupSettings
     public static readonly IReadOnlyDictionary<string, (string? Default, string Description)> Known =
         new Dictionary<string, (string?, string)>(StringComparer.OrdinalIgnoreCase)
         {
-            ["Repository"] = (null, "Folder where backups are written and listed when -Repository is not given."),
+            ["Repository"] = (null, "Repository (a folder, an Azure Blob container URL or a profile of the Repositories section) used when -Repository is not given."),
             ["ToolPath"] = (null, "Folder holding pg_dump, pg_restore, psql...; when set, only this folder is searched."),
             ["DefaultFormat"] = ("Custom", "Invoke-PgDump format when -Format is not given (Plain, Custom, Directory, Tar)."),
             ["Jobs"] = ("1", "Parallel jobs for Directory dumps and Custom/Directory restores when -Jobs is not given."),
@@ -106,6 +109,20 @@ public sealed class PgBackupSettings
             NullIfEmpty(section["User"]), NullIfEmpty(section["SslMode"]), NullIfEmpty(section["SslRootCert"]), NullIfEmpty(section["PassFile"]));
     }
 
+    /// <summary>
+    /// A repository profile: { "Repositories": { "offsite": { "Url": "https://acct.blob.core.windows.net/backups",
+    /// "SasToken": "...", "ConnectionString": "...", "AccountKey": "...", "ManagedIdentityClientId": "..." } } }; "Url" may also be a folder.
+    /// </summary>
+    public RepositoryProfile? FindRepositoryProfile(string name)
+    {
+        var section = _root.GetSection("Repositories").GetChildren()
+            .FirstOrDefault(s => string.Equals(s.Key, name, StringComparison.OrdinalIgnoreCase));
+        if (section == null) return null;
+        var url = NullIfEmpty(section["Url"]) ?? NullIfEmpty(section["Path"]) ?? throw Invalid($"Repositories:{section.Key}:Url", "", "a folder or an Azure Blob container URL");
+        return new RepositoryProfile(section.Key, url, new PgBackup.Engine.Repository.BlobSecrets(NullIfEmpty(section["SasToken"]), NullIfEmpty(section["ConnectionString"]),
+            NullIfEmpty(section["AccountKey"]), NullIfEmpty(section["ManagedIdentityClientId"])));
+    }
+
     /// <summary>Every effective setting with the layer it came from, for Get-PgBackupConfig.</summary>
     public IReadOnlyList<ConfigSetting> Describe()
     {
@@ -115,10 +132,12 @@ public sealed class PgBackupSettings
         var result = new List<ConfigSetting>();
         foreach (var key in keys)
         {
-            var description = Known.TryGetValue(key, out var k) ? k.Description : key.StartsWith("Servers:", StringComparison.OrdinalIgnoreCase) ? "Server profile setting" : "";
+            var description = Known.TryGetValue(key, out var k) ? k.Description
+                : key.StartsWith("Servers:", StringComparison.OrdinalIgnoreCase) ? "Server profile setting"
+                : key.StartsWith("Repositories:", StringComparison.OrdinalIgnoreCase) ? "Repository profile setting" : "";
             if (_parameters.TryGetValue(key, out var pv))
             {
-                result.Add(new ConfigSetting { Name = key, Value = pv, Source = "Parameter", Description = description });
+                result.Add(new ConfigSetting { Name = key, Value = IsSecret(key) ? "********" : HideQuery(pv), Source = "Parameter", Description = description });
                 continue;
             }
             var provider = _root.Providers.Reverse().FirstOrDefault(p => p.TryGet(key, out _));
@@ -127,7 +146,7 @@ public sealed class PgBackupSettings
             result.Add(new ConfigSetting
             {
                 Name = key,
-                Value = IsSecret(key) && shown != null ? "********" : shown,
+                Value = IsSecret(key) && shown != null ? "********" : HideQuery(shown),
                 Source = provider switch
                 {
                     null => "Unset",
@@ -164,7 +183,14 @@ public sealed class PgBackupSettings
     public static readonly string[] LibpqVariables =
         ["PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSSLMODE", "PGSSLROOTCERT", "PGCONNECT_TIMEOUT"];
 
-    private static bool IsSecret(string key) => key.EndsWith("Password", StringComparison.OrdinalIgnoreCase);
+    private static bool IsSecret(string key) =>
+        key.EndsWith("Password", StringComparison.OrdinalIgnoreCase) || key.EndsWith("SasToken", StringComparison.OrdinalIgnoreCase) ||
+        key.EndsWith("ConnectionString", StringComparison.OrdinalIgnoreCase) || key.EndsWith("AccountKey", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>A URL's query may hold a SAS token, which is a password: it is never shown.</summary>
+    private static string? HideQuery(string? value) =>
+        value != null && PgBackup.Engine.Repository.RepositoryAddress.LooksLikeUrl(value) && value.IndexOf('?', StringComparison.Ordinal) is var q and >= 0
+            ? value[..q] + "?********" : value;
 
     private static IEnumerable<string> Leaves(IConfiguration section) =>
         section.GetChildren().SelectMany(c => c.GetChildren().Any() ? Leaves(c) : c.Value != null ? [c.Path] : []);

@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using PgBackup.Engine.Connection;
-using PgBackup.Engine.Recovery;
 using PgBackup.Engine.Replication;
 using PgBackup.Engine.Tools;
+using PgBackup.Engine.Instance;
 
 namespace PgBackup.Engine.Failover;
 
@@ -50,7 +50,7 @@ public static class RejoinService
         var pgCtl = locator.Find("pg_ctl", info.Major, info.Major, reporter);
         // As root, pg_rewind and the server run as whoever owns the data directory (postgres unless a service account was chosen).
         var owner = Environment.IsPrivilegedProcess && !OperatingSystem.IsWindows()
-            ? await DataDirectoryOwner.FindAsync(directory, ct).ConfigureAwait(false) is { } found && found != "root" ? found : LocalInstance.DefaultServiceUser
+            ? await DataDirectoryOwner.FindAsync(directory, ct).ConfigureAwait(false) is { } found && found != "root" ? found : InstanceControl.DefaultServiceUser
             : null;
         var activity = $"Rejoining {directory} as a standby of {request.Primary.Display}";
 

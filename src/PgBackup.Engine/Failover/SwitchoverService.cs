@@ -3,9 +3,9 @@ using System.Globalization;
 using System.Text.RegularExpressions;
 using Npgsql;
 using PgBackup.Engine.Connection;
-using PgBackup.Engine.Recovery;
 using PgBackup.Engine.Replication;
 using PgBackup.Engine.Tools;
+using PgBackup.Engine.Instance;
 
 namespace PgBackup.Engine.Failover;
 
@@ -107,7 +107,7 @@ public static class SwitchoverService
                         "Give only standbys of this primary to -Standby.");
             }
             var owner = request.FenceScript == null && Environment.IsPrivilegedProcess && !OperatingSystem.IsWindows()
-                ? await DataDirectoryOwner.FindAsync(dataDirectory, ct).ConfigureAwait(false) ?? LocalInstance.DefaultServiceUser
+                ? await DataDirectoryOwner.FindAsync(dataDirectory, ct).ConfigureAwait(false) ?? InstanceControl.DefaultServiceUser
                 : null;
             reporter.Verbose($"Switchover plan: {primary.Display} (timeline {timeline}, {dataDirectory}) -> {candidate.Display}, lag {lag} bytes.");
             return new SwitchoverPlan(request, dataDirectory, owner == "root" ? null : owner, info.Major, (uint)timeline, lag);

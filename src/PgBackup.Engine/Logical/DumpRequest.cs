@@ -1,4 +1,5 @@
 using PgBackup.Engine.Connection;
+using PgBackup.Engine.Repository;
 
 namespace PgBackup.Engine.Logical;
 
@@ -14,8 +15,8 @@ public sealed record DumpRequest
     public string[] ExcludeSchemas { get; init; } = [];
     public string[] Tables { get; init; } = [];
     public string[] ExcludeTables { get; init; } = [];
-    /// <summary>Repository root; the dump goes to &lt;repository&gt;/&lt;host_port&gt;/&lt;database&gt;/.</summary>
-    public string? Repository { get; init; }
+    /// <summary>The repository (a folder or a blob container); the dump goes to &lt;repository&gt;/&lt;host_port&gt;/&lt;database&gt;/.</summary>
+    public RepositoryAddress? Repository { get; init; }
     /// <summary>Exact file (or folder, for Directory format) to write instead of a repository location.</summary>
     public string? Path { get; init; }
     public bool Force { get; init; }

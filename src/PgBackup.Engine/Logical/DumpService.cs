@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Text.RegularExpressions;
-using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Repository;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Tools;
 
@@ -34,16 +34,35 @@ public static class DumpService
         var tool = new ToolLocator(request.ToolPath).Find(request.Globals ? "pg_dumpall" : "pg_dump", info.Major, info.Major, reporter);
         var start = DateTimeOffset.UtcNow;
         var format = request.Globals ? DumpFormat.Plain : request.Format;
-        var finalPath = System.IO.Path.GetFullPath(request.Path ?? DumpLayout.RepositoryPath(request.Repository!, target.Host, target.Port,
+        if (request.Path == null && request.Repository is { IsBlob: true } address)
+            return await BlobDumps.DumpAsync(request, address, info, tool, tablesToDump, start, reporter, ct).ConfigureAwait(false);
+        var finalPath = System.IO.Path.GetFullPath(request.Path ?? RepositoryLayout.DumpPath(request.Repository!.Folder!, target.Host, target.Port,
             request.Globals ? null : target.Database, format, start));
-        PrepareTarget(finalPath, request.Force);
+        PartialBackup.PrepareTarget(finalPath, request.Force);
         using var writing = PartialBackup.Begin(finalPath, $"Invoke-PgDump of {what}", reporter);
         var partial = writing.PartialPath;
 
         var args = request.Globals ? GlobalsArguments(partial, target) : DumpArguments(request, format, partial);
-        var done = 0;
-        var dumped = 0;
         reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {what} into {finalPath}");
+        var dumped = await RunToolAsync(tool, args, target, activity, tablesToDump, reporter, ct, null, result => ToolFailure(tool, result, finalPath, what)).ConfigureAwait(false);
+
+        reporter.Progress(activity, "Computing SHA-256", 99);
+        var (sha, files) = await BackupChecksum.ComputeWithFilesAsync(partial, ct).ConfigureAwait(false);
+        var backup = Describe(request, info, tool, format, start, finalPath, dumped, sha, files, BackupChecksum.SizeOf(partial));
+        backup.Repository = request.Path == null ? request.Repository!.Display : null;
+        try { writing.Commit(backup, request.Force); }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { throw PartialBackup.WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, ex.Message, ex); }
+        reporter.ProgressCompleted(activity);
+        reporter.Milestone($"Dumped {what}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, SHA-256 {sha}");
+        return backup;
+    }
+
+    /// <summary>Runs pg_dump (or pg_dumpall) with its progress; <paramref name="stdout"/> takes its output when it writes to standard output.</summary>
+    /// <returns>The number of tables whose data it dumped.</returns>
+    internal static async Task<int> RunToolAsync(PgTool tool, List<string> args, ConnectionTarget target, string activity, int tablesToDump, IOperationReporter reporter,
+        CancellationToken ct, Func<Stream, Task>? stdout, Func<ToolResult, PgBackupException> failure)
+    {
+        var done = 0;
         ToolResult result;
         try
         {
@@ -52,41 +71,41 @@ public static class DumpService
                 if (TableDataLine.Match(line) is { Success: true } m)
                 {
                     var n = Interlocked.Increment(ref done);
-                    Interlocked.Increment(ref dumped);
                     var percent = tablesToDump > 0 ? Math.Min(99, n * 100 / tablesToDump) : -1;
                     reporter.Progress(activity, $"Table {n} of {Math.Max(n, tablesToDump)}: {m.Groups["name"].Value}", percent);
                 }
                 reporter.Verbose(line);
-            }, ct, reporter: reporter).ConfigureAwait(false);
+            }, ct, reporter: reporter, consumeOutput: stdout).ConfigureAwait(false);
         }
         catch
         {
             reporter.ProgressCompleted(activity);
             throw;
         }
-
         if (!result.Succeeded)
         {
             reporter.ProgressCompleted(activity);
-            throw ToolFailure(tool, result, finalPath, what);
+            throw failure(result);
         }
+        return done;
+    }
 
-        reporter.Progress(activity, "Computing SHA-256", 99);
-        var (sha, files) = await BackupChecksum.ComputeWithFilesAsync(partial, ct).ConfigureAwait(false);
+    internal static DumpBackup Describe(DumpRequest request, ServerInfo info, PgTool tool, DumpFormat format, DateTimeOffset start, string path, int dumped,
+        string sha, Dictionary<string, string>? files, long size)
+    {
+        var target = request.Target;
         var end = DateTimeOffset.UtcNow;
-
-        var backup = new DumpBackup
+        return new DumpBackup
         {
-            Id = System.IO.Path.GetFileName(finalPath),
+            Id = path[(path.LastIndexOfAny(['/', '\\']) + 1)..],
             Kind = request.Globals ? BackupKind.Globals : BackupKind.Dump,
             Server = target.Host,
             Port = target.Port,
             ServerProfile = target.Profile,
             Database = request.Globals ? "" : target.Database,
             Format = format,
-            Path = finalPath,
-            Repository = request.Path == null ? System.IO.Path.GetFullPath(request.Repository!) : null,
-            SizeBytes = BackupChecksum.SizeOf(partial),
+            Path = path,
+            SizeBytes = size,
             StartTime = start,
             EndTime = end,
             Duration = end - start,
@@ -104,16 +123,11 @@ public static class DumpService
             ExcludeTables = request.ExcludeTables,
             VerificationState = VerificationState.Unverified,
         };
-        try { writing.Commit(backup, request.Force); }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { throw WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, ex.Message, ex); }
-        reporter.ProgressCompleted(activity);
-        reporter.Milestone($"Dumped {what}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, SHA-256 {sha}");
-        return backup;
     }
 
     private static void Validate(DumpRequest r)
     {
-        if (r.Path == null && string.IsNullOrWhiteSpace(r.Repository))
+        if (r.Path == null && r.Repository == null)
             throw new PgBackupException("NoDestination", ErrorKind.InvalidArgument, "No destination was given for the dump.", null,
                 "Pass -Repository (a folder; dumps are filed by server and database) or -Path, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
         if (r.Jobs < 1)
@@ -132,14 +146,15 @@ public static class DumpService
                 "Leave -Compress out for -Globals; the globals of a cluster are small.");
     }
 
-    private static List<string> DumpArguments(DumpRequest r, DumpFormat format, string output)
+    /// <param name="output">The file or folder to write; null for standard output.</param>
+    internal static List<string> DumpArguments(DumpRequest r, DumpFormat format, string? output)
     {
         var args = new List<string>
         {
             "--format=" + format switch { DumpFormat.Plain => "plain", DumpFormat.Custom => "custom", DumpFormat.Directory => "directory", _ => "tar" },
-            "--file=" + output,
             "--verbose",
         };
+        if (output != null) args.Add("--file=" + output);
         if (format == DumpFormat.Directory && r.Jobs > 1) args.Add("--jobs=" + r.Jobs);
         if (r.Compress is { } c) args.Add("--compress=" + c);
         args.AddRange(r.Schemas.Select(s => "--schema=" + s));
@@ -150,8 +165,8 @@ public static class DumpService
         return args;
     }
 
-    private static List<string> GlobalsArguments(string output, ConnectionTarget target) =>
-        ["--globals-only", "--file=" + output, "--verbose", "--dbname=dbname=" + ConnectionTarget.QuoteConnInfoValue(target.Database)];
+    internal static List<string> GlobalsArguments(string? output, ConnectionTarget target) =>
+        ["--globals-only", .. output == null ? Array.Empty<string>() : ["--file=" + output], "--verbose", "--dbname=dbname=" + ConnectionTarget.QuoteConnInfoValue(target.Database)];
 
     /// <summary>An estimate of the tables whose data pg_dump will write, for the progress bar only.</summary>
     private static string CountTablesSql(DumpRequest r)
@@ -186,43 +201,13 @@ public static class DumpService
         return sb.Append('$').ToString();
     }
 
-    internal static void PrepareTarget(string finalPath, bool force)
-    {
-        if ((File.Exists(finalPath) || Directory.Exists(finalPath)) && !force)
-            throw new PgBackupException("TargetExists", ErrorKind.ResourceExists, $"'{finalPath}' already exists.", finalPath,
-                "Choose another -Path, or pass -Force to replace it once the new dump has succeeded.");
-        var folder = System.IO.Path.GetDirectoryName(finalPath)!;
-        try
-        {
-            Directory.CreateDirectory(folder);
-            var probe = System.IO.Path.Combine(folder, ".pgbackup-write-test-" + Guid.NewGuid().ToString("N"));
-            File.WriteAllBytes(probe, [0]);
-            File.Delete(probe);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            throw WriteFailure(folder, ex.Message, ex);
-        }
-    }
-
-    internal static PgBackupException WriteFailure(string folder, string detail, Exception? inner = null) =>
-        IsDiskFull(detail)
-            ? new PgBackupException("TargetFull", ErrorKind.WriteFailed, $"The target folder '{folder}' is full: {detail}", folder,
-                "Free space there (for example with Remove-PgBackup -KeepLast), or write to a bigger volume with -Repository or -Path.", inner)
-            : new PgBackupException("TargetNotWritable", ErrorKind.PermissionDenied, $"Cannot write into '{folder}': {detail}", folder,
-                "Check that the folder exists or can be created, that this account may write there, and that the volume is not read-only.", inner);
-
-    private static bool IsDiskFull(string text) =>
-        text.Contains("No space left", StringComparison.OrdinalIgnoreCase) || text.Contains("not enough space", StringComparison.OrdinalIgnoreCase) ||
-        text.Contains("disk full", StringComparison.OrdinalIgnoreCase) || text.Contains("quota", StringComparison.OrdinalIgnoreCase);
-
     private static PgBackupException ToolFailure(PgTool tool, ToolResult result, string finalPath, string what)
     {
         var summary = result.ErrorSummary();
         var all = string.Join("\n", result.ErrorLines);
-        if (IsDiskFull(all) || all.Contains("could not write", StringComparison.OrdinalIgnoreCase) || all.Contains("could not open output", StringComparison.OrdinalIgnoreCase) ||
+        if (PartialBackup.IsDiskFull(all) || all.Contains("could not write", StringComparison.OrdinalIgnoreCase) || all.Contains("could not open output", StringComparison.OrdinalIgnoreCase) ||
             all.Contains("Read-only file system", StringComparison.OrdinalIgnoreCase) || all.Contains("could not create directory", StringComparison.OrdinalIgnoreCase))
-            return WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, summary);
+            return PartialBackup.WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, summary);
         return new PgBackupException("DumpFailed", ErrorKind.ToolFailed,
             $"{tool.Name} failed (exit code {result.ExitCode}) while dumping {what}; nothing was kept. {tool.Name} said:{Environment.NewLine}{summary}", what,
             "Read the tool's message above (run with -Verbose for its full output); a permission error needs a role that can read every object, such as the table owner or pg_read_all_data.");

@@ -1,6 +1,6 @@
 using System.IO.Compression;
 using System.Text.RegularExpressions;
-using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Repository;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Tools;
 
@@ -22,6 +22,8 @@ public sealed record RestoreRequest
     public bool DataOnly { get; init; }
     public int Jobs { get; init; } = 1;
     public string? ToolPath { get; init; }
+    /// <summary>The repository a dump in blob storage is read from (its credentials); null for a dump in a folder.</summary>
+    public RepositoryAddress? Repository { get; init; }
 }
 
 public enum RestoreAction { CreateDatabase, RecreateDatabase, IntoEmptyDatabase, CleanExisting, OverExisting, ApplyGlobals, DataIntoExisting }
@@ -70,7 +72,7 @@ public static class RestoreService
         if (full.EndsWith(BackupMetadata.Suffix, StringComparison.OrdinalIgnoreCase)) full = full[..^BackupMetadata.Suffix.Length];
         var metadata = BackupMetadata.PathFor(full);
         if (File.Exists(metadata) && BackupMetadata.Read(metadata, null, warn) is { } known) return (known, true);
-        var format = DumpLayout.Detect(full);
+        var format = DumpFormats.Detect(full);
         warn?.Invoke($"'{full}' has no PgBackup metadata ({System.IO.Path.GetFileName(metadata)}), so its checksum cannot be verified.");
         return (new DumpBackup { Path = full, Format = format, Kind = BackupKind.Dump, Id = System.IO.Path.GetFileName(full) }, false);
     }
@@ -78,7 +80,9 @@ public static class RestoreService
     public static async Task<RestorePlan> PlanAsync(RestoreRequest request, IOperationReporter reporter, CancellationToken ct)
     {
         var source = request.Source;
-        if (!File.Exists(source.Path) && !Directory.Exists(source.Path))
+        if (request.Repository is { IsBlob: true } repository)
+            await BlobRestores.CheckExistsAsync(repository, source, ct).ConfigureAwait(false);
+        else if (!File.Exists(source.Path) && !Directory.Exists(source.Path))
             throw new PgBackupException("BackupNotFound", ErrorKind.ObjectNotFound, $"The dump '{source.Path}' does not exist.", source.Path,
                 "Check the path, or list the backups that exist with Get-PgBackup.");
         if (request.Jobs < 1)
@@ -135,8 +139,22 @@ public static class RestoreService
         var target = request.Target;
         var activity = $"Restoring {System.IO.Path.GetFileName(source.Path)} into {plan.TargetDescription}";
         var start = DateTimeOffset.UtcNow;
+        if (request.Repository is { IsBlob: true } repository)
+            return await BlobRestores.ExecuteAsync(plan, repository, activity, reporter, ct).ConfigureAwait(false);
+        return await ExecuteAsync(plan, activity, start, null, reporter, ct).ConfigureAwait(false);
+    }
 
-        if (request.HasMetadata)
+    /// <summary>
+    /// The restore itself. <paramref name="stream"/>, when given, opens the dump as a stream whose last bytes are only
+    /// released once its checksum matched (a dump read from blob storage); otherwise the dump is a local file or folder.
+    /// </summary>
+    internal static async Task<RestoreResult> ExecuteAsync(RestorePlan plan, string activity, DateTimeOffset start, Func<bool, CancellationToken, Task<Stream>>? stream,
+        IOperationReporter reporter, CancellationToken ct)
+    {
+        var request = plan.Request;
+        var source = request.Source;
+        var target = request.Target;
+        if (request.HasMetadata && stream == null)
         {
             reporter.Progress(activity, "Verifying SHA-256", 0);
             if (await BackupChecksum.CheckAsync(source, ct).ConfigureAwait(false) is { } damage)
@@ -154,8 +172,8 @@ public static class RestoreService
         try
         {
             (tool, warnings) = source.Format == DumpFormat.Plain
-                ? await RunPsqlAsync(plan, into, activity, reporter, ct).ConfigureAwait(false)
-                : await RunPgRestoreAsync(plan, into, activity, reporter, ct).ConfigureAwait(false);
+                ? await RunPsqlAsync(plan, into, activity, stream, reporter, ct).ConfigureAwait(false)
+                : await RunPgRestoreAsync(plan, into, activity, stream, reporter, ct).ConfigureAwait(false);
             if (staging != null) await staging.CommitAsync(plan.Action == RestoreAction.RecreateDatabase, reporter, ct).ConfigureAwait(false);
         }
         finally { reporter.ProgressCompleted(activity); }
@@ -187,13 +205,21 @@ public static class RestoreService
             $"The dump '{source.Path}' is not what was recorded when it was made: {damage.Problem}. It has been changed or damaged, so nothing was restored.",
             damage.File, "Do not restore this copy: take an older backup (Get-PgBackup) or make a new dump, and check the storage that holds the repository.");
 
-    private static async Task<(PgTool, List<string>)> RunPgRestoreAsync(RestorePlan plan, ConnectionTarget into, string activity, IOperationReporter reporter, CancellationToken ct)
+    private static async Task<(PgTool, List<string>)> RunPgRestoreAsync(RestorePlan plan, ConnectionTarget into, string activity, Func<bool, CancellationToken, Task<Stream>>? stream,
+        IOperationReporter reporter, CancellationToken ct)
     {
         var request = plan.Request;
         var tool = new ToolLocator(request.ToolPath).Find("pg_restore", MajorOf(request.Source.ToolVersion), plan.Server.Major, reporter);
         var env = into.ToolEnvironment();
 
-        var list = await ToolRunner.RunAsync(tool, ["--list", request.Source.Path], env, null, ct, captureOutput: true).ConfigureAwait(false);
+        ToolResult list;
+        if (stream == null) list = await ToolRunner.RunAsync(tool, ["--list", request.Source.Path], env, null, ct, captureOutput: true).ConfigureAwait(false);
+        else
+        {
+            // pg_restore reads only the table of contents at the start of the stream for its list, then stops reading.
+            await using var head = await stream(false, ct).ConfigureAwait(false);
+            list = await ToolRunner.RunAsync(tool, ["--list"], env, null, ct, captureOutput: true, input: head).ConfigureAwait(false);
+        }
         if (!list.Succeeded) throw RestoreFailure(tool, list, plan);
         var tables = list.StandardOutput.Split('\n').Count(l => !l.StartsWith(';') && l.Contains(" TABLE DATA ", StringComparison.Ordinal));
 
@@ -203,7 +229,8 @@ public static class RestoreService
         if (request.NoOwner) args.Add("--no-owner");
         if (plan.Action == RestoreAction.CleanExisting) { args.Add("--clean"); args.Add("--if-exists"); }
         if (plan.Action == RestoreAction.DataIntoExisting) args.Add("--data-only");
-        args.Add(request.Source.Path);
+        if (stream == null) args.Add(request.Source.Path);
+        await using var input = stream == null ? null : await stream(true, ct).ConfigureAwait(false);
 
         var lineRegex = request.Jobs > 1 ? ParallelTableLine : SerialTableLine;
         var done = 0;
@@ -216,12 +243,13 @@ public static class RestoreService
                 reporter.Progress(activity, $"Table {n} of {Math.Max(n, tables)}: {m.Groups["name"].Value}", tables > 0 ? Math.Min(99, n * 100 / tables) : -1);
             }
             reporter.Verbose(line);
-        }, ct, reporter: reporter).ConfigureAwait(false);
+        }, ct, reporter: reporter, input: input).ConfigureAwait(false);
         if (!result.Succeeded) throw RestoreFailure(tool, result, plan);
         return (tool, []);
     }
 
-    private static async Task<(PgTool, List<string>)> RunPsqlAsync(RestorePlan plan, ConnectionTarget into, string activity, IOperationReporter reporter, CancellationToken ct)
+    private static async Task<(PgTool, List<string>)> RunPsqlAsync(RestorePlan plan, ConnectionTarget into, string activity, Func<bool, CancellationToken, Task<Stream>>? stream,
+        IOperationReporter reporter, CancellationToken ct)
     {
         var request = plan.Request;
         var globals = request.Source.Kind == BackupKind.Globals;
@@ -232,10 +260,19 @@ public static class RestoreService
         // Roles that already exist make some globals statements fail; those are reported, not fatal.
         if (!globals) { args.Add("--set=ON_ERROR_STOP=1"); args.Add("--single-transaction"); }
 
-        await using var file = new FileStream(request.Source.Path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan);
-        var total = file.Length;
+        bool gzip;
+        if (stream == null) gzip = IsGzip(request.Source.Path);
+        else
+        {
+            await using var head = await stream(false, ct).ConfigureAwait(false);
+            gzip = head.ReadByte() == 0x1f && head.ReadByte() == 0x8b;
+        }
+        await using var file = stream == null
+            ? new FileStream(request.Source.Path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan)
+            : await stream(true, ct).ConfigureAwait(false);
+        var total = stream == null ? file.Length : request.Source.SizeBytes;
         await using var counting = new ProgressStream(file, read => reporter.Progress(activity, $"{read / (1024 * 1024)} of {total / (1024 * 1024)} MB", total > 0 ? (int)Math.Min(99, read * 100 / total) : -1));
-        Stream input = IsGzip(request.Source.Path) ? new GZipStream(counting, CompressionMode.Decompress) : counting;
+        Stream input = gzip ? new GZipStream(counting, CompressionMode.Decompress) : counting;
         var warnings = new List<string>();
         try
         {

@@ -1,8 +1,7 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
-using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Repository;
 using PgBackup.Engine.Connection;
-using PgBackup.Engine.Logical;
 using PgBackup.Engine.Tools;
 
 namespace PgBackup.Engine.Physical;
@@ -46,9 +45,9 @@ public static class BaseBackupService
 
         var tool = new ToolLocator(request.ToolPath).Find("pg_basebackup", info.Major, info.Major, reporter);
         var start = DateTimeOffset.UtcNow;
-        var id = $"base_{start:yyyyMMdd'T'HHmmssfff'Z'}";
-        var finalPath = System.IO.Path.GetFullPath(request.Path ?? System.IO.Path.Combine(request.Repository!, DumpLayout.SafeName($"{target.Host}_{target.Port}"), "base", id));
-        DumpService.PrepareTarget(finalPath, request.Force);
+        var id = RepositoryLayout.BaseBackupId(start);
+        var finalPath = System.IO.Path.GetFullPath(request.Path ?? RepositoryLayout.BaseBackupPath(request.Repository!, target.Host, target.Port, id));
+        PartialBackup.PrepareTarget(finalPath, request.Force);
         using var serverLock = request.Path == null ? LockServer(System.IO.Path.GetDirectoryName(finalPath)!, target) : null;
         using var writing = PartialBackup.Begin(finalPath, $"Start-PgBaseBackup of {target.Display}", reporter);
         var partial = writing.PartialPath;
@@ -182,7 +181,7 @@ public static class BaseBackupService
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             Discard();
-            throw DumpService.WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, ex.Message, ex);
+            throw PartialBackup.WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, ex.Message, ex);
         }
         catch
         {
@@ -197,6 +196,8 @@ public static class BaseBackupService
                 "Check the disk that holds the repository (a full or failing disk corrupts files), then take the backup again.");
         }
 
+        if (backup.Format == BaseBackupFormat.Tar)
+            backup.ArchiveChecksums = await BaseBackupVerifier.HashArchivesAsync(partial, ct).ConfigureAwait(false);
         DurableFiles.SyncDirectory(partial);
         var end = DateTimeOffset.UtcNow;
         backup.EndTime = end;
@@ -208,7 +209,7 @@ public static class BaseBackupService
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             Discard();
-            throw DumpService.WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, ex.Message, ex);
+            throw PartialBackup.WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, ex.Message, ex);
         }
         reporter.ProgressCompleted(activity);
         reporter.Milestone($"Base backup of {target.Display}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, WAL {startLsn} to {stopLsn} on timeline {timeline}, manifest verified");
@@ -277,7 +278,7 @@ public static class BaseBackupService
         if (all.Contains("No space left", StringComparison.OrdinalIgnoreCase) || all.Contains("could not create directory", StringComparison.OrdinalIgnoreCase) ||
             all.Contains("Permission denied", StringComparison.OrdinalIgnoreCase) || all.Contains("Read-only file system", StringComparison.OrdinalIgnoreCase) ||
             all.Contains("could not write", StringComparison.OrdinalIgnoreCase))
-            return DumpService.WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, summary);
+            return PartialBackup.WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, summary);
         if (all.Contains("no pg_hba.conf entry for replication", StringComparison.OrdinalIgnoreCase) || all.Contains("must have REPLICATION", StringComparison.OrdinalIgnoreCase) ||
             all.Contains("permission denied to start WAL sender", StringComparison.OrdinalIgnoreCase))
             return new PgBackupException("ReplicationNotAllowed", ErrorKind.PermissionDenied,

@@ -27,6 +27,14 @@ public static class BaseBackupVerifier
         }
         else
         {
+            if (backup.ArchiveChecksums is { Count: > 0 } recorded)
+            {
+                var actual = await HashArchivesAsync(path, ct).ConfigureAwait(false);
+                foreach (var (name, sha) in recorded.OrderBy(r => r.Key, StringComparer.Ordinal))
+                    if (!actual.TryGetValue(name, out var found)) problems.Add($"'{Path.Combine(path, name)}' is missing from the backup");
+                    else if (!string.Equals(found, sha, StringComparison.OrdinalIgnoreCase))
+                        problems.Add($"'{Path.Combine(path, name)}' has SHA-256 {found}, recorded {sha} when the backup was taken");
+            }
             var digests = await Task.Run(() => ReadTarFiles(path, problems, ct), ct).ConfigureAwait(false);
             problems.AddRange(Compare(manifest.CheckedFiles, digests, reportMissing: true));
             problems.AddRange(ExtraTarMembers(manifest, digests));
@@ -68,6 +76,19 @@ public static class BaseBackupVerifier
         }
         File.Move(rewritten, manifestPath, overwrite: true);
         return problems;
+    }
+
+    /// <summary>The SHA-256 of each tar file of a Tar backup (compressed or not), by file name, read on every core.</summary>
+    public static async Task<Dictionary<string, string>> HashArchivesAsync(string path, CancellationToken ct)
+    {
+        var archives = Directory.GetFiles(path).Where(f => Path.GetFileName(f).Contains(".tar", StringComparison.Ordinal)).ToList();
+        var hashes = new ConcurrentDictionary<string, string>(StringComparer.Ordinal);
+        await Parallel.ForEachAsync(archives, ct, async (archive, token) =>
+        {
+            await using var stream = new FileStream(archive, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.SequentialScan | FileOptions.Asynchronous);
+            hashes[Path.GetFileName(archive)] = Convert.ToHexString(await System.Security.Cryptography.SHA256.HashDataAsync(stream, token).ConfigureAwait(false)).ToLowerInvariant();
+        }).ConfigureAwait(false);
+        return new Dictionary<string, string>(hashes, StringComparer.Ordinal);
     }
 
     private static BackupManifest? ReadManifest(string path, out List<string> problems)

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using PgBackup.Engine.Wal;
+using PgBackup.Engine.Repository;
 
 namespace PgBackup.Engine.Recovery;
 

@@ -1,5 +1,6 @@
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Tools;
+using PgBackup.Engine.Instance;
 
 namespace PgBackup.Engine.Recovery;
 
@@ -10,7 +11,7 @@ namespace PgBackup.Engine.Recovery;
 /// </summary>
 public sealed class LocalInstance : IAsyncDisposable
 {
-    public const string DefaultServiceUser = "postgres";
+    public const string DefaultServiceUser = InstanceControl.DefaultServiceUser;
 
     private readonly PgTool _pgCtl;
     private readonly string? _runAs;

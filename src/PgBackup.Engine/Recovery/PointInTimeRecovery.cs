@@ -4,6 +4,7 @@ using Npgsql;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Tools;
 using PgBackup.Engine.Wal;
+using PgBackup.Engine.Instance;
 
 namespace PgBackup.Engine.Recovery;
 

@@ -1,4 +1,4 @@
-using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Repository;
 
 namespace PgBackup.Engine.Recovery;
 

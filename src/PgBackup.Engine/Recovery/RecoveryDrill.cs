@@ -1,9 +1,10 @@
 using System.Diagnostics;
 using System.Globalization;
 using Npgsql;
-using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Repository;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Wal;
+using PgBackup.Engine.Instance;
 
 namespace PgBackup.Engine.Recovery;
 

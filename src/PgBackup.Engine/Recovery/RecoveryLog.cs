@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using PgBackup.Engine.Instance;
 
 namespace PgBackup.Engine.Recovery;
 

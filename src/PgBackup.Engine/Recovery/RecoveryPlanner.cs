@@ -1,6 +1,8 @@
 using System.Globalization;
 using PgBackup.Engine.Tools;
 using PgBackup.Engine.Wal;
+using PgBackup.Engine.Repository;
+using PgBackup.Engine.Instance;
 
 namespace PgBackup.Engine.Recovery;
 
@@ -198,7 +200,7 @@ public static class RecoveryPlanner
     {
         var repo = repository ?? backup.Repository;
         if (string.IsNullOrEmpty(repo) || string.IsNullOrEmpty(backup.SystemIdentifier)) return null;
-        var folder = ArchivingService.ArchiveFolder(repo, backup.SystemIdentifier);
+        var folder = RepositoryLayout.ArchiveFolder(repo, backup.SystemIdentifier);
         return Directory.Exists(folder) ? folder : null;
     }
 

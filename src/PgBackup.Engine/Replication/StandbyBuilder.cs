@@ -2,8 +2,8 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using PgBackup.Engine.Connection;
-using PgBackup.Engine.Recovery;
 using PgBackup.Engine.Tools;
+using PgBackup.Engine.Instance;
 
 namespace PgBackup.Engine.Replication;
 
@@ -47,7 +47,7 @@ public static class StandbyBuilder
         if (pgCtl.Major != info.Major)
             throw new PgBackupException("ToolVersionMismatch", ErrorKind.NotInstalled, $"A standby of a PostgreSQL {info.Major} server needs the PostgreSQL {info.Major} server programs; the pg_ctl found is {pgCtl.VersionText}.", pgCtl.Path,
                 $"Install the PostgreSQL {info.Major} server package (Debian/Ubuntu: apt-get install postgresql-{info.Major}) or set ToolPath to its bin folder.");
-        var owner = Environment.IsPrivilegedProcess && !OperatingSystem.IsWindows() ? LocalInstance.DefaultServiceUser : null;
+        var owner = Environment.IsPrivilegedProcess && !OperatingSystem.IsWindows() ? InstanceControl.DefaultServiceUser : null;
 
         var created = !Directory.Exists(directory);
         var started = false;
@@ -160,7 +160,7 @@ public static class StandbyBuilder
     {
         var result = await DataDirectoryOwner.GiveToAsync(directory, owner + ":", recursive: true, ct).ConfigureAwait(false);
         if (!result.Succeeded) throw new PgBackupException("StandbySetupFailed", ErrorKind.PermissionDenied, $"chown failed: {result.ErrorSummary()}", "chown",
-            $"Check that the OS user '{LocalInstance.DefaultServiceUser}' exists (it comes with the PostgreSQL server package).");
+            $"Check that the OS user '{InstanceControl.DefaultServiceUser}' exists (it comes with the PostgreSQL server package).");
     }
 
     private static void DeleteEntry(string entry)

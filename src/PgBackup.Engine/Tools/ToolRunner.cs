@@ -22,7 +22,7 @@ public static class ToolRunner
 
     public static async Task<ToolResult> RunAsync(PgTool tool, IEnumerable<string> arguments, IReadOnlyDictionary<string, string?> environment,
         Action<string>? onErrorLine, CancellationToken ct, bool captureOutput = false, IOperationReporter? reporter = null, Stream? input = null,
-        Action<string>? onOutputLine = null)
+        Action<string>? onOutputLine = null, Func<Stream, Task>? consumeOutput = null)
     {
         // Found here rather than by the wrapper, so a missing program is PgBackup.ToolNotFound and not the wrapper's exit code.
         var program = Locate(tool.Path) ?? throw new PgBackupException("ToolNotFound", ErrorKind.NotInstalled, $"{tool.Name} was not found at '{tool.Path}'.", tool.Path,
@@ -75,17 +75,38 @@ public static class ToolRunner
                 "Check that the file exists and is executable, or set ToolPath (PGBACKUP_TOOLPATH) to another PostgreSQL bin folder.", ex);
         }
         process.BeginErrorReadLine();
-        process.BeginOutputReadLine();
+        // A tool writing its data to stdout (pg_dump into a blob) is read as bytes by the consumer, not as lines.
+        Task consumed = Task.CompletedTask;
+        if (consumeOutput != null)
+        {
+            outputDone.TrySetResult();
+            consumed = Task.Run(() => consumeOutput(process.StandardOutput.BaseStream), CancellationToken.None);
+        }
+        else process.BeginOutputReadLine();
 
         using (ct.Register(() => { try { process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { } }))
         {
             if (input != null)
             {
                 // A tool that fails early closes its stdin; its exit code and stderr then say why, not the broken pipe.
-                try { await input.CopyToAsync(process.StandardInput.BaseStream, ct).ConfigureAwait(false); }
-                catch (IOException) { }
+                try { await FeedAsync(input, process.StandardInput.BaseStream, ct).ConfigureAwait(false); }
+                catch
+                {
+                    // The input itself failed (a checksum that does not match, storage gone): the tool must not see an end of input.
+                    try { process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+                    await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
+                    throw;
+                }
             }
             try { process.StandardInput.Close(); } catch (IOException) { }
+            try { await consumed.ConfigureAwait(false); }
+            catch
+            {
+                // The consumer failed (the storage went away): the tool must not go on writing into a closed pipe.
+                try { process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+                await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
+                throw;
+            }
             await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
             await Task.WhenAll(errorsDone.Task, outputDone.Task).ConfigureAwait(false);
         }
@@ -93,6 +114,23 @@ public static class ToolRunner
         List<string> kept;
         lock (errors) kept = [.. errors];
         return new ToolResult(process.ExitCode, kept, output.ToString(), started.Elapsed);
+    }
+
+    /// <summary>
+    /// Copies the input into the tool's stdin. A tool that fails early closes its stdin; that write error ends the copy
+    /// quietly (its exit code and stderr say why). A failure to read the input is thrown: the tool must then be killed,
+    /// never see an end of input it could take for the whole (psql would commit a truncated script).
+    /// </summary>
+    private static async Task FeedAsync(Stream input, Stream stdin, CancellationToken ct)
+    {
+        var buffer = new byte[1 << 16];
+        while (true)
+        {
+            var n = await input.ReadAsync(buffer, ct).ConfigureAwait(false);
+            if (n == 0) return;
+            try { await stdin.WriteAsync(buffer.AsMemory(0, n), ct).ConfigureAwait(false); }
+            catch (IOException) { return; }
+        }
     }
 
     /// <summary>

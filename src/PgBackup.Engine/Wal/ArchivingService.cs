@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Npgsql;
 using PgBackup.Engine.Connection;
+using PgBackup.Engine.Repository;
 using PgBackup.Engine.Tools;
 
 namespace PgBackup.Engine.Wal;
@@ -16,9 +17,6 @@ public static class ArchivingService
     private static readonly TimeSpan ReloadTimeout = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(200);
     private const string DisabledArchiveCommand = "(disabled)";
-
-    public static string ArchiveFolder(string repository, string systemIdentifier) =>
-        Path.Combine(Path.GetFullPath(repository), "wal", systemIdentifier);
 
     public static async Task<WalArchivingResult> EnableAsync(EnableArchivingRequest request, IOperationReporter reporter, CancellationToken ct)
     {
@@ -48,10 +46,10 @@ public static class ArchivingService
                     reporter.Warning($"{target.Display} is a standby: with archive_mode = on it archives nothing until it is promoted.");
 
                 // Everything that can fail without touching the server comes first: the folder, the tool, the command.
-                var folder = ArchiveFolder(request.Repository, before.SystemIdentifier!);
+                var folder = RepositoryLayout.ArchiveFolder(request.Repository, before.SystemIdentifier!);
                 reporter.Progress(activity, "Preparing the archive folder", 10);
                 var local = target.ServesFromHere(server.DataDirectory);
-                var owner = local ? await Recovery.DataDirectoryOwner.FindAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
+                var owner = local ? await Instance.DataDirectoryOwner.FindAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
                 await PrepareArchiveFolderAsync(folder, owner, reporter, ct).ConfigureAwait(false);
                 var tool = request.Tool.ForServer(server.Os);
                 var command = tool.ArchiveCommand(folder);
@@ -118,7 +116,7 @@ public static class ArchivingService
                 if (!string.IsNullOrEmpty(state.ArchiveCommand))
                     reporter.Warning($"archive_command is still set on {target.Display} by its configuration files ({state.ArchiveCommand}); ALTER SYSTEM RESET cannot undo that. Edit postgresql.conf.");
 
-                var owner = target.ServesFromHere(server.DataDirectory) ? await Recovery.DataDirectoryOwner.FindAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
+                var owner = target.ServesFromHere(server.DataDirectory) ? await Instance.DataDirectoryOwner.FindAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
                 bool restarted;
                 (connection, state, restarted) = await RestartIfPendingAsync(connection, state, request.Restart, request.ToolPath, target, server, owner, info,
                     $"until then archive_mode stays {state.ArchiveMode} and WAL segments wait in pg_wal for an archive_command", reporter, ct).ConfigureAwait(false);
@@ -337,7 +335,7 @@ public static class ArchivingService
         if (!IsRoot || serverUser == null || serverUser == "root") return;
 
         // archive_command runs as the server's OS user, not as us: hand it the folder and check that it can get there.
-        var chown = await Recovery.DataDirectoryOwner.GiveToAsync(folder, serverUser, recursive: false, ct).ConfigureAwait(false);
+        var chown = await Instance.DataDirectoryOwner.GiveToAsync(folder, serverUser, recursive: false, ct).ConfigureAwait(false);
         if (!chown.Succeeded) throw NotWritable(folder, $"chown {serverUser} failed: {chown.ErrorSummary()}", serverUser);
         reporter.Verbose($"The archive folder {folder} now belongs to {serverUser}, the user the server runs as.");
         var access = await RunAsync("runuser", ["-u", serverUser, "--", "test", "-w", folder, "-a", "-x", folder], ct).ConfigureAwait(false);
@@ -405,8 +403,8 @@ public static class ArchivingService
         if (owner == null) return Refuse($"the owner of {server.DataDirectory} could not be found");
         var asOwner = IsRoot && owner != "root";
         if (!asOwner && owner != Environment.UserName) return Refuse($"it runs as '{owner}' and this account ('{Environment.UserName}') cannot restart it");
-        var postmaster = Recovery.InstanceControl.ReadPostmaster(server.DataDirectory)?.Pid;
-        if (postmaster != null && Recovery.InstanceControl.SystemdUnit(postmaster.Value) is { } unit)
+        var postmaster = Instance.InstanceControl.ReadPostmaster(server.DataDirectory)?.Pid;
+        if (postmaster != null && Instance.InstanceControl.SystemdUnit(postmaster.Value) is { } unit)
             return Refuse($"systemd runs it as {unit}; run 'systemctl restart {unit}'");
 
         var pgCtl = new ToolLocator(toolPath).Find("pg_ctl", info.Major, info.Major, reporter);

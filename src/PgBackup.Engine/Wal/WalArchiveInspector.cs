@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using Npgsql;
 using PgBackup.Engine.Connection;
+using PgBackup.Engine.Repository;
 
 namespace PgBackup.Engine.Wal;
 
@@ -37,7 +38,7 @@ public static class WalArchiveInspector
             await using var connection = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
             server = await ReadServerStateAsync(connection, ct).ConfigureAwait(false);
 
-            var folder = Path.GetFullPath(ArchivingService.ArchiveFolder(repository, server.SystemIdentifier));
+            var folder = Path.GetFullPath(RepositoryLayout.ArchiveFolder(repository, server.SystemIdentifier));
             if (!Directory.Exists(folder))
                 throw new PgBackupException("WalArchiveNotFound", ErrorKind.ObjectNotFound,
                     $"The repository {repository} holds no WAL archive for {target.Display} (system identifier {server.SystemIdentifier}): {folder} does not exist.", folder,
@@ -80,6 +81,20 @@ public static class WalArchiveInspector
             $"{statuses.Sum(s => s.Gaps.Sum(g => g.MissingCount))} missing, {current.UnarchivedBytes?.ToString(CultureInfo.InvariantCulture) ?? "unknown"} bytes not archived" +
             (current.RecoveryPointObjective is { } rpo ? $", recovery point objective {rpo.TotalSeconds:0}s" : ""));
         return statuses;
+    }
+
+    /// <summary>Gaps in each cluster's archive from the start of its oldest kept base backup on, following timeline history.</summary>
+    public static IEnumerable<(string Folder, WalGap Gap)> GapsAfterOldestKept(string repository, IEnumerable<BaseBackup> keptBaseBackups, Action<string>? warn)
+    {
+        foreach (var cluster in keptBaseBackups.Where(b => !string.IsNullOrEmpty(b.SystemIdentifier) && !string.IsNullOrEmpty(b.StartSegment)).GroupBy(b => b.SystemIdentifier))
+        {
+            var folder = RepositoryLayout.ArchiveFolder(repository, cluster.Key);
+            if (!Directory.Exists(folder)) continue;
+            var oldest = cluster.OrderBy(b => b.StartLsn).First();
+            var statuses = Inspect(folder, WalSegmentName.Parse(oldest.StartSegment), oldest.WalSegmentSize, verifyChecksums: false, warn);
+            foreach (var gap in statuses.SelectMany(s => s.Gaps).DistinctBy(g => (g.From, g.To)))
+                yield return (folder, gap);
+        }
     }
 
     public static bool IsSegmentArchived(string archiveFolder, WalSegmentName segment) => File.Exists(Path.Combine(archiveFolder, segment.ToString()));

@@ -1,5 +1,5 @@
 using System.Globalization;
-using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Repository;
 using PgBackup.Engine.Connection;
 
 namespace PgBackup.Engine.Wal;

@@ -16,11 +16,11 @@ public static class WalEnd
         var versionFile = Path.Combine(dataDirectory, "PG_VERSION");
         if (!Directory.Exists(walFolder) || !File.Exists(versionFile)) return null;
         var version = File.ReadAllText(versionFile).Trim();
-        var control = await Recovery.InstanceControl.ReadControlDataAsync(dataDirectory, version, toolPath, reporter, ct).ConfigureAwait(false);
+        var control = await Instance.InstanceControl.ReadControlDataAsync(dataDirectory, version, toolPath, reporter, ct).ConfigureAwait(false);
         if (!control.TryGetValue("Latest checkpoint location", out var checkpointText) || !Lsn.TryParse(checkpointText, out var checkpoint) ||
             !control.TryGetValue("Latest checkpoint's TimeLineID", out var timeline))
             return null;
-        var major = Recovery.InstanceControl.MajorOf(version);
+        var major = Instance.InstanceControl.MajorOf(version);
         var tool = new ToolLocator(toolPath).Find("pg_waldump", major, major, reporter);
         Lsn? end = null;
         await PgWalDump.RunAsync(tool, ["--path=" + walFolder, "--timeline=" + timeline, "--start=" + checkpoint],

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
 using PgBackup.Engine.Tools;
+using PgBackup.Engine.Repository;
 
 namespace PgBackup.Engine.Wal;
 

@@ -1,6 +1,6 @@
 using System.Management.Automation;
 using PgBackup.Engine;
-using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Repository;
 using PgBackup.Engine.Connection;
 
 namespace PgBackup.Commands;
@@ -33,9 +33,9 @@ public sealed class GetPgBackupCommand : PgCmdlet
         var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
         try
         {
-            var repository = RequireRepository(settings);
+            var repository = RequireRepositoryAddress(settings);
             var filter = WithServer(new CatalogFilter(Kind: Kind, DatabaseMatches: DatabaseFilter()), Server, settings);
-            var backups = BackupCatalog.List(repository, filter, WriteWarning);
+            var backups = RunEngine((reporter, ct) => BackupCatalog.ListAsync(repository, filter, reporter.Warning, reporter.Verbose, ct));
             if (Latest)
                 backups = backups.GroupBy(b => (b.Server.ToLowerInvariant(), b.Port, b.Kind, b.Database)).Select(g => g.MaxBy(b => b.StartTime)!).ToList();
             WriteObject(backups, enumerateCollection: true);

@@ -68,7 +68,7 @@ public sealed class InvokePgDumpCommand : PgServerCmdlet
                     "Use -Repository to file dumps by server and database, or -Path for one exact file.");
             var target = ResolveServer(settings);
             var path = Path == null ? null : GetUnresolvedProviderPathFromPSPath(Path);
-            var repository = path == null ? settings.Repository is { } r ? GetUnresolvedProviderPathFromPSPath(r) : null : null;
+            var repository = path == null && settings.Repository != null ? RequireRepositoryAddress(settings) : null;
             var format = Format ?? settings.DefaultFormat;
             var databases = Globals ? [target.Database] : ExpandDatabases(target);
             if (path != null && databases.Count > 1)
@@ -95,7 +95,7 @@ public sealed class InvokePgDumpCommand : PgServerCmdlet
                     ToolPath = settings.ToolPath,
                 };
                 var what = Globals ? $"globals of {target.Display}" : $"{target.Display}/{database}";
-                if (!ShouldProcess(what, $"Dump ({(Globals ? "pg_dumpall --globals-only" : format.ToString())}) to {path ?? repository ?? "(no destination)"}"))
+                if (!ShouldProcess(what, $"Dump ({(Globals ? "pg_dumpall --globals-only" : format.ToString())}) to {path ?? repository?.Display ?? "(no destination)"}"))
                     continue;
                 try { WriteObject(RunEngine((reporter, ct) => DumpService.DumpAsync(request, reporter, ct))); }
                 catch (PgBackupException ex) { WriteEngineError(ex); }

@@ -2,6 +2,7 @@ using System.Management.Automation;
 using PgBackup.Engine;
 using PgBackup.Engine.Recovery;
 using PgBackup.Engine.Wal;
+using PgBackup.Engine.Instance;
 
 namespace PgBackup.Commands;
 

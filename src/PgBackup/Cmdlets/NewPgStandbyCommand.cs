@@ -2,6 +2,7 @@ using System.Management.Automation;
 using PgBackup.Engine;
 using PgBackup.Engine.Replication;
 using PgBackup.Engine.Wal;
+using PgBackup.Engine.Repository;
 
 namespace PgBackup.Commands;
 
@@ -53,7 +54,7 @@ public sealed class NewPgStandbyCommand : PgCmdlet
             {
                 // The archive is the upstream cluster's: the standby restores from where that cluster archives.
                 var state = RunEngine((_, ct) => ArchivingService.GetArchivingStateAsync(upstream, ct));
-                var folder = state.ArchiveFolder ?? ArchivingService.ArchiveFolder(GetUnresolvedProviderPathFromPSPath(Repository), state.SystemIdentifier ?? "");
+                var folder = state.ArchiveFolder ?? RepositoryLayout.ArchiveFolder(GetUnresolvedProviderPathFromPSPath(Repository), state.SystemIdentifier ?? "");
                 restoreCommand = WalArchiveTool.InModuleFolder(ModuleFolder).RestoreCommand(folder);
             }
             if (!ShouldProcess(directory, $"Create a standby of {upstream.Display} listening on port {Port}" + (Slot != null ? $" with slot {Slot}" : ""))) return;

@@ -1,6 +1,8 @@
 using System.Management.Automation;
+using PgBackup.Engine.Configuration;
 using PgBackup.Engine;
-using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Repository;
+using PgBackup.Engine.Wal;
 using PgBackup.Engine.Connection;
 
 namespace PgBackup.Commands;
@@ -53,6 +55,7 @@ public sealed class RemovePgBackupCommand : PgCmdlet
         try
         {
             IReadOnlyList<RetentionDecision> decisions;
+            var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
             if (ParameterSetName == RetentionSet)
             {
                 if (KeepLast == null && OlderThan == null)
@@ -62,15 +65,14 @@ public sealed class RemovePgBackupCommand : PgCmdlet
                 if (OlderThan is { } age && age < TimeSpan.FromSeconds(1))
                     throw new PgBackupException("InvalidOlderThan", ErrorKind.InvalidArgument, $"-OlderThan {age} is less than a second; a bare number is read as ticks.", age,
                         "Pass a TimeSpan such as 30.00:00:00 (thirty days) or ([TimeSpan]::FromDays(30)).");
-                var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
-                var repository = RequireRepository(settings);
+                var repository = RequireRepositoryAddress(settings);
                 var filter = WithServer(new CatalogFilter(DatabaseMatches: DatabaseFilter()), Server, settings);
-                var all = BackupCatalog.List(repository, filter, WriteWarning);
+                var all = RunEngine((reporter, ct) => BackupCatalog.ListAsync(repository, filter, reporter.Warning, null, ct));
                 decisions = BackupCatalog.PlanRetention(all, KeepLast, OlderThan, DateTimeOffset.UtcNow, Force);
             }
             else
             {
-                decisions = BackupCatalog.PlanRemoval(_requested, SiblingsOf, Force);
+                decisions = BackupCatalog.PlanRemoval(_requested, b => SiblingsOf(b, settings), Force);
             }
 
             foreach (var decision in decisions)
@@ -84,11 +86,12 @@ public sealed class RemovePgBackupCommand : PgCmdlet
                     else WriteEngineError(refusal);
                     continue;
                 }
-                if (backup.Repository != null) _repositories.Add(backup.Repository);
+                var blob = BlobRepositoryOf(backup.Path, backup.Repository, ParameterSetName == RetentionSet ? Repository : null, settings);
+                if (blob == null && backup.Repository != null) _repositories.Add(backup.Repository);
                 if (!ShouldProcess(backup.Path, $"Remove backup ({decision.Reason})")) continue;
                 try
                 {
-                    BackupCatalog.Delete(backup);
+                    RunEngine(async (_, ct) => { await BackupCatalog.DeleteAsync(blob, backup, ct).ConfigureAwait(false); return true; });
                     WriteVerbose($"Removed {backup.Path} ({decision.Reason}).");
                     if (PassThru) WriteObject(backup);
                 }
@@ -112,15 +115,17 @@ public sealed class RemovePgBackupCommand : PgCmdlet
                 WriteVerbose($"Removed {plan.Files.Count} archived WAL files before {plan.KeepFrom} from {plan.ArchiveFolder}.");
             }
             // Pruning never makes a gap, but one that is already there breaks the kept backups' roll-forward: say so.
-            foreach (var gap in WalRetention.GapsAfterOldestKept(repository, kept, WriteWarning))
+            foreach (var gap in WalArchiveInspector.GapsAfterOldestKept(repository, kept, WriteWarning))
                 WriteWarning($"The WAL archive {gap.Folder} misses {gap.Gap.MissingCount} segment(s) from {gap.Gap.From} to {gap.Gap.To}: backups older than that point cannot be rolled forward past it. Check Get-PgWalArchive and the server's archiver.");
         }
     }
 
     private readonly HashSet<string> _repositories = new(StringComparer.Ordinal);
 
-    private IEnumerable<PgBackupItem> SiblingsOf(PgBackupItem backup)
+    private IEnumerable<PgBackupItem> SiblingsOf(PgBackupItem backup, PgBackupSettings settings)
     {
+        if (BlobRepositoryOf(backup.Path, backup.Repository, null, settings) is { } blob)
+            return RunEngine((_, ct) => BackupCatalog.ListAsync(blob, null, null, null, ct));
         var folder = backup.Repository ?? System.IO.Path.GetDirectoryName(backup.Path);
         return folder != null && Directory.Exists(folder) ? BackupCatalog.List(folder, null, null) : [];
     }

@@ -1,6 +1,7 @@
 using System.Management.Automation;
 using PgBackup.Engine;
 using PgBackup.Engine.Recovery;
+using PgBackup.Engine.Instance;
 
 namespace PgBackup.Commands;
 

@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using PgBackup.Engine.Configuration;
 using PgBackup.Engine;
 using PgBackup.Engine.Logical;
 
@@ -50,18 +51,31 @@ public sealed class RestorePgDumpCommand : PgCmdlet
     [Parameter]
     public SwitchParameter DataOnly { get; set; }
 
+    /// <summary>For a dump in Azure Blob Storage: the repository (URL with a SAS token, or profile) whose credentials read it.</summary>
+    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    public string? Repository { get; set; }
+
     [Parameter]
     [ValidateRange(1, 256)]
     public int? Jobs { get; set; }
+
+    private (DumpBackup, bool, Engine.Repository.RepositoryAddress?) LoadDump(string path, PgBackupSettings settings) =>
+        LoadBackup(path, Repository, settings) switch
+        {
+            (DumpBackup dump, var hasMetadata, var repository) => (dump, hasMetadata, repository),
+            var (other, _, _) => throw new PgBackupException("NotADump", ErrorKind.InvalidArgument, $"'{other.Path}' is a base backup, not a dump.", other.Path,
+                "Restore base backups with Restore-PgPointInTime; Restore-PgDump takes pg_dump output."),
+        };
 
     protected override void ProcessRecord()
     {
         var settings = LoadSettings(BoundSettings(("Jobs", nameof(Jobs))));
         try
         {
-            var (source, hasMetadata) = InputObject != null
-                ? (InputObject, !string.IsNullOrEmpty(InputObject.Sha256))
-                : RestoreService.LoadSource(GetUnresolvedProviderPathFromPSPath(Path!), WriteWarning);
+            var (source, hasMetadata, repository) = InputObject != null
+                ? (InputObject, !string.IsNullOrEmpty(InputObject.Sha256), BlobRepositoryOf(InputObject.Path, InputObject.Repository, Repository, settings))
+                : LoadDump(Path!, settings);
             var database = TargetDatabase ?? (source.Kind == BackupKind.Globals ? "postgres" : source.Database);
             if (string.IsNullOrEmpty(database))
                 throw new PgBackupException("TargetDatabaseRequired", ErrorKind.InvalidArgument,
@@ -83,6 +97,7 @@ public sealed class RestorePgDumpCommand : PgCmdlet
                 DataOnly = DataOnly,
                 Jobs = Jobs ?? (source.Format is DumpFormat.Custom or DumpFormat.Directory ? settings.Jobs : 1),
                 ToolPath = settings.ToolPath,
+                Repository = repository,
             };
             var plan = RunEngine((reporter, ct) => RestoreService.PlanAsync(request, reporter, ct));
             var destructive = plan.Action is RestoreAction.RecreateDatabase or RestoreAction.CleanExisting or RestoreAction.OverExisting or RestoreAction.DataIntoExisting;

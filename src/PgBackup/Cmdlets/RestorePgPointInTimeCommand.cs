@@ -1,8 +1,9 @@
 using System.Management.Automation;
 using PgBackup.Engine;
-using PgBackup.Engine.Catalog;
+using PgBackup.Engine.Repository;
 using PgBackup.Engine.Recovery;
 using PgBackup.Engine.Wal;
+using PgBackup.Engine.Instance;
 
 namespace PgBackup.Commands;
 
@@ -89,7 +90,7 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
         {
             var target = RecoveryChoices.Target(new RecoveryTargetChoice(TargetTime, TargetLsn, TargetXid, TargetName, Immediate, Latest, Exclusive, TargetTimeline, TargetAction));
             // A piped backup knows its repository; a -Repository typed here, or the configured one, comes next.
-            var repository = (Repository ?? InputObject?.Repository ?? settings.Repository) is { } r ? GetUnresolvedProviderPathFromPSPath(r) : null;
+            var repository = (Repository ?? InputObject?.Repository ?? settings.Repository) is { } r ? FolderOnly(Engine.Repository.RepositoryAddress.Parse(r, settings, GetUnresolvedProviderPathFromPSPath)) : null;
             var (candidates, chosen) = Candidates(settings, repository);
             var directory = GetUnresolvedProviderPathFromPSPath(DataDirectory!);
             var port = Port ?? InstanceControl.FreePort();

@@ -63,7 +63,7 @@ public sealed class StartPgBaseBackupCommand : PgServerCmdlet
                 CheckpointMode = CheckpointMode,
                 Label = Label,
                 MaxRate = MaxRate,
-                Repository = path == null && settings.Repository is { } r ? GetUnresolvedProviderPathFromPSPath(r) : null,
+                Repository = path == null && settings.Repository != null ? RequireRepository(settings) : null,
                 Path = path,
                 Force = Force,
                 StallTimeout = StallTimeout,

@@ -1,5 +1,6 @@
 using System.Management.Automation;
 using PgBackup.Engine;
+using PgBackup.Engine.Repository;
 using PgBackup.Engine.Logical;
 
 namespace PgBackup.Commands;
@@ -41,15 +42,20 @@ public sealed class TestPgBackupCommand : PgCmdlet
     [Parameter]
     public SwitchParameter Quiet { get; set; }
 
+    /// <summary>For a backup in Azure Blob Storage: the repository (URL with a SAS token, or profile) whose credentials read it.</summary>
+    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    public string? Repository { get; set; }
+
     protected override void ProcessRecord()
     {
         var settings = LoadSettings(BoundSettings(("Jobs", nameof(Jobs))));
         try
         {
-            var (backup, hasMetadata) = InputObject != null
-                ? (InputObject, InputObject is BaseBackup || !string.IsNullOrEmpty(((DumpBackup)InputObject).Sha256))
-                : RestoreService.LoadAny(GetUnresolvedProviderPathFromPSPath(Path!), WriteWarning);
-            var request = new BackupTestRequest { Backup = backup, HasMetadata = hasMetadata, Jobs = Jobs ?? settings.Jobs, ToolPath = settings.ToolPath };
+            var (backup, hasMetadata, repository) = InputObject != null
+                ? (InputObject, InputObject is BaseBackup || !string.IsNullOrEmpty(((DumpBackup)InputObject).Sha256), BlobRepositoryOf(InputObject.Path, InputObject.Repository, Repository, settings))
+                : LoadBackup(Path!, Repository, settings);
+            var request = new BackupTestRequest { Backup = backup, HasMetadata = hasMetadata, Jobs = Jobs ?? settings.Jobs, ToolPath = settings.ToolPath, Repository = repository };
             if (!Restore && !ShouldProcess(backup.Path, "Verify the checksums and record the result in the backup's metadata")) return;
             if (Restore && backup is BaseBackup)
             {
@@ -64,7 +70,9 @@ public sealed class TestPgBackupCommand : PgCmdlet
                 if (!ShouldProcess(target.Display, $"Test-restore {backup.Path} into a throwaway database and drop it")) return;
                 request = request with { RestoreTarget = target };
             }
-            var result = RunEngine((reporter, ct) => BackupTester.TestAsync(request, reporter, ct));
+            var result = RunEngine((reporter, ct) => backup is BaseBackup
+                ? Engine.Recovery.BaseBackupTester.TestAsync(request, reporter, ct)
+                : Engine.Logical.DumpTester.TestAsync(request, reporter, ct));
             if (Quiet) WriteObject(result.Success);
             else WriteObject(result);
         }

@@ -1,4 +1,6 @@
-namespace PgBackup.Engine.Catalog;
+using PgBackup.Engine.Repository.Blob;
+
+namespace PgBackup.Engine.Repository;
 
 public sealed record CatalogFilter(string? Server = null, int? Port = null, Func<string, bool>? DatabaseMatches = null, BackupKind? Kind = null,
     DateTimeOffset? After = null, DateTimeOffset? Before = null);
@@ -12,6 +14,28 @@ public sealed record RetentionDecision(PgBackupItem Backup, bool Remove, string 
 /// </summary>
 public static class BackupCatalog
 {
+    /// <summary>The backups of a repository on either backend, filtered and ordered the same way.</summary>
+    public static async Task<IReadOnlyList<PgBackupItem>> ListAsync(RepositoryAddress repository, CatalogFilter? filter, Action<string>? warn, Action<string>? verbose, CancellationToken ct)
+    {
+        if (!repository.IsBlob) return List(repository.Folder!, filter, warn, verbose);
+        var all = await BlobCatalog.ListAsync(BlobStore.Open(repository), warn, verbose, ct).ConfigureAwait(false);
+        return Ordered(all.Where(b => Matches(b, filter)));
+    }
+
+    /// <summary>Removes a backup from either backend; <paramref name="repository"/> is where it was listed from.</summary>
+    public static async Task DeleteAsync(RepositoryAddress? repository, PgBackupItem backup, CancellationToken ct)
+    {
+        if (repository is { IsBlob: true }) await BlobCatalog.DeleteAsync(BlobStore.Open(repository), backup, ct).ConfigureAwait(false);
+        else Delete(backup);
+    }
+
+    /// <summary>Records a test's outcome in the backup's metadata, on either backend.</summary>
+    public static async Task RecordVerificationAsync(RepositoryAddress? repository, PgBackupItem backup, bool passed, DateTimeOffset when, CancellationToken ct)
+    {
+        if (repository is { IsBlob: true }) await BlobCatalog.RecordVerificationAsync(BlobStore.Open(repository), backup, passed, when, ct).ConfigureAwait(false);
+        else BackupMetadata.RecordVerification(backup, passed, when);
+    }
+
     public static IReadOnlyList<PgBackupItem> List(string repository, CatalogFilter? filter, Action<string>? warn, Action<string>? verbose = null)
     {
         if (!Directory.Exists(repository))
@@ -38,9 +62,12 @@ public static class BackupCatalog
             }
             if (Matches(backup, filter)) backups.Add(backup);
         }
-        return backups.OrderBy(b => b.Server, StringComparer.OrdinalIgnoreCase).ThenBy(b => b.Port).ThenBy(b => b.Database, StringComparer.Ordinal)
-            .ThenByDescending(b => b.StartTime).ToList();
+        return Ordered(backups);
     }
+
+    private static List<PgBackupItem> Ordered(IEnumerable<PgBackupItem> backups) =>
+        backups.OrderBy(b => b.Server, StringComparer.OrdinalIgnoreCase).ThenBy(b => b.Port).ThenBy(b => b.Database, StringComparer.Ordinal)
+            .ThenByDescending(b => b.StartTime).ToList();
 
     private static bool Matches(PgBackupItem b, CatalogFilter? f) =>
         f == null ||
@@ -120,5 +147,8 @@ public static class BackupCatalog
 
     private static string GroupKey(PgBackupItem b) => $"{b.Server.ToLowerInvariant()}\u0001{b.Port}\u0001{b.Kind}\u0001{b.Database}";
 
-    private static bool SamePath(PgBackupItem a, PgBackupItem b) => string.Equals(Path.GetFullPath(a.Path), Path.GetFullPath(b.Path), StringComparison.Ordinal);
+    private static bool SamePath(PgBackupItem a, PgBackupItem b) =>
+        RepositoryAddress.LooksLikeUrl(a.Path) || RepositoryAddress.LooksLikeUrl(b.Path)
+            ? string.Equals(a.Path, b.Path, StringComparison.Ordinal)
+            : string.Equals(Path.GetFullPath(a.Path), Path.GetFullPath(b.Path), StringComparison.Ordinal);
 }

@@ -1,6 +1,6 @@
 using PgBackup.Engine.Tools;
 
-namespace PgBackup.Engine.Catalog;
+namespace PgBackup.Engine.Repository;
 
 /// <summary>
 /// The write-then-commit protocol of one backup: the tool writes "&lt;name&gt;.partial" while the writing process holds
@@ -106,6 +106,40 @@ public sealed class PartialBackup : IDisposable
             FileLock.RemoveAbandoned(lockPath);
         }
     }
+
+    /// <summary>
+    /// Before anything is written: an existing backup at <paramref name="finalPath"/> is refused without -Force, and its
+    /// folder must exist (or be created) and take a file, so a read-only or missing volume is an error up front.
+    /// </summary>
+    public static void PrepareTarget(string finalPath, bool force)
+    {
+        if ((File.Exists(finalPath) || Directory.Exists(finalPath)) && !force)
+            throw new PgBackupException("TargetExists", ErrorKind.ResourceExists, $"'{finalPath}' already exists.", finalPath,
+                "Choose another -Path, or pass -Force to replace it once the new dump has succeeded.");
+        var folder = Path.GetDirectoryName(finalPath)!;
+        try
+        {
+            Directory.CreateDirectory(folder);
+            var probe = Path.Combine(folder, ".pgbackup-write-test-" + Guid.NewGuid().ToString("N"));
+            File.WriteAllBytes(probe, [0]);
+            File.Delete(probe);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw WriteFailure(folder, ex.Message, ex);
+        }
+    }
+
+    public static PgBackupException WriteFailure(string folder, string detail, Exception? inner = null) =>
+        IsDiskFull(detail)
+            ? new PgBackupException("TargetFull", ErrorKind.WriteFailed, $"The target folder '{folder}' is full: {detail}", folder,
+                "Free space there (for example with Remove-PgBackup -KeepLast), or write to a bigger volume with -Repository or -Path.", inner)
+            : new PgBackupException("TargetNotWritable", ErrorKind.PermissionDenied, $"Cannot write into '{folder}': {detail}", folder,
+                "Check that the folder exists or can be created, that this account may write there, and that the volume is not read-only.", inner);
+
+    public static bool IsDiskFull(string text) =>
+        text.Contains("No space left", StringComparison.OrdinalIgnoreCase) || text.Contains("not enough space", StringComparison.OrdinalIgnoreCase) ||
+        text.Contains("disk full", StringComparison.OrdinalIgnoreCase) || text.Contains("quota", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Deletes a backup's file or folder and its metadata (metadata first, so it is never listed half deleted).</summary>
     public static void RemoveExisting(string path)

@@ -1,4 +1,4 @@
-namespace PgBackup.Engine.Catalog;
+namespace PgBackup.Engine.Repository;
 
 /// <summary>Archived WAL of one cluster that no kept base backup needs any more.</summary>
 public sealed record WalPrunePlan(string ArchiveFolder, string SystemIdentifier, WalSegmentName KeepFrom, IReadOnlyList<string> Files, long Bytes);
@@ -7,17 +7,18 @@ public sealed record WalPrunePlan(string ArchiveFolder, string SystemIdentifier,
 /// Which archived WAL retention may delete: everything before the start segment of the oldest base backup that is kept
 /// (it needs WAL from there to reach consistency and to roll forward to now). Timeline history files are always kept,
 /// and nothing is pruned for a cluster that has no kept base backup, since then nothing says what is still needed.
+/// (Gaps in what is kept are found by Wal.WalArchiveInspector.GapsAfterOldestKept.)
 /// </summary>
 public static class WalRetention
 {
-    public const string SidecarSuffix = Wal.WalInventory.SidecarSuffix;
+    public const string SidecarSuffix = Repository.WalInventory.SidecarSuffix;
 
     public static IReadOnlyList<WalPrunePlan> Plan(string repository, IEnumerable<BaseBackup> keptBaseBackups)
     {
         var plans = new List<WalPrunePlan>();
         foreach (var cluster in keptBaseBackups.Where(b => !string.IsNullOrEmpty(b.SystemIdentifier) && !string.IsNullOrEmpty(b.StartSegment)).GroupBy(b => b.SystemIdentifier))
         {
-            var folder = Wal.ArchivingService.ArchiveFolder(repository, cluster.Key);
+            var folder = RepositoryLayout.ArchiveFolder(repository, cluster.Key);
             if (!Directory.Exists(folder)) continue;
             var oldest = cluster.OrderBy(b => b.StartLsn).First();
             var segmentSize = oldest.WalSegmentSize;
@@ -37,20 +38,6 @@ public static class WalRetention
             if (files.Count > 0) plans.Add(new WalPrunePlan(folder, cluster.Key, keepFrom, files.Order(StringComparer.Ordinal).ToList(), bytes));
         }
         return plans;
-    }
-
-    /// <summary>Gaps in each cluster's archive from the start of its oldest kept base backup on, following timeline history.</summary>
-    public static IEnumerable<(string Folder, WalGap Gap)> GapsAfterOldestKept(string repository, IEnumerable<BaseBackup> keptBaseBackups, Action<string>? warn)
-    {
-        foreach (var cluster in keptBaseBackups.Where(b => !string.IsNullOrEmpty(b.SystemIdentifier) && !string.IsNullOrEmpty(b.StartSegment)).GroupBy(b => b.SystemIdentifier))
-        {
-            var folder = Wal.ArchivingService.ArchiveFolder(repository, cluster.Key);
-            if (!Directory.Exists(folder)) continue;
-            var oldest = cluster.OrderBy(b => b.StartLsn).First();
-            var statuses = Wal.WalArchiveInspector.Inspect(folder, WalSegmentName.Parse(oldest.StartSegment), oldest.WalSegmentSize, verifyChecksums: false, warn);
-            foreach (var gap in statuses.SelectMany(s => s.Gaps).DistinctBy(g => (g.From, g.To)))
-                yield return (folder, gap);
-        }
     }
 
     /// <summary>Deletes the oldest files first, so an interrupted prune never leaves a hole in the WAL that stays.</summary>

@@ -1,6 +1,6 @@
 using PgBackup.Engine.Tools;
 
-namespace PgBackup.Engine.Recovery;
+namespace PgBackup.Engine.Instance;
 
 /// <summary>
 /// The lock a recovery holds in its data directory ("pgbackup_recovery.lock") from before it writes the first file

@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 
-namespace PgBackup.Engine.Catalog;
+namespace PgBackup.Engine.Repository;
 
 /// <summary>Where a dump differs from what was recorded when it was made: the damaged file (or the dump) and how.</summary>
 public sealed record DumpDamage(string File, string Problem, string ActualSha256);
@@ -57,7 +57,8 @@ public static class BackupChecksum
         File.Exists(path) ? new FileInfo(path).Length
         : Directory.Exists(path) ? Directory.GetFiles(path, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length) : 0;
 
-    private static string Combine(Dictionary<string, string> files)
+    /// <summary>The SHA-256 of a Directory dump: of its manifest of per-file checksums.</summary>
+    public static string Combine(IReadOnlyDictionary<string, string> files)
     {
         var manifest = new StringBuilder();
         foreach (var (file, sha) in files.OrderBy(f => f.Key, StringComparer.Ordinal)) manifest.Append(sha).Append("  ").Append(file).Append('\n');

@@ -5,7 +5,7 @@ using System.Net.Sockets;
 using System.Text.RegularExpressions;
 using PgBackup.Engine.Tools;
 
-namespace PgBackup.Engine.Recovery;
+namespace PgBackup.Engine.Instance;
 
 /// <summary>What postmaster.pid says about a running server (see PostgreSQL's pidfile.h for the line order).</summary>
 public sealed record PostmasterInfo(int Pid, DateTimeOffset? StartTime, int Port, string SocketDirectory, string ListenAddress, string Status);
@@ -18,6 +18,9 @@ public sealed record PostmasterInfo(int Pid, DateTimeOffset? StartTime, int Port
 public static class InstanceControl
 {
     public const string LogFileName = "pgbackup-server.log";
+
+    /// <summary>The OS user a server runs as when PgBackup runs as root and nothing says otherwise: the packages' user.</summary>
+    public const string DefaultServiceUser = "postgres";
 
     public static PgInstance Describe(string dataDirectory, string? owner)
     {

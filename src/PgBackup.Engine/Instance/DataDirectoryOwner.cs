@@ -1,6 +1,6 @@
 using PgBackup.Engine.Tools;
 
-namespace PgBackup.Engine.Recovery;
+namespace PgBackup.Engine.Instance;
 
 /// <summary>The OS user that owns a local data directory, which is the user its server (and archive_command) runs as.</summary>
 public static class DataDirectoryOwner

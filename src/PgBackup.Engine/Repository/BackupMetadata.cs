@@ -2,7 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using PgBackup.Engine.Tools;
 
-namespace PgBackup.Engine.Catalog;
+namespace PgBackup.Engine.Repository;
 
 /// <summary>
 /// The "&lt;dump&gt;.pgbackup.json" file written beside every finished dump. Only a dump with this file is a backup
@@ -24,16 +24,11 @@ public static class BackupMetadata
     public static void Write(PgBackupItem backup)
     {
         var metadataPath = PathFor(backup.Path);
-        var stored = Clone(backup);
-        // Paths are stored relative to the metadata file so that a repository can be moved or mounted elsewhere.
-        stored.Path = Path.GetFileName(backup.Path.TrimEnd('/', '\\'));
-        stored.MetadataPath = "";
-        stored.Repository = null;
         var temp = metadataPath + ".tmp";
         // The metadata is what makes a backup part of the catalog, so it reaches the disk, with the rename, before the cmdlet returns.
         using (var output = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, 1))
         {
-            JsonSerializer.Serialize(output, stored, stored.GetType(), Options);
+            output.Write(Serialize(backup, Path.GetFileName(backup.Path.TrimEnd('/', '\\'))));
             output.Flush(flushToDisk: true);
         }
         File.Move(temp, metadataPath, overwrite: true);
@@ -66,6 +61,22 @@ public static class BackupMetadata
         backup.LastVerified = when;
         if (File.Exists(PathFor(backup.Path))) Write(backup);
     }
+
+    /// <summary>
+    /// The metadata as stored: the backup's path relative to the metadata (its name), so that a repository can be moved,
+    /// mounted elsewhere or copied between a folder and a container; where the repository is, is not stored.
+    /// </summary>
+    public static byte[] Serialize(PgBackupItem backup, string relativeName)
+    {
+        var stored = Clone(backup);
+        stored.Path = relativeName;
+        stored.MetadataPath = "";
+        stored.Repository = null;
+        return JsonSerializer.SerializeToUtf8Bytes(stored, stored.GetType(), Options);
+    }
+
+    /// <summary>A metadata file's content; the caller sets Path, MetadataPath and Repository to where it was found.</summary>
+    public static PgBackupItem? Parse(string json) => Deserialize(json);
 
     private static PgBackupItem Clone(PgBackupItem b) => Deserialize(JsonSerializer.Serialize(b, b.GetType(), Options))!;
 

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
 
-namespace PgBackup.Engine.Wal;
+namespace PgBackup.Engine.Repository;
 
 public enum WalFileKind { Segment, PartialSegment, BackupHistory, TimelineHistory }
 

@@ -2,35 +2,9 @@ using System.Text;
 
 namespace PgBackup.Engine.Logical;
 
-/// <summary>Where dumps live on disk and how a dump's format is recognised from its bytes.</summary>
-public static class DumpLayout
+/// <summary>How a dump's format is recognised from its bytes (where dumps live is <see cref="Repository.RepositoryLayout"/>).</summary>
+public static class DumpFormats
 {
-    public static string Extension(DumpFormat format) => format switch
-    {
-        DumpFormat.Plain => ".sql",
-        DumpFormat.Custom => ".dump",
-        DumpFormat.Tar => ".tar",
-        DumpFormat.Directory => ".dir",
-        _ => throw new ArgumentOutOfRangeException(nameof(format)),
-    };
-
-    public static string RepositoryPath(string repository, string host, int port, string? database, DumpFormat format, DateTimeOffset startUtc)
-    {
-        var name = database == null ? "globals" : SafeName(database);
-        var folder = System.IO.Path.Combine(repository, SafeName($"{host}_{port}"), database == null ? "_globals" : name);
-        return System.IO.Path.Combine(folder, $"{name}_{startUtc:yyyyMMdd'T'HHmmssfff'Z'}{Extension(format)}");
-    }
-
-    /// <summary>A file-name-safe form of a database or host name; non-ASCII letters are kept, path characters are not.</summary>
-    public static string SafeName(string name)
-    {
-        var invalid = System.IO.Path.GetInvalidFileNameChars().Concat(['/', '\\', ':', '*', '?', '"', '<', '>', '|']).ToHashSet();
-        var sb = new StringBuilder(name.Length);
-        foreach (var c in name) sb.Append(invalid.Contains(c) || char.IsControl(c) ? '_' : c);
-        var s = sb.ToString().Trim('.', ' ');
-        return s.Length == 0 ? "_" : s;
-    }
-
     /// <summary>Recognises a dump that has no metadata file: PGDMP header (custom), toc.dat (directory), ustar header (tar), else SQL text.</summary>
     public static DumpFormat Detect(string path)
     {

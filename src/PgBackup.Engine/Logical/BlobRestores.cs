@@ -1,0 +1,92 @@
+using Azure.Storage.Blobs.Models;
+using PgBackup.Engine.Repository;
+using PgBackup.Engine.Repository.Blob;
+
+namespace PgBackup.Engine.Logical;
+
+/// <summary>
+/// Restores a dump that lives in blob storage. Custom, Tar and Plain dumps stream from the blob into pg_restore or psql
+/// through a <see cref="ChecksumGateStream"/>, so nothing is committed unless the bytes are the ones recorded; a
+/// Directory dump (and a Custom dump restored with several jobs, which pg_restore must be able to seek in) is downloaded
+/// into a temporary folder, checked, restored and removed.
+/// </summary>
+internal static class BlobRestores
+{
+    public static async Task CheckExistsAsync(RepositoryAddress repository, DumpBackup source, CancellationToken ct)
+    {
+        var store = BlobStore.Open(repository);
+        var key = BlobCatalog.KeyOf(store, source);
+        var there = source.Format == DumpFormat.Directory
+            ? (await store.ListAsync(key + "/", ct).ConfigureAwait(false)).Count > 0
+            : await store.ExistsAsync(key, ct).ConfigureAwait(false);
+        if (!there)
+            throw new PgBackupException("BackupNotFound", ErrorKind.ObjectNotFound, $"The dump '{source.Path}' does not exist in the repository '{repository.Display}'.", source.Path,
+                "List the backups that exist with Get-PgBackup; a blob deleted behind PgBackup's back cannot be restored.");
+    }
+
+    public static async Task<RestoreResult> ExecuteAsync(RestorePlan plan, RepositoryAddress repository, string activity, IOperationReporter reporter, CancellationToken ct)
+    {
+        var start = DateTimeOffset.UtcNow;
+        var request = plan.Request;
+        var source = request.Source;
+        var store = BlobStore.Open(repository);
+        var key = BlobCatalog.KeyOf(store, source);
+        if (source.Format == DumpFormat.Directory || request.Jobs > 1)
+        {
+            var temp = Path.Combine(Path.GetTempPath(), "pgbackup-restore-" + Guid.NewGuid().ToString("N"));
+            try
+            {
+                var local = Path.Combine(temp, source.Id.Length > 0 ? source.Id : "dump");
+                reporter.Progress(activity, "Downloading the dump", 0);
+                await DownloadAsync(store, key, source, local, ct).ConfigureAwait(false);
+                var copy = Clone(source, local);
+                var localPlan = plan with { Request = request with { Source = copy, Repository = null } };
+                var result = await RestoreService.ExecuteAsync(localPlan, activity, start, null, reporter, ct).ConfigureAwait(false);
+                result.SourcePath = source.Path;
+                return result;
+            }
+            finally { PartialBackup.DeletePath(temp); }
+        }
+
+        if (string.IsNullOrEmpty(source.Sha256))
+            throw new PgBackupException("NoChecksum", ErrorKind.InvalidData, $"The dump '{source.Path}' has no recorded SHA-256, so it cannot be checked while it streams.", source.Path,
+                "Restore dumps that Get-PgBackup lists from this repository.");
+        var streamed = await RestoreService.ExecuteAsync(plan, activity, start, async (gated, token) =>
+        {
+            var download = await store.Call(() => store.Blob(key).DownloadStreamingAsync(new BlobDownloadOptions(), token), $"read '{key}' from").ConfigureAwait(false);
+            var content = download.Value.Content;
+            return gated ? new ChecksumGateStream(content, source.Sha256, actual => RestoreService.ChecksumMismatch(source,
+                new DumpDamage(source.Path, $"'{source.Path}' has SHA-256 {actual}, recorded {source.Sha256}", actual))) : content;
+        }, reporter, ct).ConfigureAwait(false);
+        streamed.ChecksumVerified = true;
+        return streamed;
+    }
+
+    /// <summary>Downloads a dump (a blob, or for a Directory dump every blob under it) and checks it against its metadata.</summary>
+    private static async Task DownloadAsync(BlobStore store, string key, DumpBackup source, string local, CancellationToken ct)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(local)!);
+        if (source.Format == DumpFormat.Directory)
+        {
+            var files = await store.ListAsync(key + "/", ct).ConfigureAwait(false);
+            Directory.CreateDirectory(local);
+            await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = ct }, async (entry, token) =>
+            {
+                var path = Path.Combine(local, entry.Key[(key.Length + 1)..].Replace('/', Path.DirectorySeparatorChar));
+                Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+                await store.Call(() => store.Blob(entry.Key).DownloadToAsync(path, token), $"download '{entry.Key}' from").ConfigureAwait(false);
+            }).ConfigureAwait(false);
+        }
+        else await store.Call(() => store.Blob(key).DownloadToAsync(local, ct), $"download '{key}' from").ConfigureAwait(false);
+        if (await BackupChecksum.CheckAsync(Clone(source, local), ct).ConfigureAwait(false) is { } damage)
+            throw RestoreService.ChecksumMismatch(source, damage with { File = damage.File.Replace(local, source.Path, StringComparison.Ordinal), Problem = damage.Problem.Replace(local, source.Path, StringComparison.Ordinal) });
+    }
+
+    private static DumpBackup Clone(DumpBackup source, string path)
+    {
+        var json = System.Text.Json.JsonSerializer.Serialize(source);
+        var copy = System.Text.Json.JsonSerializer.Deserialize<DumpBackup>(json)!;
+        copy.Path = path;
+        return copy;
+    }
+}

@@ -1,0 +1,210 @@
+using System.Text.RegularExpressions;
+using Azure;
+using Azure.Core;
+using Azure.Identity;
+using Azure.Storage;
+using Azure.Storage.Blobs;
+using Azure.Storage.Blobs.Models;
+using Azure.Storage.Blobs.Specialized;
+
+namespace PgBackup.Engine.Repository.Blob;
+
+/// <summary>One blob of a listing: its key inside the container, size, time and lease state.</summary>
+public sealed record BlobEntry(string Key, long Size, DateTimeOffset? LastModified, bool Leased);
+
+/// <summary>
+/// A container (and prefix) of Azure Blob Storage as a repository backend. Credentials in the Azure SDK's usual order:
+/// a SAS token (the URL's query, the profile, AZURE_STORAGE_SAS_TOKEN), a connection string (the profile,
+/// AZURE_STORAGE_CONNECTION_STRING), an account key (the profile, AZURE_STORAGE_KEY), else Microsoft Entra ID through
+/// DefaultAzureCredential, where AZURE_CLIENT_ID (or the profile's ManagedIdentityClientId) picks one user-assigned
+/// managed identity. Retries are the SDK's. Errors name the repository, never a secret.
+/// </summary>
+public sealed class BlobStore
+{
+    public const string SasVariable = "AZURE_STORAGE_SAS_TOKEN";
+    public const string ConnectionStringVariable = "AZURE_STORAGE_CONNECTION_STRING";
+    public const string AccountKeyVariable = "AZURE_STORAGE_KEY";
+    public const string ClientIdVariable = "AZURE_CLIENT_ID";
+
+    private static readonly Regex SecretInText = new(@"(sig|AccountKey|SharedAccessSignature)=[^&;\s""']+", RegexOptions.Compiled | RegexOptions.IgnoreCase);
+
+    private BlobStore(RepositoryAddress address, BlobContainerClient container, string credentialKind)
+    {
+        Address = address;
+        Container = container;
+        CredentialKind = credentialKind;
+    }
+
+    public RepositoryAddress Address { get; }
+    public BlobContainerClient Container { get; }
+    /// <summary>Which credential was chosen ("SAS token", "account key"...), for verbose output.</summary>
+    public string CredentialKind { get; }
+
+    public static BlobStore Open(RepositoryAddress address)
+    {
+        if (!address.IsBlob) throw new ArgumentException("Not a blob repository.", nameof(address));
+        var options = new BlobClientOptions();
+        options.Retry.MaxRetries = 3;
+        options.Retry.NetworkTimeout = TimeSpan.FromSeconds(100);
+        var s = address.Secrets;
+        var container = Uri.EscapeDataString(address.Container);
+        var containerUri = new Uri(address.ServiceUri!.AbsoluteUri.TrimEnd('/') + "/" + container);
+        var sas = s.SasToken ?? Env(SasVariable);
+        if (sas != null)
+            return new BlobStore(address, new BlobContainerClient(containerUri, new AzureSasCredential(sas.TrimStart('?')), options), "SAS token");
+        var connectionString = s.ConnectionString ?? Env(ConnectionStringVariable);
+        if (connectionString != null)
+        {
+            var service = new BlobServiceClient(connectionString, options);
+            if (!string.Equals(service.AccountName, address.Account, StringComparison.OrdinalIgnoreCase))
+                throw new PgBackupException("StorageAccountMismatch", ErrorKind.InvalidArgument,
+                    $"The connection string is for the storage account '{service.AccountName}', but the repository '{address.Display}' is in '{address.Account}'.", address.Display,
+                    $"Use the connection string of '{address.Account}' ({ConnectionStringVariable} or the profile's ConnectionString), or another credential.");
+            return new BlobStore(address, new BlobContainerClient(containerUri, SharedKeyOf(connectionString) ?? throw MissingKey(address), options), "connection string");
+        }
+        var key = s.AccountKey ?? Env(AccountKeyVariable);
+        if (key != null)
+            return new BlobStore(address, new BlobContainerClient(containerUri, new StorageSharedKeyCredential(address.Account, key), options), "account key");
+        var clientId = s.ManagedIdentityClientId ?? Env(ClientIdVariable);
+        TokenCredential token = new DefaultAzureCredential(new DefaultAzureCredentialOptions { ManagedIdentityClientId = clientId, ExcludeInteractiveBrowserCredential = true });
+        return new BlobStore(address, new BlobContainerClient(containerUri, token, options), clientId == null ? "Microsoft Entra ID" : $"Microsoft Entra ID (managed identity {clientId})");
+    }
+
+    public BlockBlobClient Block(string key) => Container.GetBlockBlobClient(key);
+    public BlobClient Blob(string key) => Container.GetBlobClient(key);
+
+    /// <summary>Creates the container if it is not there yet (a new repository), once per write.</summary>
+    public async Task EnsureContainerAsync(CancellationToken ct) =>
+        await Call(() => Container.CreateIfNotExistsAsync(cancellationToken: ct), "create the container").ConfigureAwait(false);
+
+    public async Task<List<BlobEntry>> ListAsync(string prefix, CancellationToken ct)
+    {
+        var entries = new List<BlobEntry>();
+        try
+        {
+            await foreach (var item in Container.GetBlobsAsync(traits: BlobTraits.None, states: BlobStates.None, prefix: prefix, cancellationToken: ct).ConfigureAwait(false))
+                entries.Add(new BlobEntry(item.Name, item.Properties.ContentLength ?? 0, item.Properties.LastModified, item.Properties.LeaseState == LeaseState.Leased));
+        }
+        catch (RequestFailedException ex) when (ex.Status == 404 && ex.ErrorCode == "ContainerNotFound")
+        {
+            throw new PgBackupException("RepositoryNotFound", ErrorKind.ObjectNotFound, $"The container of the repository '{Address.Display}' does not exist.", Address.Display,
+                "Check the URL given to -Repository (or the Repository setting); a container is created by the first backup written into it.", ex);
+        }
+        catch (Exception ex) when (IsStorageFailure(ex)) { throw Failure(ex, "list"); }
+        return entries;
+    }
+
+    public async Task<byte[]?> ReadSmallAsync(string key, CancellationToken ct)
+    {
+        try
+        {
+            var result = await Blob(key).DownloadContentAsync(ct).ConfigureAwait(false);
+            return result.Value.Content.ToArray();
+        }
+        catch (RequestFailedException ex) when (ex.Status == 404) { return null; }
+        catch (Exception ex) when (IsStorageFailure(ex)) { throw Failure(ex, $"read '{key}' from"); }
+    }
+
+    /// <summary>Writes a small blob whole (metadata, a lock note) in one request, which is atomic: readers see all of it or the old one.</summary>
+    public async Task WriteSmallAsync(string key, byte[] content, CancellationToken ct, string? leaseId = null)
+    {
+        var options = new BlobUploadOptions { Conditions = leaseId == null ? null : new BlobRequestConditions { LeaseId = leaseId } };
+        await Call(() => Blob(key).UploadAsync(new BinaryData(content), options, ct), $"write '{key}' into").ConfigureAwait(false);
+    }
+
+    public async Task<bool> ExistsAsync(string key, CancellationToken ct) =>
+        await Call(async () => (await Blob(key).ExistsAsync(ct).ConfigureAwait(false)).Value, $"look for '{key}' in").ConfigureAwait(false);
+
+    public async Task DeleteAsync(string key, CancellationToken ct, string? leaseId = null)
+    {
+        var conditions = leaseId == null ? null : new BlobRequestConditions { LeaseId = leaseId };
+        await Call(() => Blob(key).DeleteIfExistsAsync(DeleteSnapshotsOption.IncludeSnapshots, conditions, ct), $"delete '{key}' from").ConfigureAwait(false);
+    }
+
+    /// <summary>Deletes a blob and every blob under "key/" (a Directory-format dump is one blob per file).</summary>
+    public async Task DeleteTreeAsync(string key, CancellationToken ct)
+    {
+        var under = await ListAsync(key.TrimEnd('/') + "/", ct).ConfigureAwait(false);
+        await Parallel.ForEachAsync(under, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct },
+            async (entry, token) => await DeleteAsync(entry.Key, token).ConfigureAwait(false)).ConfigureAwait(false);
+        await DeleteAsync(key, ct).ConfigureAwait(false);
+        await DiscardUncommittedAsync(key, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Drops blocks an interrupted upload staged under <paramref name="key"/> but never committed: they are invisible,
+    /// but the service keeps them (and bills them) for a week. A committed blob there keeps its content.
+    /// </summary>
+    public async Task DiscardUncommittedAsync(string key, CancellationToken ct)
+    {
+        var block = Block(key);
+        BlockList list;
+        try { list = (await block.GetBlockListAsync(BlockListTypes.All, cancellationToken: ct).ConfigureAwait(false)).Value; }
+        catch (RequestFailedException ex) when (ex.Status == 404) { return; }
+        catch (Exception ex) when (IsStorageFailure(ex)) { throw Failure(ex, $"read the blocks of '{key}' in"); }
+        if (!list.UncommittedBlocks.Any()) return;
+        if (list.CommittedBlocks.Any())
+        {
+            var properties = (await Call(() => block.GetPropertiesAsync(cancellationToken: ct), $"read '{key}' in").ConfigureAwait(false)).Value;
+            await Call(() => block.CommitBlockListAsync(list.CommittedBlocks.Select(b => b.Name), new CommitBlockListOptions
+            {
+                Metadata = properties.Metadata,
+                HttpHeaders = new BlobHttpHeaders { ContentType = properties.ContentType, ContentHash = properties.ContentHash },
+            }, ct), $"clean '{key}' in").ConfigureAwait(false);
+        }
+        else
+        {
+            // Putting an empty blob discards the uncommitted blocks; deleting it leaves nothing behind.
+            await Call(() => block.UploadAsync(new MemoryStream(), new BlobUploadOptions(), ct), $"clean '{key}' in").ConfigureAwait(false);
+            await DeleteAsync(key, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Runs one storage call, turning what the service or the network says into a PgBackup error.</summary>
+    public async Task<T> Call<T>(Func<Task<T>> call, string doing)
+    {
+        try { return await call().ConfigureAwait(false); }
+        catch (Exception ex) when (IsStorageFailure(ex)) { throw Failure(ex, doing); }
+    }
+
+    public static bool IsStorageFailure(Exception ex) =>
+        ex is RequestFailedException or AuthenticationFailedException or CredentialUnavailableException or HttpRequestException or AggregateException { InnerException: RequestFailedException or HttpRequestException };
+
+    /// <summary>A storage failure as a PgBackup error: access denied, unreachable, or another refusal, with the service's error code.</summary>
+    public PgBackupException Failure(Exception ex, string doing)
+    {
+        if (ex is AggregateException { InnerException: { } inner }) ex = inner;
+        var detail = Scrub(ex is RequestFailedException r ? $"{r.Status} {r.ErrorCode}" : ex.Message.Split('\n')[0]);
+        return ex switch
+        {
+            RequestFailedException { Status: 401 or 403 } or AuthenticationFailedException or CredentialUnavailableException =>
+                new PgBackupException("StorageAccessDenied", ErrorKind.PermissionDenied,
+                    $"Azure Storage refused to let PgBackup {doing} the repository '{Address.Display}' with the {CredentialKind} ({detail}).", Address.Display,
+                    $"Check the credential: a SAS token that has not expired and allows read, write, list and delete; the account key ({AccountKeyVariable}); the connection string ({ConnectionStringVariable}); or for Microsoft Entra ID the role 'Storage Blob Data Contributor' on the container ({ClientIdVariable} picks the managed identity).", ex),
+            RequestFailedException { Status: 404 } =>
+                new PgBackupException("BackupNotFound", ErrorKind.ObjectNotFound, $"PgBackup could not {doing} the repository '{Address.Display}': it is not there ({detail}).", Address.Display,
+                    "List what the repository holds with Get-PgBackup; something may have deleted the blob behind PgBackup's back.", ex),
+            RequestFailedException { Status: 0 } or HttpRequestException =>
+                new PgBackupException("StorageUnavailable", ErrorKind.ConnectionFailed, $"PgBackup could not {doing} the repository '{Address.Display}': the storage endpoint {Address.ServiceUri?.GetLeftPart(UriPartial.Authority)} did not answer ({detail}).", Address.Display,
+                    "Check the network path to the storage account (DNS, firewall, private endpoint) and run the command again; nothing half-written is ever listed.", ex),
+            _ => new PgBackupException("StorageFailed", ErrorKind.WriteFailed, $"Azure Storage refused to let PgBackup {doing} the repository '{Address.Display}' ({detail}).", Address.Display,
+                "Read the service's error code above; run the command again once the cause is fixed.", ex),
+        };
+    }
+
+    /// <summary>Removes anything that looks like a signature or a key from a message before it is shown.</summary>
+    public static string Scrub(string text) => SecretInText.Replace(text, m => m.Groups[1].Value + "=REDACTED");
+
+    private static StorageSharedKeyCredential? SharedKeyOf(string connectionString)
+    {
+        var parts = connectionString.Split(';', StringSplitOptions.RemoveEmptyEntries)
+            .Select(p => p.Split('=', 2)).Where(p => p.Length == 2).ToDictionary(p => p[0].Trim(), p => p[1].Trim(), StringComparer.OrdinalIgnoreCase);
+        return parts.TryGetValue("AccountName", out var name) && parts.TryGetValue("AccountKey", out var key) ? new StorageSharedKeyCredential(name, key) : null;
+    }
+
+    private static PgBackupException MissingKey(RepositoryAddress address) =>
+        new("StorageAccessDenied", ErrorKind.PermissionDenied, $"The connection string for '{address.Display}' holds no AccountName and AccountKey.", address.Display,
+            $"Give a connection string with AccountName and AccountKey, or a SAS token ({SasVariable}) instead.");
+
+    private static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : null;
+}

@@ -1,0 +1,101 @@
+#Requires -Version 7.4
+# Repositories in Azure Blob Storage, as a user drives them: Azurite on loopback, a real cluster, the real pg_* tools.
+
+Describe 'Blob repositories (Azurite)' -Tag 'Integration' {
+    BeforeAll {
+        Import-Module (Join-Path $PSScriptRoot 'PgBackup.TestCluster.psm1') -Force
+        Import-Module (Get-PgBackupModuleManifest) -Force
+
+        $azurite = Start-PgTestAzurite
+        $cluster = Start-PgTestCluster -Name 'blob'
+        $environment = Enter-PgTestEnvironment -Cluster $cluster
+        $server = $cluster.Server
+        New-PgTestSampleDatabase -Cluster $cluster -Database shop -ItemRows 5000
+        $env:AZURE_STORAGE_CONNECTION_STRING = $azurite.ConnectionString
+    }
+
+    AfterAll {
+        $env:AZURE_STORAGE_CONNECTION_STRING = $null
+        Exit-PgTestEnvironment -State $environment
+        Stop-PgTestCluster -Cluster $cluster
+        Stop-PgTestAzurite -Azurite $azurite
+    }
+
+    It 'dumps into a container, lists, tests, restores by pipeline and removes, every format' {
+        $repo = $azurite.NewContainerUrl() + '/nightly'
+        foreach ($format in 'Custom', 'Directory', 'Plain', 'Tar') {
+            $jobs = if ($format -eq 'Directory') { 2 } else { 1 }
+            $dump = Invoke-PgDump -Server $server -Database shop -Repository $repo -Format $format -Jobs $jobs -ErrorAction Stop
+            $dump.PSObject.TypeNames | Should -Contain 'PgBackup.DumpBackup'
+            $dump.Path | Should -BeLike "$repo/*"
+            $dump.Repository | Should -Be $repo
+        }
+        $listed = Get-PgBackup -Repository $repo -ErrorAction Stop
+        $listed | Should -HaveCount 4
+
+        $tests = $listed | Test-PgBackup -ErrorAction Stop
+        $tests.Success | Should -Not -Contain $false
+
+        $custom = $listed | Where-Object Format -EQ 'Directory'
+        $restored = $custom | Restore-PgDump -TargetDatabase shop_from_blob -Jobs 2 -ErrorAction Stop
+        $restored.ChecksumVerified | Should -BeTrue
+        $restored.SourcePath | Should -Be $custom.Path
+        Get-PgTestRowCount -Cluster $cluster -Database shop_from_blob | Should -Be (Get-PgTestRowCount -Cluster $cluster -Database shop)
+        Remove-PgTestDatabase -Cluster $cluster -Database shop_from_blob
+
+        $plain = Get-PgBackup -Repository $repo | Where-Object Format -EQ 'Plain'
+        $check = Test-PgBackup -InputObject $plain -Restore -ErrorAction Stop
+        $check.Success | Should -BeTrue -Because ($check.Failures -join ' ')
+        $check.RestoreTested | Should -BeTrue
+
+        Remove-PgBackup -Repository $repo -KeepLast 1 -Confirm:$false -ErrorAction Stop
+        Get-PgBackup -Repository $repo | Should -HaveCount 1
+    }
+
+    It 'never shows a SAS token of the URL in errors, objects or configuration' {
+        $container = $azurite.NewContainerUrl()
+        $url = "$($container)?sv=2025-01-05&sr=c&sp=racwdl&se=2030-01-01T00%3A00%3A00Z&sig=bm90LWEtcmVhbC1zaWduYXR1cmU%3D"
+        # A SAS token comes before the connection string, so this one (not signed by the account) is what is tried.
+        $null = Invoke-PgDump -Server $server -Database shop -Repository $url -ErrorVariable err -ErrorAction SilentlyContinue
+        $err | Should -HaveCount 1 -Because (Format-PgTestError $err)
+        $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.StorageAccessDenied,*'
+        $err[0].TargetObject | Should -Be $container
+        ($err[0] | Out-String) + $err[0].Exception.ToString() | Should -Not -Match 'bm90LWEtcmVhbC1zaWduYXR1cmU'
+        $err[0].Exception.Message | Should -Match 'SAS token'
+
+        $env:PGBACKUP_REPOSITORY = $url
+        try { $config = Get-PgBackupConfig | Where-Object Name -EQ 'Repository' }
+        finally { $env:PGBACKUP_REPOSITORY = $null }
+        $config.Value | Should -Be "$($container)?********"
+    }
+
+    It 'refuses a wrong key with PgBackup.StorageAccessDenied and writes nothing' {
+        $container = $azurite.NewContainerUrl()
+        $env:AZURE_STORAGE_CONNECTION_STRING = $null
+        $env:AZURE_STORAGE_KEY = [Convert]::ToBase64String([byte[]]::new(64))
+        try { $null = Invoke-PgDump -Server $server -Database shop -Repository $container -ErrorVariable err -ErrorAction SilentlyContinue }
+        finally {
+            $env:AZURE_STORAGE_KEY = $null
+            $env:AZURE_STORAGE_CONNECTION_STRING = $azurite.ConnectionString
+        }
+        $err | Should -HaveCount 1 -Because (Format-PgTestError $err)
+        $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.StorageAccessDenied,*'
+        $err[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::PermissionDenied)
+        $err[0].TargetObject | Should -Be $container
+        $err[0].ErrorDetails.RecommendedAction | Should -Match 'AZURE_STORAGE_KEY'
+        $null = Get-PgBackup -Repository $container -ErrorVariable listed -ErrorAction SilentlyContinue
+        $listed[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.RepositoryNotFound,*'
+    }
+
+    It 'says plainly that base backups do not go to Blob Storage yet' {
+        $null = Start-PgBaseBackup -Server $server -Repository $azurite.NewContainerUrl() -ErrorVariable err -ErrorAction SilentlyContinue
+        $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.BlobRepositoryNotSupported,*'
+        $err[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::InvalidArgument)
+    }
+
+    It 'refuses an address that names no container' {
+        $null = Get-PgBackup -Repository $azurite.ServiceUrl -ErrorVariable err -ErrorAction SilentlyContinue
+        $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.InvalidRepository,*'
+        $err[0].ErrorDetails.RecommendedAction | Should -Match 'blob.core.windows.net'
+    }
+}
