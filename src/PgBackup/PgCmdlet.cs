@@ -103,16 +103,16 @@ public abstract class PgCmdlet : PSCmdlet
             "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json)."), settings, GetUnresolvedProviderPathFromPSPath);
 
     /// <summary>
-    /// The repository as a folder, for what works on folder repositories only so far (base backups, WAL archiving,
-    /// recovery): a blob repository is refused with a clear error instead of being taken for a folder called "https:".
+    /// The repository as a folder, for what works on folder repositories only so far (WAL archiving and what reads the
+    /// WAL archive): a blob repository is refused with a clear error instead of being taken for a folder called "https:".
     /// </summary>
     protected string RequireRepository(PgBackupSettings settings) => FolderOnly(RequireRepositoryAddress(settings));
 
     protected string FolderOnly(Engine.Repository.RepositoryAddress address) =>
         address.IsBlob
             ? throw new PgBackupException("BlobRepositoryNotSupported", ErrorKind.InvalidArgument,
-                $"{MyInvocation.MyCommand.Name} works with folder repositories; '{address.Display}' is in Azure Blob Storage, which so far holds dumps (Invoke-PgDump, Restore-PgDump, Get-PgBackup, Test-PgBackup, Remove-PgBackup).",
-                address.Display, "Give a folder as -Repository for base backups, WAL archiving and recovery.")
+                $"{MyInvocation.MyCommand.Name} needs a folder repository here: the WAL archive is kept in folders so far, and '{address.Display}' is in Azure Blob Storage, which holds dumps and base backups (Invoke-PgDump, Start-PgBaseBackup, Restore-PgDump, Get-PgBackup, Test-PgBackup, Remove-PgBackup, and Restore-PgPointInTime of a piped base backup).",
+                address.Display, "Give a folder as -Repository for WAL archiving, and for recoveries that choose their base backup or roll forward through the archive.")
             : address.Folder!;
 
     /// <summary>

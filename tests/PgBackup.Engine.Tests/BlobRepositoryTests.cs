@@ -248,3 +248,65 @@ public sealed class BlobOutageTests(SampleClusterFixture fixture)
         Assert.Equal(rerun.Path, Assert.Single(await BackupCatalog.ListAsync(repository, null, null, null, default)).Path);
     }
 }
+
+/// <summary>Base backups into blob storage: uploaded while pg_basebackup writes, verified, committed, tested from there.</summary>
+[Collection("sample cluster")]
+public sealed class BlobBaseBackupTests(SampleClusterFixture fixture, AzuriteFixture azurite) : IClassFixture<AzuriteFixture>
+{
+    [Theory]
+    [InlineData(null)]
+    [InlineData("client-lz4")]
+    public async Task A_tar_base_backup_goes_into_blobs_is_listed_and_its_test_start_works(string? compress)
+    {
+        var repository = azurite.NewRepository("physical");
+        var backup = await Physical.BaseBackupService.BackupAsync(new Physical.BaseBackupRequest
+        {
+            Target = Targets.For(fixture.Cluster), Format = BaseBackupFormat.Tar, Compress = compress, Repository = repository,
+        }, NullReporter.Instance, default);
+        Assert.StartsWith(repository.Url, backup.Path, StringComparison.Ordinal);
+        Assert.Equal(VerificationState.Verified, backup.VerificationState);
+        Assert.NotNull(backup.ArchiveChecksums);
+        Assert.Contains(backup.ArchiveChecksums!.Keys, k => k.StartsWith("base.tar", StringComparison.Ordinal));
+        Assert.Contains(backup.ArchiveChecksums!.Keys, k => k.StartsWith("pg_wal.tar", StringComparison.Ordinal));
+
+        var listed = Assert.IsType<BaseBackup>(Assert.Single(await BackupCatalog.ListAsync(repository, null, null, null, default)));
+        var names = azurite.Container(repository).GetBlobs(Azure.Storage.Blobs.Models.BlobTraits.None, Azure.Storage.Blobs.Models.BlobStates.None, repository.KeyOf(backup.Path) + "/", default).Select(b => b.Name[(repository.KeyOf(backup.Path)!.Length + 1)..]).ToList();
+        Assert.Contains("backup_manifest", names);
+        Assert.Equal(backup.ArchiveChecksums.Keys.Order(), names.Where(n => n != "backup_manifest").Order());
+        Assert.DoesNotContain(Directory.GetDirectories(Path.GetTempPath(), "pgbackup-base-*"), d => Directory.GetFiles(d, "*", SearchOption.AllDirectories).Length > 0);
+
+        var tested = await Recovery.BaseBackupTester.TestAsync(new BackupTestRequest { Backup = listed, Repository = repository, StartInstance = true }, NullReporter.Instance, default);
+        Assert.True(tested.Success, string.Join(" ", tested.Failures));
+        Assert.True(tested.RestoreTested);
+    }
+
+    [Fact]
+    public async Task A_plain_base_backup_into_blobs_is_refused_before_anything_runs()
+    {
+        var repository = azurite.NewRepository();
+        var ex = await Assert.ThrowsAsync<PgBackupException>(() => Physical.BaseBackupService.BackupAsync(new Physical.BaseBackupRequest
+        {
+            Target = Targets.For(fixture.Cluster), Format = BaseBackupFormat.Plain, Repository = repository,
+        }, NullReporter.Instance, default));
+        Assert.Equal("PgBackup.PlainNeedsFolder", ex.ErrorId);
+        Assert.False(azurite.Container(repository).Exists().Value);
+    }
+
+    [Fact]
+    public async Task A_flipped_byte_in_a_base_backup_blob_fails_its_test_naming_the_file()
+    {
+        var repository = azurite.NewRepository();
+        var backup = await Physical.BaseBackupService.BackupAsync(new Physical.BaseBackupRequest
+        {
+            Target = Targets.For(fixture.Cluster), Format = BaseBackupFormat.Tar, Repository = repository,
+        }, NullReporter.Instance, default);
+        var blob = azurite.Container(repository).GetBlobClient(repository.KeyOf(backup.Path) + "/base.tar");
+        var bytes = blob.DownloadContent().Value.Content.ToArray();
+        bytes[bytes.Length / 3] ^= 0x01;
+        blob.Upload(new BinaryData(bytes), overwrite: true);
+        var tested = await Recovery.BaseBackupTester.TestAsync(new BackupTestRequest { Backup = backup, Repository = repository }, NullReporter.Instance, default);
+        Assert.False(tested.Success);
+        Assert.Contains("base.tar", string.Join(" ", tested.Failures), StringComparison.Ordinal);
+        Assert.Equal(VerificationState.Failed, Assert.Single(await BackupCatalog.ListAsync(repository, null, null, null, default)).VerificationState);
+    }
+}

@@ -87,8 +87,35 @@ Describe 'Blob repositories (Azurite)' -Tag 'Integration' {
         $listed[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.RepositoryNotFound,*'
     }
 
-    It 'says plainly that base backups do not go to Blob Storage yet' {
-        $null = Start-PgBaseBackup -Server $server -Repository $azurite.NewContainerUrl() -ErrorVariable err -ErrorAction SilentlyContinue
+    It 'takes a Tar base backup into a container, tests it, and recovers it with -Immediate from a local copy' {
+        $repo = $azurite.NewContainerUrl() + '/physical'
+        $backup = Start-PgBaseBackup -Server $server -Repository $repo -ErrorAction Stop
+        $backup.PSObject.TypeNames | Should -Contain 'PgBackup.BaseBackup'
+        "$($backup.Format)" | Should -BeExactly 'Tar' -Because 'Tar is the default for a blob repository'
+        $backup.Path | Should -BeLike "$repo/*"
+        "$($backup.VerificationState)" | Should -BeExactly 'Verified'
+
+        $listed = Get-PgBackup -Repository $repo -Kind Base -ErrorAction Stop
+        $listed | Should -HaveCount 1
+        ($listed | Test-PgBackup -ErrorAction Stop).Success | Should -BeTrue
+
+        $directory = Join-Path (New-PgTestRepository) 'data'
+        $recovered = $listed | Restore-PgPointInTime -Immediate -DataDirectory $directory -Confirm:$false -ErrorAction Stop
+        try {
+            $recovered.BackupPath | Should -Be $backup.Path
+            $recovered.Promoted | Should -BeTrue
+            Get-PgTestRowCount -Cluster ([pscustomobject]@{ Host = $recovered.Server; Port = $recovered.Port; Password = $cluster.Password; BinDirectory = $cluster.BinDirectory }) -Database shop |
+                Should -Be (Get-PgTestRowCount -Cluster $cluster -Database shop)
+        }
+        finally { Remove-PgInstance -DataDirectory $directory -Confirm:$false -ErrorAction SilentlyContinue }
+        Get-ChildItem -LiteralPath ([System.IO.Path]::GetTempPath()) -Filter 'pgbackup-spool-*' -Directory | Should -BeNullOrEmpty
+
+        $null = Start-PgBaseBackup -Server $server -Repository $repo -Format Plain -ErrorVariable plain -ErrorAction SilentlyContinue
+        $plain[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.PlainNeedsFolder,*'
+    }
+
+    It 'says plainly that the WAL archive does not go to Blob Storage yet' {
+        $null = Get-PgWalArchive -Server $server -Repository $azurite.NewContainerUrl() -ErrorVariable err -ErrorAction SilentlyContinue
         $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.BlobRepositoryNotSupported,*'
         $err[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::InvalidArgument)
     }

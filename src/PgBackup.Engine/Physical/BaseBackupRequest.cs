@@ -1,4 +1,5 @@
 using PgBackup.Engine.Connection;
+using PgBackup.Engine.Repository;
 
 namespace PgBackup.Engine.Physical;
 
@@ -13,8 +14,8 @@ public sealed record BaseBackupRequest
     public string? Label { get; init; }
     /// <summary>pg_basebackup --max-rate, such as "50M" or "2048k".</summary>
     public string? MaxRate { get; init; }
-    /// <summary>Repository root; the backup goes to &lt;repository&gt;/&lt;host_port&gt;/base/.</summary>
-    public string? Repository { get; init; }
+    /// <summary>The repository (a folder or a blob container); the backup goes to &lt;repository&gt;/&lt;host_port&gt;/base/.</summary>
+    public RepositoryAddress? Repository { get; init; }
     /// <summary>Exact folder to write instead of a repository location.</summary>
     public string? Path { get; init; }
     public bool Force { get; init; }

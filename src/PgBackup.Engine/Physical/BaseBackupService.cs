@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
 using PgBackup.Engine.Repository;
+using PgBackup.Engine.Repository.Blob;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Tools;
 
@@ -46,9 +47,16 @@ public static class BaseBackupService
         var tool = new ToolLocator(request.ToolPath).Find("pg_basebackup", info.Major, info.Major, reporter);
         var start = DateTimeOffset.UtcNow;
         var id = RepositoryLayout.BaseBackupId(start);
-        var finalPath = System.IO.Path.GetFullPath(request.Path ?? RepositoryLayout.BaseBackupPath(request.Repository!, target.Host, target.Port, id));
+        // Into a blob repository, pg_basebackup writes into a local spool folder that is uploaded while it grows and removed afterwards.
+        var blob = request.Path == null && request.Repository is { IsBlob: true } address ? BlobStore.Open(address) : null;
+        var spool = blob == null ? null : System.IO.Path.Combine(System.IO.Path.GetTempPath(), "pgbackup-base-" + Guid.NewGuid().ToString("N"));
+        var finalPath = System.IO.Path.GetFullPath(request.Path ?? (spool != null ? System.IO.Path.Combine(spool, id) : RepositoryLayout.BaseBackupPath(request.Repository!.Folder!, target.Host, target.Port, id)));
+        var blobKey = blob == null ? null : blob.Address.Prefix + RepositoryLayout.BaseBackupKey(target.Host, target.Port, id);
         PartialBackup.PrepareTarget(finalPath, request.Force);
-        using var serverLock = request.Path == null ? LockServer(System.IO.Path.GetDirectoryName(finalPath)!, target) : null;
+        using var spoolRemoval = spool == null ? null : new FolderRemoval(spool);
+        using var serverLock = request.Path == null && blob == null ? LockServer(System.IO.Path.GetDirectoryName(finalPath)!, target) : null;
+        await using var blobServerLock = blob == null ? null : await LockServerAsync(blob, blobKey!, target, ct).ConfigureAwait(false);
+        await using var blobWriter = blob == null ? null : await BlobBackupWriter.BeginAsync(blob, blobKey!, $"Start-PgBaseBackup of {target.Display}", reporter, ct).ConfigureAwait(false);
         using var writing = PartialBackup.Begin(finalPath, $"Start-PgBaseBackup of {target.Display}", reporter);
         var partial = writing.PartialPath;
 
@@ -77,6 +85,8 @@ public static class BaseBackupService
         reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {target.Display} into {finalPath}");
         ToolResult result;
         var follower = BackupWriteFollower.Start(partial, request.Format);
+        await using var upload = blob == null ? null : FolderUpload.Start(blob, Directory.CreateDirectory(partial).FullName, blobKey!,
+            name => name.Contains(".tar", StringComparison.Ordinal), name => !name.StartsWith("pg_wal.tar", StringComparison.Ordinal), ct);
         // The partial folder goes when `writing` is disposed without a commit, on every way out.
         void Discard() => reporter.ProgressCompleted(activity);
         using var stall = new StallWatch(target, request.StallTimeout, reporter, ct);
@@ -126,7 +136,8 @@ public static class BaseBackupService
         // backup is kept, exactly as pg_basebackup's own sync would.
         await using var finishedFollower = follower;
         var followed = follower.FinishAsync();
-        var durable = Task.Run(() =>
+        var uploaded = upload?.FinishAsync();
+        var durable = uploaded != null ? (Task)uploaded : Task.Run(() =>
         {
             var files = 0;
             foreach (var folder in TablespaceFolders(partial).Append(partial)) files += DurableFiles.SyncTree(folder, ct).Files;
@@ -147,7 +158,7 @@ public static class BaseBackupService
             User = target.User,
             Label = label,
             Path = finalPath,
-            Repository = request.Path == null ? System.IO.Path.GetFullPath(request.Repository!) : null,
+            Repository = request.Path == null ? request.Repository!.Display : null,
             Format = request.Format,
             WalMethod = request.WalMethod,
             WalIncluded = request.WalMethod != WalMethod.None,
@@ -196,6 +207,8 @@ public static class BaseBackupService
                 "Check the disk that holds the repository (a full or failing disk corrupts files), then take the backup again.");
         }
 
+        if (blobWriter != null)
+            return await CommitToBlobAsync(backup, blobWriter, upload!, await uploaded!.ConfigureAwait(false), partial, start, activity, reporter, ct).ConfigureAwait(false);
         if (backup.Format == BaseBackupFormat.Tar)
             backup.ArchiveChecksums = await BaseBackupVerifier.HashArchivesAsync(partial, ct).ConfigureAwait(false);
         DurableFiles.SyncDirectory(partial);
@@ -230,6 +243,56 @@ public static class BaseBackupService
                 "Wait until it has finished (a second one would only load the server twice), or stop it; the lock goes with the process that holds it.");
     }
 
+    /// <summary>
+    /// Makes a verified backup in the spool a backup in the blob repository: the tar files (staged while pg_basebackup
+    /// wrote them) are committed, then the sealed manifest, then the metadata blob that makes it part of the catalog.
+    /// </summary>
+    private static async Task<BaseBackup> CommitToBlobAsync(BaseBackup backup, BlobBackupWriter writer, FolderUpload upload, Dictionary<string, string> staged,
+        string partial, DateTimeOffset start, string activity, IOperationReporter reporter, CancellationToken ct)
+    {
+        reporter.Progress(activity, "Committing the upload", 99);
+        // What was staged while pg_basebackup wrote must be the verified files byte for byte, or nothing is committed.
+        var written = await BaseBackupVerifier.HashArchivesAsync(partial, ct).ConfigureAwait(false);
+        foreach (var (name, sha) in written)
+            if (!staged.TryGetValue(name, out var sent) || !string.Equals(sent, sha, StringComparison.Ordinal))
+                throw new PgBackupException("BackupChangedDuringUpload", ErrorKind.InvalidData,
+                    $"'{name}' of the base backup of {backup.Server}:{backup.Port} was uploaded while it was written, and what was uploaded is not the finished file; nothing was kept.", name,
+                    "Take the backup again; if it happens again, report it: pg_basebackup wrote that file other than by appending.");
+        await upload.CommitAsync().ConfigureAwait(false);
+        backup.ArchiveChecksums = written;
+        var manifestKey = writer.Key + "/backup_manifest";
+        await writer.Store.WriteSmallAsync(manifestKey, await File.ReadAllBytesAsync(System.IO.Path.Combine(partial, "backup_manifest"), ct).ConfigureAwait(false), ct).ConfigureAwait(false);
+        var end = DateTimeOffset.UtcNow;
+        backup.Path = writer.Url;
+        backup.ManifestPath = writer.Store.Address.UrlOf(manifestKey);
+        backup.EndTime = end;
+        backup.Duration = end - start;
+        backup.SizeBytes = BackupChecksum.SizeOf(partial);
+        backup.VerificationState = VerificationState.Verified;
+        backup.LastVerified = end;
+        await writer.CommitAsync(backup, ct).ConfigureAwait(false);
+        reporter.ProgressCompleted(activity);
+        reporter.Milestone($"Base backup of {backup.Server}:{backup.Port} into {writer.Url}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, WAL {backup.StartLsn} to {backup.StopLsn} on timeline {backup.Timeline}, manifest verified");
+        return backup;
+    }
+
+    /// <summary>The blob form of <see cref="LockServer"/>: a leased lock blob beside the server's base backups.</summary>
+    private static async Task<BlobWriteLock> LockServerAsync(BlobStore store, string backupKey, ConnectionTarget target, CancellationToken ct)
+    {
+        await store.EnsureContainerAsync(ct).ConfigureAwait(false);
+        var key = backupKey[..(backupKey.LastIndexOf('/') + 1)] + "backup";
+        return await BlobWriteLock.TryAcquireAsync(store, key, $"Start-PgBaseBackup of {target.Display}", ct).ConfigureAwait(false)
+            ?? throw new PgBackupException("BackupInProgress", ErrorKind.ResourceBusy,
+                $"A base backup of {target.Display} into this repository is already running ({await BlobWriteLock.OwnerAsync(store, key, ct).ConfigureAwait(false)}).", target.Display,
+                "Wait until it has finished (a second one would only load the server twice), or stop it; its lock expires a minute after its process is gone.");
+    }
+
+    /// <summary>Removes a folder when disposed (the spool of a backup into blob storage).</summary>
+    private sealed class FolderRemoval(string folder) : IDisposable
+    {
+        public void Dispose() => PartialBackup.DeletePath(folder);
+    }
+
     /// <summary>Where a Plain backup's tablespaces went: pg_basebackup writes them outside the backup and links them from pg_tblspc.</summary>
     internal static IEnumerable<string> TablespaceFolders(string backupFolder)
     {
@@ -260,9 +323,13 @@ public static class BaseBackupService
 
     private static void Validate(BaseBackupRequest r)
     {
-        if (r.Path == null && string.IsNullOrWhiteSpace(r.Repository))
+        if (r.Path == null && r.Repository == null)
             throw new PgBackupException("NoDestination", ErrorKind.InvalidArgument, "No destination was given for the base backup.", null,
                 "Pass -Repository (a folder; backups are filed by server) or -Path, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
+        if (r.Path == null && r.Repository is { IsBlob: true } && r.Format == BaseBackupFormat.Plain)
+            throw new PgBackupException("PlainNeedsFolder", ErrorKind.InvalidArgument,
+                $"A Plain base backup is a data directory of files and links, which PgBackup keeps in folders only; '{r.Repository.Display}' is in Azure Blob Storage.", r.Format,
+                "Use -Format Tar (the default for a blob repository), which is uploaded while pg_basebackup writes it, or give a folder as -Repository.");
         if (r.Compress != null && !CompressSpec.IsMatch(r.Compress))
             throw new PgBackupException("InvalidCompression", ErrorKind.InvalidArgument, $"'{r.Compress}' is not a compression pg_basebackup understands.", r.Compress,
                 "Use a level 0-9 (gzip) or [client-|server-]gzip|lz4|zstd[:level], for example client-gzip:5 or server-lz4.");

@@ -13,8 +13,29 @@ public static class BaseBackupTester
 {
     public static async Task<BackupTestResult> TestAsync(BackupTestRequest request, IOperationReporter reporter, CancellationToken ct)
     {
-        var backup = (BaseBackup)request.Backup;
         var test = new BackupTest(request);
+        // A backup in blob storage is read into a temporary folder, checked and started from there, and the folder removed.
+        var spool = request.Repository is { IsBlob: true } ? BlobBaseBackups.NewSpool() : null;
+        try
+        {
+            var backup = (BaseBackup)request.Backup;
+            if (spool != null)
+            {
+                reporter.Progress(test.Activity, "Downloading the backup", 0);
+                try { backup = await BlobBaseBackups.DownloadAsync(request.Repository!, backup, spool, ct).ConfigureAwait(false); }
+                catch (PgBackupException ex)
+                {
+                    test.Failures.Add($"The backup could not be read ({ex.ErrorId}): {ex.Message}");
+                    return await test.CompleteAsync(reporter, ct).ConfigureAwait(false);
+                }
+            }
+            return await TestAsync(request, backup, test, reporter, ct).ConfigureAwait(false);
+        }
+        finally { if (spool != null) PartialBackup.DeletePath(spool); }
+    }
+
+    private static async Task<BackupTestResult> TestAsync(BackupTestRequest request, BaseBackup backup, BackupTest test, IOperationReporter reporter, CancellationToken ct)
+    {
         var result = test.Result;
         var failures = test.Failures;
         reporter.Progress(test.Activity, "Verifying the backup manifest", 0);

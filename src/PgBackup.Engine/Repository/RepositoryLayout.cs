@@ -41,6 +41,9 @@ public static class RepositoryLayout
 
     public static string BaseBackupPath(string repository, string host, int port, string id) => Path.Combine(ServerFolder(repository, host, port), BaseFolder, id);
 
+    /// <summary>The same place as <see cref="BaseBackupPath"/>, relative to the repository with '/' between parts: a blob's key.</summary>
+    public static string BaseBackupKey(string host, int port, string id) => $"{SafeName($"{host}_{port}")}/{BaseFolder}/{id}";
+
     /// <summary>The WAL archive of one cluster, by its system identifier (a cluster keeps it across failovers and ports).</summary>
     public static string ArchiveFolder(string repository, string systemIdentifier) => Path.Combine(Path.GetFullPath(repository), WalFolder, systemIdentifier);
 

@@ -89,8 +89,22 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
         try
         {
             var target = RecoveryChoices.Target(new RecoveryTargetChoice(TargetTime, TargetLsn, TargetXid, TargetName, Immediate, Latest, Exclusive, TargetTimeline, TargetAction));
+            // A backup in blob storage is recovered from a local copy; its WAL archive, if any, is a folder given as -Repository.
+            var blob = InputObject == null ? null : BlobRepositoryOf(InputObject.Path, InputObject.Repository, null, settings);
+            var blobPath = InputObject?.Path;
             // A piped backup knows its repository; a -Repository typed here, or the configured one, comes next.
-            var repository = (Repository ?? InputObject?.Repository ?? settings.Repository) is { } r ? FolderOnly(Engine.Repository.RepositoryAddress.Parse(r, settings, GetUnresolvedProviderPathFromPSPath)) : null;
+            var repository = (Repository ?? (blob == null ? InputObject?.Repository : null) ?? (blob == null ? settings.Repository : null)) is { } r
+                ? FolderOnly(Engine.Repository.RepositoryAddress.Parse(r, settings, GetUnresolvedProviderPathFromPSPath)) : null;
+            if (blob != null)
+            {
+                _spool = BlobBaseBackups.NewSpool();
+                var spool = _spool;
+                InputObject = RunEngine((reporter, ct) =>
+                {
+                    reporter.Milestone($"Downloading {InputObject!.Path} into {spool}");
+                    return BlobBaseBackups.DownloadAsync(blob, InputObject!, spool, ct);
+                });
+            }
             var (candidates, chosen) = Candidates(settings, repository);
             var directory = GetUnresolvedProviderPathFromPSPath(DataDirectory!);
             var port = Port ?? InstanceControl.FreePort();
@@ -120,10 +134,19 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
                 ContinueArchiving = ContinueArchiving,
                 ToolPath = settings.ToolPath,
             };
-            WriteObject(RunEngine((reporter, ct) => PointInTimeRecovery.RunAsync(request, reporter, ct)));
+            var result = RunEngine((reporter, ct) => PointInTimeRecovery.RunAsync(request, reporter, ct));
+            if (blob != null) result.BackupPath = blobPath!;
+            WriteObject(result);
         }
         catch (PgBackupException ex) { WriteEngineError(ex); }
+        finally
+        {
+            if (_spool != null) PartialBackup.DeletePath(_spool);
+            _spool = null;
+        }
     }
+
+    private string? _spool;
 
     private (IReadOnlyList<BaseBackup> Candidates, bool Chosen) Candidates(Engine.Configuration.PgBackupSettings settings, string? repository)
     {

@@ -54,22 +54,25 @@ public sealed class StartPgBaseBackupCommand : PgServerCmdlet
             RequirePositiveTimeout(StallTimeout, nameof(StallTimeout));
             var target = ResolveServer(settings);
             var path = Path == null ? null : GetUnresolvedProviderPathFromPSPath(Path);
+            var repository = path == null && settings.Repository != null ? RequireRepositoryAddress(settings) : null;
+            // Blob repositories hold Tar backups: Plain is the default only for folders.
+            var format = repository is { IsBlob: true } && !MyInvocation.BoundParameters.ContainsKey(nameof(Format)) ? BaseBackupFormat.Tar : Format;
             var request = new BaseBackupRequest
             {
                 Target = target,
-                Format = Format,
+                Format = format,
                 WalMethod = WalMethod,
                 Compress = Compress,
                 CheckpointMode = CheckpointMode,
                 Label = Label,
                 MaxRate = MaxRate,
-                Repository = path == null && settings.Repository != null ? RequireRepository(settings) : null,
+                Repository = repository,
                 Path = path,
                 Force = Force,
                 StallTimeout = StallTimeout,
                 ToolPath = settings.ToolPath,
             };
-            if (!ShouldProcess(target.Display, $"Base backup ({Format}, WAL {WalMethod}) to {path ?? request.Repository ?? "(no destination)"}")) return;
+            if (!ShouldProcess(target.Display, $"Base backup ({format}, WAL {WalMethod}) to {path ?? repository?.Display ?? "(no destination)"}")) return;
             WriteObject(RunEngine((reporter, ct) => BaseBackupService.BackupAsync(request, reporter, ct)));
         }
         catch (PgBackupException ex) { WriteEngineError(ex); }

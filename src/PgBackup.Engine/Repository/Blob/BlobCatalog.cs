@@ -118,6 +118,23 @@ public static class BlobCatalog
         catch (Exception ex) when (BlobStore.IsStorageFailure(ex)) { throw store.Failure(ex, $"read '{key}' from"); }
     }
 
+    /// <summary>Downloads every blob under a backup's key into <paramref name="folder"/> (kept relative paths), several at once.</summary>
+    public static async Task DownloadTreeAsync(BlobStore store, PgBackupItem backup, string folder, CancellationToken ct)
+    {
+        var key = KeyOf(store, backup);
+        var blobs = await store.ListAsync(key + "/", ct).ConfigureAwait(false);
+        if (blobs.Count == 0)
+            throw new PgBackupException("BackupNotFound", ErrorKind.ObjectNotFound, $"The backup '{backup.Path}' has no blobs in the repository '{store.Address.Display}'.", backup.Path,
+                "List the backups that exist with Get-PgBackup; a blob deleted behind PgBackup's back cannot be read.");
+        Directory.CreateDirectory(folder);
+        await Parallel.ForEachAsync(blobs, new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = ct }, async (entry, token) =>
+        {
+            var path = Path.Combine(folder, entry.Key[(key.Length + 1)..].Replace('/', Path.DirectorySeparatorChar));
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            await store.Call(() => store.Blob(entry.Key).DownloadToAsync(path, token), $"download '{entry.Key}' from").ConfigureAwait(false);
+        }).ConfigureAwait(false);
+    }
+
     /// <summary>The key of a backup of this repository from its URL.</summary>
     public static string KeyOf(BlobStore store, PgBackupItem backup) =>
         store.Address.KeyOf(backup.Path) ?? throw new PgBackupException("BackupNotInRepository", ErrorKind.InvalidArgument,

@@ -77,12 +77,14 @@ public sealed class BlobStore
     public async Task EnsureContainerAsync(CancellationToken ct) =>
         await Call(() => Container.CreateIfNotExistsAsync(cancellationToken: ct), "create the container").ConfigureAwait(false);
 
-    public async Task<List<BlobEntry>> ListAsync(string prefix, CancellationToken ct)
+    /// <param name="includeUncommitted">Also blobs that so far have only staged blocks (an upload that was never committed).</param>
+    public async Task<List<BlobEntry>> ListAsync(string prefix, CancellationToken ct, bool includeUncommitted = false)
     {
         var entries = new List<BlobEntry>();
         try
         {
-            await foreach (var item in Container.GetBlobsAsync(traits: BlobTraits.None, states: BlobStates.None, prefix: prefix, cancellationToken: ct).ConfigureAwait(false))
+            var states = includeUncommitted ? BlobStates.Uncommitted : BlobStates.None;
+            await foreach (var item in Container.GetBlobsAsync(traits: BlobTraits.None, states: states, prefix: prefix, cancellationToken: ct).ConfigureAwait(false))
                 entries.Add(new BlobEntry(item.Name, item.Properties.ContentLength ?? 0, item.Properties.LastModified, item.Properties.LeaseState == LeaseState.Leased));
         }
         catch (RequestFailedException ex) when (ex.Status == 404 && ex.ErrorCode == "ContainerNotFound")
@@ -124,9 +126,12 @@ public sealed class BlobStore
     /// <summary>Deletes a blob and every blob under "key/" (a Directory-format dump is one blob per file).</summary>
     public async Task DeleteTreeAsync(string key, CancellationToken ct)
     {
-        var under = await ListAsync(key.TrimEnd('/') + "/", ct).ConfigureAwait(false);
-        await Parallel.ForEachAsync(under, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct },
-            async (entry, token) => await DeleteAsync(entry.Key, token).ConfigureAwait(false)).ConfigureAwait(false);
+        var under = await ListAsync(key.TrimEnd('/') + "/", ct, includeUncommitted: true).ConfigureAwait(false);
+        await Parallel.ForEachAsync(under, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct }, async (entry, token) =>
+        {
+            await DeleteAsync(entry.Key, token).ConfigureAwait(false);
+            await DiscardUncommittedAsync(entry.Key, token).ConfigureAwait(false);
+        }).ConfigureAwait(false);
         await DeleteAsync(key, ct).ConfigureAwait(false);
         await DiscardUncommittedAsync(key, ct).ConfigureAwait(false);
     }

@@ -29,6 +29,7 @@ public sealed class BlockUploadStream : Stream
     private int _filled;
     private long _length;
     private Exception? _failure;
+    private string? _sha;
 
     public BlockUploadStream(BlobStore store, string key, CancellationToken ct, int blockSize = DefaultBlockSize, int parallel = 4)
     {
@@ -72,13 +73,21 @@ public sealed class BlockUploadStream : Stream
         }
     }
 
-    /// <summary>Stages what is left, waits for every block, and commits them: only now does the blob exist. Returns the SHA-256 (hex).</summary>
-    public async Task<string> CommitAsync(IDictionary<string, string>? metadata = null, string contentType = "application/octet-stream")
+    /// <summary>Stages what is left and waits for every block; returns the SHA-256 (hex) of all that was written. Nothing is visible yet.</summary>
+    public async Task<string> CompleteAsync()
     {
-        if (_filled > 0 || _blockIds.Count == 0) await StageCurrentAsync().ConfigureAwait(false);
+        if (_sha != null) return _sha;
+        if (_filled > 0) await StageCurrentAsync().ConfigureAwait(false); // an empty list commits an empty blob
         await Task.WhenAll(_staging).ConfigureAwait(false);
         if (_failure != null) throw _failure;
-        var sha = Convert.ToHexString(_sha256.GetHashAndReset()).ToLowerInvariant();
+        _sha = Convert.ToHexString(_sha256.GetHashAndReset()).ToLowerInvariant();
+        return _sha;
+    }
+
+    /// <summary>Completes the staging and commits the block list: only now does the blob exist. Returns the SHA-256 (hex).</summary>
+    public async Task<string> CommitAsync(IDictionary<string, string>? metadata = null, string contentType = "application/octet-stream")
+    {
+        var sha = await CompleteAsync().ConfigureAwait(false);
         var meta = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>()) { ["sha256"] = sha };
         await _store.Call(() => _store.Block(_key).CommitBlockListAsync(_blockIds, new CommitBlockListOptions
         {
