@@ -16,24 +16,27 @@ public sealed partial class AzuriteServer : IDisposable
 
     private readonly string _program;
     private readonly string _folder;
+    private readonly string[] _tls;
     private Process? _process;
 
-    private AzuriteServer(string program, string folder)
+    private AzuriteServer(string program, string folder, string[] tls)
     {
         _program = program;
         _folder = folder;
+        _tls = tls;
     }
 
     public int Port { get; private set; }
-    public string ServiceUrl => $"http://127.0.0.1:{Port}/{Account}";
+    public string ServiceUrl => $"{(_tls.Length > 0 ? "https" : "http")}://127.0.0.1:{Port}/{Account}";
     public string ConnectionString => $"DefaultEndpointsProtocol=http;AccountName={Account};AccountKey={AccountKey};BlobEndpoint={ServiceUrl};";
 
     /// <summary>The URL of a container nobody has used yet (Azurite creates it on the first write).</summary>
     public string NewContainerUrl(string? prefix = null) => $"{ServiceUrl}/t{Guid.NewGuid().ToString("N")[..20]}" + (prefix == null ? "" : "/" + prefix);
 
-    public static AzuriteServer Launch()
+    /// <param name="certificate">With <paramref name="key"/>, PEM files for HTTPS (pgBackRest speaks nothing else); plain HTTP without.</param>
+    public static AzuriteServer Launch(string? certificate = null, string? key = null)
     {
-        var server = new AzuriteServer(Locate(), TestFolders.New("pgbackup-azurite"));
+        var server = new AzuriteServer(Locate(), TestFolders.New("pgbackup-azurite"), certificate == null ? [] : ["--cert", certificate, "--key", key!]);
         server.Start();
         return server;
     }
@@ -47,7 +50,8 @@ public sealed partial class AzuriteServer : IDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var a in new[] { "--blobHost", "127.0.0.1", "--blobPort", Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--location", _folder, "--skipApiVersionCheck" })
+        string[] arguments = ["--blobHost", "127.0.0.1", "--blobPort", Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--location", _folder, "--skipApiVersionCheck", .. _tls];
+        foreach (var a in arguments)
             psi.ArgumentList.Add(a);
         var process = Process.Start(psi) ?? throw new InvalidOperationException("Azurite did not start.");
         var listening = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -125,4 +125,24 @@ Describe 'Blob repositories (Azurite)' -Tag 'Integration' {
         $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.InvalidRepository,*'
         $err[0].ErrorDetails.RecommendedAction | Should -Match 'blob.core.windows.net'
     }
+
+    It 'recovers a base backup from a container to the latest point of a WAL archive kept in a folder' {
+        $walRepo = New-PgTestRepository
+        $null = Enable-PgWalArchiving -Server $server -Repository $walRepo -Restart -Confirm:$false -ErrorAction Stop
+        $backup = Start-PgBaseBackup -Server $server -Repository ($azurite.NewContainerUrl()) -ErrorAction Stop
+        $null = Invoke-PgTestSql -Cluster $cluster -Database shop -Sql 'create table after_blob_backup as select generate_series(1, 100) as id'
+        $null = Save-PgTestWalSegment -Cluster $cluster
+
+        $directory = Join-Path (New-PgTestRepository) 'data'
+        try {
+            $recovered = $backup | Restore-PgPointInTime -Latest -Repository $walRepo -DataDirectory $directory -Confirm:$false -ErrorAction Stop
+            $recovered.BackupPath | Should -Be $backup.Path
+            $instance = [pscustomobject]@{ Host = $recovered.Server; Port = $recovered.Port; Password = $cluster.Password; BinDirectory = $cluster.BinDirectory }
+            Invoke-PgTestSql -Cluster $instance -Database shop -Sql 'select count(*) from after_blob_backup' | Should -Be '100'
+        }
+        finally {
+            Remove-PgInstance -DataDirectory $directory -Confirm:$false -ErrorAction SilentlyContinue
+            $null = Disable-PgWalArchiving -Server $server -Confirm:$false -ErrorAction SilentlyContinue
+        }
+    }
 }

@@ -147,7 +147,7 @@ public static class PhysicalBench
         Directory.Delete(work, recursive: true);
     }
 
-    private static void FillBenchDatabase(PgTestCluster cluster, int scale)
+    internal static void FillBenchDatabase(PgTestCluster cluster, int scale)
     {
         cluster.CreateDatabase("bench");
         cluster.RunTool("pgbench", "-i", "-q", "-s", scale.ToString(), "bench");
@@ -211,7 +211,7 @@ public static class PhysicalBench
             Console.WriteLine($"| {name} | {BenchSupport.Median(perSegment[name]).TotalMilliseconds:0} ms | {BenchSupport.Median(perSegment[name]) / reference:0.0} |");
     }
 
-    private static void CleanBackups(string work)
+    internal static void CleanBackups(string work)
     {
         foreach (var dir in Directory.GetDirectories(work).Where(d => !Path.GetFileName(d).StartsWith("pgbackrest", StringComparison.Ordinal) && Path.GetFileName(d) != "segments"))
             Directory.Delete(dir, recursive: true);
@@ -223,17 +223,17 @@ public static class PhysicalBench
         Thread.Sleep(TimeSpan.FromSeconds(5));
     }
 
-    private static void AsPostgres(string program, params string[] args) =>
+    internal static void AsPostgres(string program, params string[] args) =>
         Check(Environment.IsPrivilegedProcess
             ? ProcessRunner.Run("runuser", ["-u", "postgres", "--", program, .. args], timeout: TimeSpan.FromMinutes(30))
             : ProcessRunner.Run(program, args, timeout: TimeSpan.FromMinutes(30)));
 
-    private static void Chown(string path)
+    internal static void Chown(string path)
     {
         if (Environment.IsPrivilegedProcess) Check(ProcessRunner.Run("chown", ["-R", "postgres:postgres", path]));
     }
 
-    private static void Check((int ExitCode, string StdOut, string StdErr) result)
+    internal static void Check((int ExitCode, string StdOut, string StdErr) result)
     {
         if (result.ExitCode != 0) throw new InvalidOperationException(result.StdErr);
     }
