@@ -120,6 +120,16 @@ Describe 'Blob repositories (Azurite)' -Tag 'Integration' {
         $err[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::InvalidArgument)
     }
 
+    It 'asks for a credential when none is given for a plain-HTTP endpoint, where Entra ID sign-in cannot work' {
+        $env:AZURE_STORAGE_CONNECTION_STRING = $null
+        try { $null = Get-PgBackup -Repository $azurite.NewContainerUrl() -ErrorVariable err -ErrorAction SilentlyContinue }
+        finally { $env:AZURE_STORAGE_CONNECTION_STRING = $azurite.ConnectionString }
+        $err | Should -HaveCount 1 -Because (Format-PgTestError $err)
+        $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.CredentialRequired,*'
+        $err[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::AuthenticationError)
+        $err[0].ErrorDetails.RecommendedAction | Should -Match 'AZURE_STORAGE_SAS_TOKEN'
+    }
+
     It 'refuses an address that names no container' {
         $null = Get-PgBackup -Repository $azurite.ServiceUrl -ErrorVariable err -ErrorAction SilentlyContinue
         $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.InvalidRepository,*'

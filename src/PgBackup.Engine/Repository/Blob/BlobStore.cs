@@ -65,6 +65,10 @@ public sealed class BlobStore
         var key = s.AccountKey ?? Env(AccountKeyVariable);
         if (key != null)
             return new BlobStore(address, new BlobContainerClient(containerUri, new StorageSharedKeyCredential(address.Account, key), options), "account key");
+        if (containerUri.Scheme != Uri.UriSchemeHttps)
+            throw new PgBackupException("CredentialRequired", ErrorKind.AuthenticationFailed,
+                $"No SAS token, connection string or account key was given for '{address.Display}', and Microsoft Entra ID sign-in works only over HTTPS.", address.Display,
+                $"Give a credential for this endpoint: a SAS token in the URL or in {SasVariable}, a connection string in {ConnectionStringVariable}, or the account key in {AccountKeyVariable} (for Azurite, its well-known development key).");
         var clientId = s.ManagedIdentityClientId ?? Env(ClientIdVariable);
         TokenCredential token = new DefaultAzureCredential(new DefaultAzureCredentialOptions { ManagedIdentityClientId = clientId, ExcludeInteractiveBrowserCredential = true });
         return new BlobStore(address, new BlobContainerClient(containerUri, token, options), clientId == null ? "Microsoft Entra ID" : $"Microsoft Entra ID (managed identity {clientId})");
@@ -182,7 +186,11 @@ public sealed class BlobStore
         var detail = Scrub(ex is RequestFailedException r ? $"{r.Status} {r.ErrorCode}" : ex.Message.Split('\n')[0]);
         return ex switch
         {
-            RequestFailedException { Status: 401 or 403 } or AuthenticationFailedException or CredentialUnavailableException =>
+            AuthenticationFailedException or CredentialUnavailableException =>
+                new PgBackupException("StorageAccessDenied", ErrorKind.PermissionDenied,
+                    $"PgBackup could not sign in to Azure Storage to {doing} the repository '{Address.Display}' with {CredentialKind} ({detail}).", Address.Display,
+                    $"Give a credential: a SAS token in the URL or {SasVariable}, a connection string in {ConnectionStringVariable}, the account key in {AccountKeyVariable}, or a Microsoft Entra ID sign-in that DefaultAzureCredential finds (a managed identity, with {ClientIdVariable} naming a user-assigned one; environment variables of a service principal; Azure CLI or PowerShell sign-in) with the role 'Storage Blob Data Contributor' on the container.", ex),
+            RequestFailedException { Status: 401 or 403 } =>
                 new PgBackupException("StorageAccessDenied", ErrorKind.PermissionDenied,
                     $"Azure Storage refused to let PgBackup {doing} the repository '{Address.Display}' with the {CredentialKind} ({detail}).", Address.Display,
                     $"Check the credential: a SAS token that has not expired and allows read, write, list and delete; the account key ({AccountKeyVariable}); the connection string ({ConnectionStringVariable}); or for Microsoft Entra ID the role 'Storage Blob Data Contributor' on the container ({ClientIdVariable} picks the managed identity).", ex),
