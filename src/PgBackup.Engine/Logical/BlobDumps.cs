@@ -14,12 +14,12 @@ internal static class BlobDumps
 {
     private const int ParallelFileUploads = 4;
 
+    /// <param name="what">What is dumped, as DumpService names it in progress and messages.</param>
     public static async Task<DumpBackup> DumpAsync(DumpRequest request, RepositoryAddress address, ServerInfo info, PgTool tool, int tablesToDump, DateTimeOffset start,
-        IOperationReporter reporter, CancellationToken ct)
+        string what, IOperationReporter reporter, CancellationToken ct)
     {
         var target = request.Target;
         var format = request.Globals ? DumpFormat.Plain : request.Format;
-        var what = request.Globals ? $"globals of {target.Display}" : $"{target.Display}/{target.Database}";
         var activity = $"Dumping {what}";
         var store = BlobStore.Open(address);
         reporter.Verbose($"Writing to {address.Display} with the {store.CredentialKind}.");
@@ -35,7 +35,7 @@ internal static class BlobDumps
             var args = request.Globals ? DumpService.GlobalsArguments(null, target) : DumpService.DumpArguments(request, format, null);
             await using var upload = new BlockUploadStream(store, key, ct);
             var dumped = await DumpService.RunToolAsync(tool, args, target, activity, tablesToDump, reporter, ct,
-                stdout => stdout.CopyToAsync(upload, 1 << 20, ct), result => Failure(tool, result, what)).ConfigureAwait(false);
+                stdout => stdout.CopyToAsync(upload, 1 << 20, ct), result => DumpService.ToolFailure(tool, result, null, what)).ConfigureAwait(false);
             reporter.Progress(activity, "Committing the upload", 99);
             sha = await upload.CommitAsync().ConfigureAwait(false);
             size = upload.BytesWritten;
@@ -49,7 +49,7 @@ internal static class BlobDumps
             var local = Path.Combine(temp, Path.GetFileName(key));
             Directory.CreateDirectory(temp);
             var dumped = await DumpService.RunToolAsync(tool, DumpService.DumpArguments(request, format, local), target, activity, tablesToDump, reporter, ct,
-                null, result => Failure(tool, result, what)).ConfigureAwait(false);
+                null, result => DumpService.ToolFailure(tool, result, null, what)).ConfigureAwait(false);
             reporter.Progress(activity, "Computing SHA-256", 95);
             (sha, files) = await BackupChecksum.ComputeWithFilesAsync(local, ct).ConfigureAwait(false);
             size = BackupChecksum.SizeOf(local);
@@ -82,9 +82,4 @@ internal static class BlobDumps
         reporter.Milestone($"Dumped {what} into {writer.Url}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, SHA-256 {backup.Sha256}");
         return backup;
     }
-
-    private static PgBackupException Failure(PgTool tool, ToolResult result, string what) =>
-        new("DumpFailed", ErrorKind.ToolFailed,
-            $"{tool.Name} failed (exit code {result.ExitCode}) while dumping {what}; nothing was kept. {tool.Name} said:{Environment.NewLine}{result.ErrorSummary()}", what,
-            "Read the tool's message above (run with -Verbose for its full output); a permission error needs a role that can read every object, such as the table owner or pg_read_all_data.");
 }

@@ -39,7 +39,7 @@ internal static class BlobRestores
                 var local = Path.Combine(temp, source.Id.Length > 0 ? source.Id : "dump");
                 reporter.Progress(activity, "Downloading the dump", 0);
                 await DownloadAsync(store, key, source, local, ct).ConfigureAwait(false);
-                var copy = Clone(source, local);
+                var copy = LocalCopy(source, local);
                 var localPlan = plan with { Request = request with { Source = copy, Repository = null } };
                 var result = await RestoreService.ExecuteAsync(localPlan, activity, start, null, reporter, ct).ConfigureAwait(false);
                 result.SourcePath = source.Path;
@@ -66,26 +66,15 @@ internal static class BlobRestores
     private static async Task DownloadAsync(BlobStore store, string key, DumpBackup source, string local, CancellationToken ct)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(local)!);
-        if (source.Format == DumpFormat.Directory)
-        {
-            var files = await store.ListAsync(key + "/", ct).ConfigureAwait(false);
-            Directory.CreateDirectory(local);
-            await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = ct }, async (entry, token) =>
-            {
-                var path = Path.Combine(local, entry.Key[(key.Length + 1)..].Replace('/', Path.DirectorySeparatorChar));
-                Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-                await store.Call(() => store.Blob(entry.Key).DownloadToAsync(path, token), $"download '{entry.Key}' from").ConfigureAwait(false);
-            }).ConfigureAwait(false);
-        }
+        if (source.Format == DumpFormat.Directory) await BlobCatalog.DownloadTreeAsync(store, source, local, ct).ConfigureAwait(false);
         else await store.Call(() => store.Blob(key).DownloadToAsync(local, ct), $"download '{key}' from").ConfigureAwait(false);
-        if (await BackupChecksum.CheckAsync(Clone(source, local), ct).ConfigureAwait(false) is { } damage)
+        if (await BackupChecksum.CheckAsync(LocalCopy(source, local), ct).ConfigureAwait(false) is { } damage)
             throw RestoreService.ChecksumMismatch(source, damage with { File = damage.File.Replace(local, source.Path, StringComparison.Ordinal), Problem = damage.Problem.Replace(local, source.Path, StringComparison.Ordinal) });
     }
 
-    private static DumpBackup Clone(DumpBackup source, string path)
+    private static DumpBackup LocalCopy(DumpBackup source, string path)
     {
-        var json = System.Text.Json.JsonSerializer.Serialize(source);
-        var copy = System.Text.Json.JsonSerializer.Deserialize<DumpBackup>(json)!;
+        var copy = BackupMetadata.Copy(source);
         copy.Path = path;
         return copy;
     }

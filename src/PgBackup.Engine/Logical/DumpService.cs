@@ -35,7 +35,7 @@ public static class DumpService
         var start = DateTimeOffset.UtcNow;
         var format = request.Globals ? DumpFormat.Plain : request.Format;
         if (request.Path == null && request.Repository is { IsBlob: true } address)
-            return await BlobDumps.DumpAsync(request, address, info, tool, tablesToDump, start, reporter, ct).ConfigureAwait(false);
+            return await BlobDumps.DumpAsync(request, address, info, tool, tablesToDump, start, what, reporter, ct).ConfigureAwait(false);
         var finalPath = System.IO.Path.GetFullPath(request.Path ?? RepositoryLayout.DumpPath(request.Repository!.Folder!, target.Host, target.Port,
             request.Globals ? null : target.Database, format, start));
         PartialBackup.PrepareTarget(finalPath, request.Force);
@@ -201,13 +201,14 @@ public static class DumpService
         return sb.Append('$').ToString();
     }
 
-    private static PgBackupException ToolFailure(PgTool tool, ToolResult result, string finalPath, string what)
+    /// <param name="writtenPath">The file or folder the tool wrote, whose volume a write error is about; null when it wrote to standard output.</param>
+    internal static PgBackupException ToolFailure(PgTool tool, ToolResult result, string? writtenPath, string what)
     {
         var summary = result.ErrorSummary();
         var all = string.Join("\n", result.ErrorLines);
-        if (PartialBackup.IsDiskFull(all) || all.Contains("could not write", StringComparison.OrdinalIgnoreCase) || all.Contains("could not open output", StringComparison.OrdinalIgnoreCase) ||
-            all.Contains("Read-only file system", StringComparison.OrdinalIgnoreCase) || all.Contains("could not create directory", StringComparison.OrdinalIgnoreCase))
-            return PartialBackup.WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, summary);
+        if (writtenPath != null && (PartialBackup.IsDiskFull(all) || all.Contains("could not write", StringComparison.OrdinalIgnoreCase) || all.Contains("could not open output", StringComparison.OrdinalIgnoreCase) ||
+            all.Contains("Read-only file system", StringComparison.OrdinalIgnoreCase) || all.Contains("could not create directory", StringComparison.OrdinalIgnoreCase)))
+            return PartialBackup.WriteFailure(System.IO.Path.GetDirectoryName(writtenPath)!, summary);
         return new PgBackupException("DumpFailed", ErrorKind.ToolFailed,
             $"{tool.Name} failed (exit code {result.ExitCode}) while dumping {what}; nothing was kept. {tool.Name} said:{Environment.NewLine}{summary}", what,
             "Read the tool's message above (run with -Verbose for its full output); a permission error needs a role that can read every object, such as the table owner or pg_read_all_data.");

@@ -17,7 +17,7 @@ public static class BlobBaseBackups
     public static async Task<BaseBackup> DownloadAsync(RepositoryAddress repository, BaseBackup backup, string folder, CancellationToken ct)
     {
         await BlobCatalog.DownloadTreeAsync(BlobStore.Open(repository), backup, folder, ct).ConfigureAwait(false);
-        var copy = (BaseBackup)BackupMetadata.Parse(System.Text.Encoding.UTF8.GetString(BackupMetadata.Serialize(backup, folder)))!;
+        var copy = BackupMetadata.Copy(backup);
         copy.Path = folder;
         copy.ManifestPath = Path.Combine(folder, "backup_manifest");
         copy.Repository = null;

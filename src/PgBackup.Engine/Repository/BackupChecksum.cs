@@ -35,21 +35,31 @@ public static class BackupChecksum
     public static async Task<DumpDamage?> CheckAsync(DumpBackup dump, CancellationToken ct)
     {
         var (actual, files) = await ComputeWithFilesAsync(dump.Path, ct).ConfigureAwait(false);
+        return FirstDamage(dump, actual, files, name => Path.Combine(dump.Path, name), path => File.Exists(path) ? new FileInfo(path).Length : null);
+    }
+
+    /// <summary>
+    /// What differs between a dump as read now (<paramref name="actual"/>, and for a Directory dump the SHA-256 of each
+    /// file) and as recorded, wherever it is kept: <paramref name="locate"/> names a file inside the dump for messages,
+    /// <paramref name="lengthNow"/> gives a file's present size when the storage can tell cheaply.
+    /// </summary>
+    public static DumpDamage? FirstDamage(DumpBackup dump, string actual, IReadOnlyDictionary<string, string>? files, Func<string, string> locate, Func<string, long?> lengthNow)
+    {
         if (string.Equals(actual, dump.Sha256, StringComparison.OrdinalIgnoreCase)) return null;
         if (files != null && dump.FileChecksums is { Count: > 0 } recorded)
         {
             foreach (var (name, sha) in recorded.OrderBy(f => f.Key, StringComparer.Ordinal))
             {
-                var full = Path.Combine(dump.Path, name);
+                var full = locate(name);
                 if (!files.TryGetValue(name, out var found))
                     return new DumpDamage(full, $"'{full}' is missing from the dump", actual);
                 if (!string.Equals(found, sha, StringComparison.OrdinalIgnoreCase))
-                    return new DumpDamage(full, $"'{full}' has SHA-256 {found}, recorded {sha} ({new FileInfo(full).Length} bytes now)", actual);
+                    return new DumpDamage(full, $"'{full}' has SHA-256 {found}, recorded {sha}{(lengthNow(full) is { } n ? $" ({n} bytes now)" : "")}", actual);
             }
             if (files.Keys.FirstOrDefault(f => !recorded.ContainsKey(f)) is { } added)
-                return new DumpDamage(Path.Combine(dump.Path, added), $"'{Path.Combine(dump.Path, added)}' was added to the dump after it was made", actual);
+                return new DumpDamage(locate(added), $"'{locate(added)}' was added to the dump after it was made", actual);
         }
-        var size = File.Exists(dump.Path) ? $" ({new FileInfo(dump.Path).Length} bytes now, {dump.SizeBytes} when it was made)" : "";
+        var size = lengthNow(dump.Path) is { } now ? $" ({now} bytes now, {dump.SizeBytes} when it was made)" : "";
         return new DumpDamage(dump.Path, $"'{dump.Path}' has SHA-256 {actual}, recorded {dump.Sha256}{size}", actual);
     }
 

@@ -68,7 +68,7 @@ public static class BackupMetadata
     /// </summary>
     public static byte[] Serialize(PgBackupItem backup, string relativeName)
     {
-        var stored = Clone(backup);
+        var stored = Copy(backup);
         stored.Path = relativeName;
         stored.MetadataPath = "";
         stored.Repository = null;
@@ -78,7 +78,8 @@ public static class BackupMetadata
     /// <summary>A metadata file's content; the caller sets Path, MetadataPath and Repository to where it was found.</summary>
     public static PgBackupItem? Parse(string json) => Deserialize(json);
 
-    private static PgBackupItem Clone(PgBackupItem b) => Deserialize(JsonSerializer.Serialize(b, b.GetType(), Options))!;
+    /// <summary>A copy of a backup's description (through its stored form, so every recorded property comes along).</summary>
+    public static T Copy<T>(T backup) where T : PgBackupItem => (T)Deserialize(JsonSerializer.Serialize(backup, backup.GetType(), Options))!;
 
     /// <summary>The "kind" property says which type a metadata file holds: base backups and dumps share the catalog.</summary>
     private static PgBackupItem? Deserialize(string json)

@@ -63,11 +63,7 @@ public sealed class RepositoryAddress
         if (LooksLikeUrl(value)) return ParseUrl(value, value, new BlobSecrets());
         if (settings.FindRepositoryProfile(value) is { } profile)
         {
-            if (LooksLikeUrl(profile.Url))
-            {
-                var parsed = ParseUrl(profile.Url, profile.Name, profile.Secrets);
-                return parsed;
-            }
+            if (LooksLikeUrl(profile.Url)) return ParseUrl(profile.Url, profile.Name, profile.Secrets);
             var folder = resolveFolder?.Invoke(profile.Url) ?? Path.GetFullPath(profile.Url);
             return new RepositoryAddress(RepositoryKind.Folder, folder) { Folder = folder };
         }

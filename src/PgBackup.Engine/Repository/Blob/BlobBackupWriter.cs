@@ -39,7 +39,7 @@ public sealed class BlobBackupWriter : IAsyncDisposable
             if (await store.ExistsAsync(key + BackupMetadata.Suffix, ct).ConfigureAwait(false))
                 throw new PgBackupException("TargetExists", ErrorKind.ResourceExists, $"'{store.Address.UrlOf(key)}' already exists.", store.Address.UrlOf(key),
                     "Run the command again: the next backup gets a new name.");
-            await RemovePartsAsync(store, key, ct).ConfigureAwait(false); // left under this very name by a writer that died
+            await store.DeleteTreeAsync(key, ct).ConfigureAwait(false); // left under this very name by a writer that died
         }
         catch
         {
@@ -66,7 +66,7 @@ public sealed class BlobBackupWriter : IAsyncDisposable
         {
             // Bounded: when the storage has gone away, the error that says so matters more than a cleanup the next writer does anyway.
             using var limit = new CancellationTokenSource(CleanupTimeout);
-            try { await RemovePartsAsync(Store, Key, limit.Token).ConfigureAwait(false); }
+            try { await Store.DeleteTreeAsync(Key, limit.Token).ConfigureAwait(false); }
             catch (Exception ex) when (ex is PgBackupException or OperationCanceledException) { System.Diagnostics.Debug.WriteLine(ex); }
         }
         await _lock.DisposeAsync().ConfigureAwait(false);
@@ -98,11 +98,9 @@ public sealed class BlobBackupWriter : IAsyncDisposable
                 await store.DeleteAsync(marker.Key, ct).ConfigureAwait(false);
                 continue;
             }
-            await RemovePartsAsync(store, key, ct).ConfigureAwait(false);
+            await store.DeleteTreeAsync(key, ct).ConfigureAwait(false);
             await store.DeleteAsync(marker.Key, ct).ConfigureAwait(false);
             reporter.Milestone($"Removed '{store.Address.UrlOf(key)}', which an interrupted operation left ({owner}).");
         }
     }
-
-    private static async Task RemovePartsAsync(BlobStore store, string key, CancellationToken ct) => await store.DeleteTreeAsync(key, ct).ConfigureAwait(false);
 }

@@ -84,8 +84,7 @@ public static class BlobCatalog
         {
             var actual = await HashAsync(store, key, ct).ConfigureAwait(false);
             return actual == null ? new DumpDamage(dump.Path, $"'{dump.Path}' is missing", "")
-                : string.Equals(actual, dump.Sha256, StringComparison.OrdinalIgnoreCase) ? null
-                : new DumpDamage(dump.Path, $"'{dump.Path}' has SHA-256 {actual}, recorded {dump.Sha256}", actual);
+                : BackupChecksum.FirstDamage(dump, actual, null, name => name, _ => null);
         }
         var files = new ConcurrentDictionary<string, string>(StringComparer.Ordinal);
         var blobs = await store.ListAsync(key + "/", ct).ConfigureAwait(false);
@@ -93,17 +92,7 @@ public static class BlobCatalog
         {
             if (await HashAsync(store, entry.Key, token).ConfigureAwait(false) is { } sha) files[entry.Key[(key.Length + 1)..]] = sha;
         }).ConfigureAwait(false);
-        var combined = BackupChecksum.Combine(files);
-        if (string.Equals(combined, dump.Sha256, StringComparison.OrdinalIgnoreCase)) return null;
-        foreach (var (name, sha) in (dump.FileChecksums ?? []).OrderBy(f => f.Key, StringComparer.Ordinal))
-        {
-            var url = store.Address.UrlOf(key + "/" + name);
-            if (!files.TryGetValue(name, out var found)) return new DumpDamage(url, $"'{url}' is missing from the dump", combined);
-            if (!string.Equals(found, sha, StringComparison.OrdinalIgnoreCase)) return new DumpDamage(url, $"'{url}' has SHA-256 {found}, recorded {sha}", combined);
-        }
-        if (files.Keys.FirstOrDefault(f => dump.FileChecksums?.ContainsKey(f) != true) is { } added)
-            return new DumpDamage(store.Address.UrlOf(key + "/" + added), $"'{store.Address.UrlOf(key + "/" + added)}' was added to the dump after it was made", combined);
-        return new DumpDamage(dump.Path, $"'{dump.Path}' has SHA-256 {combined}, recorded {dump.Sha256}", combined);
+        return BackupChecksum.FirstDamage(dump, BackupChecksum.Combine(files), files, name => store.Address.UrlOf(key + "/" + name), _ => null);
     }
 
     private static async Task<string?> HashAsync(BlobStore store, string key, CancellationToken ct)

@@ -121,23 +121,22 @@ public sealed class BlobStore
     public async Task<bool> ExistsAsync(string key, CancellationToken ct) =>
         await Call(async () => (await Blob(key).ExistsAsync(ct).ConfigureAwait(false)).Value, $"look for '{key}' in").ConfigureAwait(false);
 
-    public async Task DeleteAsync(string key, CancellationToken ct, string? leaseId = null)
+    /// <returns>Whether a committed blob was there to delete.</returns>
+    public async Task<bool> DeleteAsync(string key, CancellationToken ct, string? leaseId = null)
     {
         var conditions = leaseId == null ? null : new BlobRequestConditions { LeaseId = leaseId };
-        await Call(() => Blob(key).DeleteIfExistsAsync(DeleteSnapshotsOption.IncludeSnapshots, conditions, ct), $"delete '{key}' from").ConfigureAwait(false);
+        return (await Call(() => Blob(key).DeleteIfExistsAsync(DeleteSnapshotsOption.IncludeSnapshots, conditions, ct), $"delete '{key}' from").ConfigureAwait(false)).Value;
     }
 
     /// <summary>Deletes a blob and every blob under "key/" (a Directory-format dump is one blob per file).</summary>
     public async Task DeleteTreeAsync(string key, CancellationToken ct)
     {
         var under = await ListAsync(key.TrimEnd('/') + "/", ct, includeUncommitted: true).ConfigureAwait(false);
-        await Parallel.ForEachAsync(under, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct }, async (entry, token) =>
+        await Parallel.ForEachAsync(under.Select(e => e.Key).Append(key), new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct }, async (blob, token) =>
         {
-            await DeleteAsync(entry.Key, token).ConfigureAwait(false);
-            await DiscardUncommittedAsync(entry.Key, token).ConfigureAwait(false);
+            // Deleting a blob drops its staged blocks with it; one that was never committed can only be discarded.
+            if (!await DeleteAsync(blob, token).ConfigureAwait(false)) await DiscardUncommittedAsync(blob, token).ConfigureAwait(false);
         }).ConfigureAwait(false);
-        await DeleteAsync(key, ct).ConfigureAwait(false);
-        await DiscardUncommittedAsync(key, ct).ConfigureAwait(false);
     }
 
     /// <summary>

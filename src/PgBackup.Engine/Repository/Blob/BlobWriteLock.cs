@@ -38,17 +38,18 @@ public sealed class BlobWriteLock : IAsyncDisposable
     {
         var marker = store.Blob(key + Suffix);
         var note = Encoding.UTF8.GetBytes($"{purpose}, process {Environment.ProcessId} on {Environment.MachineName}, since {DateTimeOffset.UtcNow:u}");
+        var created = true;
         try
         {
             await marker.UploadAsync(new BinaryData(note), new BlobUploadOptions { Conditions = new BlobRequestConditions { IfNoneMatch = ETag.All } }, ct).ConfigureAwait(false);
         }
-        catch (RequestFailedException ex) when (ex.Status == 409) { } // there already: taken below if its lease has expired
+        catch (RequestFailedException ex) when (ex.Status == 409) { created = false; } // there already: taken below if its lease has expired
         catch (Exception ex) when (BlobStore.IsStorageFailure(ex)) { throw store.Failure(ex, $"lock '{key}' in"); }
         var lease = marker.GetBlobLeaseClient();
         try { await lease.AcquireAsync(LeaseDuration, cancellationToken: ct).ConfigureAwait(false); }
         catch (RequestFailedException ex) when (ex.Status == 409) { return null; }
         catch (Exception ex) when (BlobStore.IsStorageFailure(ex)) { throw store.Failure(ex, $"lock '{key}' in"); }
-        await store.WriteSmallAsync(key + Suffix, note, ct, lease.LeaseId).ConfigureAwait(false);
+        if (!created) await store.WriteSmallAsync(key + Suffix, note, ct, lease.LeaseId).ConfigureAwait(false); // the dead writer's note, replaced
         return new BlobWriteLock(store, key, lease);
     }
 

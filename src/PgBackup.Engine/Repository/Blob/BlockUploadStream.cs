@@ -129,16 +129,31 @@ public sealed class BlockUploadStream : Stream
         }, CancellationToken.None));
     }
 
+    /// <summary>Waits for blocks still being staged (so no buffer is returned while in use), then frees the buffers.</summary>
+    public override async ValueTask DisposeAsync()
+    {
+        try { await Task.WhenAll(_staging).ConfigureAwait(false); }
+        catch (Exception ex) { System.Diagnostics.Debug.WriteLine(ex); } // the upload's own error was thrown where it happened
+        Release();
+        GC.SuppressFinalize(this);
+    }
+
     protected override void Dispose(bool disposing)
     {
         if (disposing)
         {
             try { Task.WhenAll(_staging).Wait(); } catch (AggregateException) { }
-            ArrayPool<byte>.Shared.Return(_buffer);
-            _buffer = [];
-            _sha256.Dispose();
-            _inFlight.Dispose();
+            Release();
         }
         base.Dispose(disposing);
+    }
+
+    private void Release()
+    {
+        if (_buffer.Length == 0) return;
+        ArrayPool<byte>.Shared.Return(_buffer);
+        _buffer = [];
+        _sha256.Dispose();
+        _inFlight.Dispose();
     }
 }
