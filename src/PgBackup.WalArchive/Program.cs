@@ -7,8 +7,12 @@ namespace PgBackup.WalArchive;
 /// <summary>
 /// pgbackup-wal push &lt;sourcePath&gt; &lt;archiveFolder&gt;             (archive_command, with %p)
 /// pgbackup-wal fetch &lt;archiveFolder&gt; &lt;fileName&gt; &lt;destinationPath&gt; (restore_command, with %f %p)
+/// pgbackup-wal push &lt;sourcePath&gt; &lt;archiveUrl&gt; --credentials &lt;file&gt;
+/// pgbackup-wal fetch &lt;archiveUrl&gt; &lt;fileName&gt; &lt;destinationPath&gt; --credentials &lt;file&gt; [--standby]
+/// pgbackup-wal check &lt;archiveUrl&gt; --credentials &lt;file&gt;       (proves write, read and delete)
 ///
-/// The archive holds &lt;fileName&gt; and &lt;fileName&gt;.sha256 ("&lt;hex&gt;  &lt;fileName&gt;\n", as sha256sum writes).
+/// A folder archive holds &lt;fileName&gt; and &lt;fileName&gt;.sha256 ("&lt;hex&gt;  &lt;fileName&gt;\n", as sha256sum writes); a blob
+/// archive holds one blob per file with the SHA-256 in its metadata (<see cref="BlobArchive"/>).
 /// Every failure prints one line starting with "pgbackup-wal:" on stderr, which PostgreSQL copies into its log.
 /// </summary>
 internal static class Program
@@ -30,12 +34,17 @@ internal static class Program
     {
         return args switch
         {
+            ["push", var source, var url, "--credentials", var file] => Run(() => PushToBlob(source, url, file), Failed, $"could not archive '{source}' into {url}"),
+            ["fetch", var url, var name, var destination, "--credentials", var file, .. var rest] when rest is [] or ["--standby"] =>
+                Run(() => FetchFromBlob(url, name, destination, file), rest.Length > 0 ? Failed : AbortRecovery, $"could not fetch '{name}' from {url} to '{destination}'"),
+            ["check", var url, "--credentials", var file] => Run(() => { using var blob = new BlobArchive(url, file); blob.Check(); return Ok; }, Failed, $"{url} is not usable"),
             ["push", var source, var folder] => Run(() => Push(source, folder), Failed, $"could not archive '{source}' into '{folder}'"),
             ["fetch", var folder, var name, var destination] => Run(() => Fetch(folder, name, destination), AbortRecovery,
                 $"could not fetch '{name}' from '{folder}' to '{destination}'"),
             ["fetch", ..] => Error(AbortRecovery, "fetch needs three arguments: <archiveFolder> <fileName> <destinationPath>"),
             ["--version"] => Version(),
-            _ => Error(Usage, "usage: pgbackup-wal push <sourcePath> <archiveFolder> | pgbackup-wal fetch <archiveFolder> <fileName> <destinationPath>"),
+            _ => Error(Usage, "usage: pgbackup-wal push <sourcePath> <archiveFolder|archiveUrl --credentials <file>> | " +
+                              "pgbackup-wal fetch <archiveFolder|archiveUrl> <fileName> <destinationPath> [--credentials <file> [--standby]] | pgbackup-wal check <archiveUrl> --credentials <file>"),
         };
     }
 
@@ -104,6 +113,27 @@ internal static class Program
             return Ok;
         }
         return Error(Failed, $"{name} is already archived in '{folder}' with different content (sha256 {archivedHash}, new {sourceHash}); refusing to overwrite");
+    }
+
+    private static int PushToBlob(string source, string url, string credentialsFile)
+    {
+        var name = Path.GetFileName(source);
+        if (name.Length == 0) return Error(Failed, $"'{source}' does not name a file");
+        if (!File.Exists(source)) return Error(Failed, $"the file to archive, '{source}', does not exist");
+        using var blob = new BlobArchive(url, credentialsFile);
+        return blob.Push(source, name, Error);
+    }
+
+    /// <summary>
+    /// A storage failure aborts a recovery (exit 200), since "not found" would end it early at the wrong point; with
+    /// --standby it is "not found" (exit 1) instead, so a standby goes back to streaming rather than shutting down.
+    /// </summary>
+    private static int FetchFromBlob(string url, string name, string destination, string credentialsFile)
+    {
+        if (name.Length == 0 || name != Path.GetFileName(name) || name is "." or "..")
+            return Error(AbortRecovery, $"'{name}' is not a file name");
+        using var blob = new BlobArchive(url, credentialsFile);
+        return blob.Fetch(name, destination, AbortRecovery, Error);
     }
 
     private static int Fetch(string folder, string name, string destination)

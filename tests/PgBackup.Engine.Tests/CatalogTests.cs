@@ -119,7 +119,7 @@ public sealed class WalRetentionTests
         foreach (var name in names)
         {
             File.WriteAllText(Path.Combine(folder, name), name);
-            File.WriteAllText(Path.Combine(folder, name + WalRetention.SidecarSuffix), "x  " + name);
+            File.WriteAllText(Path.Combine(folder, name + WalInventory.SidecarSuffix), "x  " + name);
         }
         var kept = new BaseBackup { SystemIdentifier = "7300000000000000001", StartSegment = "000000010000000000000003", StartLsn = new Lsn(0x3000028) };
         var newer = new BaseBackup { SystemIdentifier = "7300000000000000001", StartSegment = "000000020000000000000004", StartLsn = new Lsn(0x4000028) };
@@ -127,9 +127,8 @@ public sealed class WalRetentionTests
         var plan = Assert.Single(WalRetention.Plan(repository, [newer, kept]));
         Assert.Equal("000000010000000000000003", plan.KeepFrom.ToString());
         Assert.Equal(
-            ["000000010000000000000001", "000000010000000000000001.sha256", "000000010000000000000002", "000000010000000000000002.00000028.backup",
-             "000000010000000000000002.00000028.backup.sha256", "000000010000000000000002.sha256"],
-            plan.Files.Select(Path.GetFileName));
+            ["000000010000000000000001", "000000010000000000000002", "000000010000000000000002.00000028.backup"],
+            plan.Files);
         WalRetention.Execute(plan);
         Assert.Equal(8, Directory.GetFiles(folder).Length);
         Assert.True(File.Exists(Path.Combine(folder, "00000002.history")));

@@ -143,7 +143,7 @@ public static class RecoveryPlanner
         IReadOnlyList<WalTimelineSpan>? LineageIfDescends(uint timeline)
         {
             if (timeline == backup.Timeline) return [new(timeline, Lsn.Zero, null)];
-            if (inventory == null || timeline < backup.Timeline || !File.Exists(Path.Combine(inventory.Folder, WalInventory.HistoryFileName(timeline)))) return null;
+            if (inventory == null || timeline < backup.Timeline || !inventory.HasFile(WalInventory.HistoryFileName(timeline))) return null;
             var lineage = inventory.Lineage(timeline, null);
             var span = lineage.FirstOrDefault(s => s.Timeline == backup.Timeline);
             return span != null && (span.End is not { } end || backup.StopLsn <= end) ? lineage : null;
@@ -160,7 +160,7 @@ public static class RecoveryPlanner
         if (!uint.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var number) || number == 0)
             throw new PgBackupException("InvalidTimeline", ErrorKind.InvalidArgument, $"'{requested}' is not a timeline: give a number, 'latest' or 'current'.", requested,
                 "Get-PgWalArchive lists the timelines the archive holds.");
-        if (number != backup.Timeline && (inventory == null || !File.Exists(Path.Combine(inventory.Folder, WalInventory.HistoryFileName(number)))))
+        if (number != backup.Timeline && (inventory == null || !inventory.HasFile(WalInventory.HistoryFileName(number))))
             throw new PgBackupException("TimelineNotInArchive", ErrorKind.ObjectNotFound,
                 $"The archive has no history file for timeline {number} ({WalInventory.HistoryFileName(number)}), so recovery cannot follow it.", number,
                 $"Choose a timeline the archive holds (Get-PgWalArchive lists them; the backup is on timeline {backup.Timeline}).");

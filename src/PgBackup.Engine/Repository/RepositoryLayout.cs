@@ -47,6 +47,14 @@ public static class RepositoryLayout
     /// <summary>The WAL archive of one cluster, by its system identifier (a cluster keeps it across failovers and ports).</summary>
     public static string ArchiveFolder(string repository, string systemIdentifier) => Path.Combine(Path.GetFullPath(repository), WalFolder, systemIdentifier);
 
+    /// <summary>The same place as <see cref="ArchiveFolder"/>, relative to the repository: a blob archive's key prefix.</summary>
+    public static string ArchiveKey(string systemIdentifier) => $"{WalFolder}/{systemIdentifier}";
+
+    /// <summary>The WAL archive of one cluster in a repository of either kind.</summary>
+    public static IWalArchiveStore ArchiveStore(RepositoryAddress repository, string systemIdentifier) => repository.IsBlob
+        ? new Blob.BlobWalArchiveStore(repository, systemIdentifier)
+        : new FolderWalArchiveStore(ArchiveFolder(repository.Folder!, systemIdentifier));
+
     /// <summary>A file-name-safe form of a database or host name; non-ASCII letters are kept, path characters are not.</summary>
     public static string SafeName(string name)
     {

@@ -20,7 +20,7 @@ public sealed record WalTimelineSpan(uint Timeline, Lsn Begin, Lsn? End);
 /// </summary>
 public sealed class WalInventory
 {
-    public const string SidecarSuffix = ".sha256";
+    public const string SidecarSuffix = FolderWalArchiveStore.SidecarSuffix;
 
     private static readonly Regex HistoryName = new("^(?<tli>[0-9A-F]{8})\\.history$", RegexOptions.Compiled | RegexOptions.IgnoreCase);
     private static readonly Regex PartialName = new("^(?<seg>[0-9A-F]{24})\\.partial$", RegexOptions.Compiled | RegexOptions.IgnoreCase);
@@ -28,16 +28,18 @@ public sealed class WalInventory
 
     private readonly Dictionary<WalSegmentName, WalArchiveFile> _segments;
 
-    private WalInventory(string folder, long segmentSize, List<WalArchiveFile> files)
+    private WalInventory(IWalArchiveStore store, long segmentSize, List<WalArchiveFile> files)
     {
-        Folder = folder;
+        Store = store;
         SegmentSize = segmentSize;
         Files = files;
         _segments = files.Where(f => f.Kind == WalFileKind.Segment).ToDictionary(f => f.Segment!.Value);
         Timelines = files.Select(f => f.Timeline).Distinct().Order().ToList();
     }
 
-    public string Folder { get; }
+    public IWalArchiveStore Store { get; }
+    /// <summary>The archive folder, or a blob archive's URL.</summary>
+    public string Folder => Store.Location;
     public long SegmentSize { get; }
     /// <summary>Every WAL file, ordered by name; temporary files, sidecars and foreign files are left out.</summary>
     public IReadOnlyList<WalArchiveFile> Files { get; }
@@ -46,43 +48,41 @@ public sealed class WalInventory
 
     public bool HasSegment(WalSegmentName segment) => _segments.ContainsKey(segment);
 
-    public static WalInventory Read(string folder, long segmentSize, Action<string>? warn)
+    public bool HasFile(string name) => Files.Any(f => f.Name == name);
+
+    public static WalInventory Read(string folder, long segmentSize, Action<string>? warn) => Read(new FolderWalArchiveStore(folder), segmentSize, warn);
+
+    public static WalInventory Read(IWalArchiveStore store, long segmentSize, Action<string>? warn)
     {
         ValidateSegmentSize(segmentSize);
-        if (!Directory.Exists(folder))
-            throw new PgBackupException("WalArchiveNotFound", ErrorKind.ObjectNotFound, $"The WAL archive folder '{folder}' does not exist.", folder,
-                "Check the path: a cluster's WAL is archived into <Repository>/wal/<system identifier>.");
+        if (!store.Exists)
+            throw new PgBackupException("WalArchiveNotFound", ErrorKind.ObjectNotFound, $"The WAL archive '{store.Location}' does not exist.", store.Location,
+                "Check the repository: a cluster's WAL is archived into <Repository>/wal/<system identifier>.");
 
         var perLog = SegmentsPerLog(segmentSize);
-        var entries = new DirectoryInfo(folder).EnumerateFiles().ToList();
-        var sidecars = entries.Select(e => e.Name).Where(n => n.EndsWith(SidecarSuffix, StringComparison.Ordinal))
-            .Select(n => n[..^SidecarSuffix.Length]).ToHashSet(StringComparer.Ordinal);
         var files = new List<WalArchiveFile>();
-        foreach (var entry in entries.OrderBy(e => e.Name, StringComparer.Ordinal))
+        foreach (var entry in store.List().OrderBy(e => e.Name, StringComparer.Ordinal))
         {
             var name = entry.Name;
-            // The archive tool writes "<file>.tmp.<id>" and renames it into place once complete.
-            if (name.Contains(".tmp.", StringComparison.Ordinal) || name.EndsWith(SidecarSuffix, StringComparison.Ordinal)) continue;
-
             WalArchiveFile? file = null;
             if (WalSegmentName.TryParse(name, out var segment))
-                file = new(name, WalFileKind.Segment, segment.Timeline, segment, entry.Length, sidecars.Contains(name));
+                file = new(name, WalFileKind.Segment, segment.Timeline, segment, entry.SizeBytes, entry.HasChecksum);
             else if (PartialName.Match(name) is { Success: true } partial)
-                file = SegmentFile(name, WalFileKind.PartialSegment, partial.Groups["seg"].Value, entry, sidecars);
+                file = SegmentFile(WalFileKind.PartialSegment, partial.Groups["seg"].Value, entry);
             else if (BackupHistoryName.Match(name) is { Success: true } backup)
-                file = SegmentFile(name, WalFileKind.BackupHistory, backup.Groups["seg"].Value, entry, sidecars);
+                file = SegmentFile(WalFileKind.BackupHistory, backup.Groups["seg"].Value, entry);
             else if (HistoryName.Match(name) is { Success: true } history)
                 file = new(name, WalFileKind.TimelineHistory, uint.Parse(history.Groups["tli"].Value, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture),
-                    null, entry.Length, sidecars.Contains(name));
+                    null, entry.SizeBytes, entry.HasChecksum);
 
             if (file == null || file.Timeline == 0)
-                warn?.Invoke($"Ignoring '{name}' in the WAL archive {folder}: it is not named as PostgreSQL names WAL files.");
+                warn?.Invoke($"Ignoring '{name}' in the WAL archive {store.Location}: it is not named as PostgreSQL names WAL files.");
             else if (file.Segment is { } s && s.Segment >= perLog)
-                warn?.Invoke($"Ignoring '{name}' in the WAL archive {folder}: it cannot be a segment of a cluster with {segmentSize}-byte WAL segments.");
+                warn?.Invoke($"Ignoring '{name}' in the WAL archive {store.Location}: it cannot be a segment of a cluster with {segmentSize}-byte WAL segments.");
             else
                 files.Add(file);
         }
-        return new WalInventory(folder, segmentSize, files);
+        return new WalInventory(store, segmentSize, files);
     }
 
     /// <summary>
@@ -94,19 +94,19 @@ public sealed class WalInventory
         WalTimelineSpan[] alone = [new(timeline, Lsn.Zero, null)];
         if (timeline == 1) return alone;
         var name = HistoryFileName(timeline);
-        var path = Path.Combine(Folder, name);
-        if (!File.Exists(path))
+        var text = HasFile(name) ? Store.ReadText(name) : null;
+        if (text == null)
         {
             warn?.Invoke($"The WAL archive {Folder} has no {name}: recovery cannot follow timeline {timeline} without it, and segments of earlier timelines are not checked for it.");
             return alone;
         }
         try
         {
-            return ParseHistory(timeline, File.ReadAllText(path));
+            return ParseHistory(timeline, text);
         }
         catch (FormatException ex)
         {
-            warn?.Invoke($"The timeline history file {path} is damaged ({ex.Message}); segments of earlier timelines are not checked for timeline {timeline}.");
+            warn?.Invoke($"The timeline history file {name} in {Folder} is damaged ({ex.Message}); segments of earlier timelines are not checked for timeline {timeline}.");
             return alone;
         }
     }
@@ -202,9 +202,9 @@ public sealed class WalInventory
 
     private static ulong SegmentsPerLog(long segmentSize) => 0x1_0000_0000UL / (ulong)segmentSize;
 
-    private static WalArchiveFile SegmentFile(string name, WalFileKind kind, string segmentName, FileInfo entry, HashSet<string> sidecars)
+    private static WalArchiveFile SegmentFile(WalFileKind kind, string segmentName, WalStoreEntry entry)
     {
         var segment = WalSegmentName.Parse(segmentName);
-        return new(name, kind, segment.Timeline, segment, entry.Length, sidecars.Contains(name));
+        return new(entry.Name, kind, segment.Timeline, segment, entry.SizeBytes, entry.HasChecksum);
     }
 }

@@ -1,4 +1,5 @@
 using PgBackup.Engine.Connection;
+using PgBackup.Engine.Repository;
 
 namespace PgBackup.Engine.Wal;
 
@@ -6,8 +7,8 @@ namespace PgBackup.Engine.Wal;
 public sealed record EnableArchivingRequest
 {
     public required ConnectionTarget Target { get; init; }
-    /// <summary>Repository root; the WAL goes to &lt;repository&gt;/wal/&lt;system identifier&gt;/.</summary>
-    public required string Repository { get; init; }
+    /// <summary>Repository (folder or blob container); the WAL goes to &lt;repository&gt;/wal/&lt;system identifier&gt;/.</summary>
+    public required RepositoryAddress Repository { get; init; }
     public required WalArchiveTool Tool { get; init; }
     /// <summary>The most WAL time that may be lost: becomes archive_timeout, so a quiet server still closes a segment this often.</summary>
     public TimeSpan? MaxRpo { get; init; }
@@ -47,8 +48,10 @@ public sealed record ArchivingState
     public TimeSpan? ArchiveTimeout { get; init; }
     /// <summary>True when archive_command runs pgbackup-wal push.</summary>
     public bool IsPgBackupCommand { get; init; }
-    /// <summary>The folder pgbackup-wal archives into, when <see cref="IsPgBackupCommand"/>.</summary>
+    /// <summary>The folder, or a blob archive's URL, pgbackup-wal archives into, when <see cref="IsPgBackupCommand"/>.</summary>
     public string? ArchiveFolder { get; init; }
+    /// <summary>The file pgbackup-wal reads a blob archive's credential from, when it archives into one.</summary>
+    public string? CredentialsFile { get; init; }
     /// <summary>Settings changed in the configuration that wait for a restart (pg_settings.pending_restart).</summary>
     public string[] PendingRestart { get; init; } = [];
     /// <summary>Null when this role may not call pg_control_system().</summary>

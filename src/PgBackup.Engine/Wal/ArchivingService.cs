@@ -45,15 +45,18 @@ public static class ArchivingService
                 if (server.InRecovery)
                     reporter.Warning($"{target.Display} is a standby: with archive_mode = on it archives nothing until it is promoted.");
 
-                // Everything that can fail without touching the server comes first: the folder, the tool, the command.
-                var folder = RepositoryLayout.ArchiveFolder(request.Repository, before.SystemIdentifier!);
-                reporter.Progress(activity, "Preparing the archive folder", 10);
+                // Everything that can fail without touching the server comes first: the archive, the tool, the command.
+                reporter.Progress(activity, "Preparing the archive", 10);
                 var local = target.ServesFromHere(server.DataDirectory);
                 var owner = local ? await Instance.DataDirectoryOwner.FindAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
-                await PrepareArchiveFolderAsync(folder, owner, reporter, ct).ConfigureAwait(false);
                 var tool = request.Tool.ForServer(server.Os);
-                var command = tool.ArchiveCommand(folder);
-                if (local) await ProbeToolAsync(tool, owner, reporter, ct).ConfigureAwait(false);
+                var archive = request.Repository.IsBlob
+                    ? await PrepareBlobArchiveAsync(request.Repository, before.SystemIdentifier!, target, local, owner, ct).ConfigureAwait(false)
+                    : await PrepareArchiveFolderAsync(RepositoryLayout.ArchiveFolder(request.Repository.Folder!, before.SystemIdentifier!), owner, reporter, ct).ConfigureAwait(false);
+                var folder = archive.Location;
+                var command = archive.CredentialsFile != null ? tool.ArchiveCommand(folder, archive.CredentialsFile) : tool.ArchiveCommand(folder);
+                if (local)
+                    await ProbeToolAsync(tool, owner, archive.CredentialsFile != null ? tool.CheckArguments(folder, archive.CredentialsFile) : null, reporter, ct).ConfigureAwait(false);
 
                 reporter.Progress(activity, "Changing settings", 25);
                 if (before.WalLevel == "minimal") await AlterSystemAsync(connection, target, "wal_level", "replica", reporter, ct).ConfigureAwait(false);
@@ -73,7 +76,7 @@ public static class ArchivingService
                 if (request.Verify && !state.PendingRestart.Any(n => n is "wal_level" or "archive_mode" or "archive_library") && !server.InRecovery)
                 {
                     reporter.Progress(activity, "Waiting for a WAL segment to arrive in the archive", 60);
-                    (result.VerifiedSegment, result.VerifyDuration) = await VerifyAsync(connection, target, folder, request.VerifyTimeout, reporter, ct).ConfigureAwait(false);
+                    (result.VerifiedSegment, result.VerifyDuration) = await VerifyAsync(connection, target, archive, request.VerifyTimeout, reporter, ct).ConfigureAwait(false);
                     result.Verified = true;
                 }
                 reporter.Milestone(result.Verified
@@ -121,6 +124,9 @@ public static class ArchivingService
                 (connection, state, restarted) = await RestartIfPendingAsync(connection, state, request.Restart, request.ToolPath, target, server, owner, info,
                     $"until then archive_mode stays {state.ArchiveMode} and WAL segments wait in pg_wal for an archive_command", reporter, ct).ConfigureAwait(false);
                 var result = Result(target, before.ArchiveFolder ?? "", before.SystemIdentifier ?? "", state, restarted);
+                // The secret goes with the command that needed it, once the server no longer runs that command.
+                if (string.IsNullOrEmpty(state.ArchiveCommand) && target.ServesFromHere(server.DataDirectory) && WalCredentialsFile.Remove(before.CredentialsFile))
+                    reporter.Verbose($"Removed the credentials file {before.CredentialsFile}.");
                 reporter.Milestone($"WAL archiving of {target.Display} is disabled" + (result.PendingRestart.Length > 0 ? $"; {string.Join(", ", result.PendingRestart)} wait for a restart." : "."));
                 return result;
             }
@@ -176,7 +182,7 @@ public static class ArchivingService
 
     private static void Validate(EnableArchivingRequest r)
     {
-        if (string.IsNullOrWhiteSpace(r.Repository))
+        if (r.Repository is null || string.IsNullOrWhiteSpace(r.Repository.Display))
             throw new PgBackupException("NoDestination", ErrorKind.InvalidArgument, "No repository was given for the WAL archive.", null,
                 "Pass -Repository (a folder the database server can write to), or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
         if (r.MaxRpo is { } rpo && (rpo < TimeSpan.FromSeconds(1) || rpo > TimeSpan.FromSeconds(int.MaxValue / 2)))
@@ -253,7 +259,7 @@ public static class ArchivingService
                     "select coalesce((select setting from pg_file_settings where name = 'archive_command' and error is null order by seqno desc limit 1), '')", ct).ConfigureAwait(false)
                 : null;
         }
-        var ours = WalArchiveTool.TryParseArchiveCommand(command, out var folder);
+        var ours = WalArchiveTool.TryParseArchiveCommand(command, out var folder, out var credentialsFile);
         var timeout = long.TryParse(settings.GetValueOrDefault("archive_timeout"), NumberStyles.Integer, CultureInfo.InvariantCulture, out var seconds) && seconds > 0
             ? TimeSpan.FromSeconds(seconds) : (TimeSpan?)null;
         return new ArchivingState
@@ -265,6 +271,7 @@ public static class ArchivingService
             ArchiveTimeout = timeout,
             IsPgBackupCommand = ours,
             ArchiveFolder = folder,
+            CredentialsFile = credentialsFile,
             PendingRestart = [.. pending],
             SystemIdentifier = systemIdentifier,
         };
@@ -319,8 +326,33 @@ public static class ArchivingService
 
     private static bool IsRoot => !OperatingSystem.IsWindows() && Environment.IsPrivilegedProcess;
 
-    private static async Task PrepareArchiveFolderAsync(string folder, string? serverUser, IOperationReporter reporter, CancellationToken ct)
+    /// <summary>Where archive_command writes: a folder, or a blob archive's URL with the file its credentials are in.</summary>
+    private sealed record ArchiveDestination(string Location, string? CredentialsFile, Func<string, CancellationToken, Task<bool>> HoldsAsync);
+
+    /// <summary>
+    /// A blob archive: the container exists (this account can write it), and the credential pgbackup-wal will use is in a
+    /// file only the server's OS user can read. Only for a server on this machine, where that file can be written.
+    /// </summary>
+    private static async Task<ArchiveDestination> PrepareBlobArchiveAsync(RepositoryAddress repository, string systemIdentifier, ConnectionTarget target, bool local,
+        string? owner, CancellationToken ct)
     {
+        if (!local || owner == null)
+            throw new PgBackupException("BlobArchivingNeedsLocalServer", ErrorKind.InvalidOperation,
+                $"WAL archiving of {target.Display} into '{repository.Display}' stores the storage credential in a file on the database server for its OS user, and {target.Display} does not run on this machine (or its data directory's owner cannot be found).",
+                target.Display, "Run Enable-PgWalArchiving on the database server itself (for example in a PowerShell remoting session to it), with -Server localhost.");
+        var credentials = Repository.Blob.BlobStore.WalCredentials(repository);
+        var store = Repository.Blob.BlobStore.Open(repository);
+        await store.EnsureContainerAsync(ct).ConfigureAwait(false);
+        var file = await WalCredentialsFile.PathForAsync(owner, systemIdentifier, WalCredentialsFile.ArchivePurpose, ct).ConfigureAwait(false);
+        await WalCredentialsFile.WriteAsync(file, credentials, owner, ct).ConfigureAwait(false);
+        var key = Repository.Blob.BlobWalArchiveStore.KeyOf(repository, systemIdentifier);
+        return new ArchiveDestination(Repository.Blob.BlobWalArchiveStore.UrlOf(repository, systemIdentifier), file,
+            (name, token) => store.ExistsAsync(key + "/" + name, token));
+    }
+
+    private static async Task<ArchiveDestination> PrepareArchiveFolderAsync(string folder, string? serverUser, IOperationReporter reporter, CancellationToken ct)
+    {
+        var destination = new ArchiveDestination(folder, null, (name, _) => Task.FromResult(File.Exists(Path.Combine(folder, name))));
         try
         {
             Directory.CreateDirectory(folder);
@@ -332,7 +364,7 @@ public static class ArchivingService
         {
             throw NotWritable(folder, ex.Message, "this account", ex);
         }
-        if (!IsRoot || serverUser == null || serverUser == "root") return;
+        if (!IsRoot || serverUser == null || serverUser == "root") return destination;
 
         // archive_command runs as the server's OS user, not as us: hand it the folder and check that it can get there.
         var chown = await Instance.DataDirectoryOwner.GiveToAsync(folder, serverUser, recursive: false, ct).ConfigureAwait(false);
@@ -341,18 +373,27 @@ public static class ArchivingService
         var access = await RunAsync("runuser", ["-u", serverUser, "--", "test", "-w", folder, "-a", "-x", folder], ct).ConfigureAwait(false);
         if (!access.Succeeded)
             throw NotWritable(folder, $"the server's OS user '{serverUser}' cannot write there (a parent folder may not let it through)", serverUser);
+        return destination;
     }
 
-    /// <summary>Runs the tool the way the server will (same dotnet host, same dll, same OS user) before the server depends on it.</summary>
-    private static async Task ProbeToolAsync(WalArchiveTool tool, string? serverUser, IOperationReporter reporter, CancellationToken ct)
+    /// <summary>
+    /// Runs the tool the way the server will (same dotnet host, same dll, same OS user) before the server depends on it:
+    /// --version, or for a blob archive <paramref name="check"/>, which also proves the credential and the network path.
+    /// </summary>
+    private static async Task ProbeToolAsync(WalArchiveTool tool, string? serverUser, string[]? check, IOperationReporter reporter, CancellationToken ct)
     {
         var asServerUser = IsRoot && serverUser != null && serverUser != "root";
         if (!asServerUser && serverUser != null && serverUser != Environment.UserName) return; // we cannot act as the server's user
+        string[] arguments = check ?? [tool.ToolPath, "--version"];
         ToolResult result = asServerUser
-            ? await RunAsync("runuser", ["-u", serverUser!, "--", tool.DotnetHost, tool.ToolPath, "--version"], ct).ConfigureAwait(false)
-            : await RunAsync(tool.DotnetHost, [tool.ToolPath, "--version"], ct).ConfigureAwait(false);
+            ? await RunAsync("runuser", ["-u", serverUser!, "--", tool.DotnetHost, .. arguments], ct).ConfigureAwait(false)
+            : await RunAsync(tool.DotnetHost, arguments, ct).ConfigureAwait(false);
         var who = serverUser ?? Environment.UserName;
-        if (!result.Succeeded || !result.StandardOutput.StartsWith("pgbackup-wal", StringComparison.Ordinal))
+        if (check != null && !result.Succeeded && result.ExitCode != 127 && result.ErrorLines.Any(l => l.StartsWith("pgbackup-wal:", StringComparison.Ordinal)))
+            throw new PgBackupException("WalArchiveNotUsable", ErrorKind.PermissionDenied,
+                $"pgbackup-wal, run as the server's OS user '{who}', cannot use the blob archive {check[2]}: " + string.Join(" ", result.ErrorLines.Where(l => l.Length > 0).Take(3)),
+                check[2], "Check the credential (a SAS token must allow read, add, create, write, list and delete) and that the database server reaches the storage endpoint (DNS, firewall, proxy).");
+        if (!result.Succeeded || (check == null && !result.StandardOutput.StartsWith("pgbackup-wal", StringComparison.Ordinal)))
             throw new PgBackupException("WalToolNotRunnable", ErrorKind.NotInstalled,
                 $"The server's OS user '{who}' cannot run the WAL archive tool ({tool.DotnetHost} {tool.ToolPath}): " +
                 string.Join(" ", result.ErrorLines.Where(l => l.Length > 0).Take(3)), tool.ToolPath,
@@ -435,9 +476,10 @@ public static class ArchivingService
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return null; }
     }
 
-    private static async Task<(string Segment, TimeSpan Duration)> VerifyAsync(NpgsqlConnection connection, ConnectionTarget target, string folder, TimeSpan timeout,
+    private static async Task<(string Segment, TimeSpan Duration)> VerifyAsync(NpgsqlConnection connection, ConnectionTarget target, ArchiveDestination archive, TimeSpan timeout,
         IOperationReporter reporter, CancellationToken ct)
     {
+        var folder = archive.Location;
         var archivedBefore = await ServerSession.ScalarAsync<long>(connection, "select archived_count from pg_stat_archiver", ct).ConfigureAwait(false);
         // A switch in a segment that holds no new WAL does nothing; a committed xid guarantees a record to switch away from.
         await ServerSession.ExecuteAsync(connection, "select txid_current()", target, ct).ConfigureAwait(false);
@@ -445,11 +487,10 @@ public static class ArchivingService
             ?? throw new InvalidOperationException("pg_switch_wal() returned nothing.");
         reporter.Verbose($"Switched WAL; waiting for {segment} in {folder}.");
         var clock = Stopwatch.StartNew();
-        var path = Path.Combine(folder, segment);
         var switched = WalSegmentName.Parse(segment);
         // A file of that name may already be there (from a copy of this cluster); only the server's word that it archived
         // the segment, together with the file, proves that archiving works.
-        while (!(await ArchivedAsync(connection, switched, ct).ConfigureAwait(false) && File.Exists(path)))
+        while (!(await ArchivedAsync(connection, switched, ct).ConfigureAwait(false) && await archive.HoldsAsync(segment, ct).ConfigureAwait(false)))
         {
             if (clock.Elapsed > timeout)
             {

@@ -18,14 +18,18 @@ public static class WalArchiveInspector
     /// segment) to the newest archived segment, following the timeline history.
     /// </summary>
     public static IReadOnlyList<WalArchiveStatus> Inspect(string archiveFolder, WalSegmentName? requiredFrom, long segmentSize, bool verifyChecksums,
+        Action<string>? warn, CancellationToken cancellationToken = default) =>
+        Inspect(new FolderWalArchiveStore(archiveFolder), requiredFrom, segmentSize, verifyChecksums, warn, cancellationToken);
+
+    public static IReadOnlyList<WalArchiveStatus> Inspect(IWalArchiveStore archive, WalSegmentName? requiredFrom, long segmentSize, bool verifyChecksums,
         Action<string>? warn, CancellationToken cancellationToken = default)
     {
-        var inventory = WalInventory.Read(Path.GetFullPath(archiveFolder), segmentSize, warn);
+        var inventory = WalInventory.Read(archive, segmentSize, warn);
         return Describe(inventory, requiredFrom, verifyChecksums, currentTimeline: null, warn, progress: null, cancellationToken);
     }
 
     /// <summary>Inspects the archive of the cluster <paramref name="target"/> belongs to, and adds the server's live archiver state to its current timeline.</summary>
-    public static async Task<IReadOnlyList<WalArchiveStatus>> InspectServerAsync(ConnectionTarget target, string repository, WalSegmentName? requiredFrom,
+    public static async Task<IReadOnlyList<WalArchiveStatus>> InspectServerAsync(ConnectionTarget target, RepositoryAddress repository, WalSegmentName? requiredFrom,
         bool verifyChecksums, IOperationReporter reporter, CancellationToken ct)
     {
         var activity = $"Inspecting the WAL archive of {target.Display}";
@@ -38,13 +42,13 @@ public static class WalArchiveInspector
             await using var connection = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
             server = await ReadServerStateAsync(connection, ct).ConfigureAwait(false);
 
-            var folder = Path.GetFullPath(RepositoryLayout.ArchiveFolder(repository, server.SystemIdentifier));
-            if (!Directory.Exists(folder))
-                throw new PgBackupException("WalArchiveNotFound", ErrorKind.ObjectNotFound,
-                    $"The repository {repository} holds no WAL archive for {target.Display} (system identifier {server.SystemIdentifier}): {folder} does not exist.", folder,
-                    $"Check -Repository, or set up archiving into it: Enable-PgWalArchiving -Server {target.Host}{(target.Port != 5432 ? $" -Port {target.Port}" : "")} -Repository {repository}");
+            var archive = RepositoryLayout.ArchiveStore(repository, server.SystemIdentifier);
             // Listed after the server was asked, so whatever it reports as archived is already in the listing.
-            inventory = WalInventory.Read(folder, server.SegmentSize, reporter.Warning);
+            if (!await Task.Run(() => archive.Exists, ct).ConfigureAwait(false))
+                throw new PgBackupException("WalArchiveNotFound", ErrorKind.ObjectNotFound,
+                    $"The repository {repository} holds no WAL archive for {target.Display} (system identifier {server.SystemIdentifier}): {archive.Location} does not exist.", archive.Location,
+                    $"Check -Repository, or set up archiving into it: Enable-PgWalArchiving -Server {target.Host}{(target.Port != 5432 ? $" -Port {target.Port}" : "")} -Repository {repository}");
+            inventory = WalInventory.Read(archive, server.SegmentSize, reporter.Warning);
             live = LiveState(inventory, server);
             if (live.UnarchivedBytes > 0)
                 live = live with { StatusFileTimes = await ReadStatusFileTimesAsync(connection, live, reporter, ct).ConfigureAwait(false) };
@@ -84,16 +88,16 @@ public static class WalArchiveInspector
     }
 
     /// <summary>Gaps in each cluster's archive from the start of its oldest kept base backup on, following timeline history.</summary>
-    public static IEnumerable<(string Folder, WalGap Gap)> GapsAfterOldestKept(string repository, IEnumerable<BaseBackup> keptBaseBackups, Action<string>? warn)
+    public static IEnumerable<(string Folder, WalGap Gap)> GapsAfterOldestKept(RepositoryAddress repository, IEnumerable<BaseBackup> keptBaseBackups, Action<string>? warn)
     {
         foreach (var cluster in keptBaseBackups.Where(b => !string.IsNullOrEmpty(b.SystemIdentifier) && !string.IsNullOrEmpty(b.StartSegment)).GroupBy(b => b.SystemIdentifier))
         {
-            var folder = RepositoryLayout.ArchiveFolder(repository, cluster.Key);
-            if (!Directory.Exists(folder)) continue;
+            var archive = RepositoryLayout.ArchiveStore(repository, cluster.Key);
+            if (!archive.Exists) continue;
             var oldest = cluster.OrderBy(b => b.StartLsn).First();
-            var statuses = Inspect(folder, WalSegmentName.Parse(oldest.StartSegment), oldest.WalSegmentSize, verifyChecksums: false, warn);
+            var statuses = Inspect(archive, WalSegmentName.Parse(oldest.StartSegment), oldest.WalSegmentSize, verifyChecksums: false, warn);
             foreach (var gap in statuses.SelectMany(s => s.Gaps).DistinctBy(g => (g.From, g.To)))
-                yield return (folder, gap);
+                yield return (archive.Location, gap);
         }
     }
 
@@ -208,7 +212,7 @@ public static class WalArchiveInspector
         {
             ct.ThrowIfCancellationRequested();
             progress?.Invoke($"Verifying {file.Name}", (int)(done * 100 / total));
-            if (ChecksumProblem(Path.Combine(inventory.Folder, file.Name), requireSidecar: true) is { } problem)
+            if (inventory.Store.ChecksumProblem(file.Name, requireChecksum: true) is { } problem)
             {
                 failures.Add(file.Name);
                 warn?.Invoke(problem);
@@ -219,26 +223,7 @@ public static class WalArchiveInspector
     }
 
     /// <returns>Null when the file matches its .sha256 sidecar (or has none and <paramref name="requireSidecar"/> is false), else the problem.</returns>
-    internal static string? ChecksumProblem(string path, bool requireSidecar)
-    {
-        // Looked for now rather than in the listing: the archive tool puts a file in place just before its sidecar.
-        if (!File.Exists(path + WalInventory.SidecarSuffix))
-            return requireSidecar ? $"{path} has no {WalInventory.SidecarSuffix} sidecar, so its content cannot be verified." : null;
-        try
-        {
-            // sha256sum format: "<hex>  <file name>".
-            var recorded = File.ReadAllText(path + WalInventory.SidecarSuffix).Split((char[]?)null, 2, StringSplitOptions.RemoveEmptyEntries).FirstOrDefault() ?? "";
-            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.SequentialScan);
-            var actual = Convert.ToHexString(SHA256.HashData(stream));
-            return string.Equals(recorded, actual, StringComparison.OrdinalIgnoreCase)
-                ? null
-                : $"{path} does not match its checksum: SHA-256 {actual.ToLowerInvariant()}, the sidecar records '{recorded}'.";
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            return $"{path} or its sidecar cannot be read to verify it: {ex.Message}";
-        }
-    }
+    internal static string? ChecksumProblem(string path, bool requireSidecar) => FolderWalArchiveStore.ChecksumProblemOf(path, requireSidecar);
 
     private static LiveArchiveState LiveState(WalInventory inventory, ServerWalState server)
     {
@@ -321,7 +306,7 @@ public static class WalArchiveInspector
             reporter.Warning($"archive_mode is off on {target.Display}: the server archives no WAL, so the archive falls further behind with every write.");
         else if (server.FailedCount > 0 && server.LastFailedTime > (server.LastArchivedTime ?? DateTimeOffset.MinValue))
             reporter.Warning($"Archiving on {target.Display} is failing: {server.LastFailedWal} failed at {server.LastFailedTime:u} ({server.FailedCount} failures so far). The server log names the reason.");
-        if (server.LastArchivedWal is { } last && !File.Exists(Path.Combine(inventory.Folder, last)))
+        if (server.LastArchivedWal is { } last && !inventory.HasFile(last))
             reporter.Warning($"{target.Display} reports {last} as archived last, but {inventory.Folder} does not hold it: archive_command may write into another repository, or the file was removed.");
     }
 

@@ -10,7 +10,7 @@ namespace PgBackup.Engine.Wal;
 /// </summary>
 public static class WalArchiveReport
 {
-    public static async Task<IReadOnlyList<WalArchiveStatus>> ForServerAsync(ConnectionTarget target, string repository, bool verifyChecksums,
+    public static async Task<IReadOnlyList<WalArchiveStatus>> ForServerAsync(ConnectionTarget target, RepositoryAddress repository, bool verifyChecksums,
         IOperationReporter reporter, CancellationToken ct)
     {
         string systemIdentifier;
@@ -18,8 +18,8 @@ public static class WalArchiveReport
             systemIdentifier = (await ServerSession.ScalarAsync<long>(connection, "select system_identifier from pg_control_system()", ct).ConfigureAwait(false))
                 .ToString(CultureInfo.InvariantCulture);
 
-        var oldest = Directory.Exists(repository)
-            ? BackupCatalog.List(repository, new CatalogFilter(Kind: BackupKind.Base), reporter.Warning).OfType<BaseBackup>()
+        var oldest = repository.IsBlob || Directory.Exists(repository.Folder)
+            ? (await BackupCatalog.ListAsync(repository, new CatalogFilter(Kind: BackupKind.Base), reporter.Warning, null, ct).ConfigureAwait(false)).OfType<BaseBackup>()
                 .Where(b => b.SystemIdentifier == systemIdentifier && !string.IsNullOrEmpty(b.StartSegment)).MinBy(b => b.StartLsn)
             : null;
         if (oldest != null) reporter.Verbose($"Checking the archive from {oldest.StartSegment}, where the oldest kept base backup ({oldest.Id}) starts.");

@@ -59,9 +59,26 @@ public sealed class WalArchiveTool
     public string ArchiveCommand(string archiveFolder) =>
         string.Join(' ', Quote(DotnetHost), Quote(ToolPath), "push", Quote("%p", escapePercent: false), Quote(archiveFolder));
 
+    /// <summary>The archive_command value for a blob archive: pgbackup-wal push %p &lt;archiveUrl&gt; --credentials &lt;file&gt;.</summary>
+    public string ArchiveCommand(string archiveUrl, string credentialsFile) =>
+        string.Join(' ', Quote(DotnetHost), Quote(ToolPath), "push", Quote("%p", escapePercent: false), Quote(archiveUrl), CredentialsOption, Quote(credentialsFile));
+
     /// <summary>The restore_command value: pgbackup-wal fetch &lt;archiveFolder&gt; %f %p.</summary>
     public string RestoreCommand(string archiveFolder) =>
         string.Join(' ', Quote(DotnetHost), Quote(ToolPath), "fetch", Quote(archiveFolder), Quote("%f", escapePercent: false), Quote("%p", escapePercent: false));
+
+    /// <summary>
+    /// The restore_command value for a blob archive. <paramref name="standby"/>: a storage outage is "not in the archive"
+    /// (the standby goes back to streaming) instead of aborting recovery.
+    /// </summary>
+    public string RestoreCommand(string archiveUrl, string credentialsFile, bool standby) =>
+        string.Join(' ', Quote(DotnetHost), Quote(ToolPath), "fetch", Quote(archiveUrl), Quote("%f", escapePercent: false), Quote("%p", escapePercent: false),
+            CredentialsOption, Quote(credentialsFile)) + (standby ? " --standby" : "");
+
+    /// <summary>The arguments (after the dotnet host) that make the tool prove it can write, read and delete in a blob archive.</summary>
+    public string[] CheckArguments(string archiveUrl, string credentialsFile) => [ToolPath, "check", archiveUrl, CredentialsOption, credentialsFile];
+
+    private const string CredentialsOption = "--credentials";
 
     /// <summary>
     /// A restore_command that only copies (cp, or copy on Windows), for archives whose segments were verified against
@@ -93,17 +110,26 @@ public sealed class WalArchiveTool
     }
 
     /// <summary>
-    /// Recognises a command written by <see cref="ArchiveCommand"/> (for either OS) and returns its archive folder.
+    /// Recognises a command written by <see cref="ArchiveCommand(string)"/> or <see cref="ArchiveCommand(string, string)"/>
+    /// (for either OS) and returns where it archives: a folder, or a blob archive's URL with its credentials file.
     /// </summary>
-    public static bool TryParseArchiveCommand(string? command, out string? archiveFolder)
+    public static bool TryParseArchiveCommand(string? command, out string? archiveLocation) => TryParseArchiveCommand(command, out archiveLocation, out _);
+
+    public static bool TryParseArchiveCommand(string? command, out string? archiveLocation, out string? credentialsFile)
     {
-        archiveFolder = null;
+        archiveLocation = null;
+        credentialsFile = null;
         if (string.IsNullOrWhiteSpace(command) || !command.Contains(Marker, StringComparison.OrdinalIgnoreCase)) return false;
         var words = Split(command);
-        if (words is not [_, var tool, "push", "%p", var folder] ||
-            !Path.GetFileName(tool.Replace('\\', '/')).Equals(FileName, StringComparison.OrdinalIgnoreCase))
-            return false;
-        archiveFolder = folder;
+        var (tool, location, credentials) = words switch
+        {
+            [_, var t, "push", "%p", var folder] => (t, folder, null),
+            [_, var t, "push", "%p", var url, CredentialsOption, var file] => (t, url, file),
+            _ => ((string?)null, (string?)null, (string?)null),
+        };
+        if (tool == null || !Path.GetFileName(tool.Replace('\\', '/')).Equals(FileName, StringComparison.OrdinalIgnoreCase)) return false;
+        archiveLocation = location;
+        credentialsFile = credentials;
         return true;
     }
 

@@ -32,7 +32,7 @@ public sealed class EnablePgWalArchivingCommand : PgServerCmdlet
         var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
         try
         {
-            var path = RequireRepository(settings);
+            var path = RequireRepositoryAddress(settings);
             var target = ResolveServer(settings);
             if (!ShouldProcess(target.Display, $"Enable WAL archiving into {path} (ALTER SYSTEM: wal_level, archive_mode, archive_command{(MaxRpo != null ? ", archive_timeout" : "")})" +
                 (Restart ? " and restart the server if a setting needs it" : ""))) return;

@@ -20,7 +20,7 @@ public sealed class GetPgWalArchiveCommand : PgServerCmdlet
         var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
         try
         {
-            var path = RequireRepository(settings);
+            var path = RequireRepositoryAddress(settings);
             var target = ResolveServer(settings);
             WriteObject(RunEngine((reporter, ct) => WalArchiveReport.ForServerAsync(target, path, Verify, reporter, ct)), enumerateCollection: true);
         }

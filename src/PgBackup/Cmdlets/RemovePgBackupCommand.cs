@@ -87,7 +87,7 @@ public sealed class RemovePgBackupCommand : PgCmdlet
                     continue;
                 }
                 var blob = BlobRepositoryOf(backup.Path, backup.Repository, ParameterSetName == RetentionSet ? Repository : null, settings);
-                if (blob == null && backup.Repository != null) _repositories.Add(backup.Repository);
+                if ((blob ?? (backup.Repository != null ? Engine.Repository.RepositoryAddress.ForFolder(backup.Repository) : null)) is { } home) _repositories.TryAdd(home.Display, home);
                 if (!ShouldProcess(backup.Path, $"Remove backup ({decision.Reason})")) continue;
                 try
                 {
@@ -105,13 +105,13 @@ public sealed class RemovePgBackupCommand : PgCmdlet
     /// <summary>Archived WAL older than the oldest kept base backup of its cluster is of no use to any backup any more.</summary>
     private void PruneWal()
     {
-        foreach (var repository in _repositories)
+        foreach (var repository in _repositories.Values)
         {
-            var kept = BackupCatalog.List(repository, new CatalogFilter(Kind: BackupKind.Base), null).OfType<BaseBackup>().ToList();
+            var kept = RunEngine((_, ct) => BackupCatalog.ListAsync(repository, new CatalogFilter(Kind: BackupKind.Base), null, null, ct)).OfType<BaseBackup>().ToList();
             foreach (var plan in WalRetention.Plan(repository, kept))
             {
                 if (!ShouldProcess(plan.ArchiveFolder, $"Remove {plan.Files.Count} archived WAL files ({plan.Bytes} bytes) before {plan.KeepFrom}, which no kept base backup needs")) continue;
-                WalRetention.Execute(plan);
+                RunEngine((_, ct) => Task.Run(() => { WalRetention.Execute(plan); return true; }, ct));
                 WriteVerbose($"Removed {plan.Files.Count} archived WAL files before {plan.KeepFrom} from {plan.ArchiveFolder}.");
             }
             // Pruning never makes a gap, but one that is already there breaks the kept backups' roll-forward: say so.
@@ -120,7 +120,7 @@ public sealed class RemovePgBackupCommand : PgCmdlet
         }
     }
 
-    private readonly HashSet<string> _repositories = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Engine.Repository.RepositoryAddress> _repositories = new(StringComparer.Ordinal);
 
     private IEnumerable<PgBackupItem> SiblingsOf(PgBackupItem backup, PgBackupSettings settings)
     {

@@ -74,6 +74,29 @@ public sealed class BlobStore
         return new BlobStore(address, new BlobContainerClient(containerUri, token, options), clientId == null ? "Microsoft Entra ID" : $"Microsoft Entra ID (managed identity {clientId})");
     }
 
+    /// <summary>
+    /// The credential pgbackup-wal uses as the database server's OS user: a SAS token, or the account name and key (from the
+    /// connection string or the account key). Microsoft Entra ID is for this process only: the tool does not sign in.
+    /// </summary>
+    public static WalStorageCredentials WalCredentials(RepositoryAddress address)
+    {
+        var s = address.Secrets;
+        if ((s.SasToken ?? Env(SasVariable)) is { } sas) return new WalStorageCredentials(sas.TrimStart('?'), null, null);
+        if ((s.ConnectionString ?? Env(ConnectionStringVariable)) is { } connectionString)
+        {
+            var key = SharedKeyOf(connectionString) ?? throw MissingKey(address);
+            return new WalStorageCredentials(null, key.AccountName, ConnectionStringPart(connectionString, "AccountKey"));
+        }
+        if ((s.AccountKey ?? Env(AccountKeyVariable)) is { } accountKey) return new WalStorageCredentials(null, address.Account, accountKey);
+        throw new PgBackupException("CredentialRequired", ErrorKind.AuthenticationFailed,
+            $"WAL archiving into '{address.Display}' needs a SAS token or the account key, which pgbackup-wal reads as the database server's OS user; none was given.", address.Display,
+            $"Give a SAS token (in the URL, the profile's SasToken or {SasVariable}) that allows read, add, create, write, list and delete on the container, or the account key ({AccountKeyVariable}, or a connection string in {ConnectionStringVariable}). PgBackup stores it in a file only the server's OS user can read.");
+    }
+
+    private static string? ConnectionStringPart(string connectionString, string name) =>
+        connectionString.Split(';', StringSplitOptions.RemoveEmptyEntries).Select(p => p.Split('=', 2))
+            .Where(p => p.Length == 2 && p[0].Trim().Equals(name, StringComparison.OrdinalIgnoreCase)).Select(p => p[1].Trim()).FirstOrDefault();
+
     public BlockBlobClient Block(string key) => Container.GetBlockBlobClient(key);
     public BlobClient Blob(string key) => Container.GetBlobClient(key);
 
