@@ -118,6 +118,7 @@ public static class InstanceControl
             catch (PgBackupException) { await StopAsync(instance.DataDirectory, StopMode.Immediate, TimeSpan.FromSeconds(60), toolPath, reporter, ct).ConfigureAwait(false); }
         }
         reporter.Milestone($"Removing '{instance.DataDirectory}'.");
+        await WalCredentialsFile.RemoveStandbysAsync(instance.DataDirectory, reporter, ct).ConfigureAwait(false);
         DeleteFolder(instance.DataDirectory);
     }
 

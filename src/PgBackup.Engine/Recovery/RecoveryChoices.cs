@@ -42,19 +42,23 @@ public static class RecoveryChoices
         : throw new PgBackupException("BackupFailedVerification", ErrorKind.InvalidData, $"Base backup {backup.Id} failed its last verification ({backup.LastVerified:u}); PgBackup does not recover from it.", backup,
             "Recover from another base backup (Get-PgBackup -Kind Base lists them with their VerificationState), or run Test-PgBackup on this one again if the problem was fixed.");
 
-    public static BaseBackup ById(string repository, string id, Action<string>? warn)
+    public static BaseBackup ById(string repository, string id, Action<string>? warn) =>
+        ById(BackupCatalog.List(repository, new CatalogFilter(Kind: BackupKind.Base), warn).OfType<BaseBackup>(), repository, id);
+
+    public static BaseBackup ById(IEnumerable<BaseBackup> listed, string repository, string id)
     {
-        var match = BackupCatalog.List(repository, new CatalogFilter(Kind: BackupKind.Base), warn).OfType<BaseBackup>()
-            .FirstOrDefault(b => string.Equals(b.Id, id, StringComparison.OrdinalIgnoreCase));
+        var match = listed.FirstOrDefault(b => string.Equals(b.Id, id, StringComparison.OrdinalIgnoreCase));
         return match != null ? Chosen(match) : throw new PgBackupException("BackupNotFound", ErrorKind.ObjectNotFound,
             $"The repository '{repository}' holds no base backup with the id '{id}'.", id, "Get-PgBackup -Kind Base lists the ids of the base backups it holds.");
     }
 
     /// <summary>The base backups of one server's cluster (the one its newest backup is of) that passed or await verification.</summary>
-    public static IReadOnlyList<BaseBackup> OfServer(string repository, CatalogFilter serverFilter, string serverName, Action<string>? warn)
+    public static IReadOnlyList<BaseBackup> OfServer(string repository, CatalogFilter serverFilter, string serverName, Action<string>? warn) =>
+        OfServer(BackupCatalog.List(repository, serverFilter with { Kind = BackupKind.Base }, warn).OfType<BaseBackup>(), repository, serverName);
+
+    public static IReadOnlyList<BaseBackup> OfServer(IEnumerable<BaseBackup> listed, string repository, string serverName)
     {
-        var backups = BackupCatalog.List(repository, serverFilter with { Kind = BackupKind.Base }, warn).OfType<BaseBackup>()
-            .Where(b => b.VerificationState != VerificationState.Failed).ToList();
+        var backups = listed.Where(b => b.VerificationState != VerificationState.Failed).ToList();
         if (backups.Count == 0)
             throw new PgBackupException("NoBaseBackup", ErrorKind.ObjectNotFound, $"The repository '{repository}' holds no base backup of {serverName}.", serverName,
                 "Take one with Start-PgBaseBackup, or check -Server against Get-PgBackup -Kind Base.");

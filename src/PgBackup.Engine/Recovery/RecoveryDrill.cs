@@ -11,7 +11,7 @@ namespace PgBackup.Engine.Recovery;
 public sealed record DrillRequest
 {
     public required ConnectionTarget Source { get; init; }
-    public required string Repository { get; init; }
+    public required RepositoryAddress Repository { get; init; }
     public required WalArchiveTool WalTool { get; init; }
     public TimeSpan? RtoObjective { get; init; }
     public TimeSpan? RpoObjective { get; init; }
@@ -59,7 +59,7 @@ public static class RecoveryDrill
         {
             Server = request.Source.Host,
             Port = request.Source.Port,
-            Repository = request.Repository,
+            Repository = request.Repository.Display,
             RtoObjective = request.RtoObjective,
             RpoObjective = request.RpoObjective,
             StartTime = DateTimeOffset.UtcNow,
@@ -77,7 +77,7 @@ public static class RecoveryDrill
         report.RpoMethod = source.NewestCommit != null ? "exact (newest commit timestamp on the source)"
             : "upper bound (track_commit_timestamp is off on the source, so the drill's start stands in for its newest commit)";
 
-        var backup = BackupCatalog.List(request.Repository, new CatalogFilter(Kind: BackupKind.Base), reporter.Warning).OfType<BaseBackup>()
+        var backup = (await BackupCatalog.ListAsync(request.Repository, new CatalogFilter(Kind: BackupKind.Base), reporter.Warning, null, ct).ConfigureAwait(false)).OfType<BaseBackup>()
             .Where(b => b.SystemIdentifier == source.SystemIdentifier && b.VerificationState != VerificationState.Failed)
             .MaxBy(b => b.StopLsn) ?? throw new PgBackupException("NoBaseBackup", ErrorKind.ObjectNotFound,
                 $"The repository '{request.Repository}' holds no base backup of {request.Source.Display} (system identifier {source.SystemIdentifier}).", request.Repository,
@@ -92,15 +92,19 @@ public static class RecoveryDrill
         report.DataDirectory = directory;
         report.RecoveredPort = port;
         RecoveryResult? recovered = null;
+        RecoverySource? local = null;
         try
         {
             reporter.Milestone($"Drill: recovering base backup {backup.Id} of {request.Source.Display} to the newest archived point in '{directory}'.");
             var rtoClock = Stopwatch.StartNew();
             try
             {
+                // From blob storage, the download of the backup and its WAL is part of the recovery time.
+                local = await RecoverySource.PrepareAsync(backup, request.Repository.IsBlob ? request.Repository : null, request.Repository, null, null, null,
+                    RecoveryTarget.EndOfArchive(), reporter, ct).ConfigureAwait(false);
                 var plan = await RecoveryPlanner.PlanAsync(new RecoveryPlanRequest
                 {
-                    Candidates = [backup], BackupChosen = true, Target = RecoveryTarget.EndOfArchive(), Repository = request.Repository, ToolPath = request.ToolPath,
+                    Candidates = local.Candidates, BackupChosen = true, Target = RecoveryTarget.EndOfArchive(), Repository = local.Repository, ToolPath = request.ToolPath,
                 }, reporter, ct).ConfigureAwait(false);
                 var connection = request.Source with { Host = "localhost", Port = port, Database = "postgres", SslMode = null, SslRootCert = null };
                 recovered = await PointInTimeRecovery.RunAsync(new PointInTimeRequest
@@ -127,6 +131,7 @@ public static class RecoveryDrill
         }
         finally
         {
+            local?.Dispose();
             report.Kept = request.Keep && recovered != null;
             // A recovery that failed has removed what it wrote already; only a recovered instance is left to remove.
             if (!report.Kept && File.Exists(Path.Combine(directory, "PG_VERSION")))

@@ -4,6 +4,9 @@ using System.Net.Sockets;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Tools;
 using PgBackup.Engine.Instance;
+using PgBackup.Engine.Repository;
+using PgBackup.Engine.Repository.Blob;
+using PgBackup.Engine.Wal;
 
 namespace PgBackup.Engine.Replication;
 
@@ -17,8 +20,12 @@ public sealed record NewStandbyRequest
     public string? ListenAddress { get; init; }
     /// <summary>A physical replication slot on the upstream, created when missing, so the upstream keeps the WAL the standby still needs.</summary>
     public string? Slot { get; init; }
-    /// <summary>restore_command from this WAL archive folder, for when streaming falls behind what the upstream still has.</summary>
-    public string? RestoreCommand { get; init; }
+    /// <summary>
+    /// A restore_command from the upstream cluster's WAL archive in this repository (folder or blob), for when streaming
+    /// falls behind what the upstream still has; needs <see cref="WalTool"/>.
+    /// </summary>
+    public RepositoryAddress? ArchiveRepository { get; init; }
+    public WalArchiveTool? WalTool { get; init; }
     public bool Force { get; init; }
     public TimeSpan StreamingTimeout { get; init; } = TimeSpan.FromSeconds(60);
     public string? ToolPath { get; init; }
@@ -51,8 +58,12 @@ public static class StandbyBuilder
 
         var created = !Directory.Exists(directory);
         var started = false;
+        string? credentialsFile = null;
         try
         {
+            string? restoreCommand = null;
+            if (request.ArchiveRepository is { } repository)
+                (restoreCommand, credentialsFile) = await RestoreCommandAsync(request, repository, owner ?? Environment.UserName, reporter, ct).ConfigureAwait(false);
             if (Directory.Exists(directory)) foreach (var entry in Directory.EnumerateFileSystemEntries(directory)) DeleteEntry(entry);
             Directory.CreateDirectory(directory);
             var args = new List<string> { "--pgdata=" + directory, "--write-recovery-conf", "--wal-method=stream", "--checkpoint=fast", "--progress", "--verbose", "--no-password" };
@@ -74,7 +85,7 @@ public static class StandbyBuilder
                 port = {request.Port}
                 listen_addresses = '{(request.ListenAddress ?? "localhost").Replace("'", "''")}'
                 hot_standby = on
-                {(request.RestoreCommand != null ? $"restore_command = '{request.RestoreCommand.Replace("'", "''")}'" : "")}
+                {(restoreCommand != null ? $"restore_command = '{restoreCommand.Replace("'", "''")}'" : "")}
                 """);
             foreach (var stale in new[] { "postmaster.pid", "postmaster.opts" }) File.Delete(Path.Combine(directory, stale));
             if (owner != null) await GiveToAsync(directory, owner, ct).ConfigureAwait(false);
@@ -111,7 +122,8 @@ public static class StandbyBuilder
         {
             reporter.ProgressCompleted(activity);
             if (started) await PgCtlAsync(pgCtl, owner, ["stop", "-D", directory, "-m", "immediate", "-w"], reporter, CancellationToken.None).ConfigureAwait(false);
-            // Nothing half-made is left that could be taken for a working standby.
+            // Nothing half-made is left that could be taken for a working standby, and no credential for it.
+            WalCredentialsFile.Remove(credentialsFile);
             try
             {
                 if (created) Directory.Delete(directory, recursive: true);
@@ -120,6 +132,30 @@ public static class StandbyBuilder
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { reporter.Warning($"Could not clean up {directory}: {ex.Message}"); }
             throw;
         }
+    }
+
+    /// <summary>
+    /// The archive is the upstream cluster's: a folder archive as the upstream's archive_command names it (or under the
+    /// repository); a blob archive through pgbackup-wal with a credentials file of the standby's own, in --standby mode so
+    /// that a storage outage sends the standby back to streaming instead of shutting it down.
+    /// </summary>
+    private static async Task<(string Command, string? CredentialsFile)> RestoreCommandAsync(NewStandbyRequest request, RepositoryAddress repository, string standbyUser,
+        IOperationReporter reporter, CancellationToken ct)
+    {
+        var tool = request.WalTool ?? throw new ArgumentException("A WAL tool is needed for an archive fallback.", nameof(request));
+        var state = await ArchivingService.GetArchivingStateAsync(request.Upstream, ct).ConfigureAwait(false);
+        var systemIdentifier = state.SystemIdentifier ?? throw new PgBackupException("PermissionDenied", ErrorKind.PermissionDenied,
+            $"The system identifier of {request.Upstream.Display}, which names its WAL archive, cannot be read by '{request.Upstream.User}' (pg_control_system()).", request.Upstream.Display,
+            "Connect as a superuser or a member of pg_monitor, or leave out -Repository.");
+        if (!repository.IsBlob)
+        {
+            var folder = state.ArchiveFolder != null && state.CredentialsFile == null ? state.ArchiveFolder : RepositoryLayout.ArchiveFolder(repository.Folder!, systemIdentifier);
+            return (tool.RestoreCommand(folder), null);
+        }
+        var file = await WalCredentialsFile.PathForAsync(standbyUser, systemIdentifier, WalCredentialsFile.StandbyPurpose(request.DataDirectory), ct).ConfigureAwait(false);
+        await WalCredentialsFile.WriteAsync(file, BlobStore.WalCredentials(repository).Serialize(), standbyUser, ct).ConfigureAwait(false);
+        reporter.Verbose($"The standby fetches archived WAL from {BlobWalArchiveStore.UrlOf(repository, systemIdentifier)} with the credential in {file}.");
+        return (tool.RestoreCommand(BlobWalArchiveStore.UrlOf(repository, systemIdentifier), file, standby: true), file);
     }
 
     private static void CheckDataDirectory(string directory, bool force)

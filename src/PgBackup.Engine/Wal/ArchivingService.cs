@@ -125,7 +125,7 @@ public static class ArchivingService
                     $"until then archive_mode stays {state.ArchiveMode} and WAL segments wait in pg_wal for an archive_command", reporter, ct).ConfigureAwait(false);
                 var result = Result(target, before.ArchiveFolder ?? "", before.SystemIdentifier ?? "", state, restarted);
                 // The secret goes with the command that needed it, once the server no longer runs that command.
-                if (string.IsNullOrEmpty(state.ArchiveCommand) && target.ServesFromHere(server.DataDirectory) && WalCredentialsFile.Remove(before.CredentialsFile))
+                if (string.IsNullOrEmpty(state.ArchiveCommand) && target.ServesFromHere(server.DataDirectory) && Instance.WalCredentialsFile.Remove(before.CredentialsFile))
                     reporter.Verbose($"Removed the credentials file {before.CredentialsFile}.");
                 reporter.Milestone($"WAL archiving of {target.Display} is disabled" + (result.PendingRestart.Length > 0 ? $"; {string.Join(", ", result.PendingRestart)} wait for a restart." : "."));
                 return result;
@@ -343,8 +343,8 @@ public static class ArchivingService
         var credentials = Repository.Blob.BlobStore.WalCredentials(repository);
         var store = Repository.Blob.BlobStore.Open(repository);
         await store.EnsureContainerAsync(ct).ConfigureAwait(false);
-        var file = await WalCredentialsFile.PathForAsync(owner, systemIdentifier, WalCredentialsFile.ArchivePurpose, ct).ConfigureAwait(false);
-        await WalCredentialsFile.WriteAsync(file, credentials, owner, ct).ConfigureAwait(false);
+        var file = await Instance.WalCredentialsFile.PathForAsync(owner, systemIdentifier, Instance.WalCredentialsFile.ArchivePurpose, ct).ConfigureAwait(false);
+        await Instance.WalCredentialsFile.WriteAsync(file, credentials.Serialize(), owner, ct).ConfigureAwait(false);
         var key = Repository.Blob.BlobWalArchiveStore.KeyOf(repository, systemIdentifier);
         return new ArchiveDestination(Repository.Blob.BlobWalArchiveStore.UrlOf(repository, systemIdentifier), file,
             (name, token) => store.ExistsAsync(key + "/" + name, token));

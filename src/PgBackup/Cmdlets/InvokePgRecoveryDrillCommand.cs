@@ -54,7 +54,7 @@ public sealed class InvokePgRecoveryDrillCommand : PgServerCmdlet
             var request = new DrillRequest
             {
                 Source = source,
-                Repository = RequireRepository(settings),
+                Repository = RequireRepositoryAddress(settings),
                 WalTool = WalArchiveTool.InModuleFolder(ModuleFolder),
                 RtoObjective = RtoObjective,
                 RpoObjective = RpoObjective,

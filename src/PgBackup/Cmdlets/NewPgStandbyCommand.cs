@@ -49,21 +49,14 @@ public sealed class NewPgStandbyCommand : PgCmdlet
         {
             var upstream = ResolveServer(settings, Server, null, null, Credential);
             var directory = GetUnresolvedProviderPathFromPSPath(DataDirectory!);
-            string? restoreCommand = null;
-            if (Repository != null)
-            {
-                // The archive is the upstream cluster's: the standby restores from where that cluster archives.
-                var state = RunEngine((_, ct) => ArchivingService.GetArchivingStateAsync(upstream, ct));
-                var folder = state.ArchiveFolder ?? RepositoryLayout.ArchiveFolder(GetUnresolvedProviderPathFromPSPath(Repository), state.SystemIdentifier ?? "");
-                restoreCommand = WalArchiveTool.InModuleFolder(ModuleFolder).RestoreCommand(folder);
-            }
+            var archive = Repository != null ? RepositoryAddress.Parse(Repository, settings, GetUnresolvedProviderPathFromPSPath) : null;
             if (!ShouldProcess(directory, $"Create a standby of {upstream.Display} listening on port {Port}" + (Slot != null ? $" with slot {Slot}" : ""))) return;
             if (Force && Directory.Exists(directory) && Directory.EnumerateFileSystemEntries(directory).Any() &&
                 !ShouldProcessHighImpact(directory, "Delete the contents of the data directory", "Everything in the folder is deleted before the standby is copied into it.")) return;
             var request = new NewStandbyRequest
             {
                 Upstream = upstream, DataDirectory = directory, Port = Port, ListenAddress = ListenAddress, Slot = Slot,
-                RestoreCommand = restoreCommand, Force = Force, ToolPath = settings.ToolPath,
+                ArchiveRepository = archive, WalTool = archive != null ? WalArchiveTool.InModuleFolder(ModuleFolder) : null, Force = Force, ToolPath = settings.ToolPath,
             };
             WriteObject(RunEngine((reporter, ct) => StandbyBuilder.CreateAsync(request, reporter, ct)));
         }

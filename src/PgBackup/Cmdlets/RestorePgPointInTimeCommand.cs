@@ -89,30 +89,21 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
         try
         {
             var target = RecoveryChoices.Target(new RecoveryTargetChoice(TargetTime, TargetLsn, TargetXid, TargetName, Immediate, Latest, Exclusive, TargetTimeline, TargetAction));
-            // A backup in blob storage is recovered from a local copy; its WAL archive, if any, is a folder given as -Repository.
-            var blob = InputObject == null ? null : BlobRepositoryOf(InputObject.Path, InputObject.Repository, null, settings);
-            var blobPath = InputObject?.Path;
-            // A piped backup knows its repository; a -Repository typed here, or the configured one, comes next.
-            var repository = (Repository ?? (blob == null ? InputObject?.Repository : null) ?? (blob == null ? settings.Repository : null)) is { } r
-                ? FolderOnly(Engine.Repository.RepositoryAddress.Parse(r, settings, GetUnresolvedProviderPathFromPSPath)) : null;
-            if (blob != null)
-            {
-                _spool = BlobBaseBackups.NewSpool();
-                var spool = _spool;
-                InputObject = RunEngine((reporter, ct) =>
-                {
-                    reporter.Milestone($"Downloading {InputObject!.Path} into {spool}");
-                    return BlobBaseBackups.DownloadAsync(blob, InputObject!, spool, ct);
-                });
-            }
-            var (candidates, chosen) = Candidates(settings, repository);
+            // A piped backup knows its repository (a folder, or blob storage); the WAL comes from -Repository, that one, or the configured one.
+            var backupRepository = InputObject == null ? null : BlobRepositoryOf(InputObject.Path, InputObject.Repository, null, settings);
+            Engine.Repository.RepositoryAddress Parse(string r) => Engine.Repository.RepositoryAddress.Parse(r, settings, GetUnresolvedProviderPathFromPSPath);
+            var walRepository = Repository != null ? Parse(Repository)
+                : backupRepository ?? ((InputObject != null ? InputObject.Repository : settings.Repository) is { } r ? Parse(r) : null);
+            if (InputObject == null && walRepository == null) RequireRepositoryAddress(settings);
+            var filter = InputObject == null && BackupId == null ? WithServer(new CatalogFilter(), Server, settings) : null;
+            _source = RunEngine((reporter, ct) => RecoverySource.PrepareAsync(InputObject, backupRepository, walRepository, BackupId, filter, Server, target, reporter, ct));
             var directory = GetUnresolvedProviderPathFromPSPath(DataDirectory!);
             var port = Port ?? InstanceControl.FreePort();
             PointInTimeRecovery.CheckDestination(directory, port, Force);
 
             var plan = RunEngine((reporter, ct) => RecoveryPlanner.PlanAsync(new RecoveryPlanRequest
             {
-                Candidates = candidates, BackupChosen = chosen, Target = target, Repository = repository, ToolPath = settings.ToolPath,
+                Candidates = _source.Candidates, BackupChosen = _source.Chosen, Target = target, Repository = _source.Repository, ToolPath = settings.ToolPath,
             }, reporter, ct));
             var backup = plan.Backup;
             var action = $"Restore base backup {backup.Id} and recover it to {target} on port {port}";
@@ -135,25 +126,18 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
                 ToolPath = settings.ToolPath,
             };
             var result = RunEngine((reporter, ct) => PointInTimeRecovery.RunAsync(request, reporter, ct));
-            if (blob != null) result.BackupPath = blobPath!;
+            if (_source.Spool != null) result.BackupPath = _source.BackupPath!;
             WriteObject(result);
         }
         catch (PgBackupException ex) { WriteEngineError(ex); }
         finally
         {
-            if (_spool != null) PartialBackup.DeletePath(_spool);
-            _spool = null;
+            if (_source?.Spool != null && TargetAction != RecoveryTargetAction.Promote)
+                WriteWarning($"The backup and WAL downloaded from blob storage are removed now: the instance paused at the target cannot replay further when resumed. To go further, recover again with a later target.");
+            _source?.Dispose();
+            _source = null;
         }
     }
 
-    private string? _spool;
-
-    private (IReadOnlyList<BaseBackup> Candidates, bool Chosen) Candidates(Engine.Configuration.PgBackupSettings settings, string? repository)
-    {
-        if (InputObject != null) return ([RecoveryChoices.Chosen(InputObject)], true);
-        var repo = repository ?? RequireRepository(settings);
-        return BackupId != null
-            ? ([RecoveryChoices.ById(repo, BackupId, WriteWarning)], true)
-            : (RecoveryChoices.OfServer(repo, WithServer(new CatalogFilter(), Server, settings), Server!, WriteWarning), false);
-    }
+    private RecoverySource? _source;
 }

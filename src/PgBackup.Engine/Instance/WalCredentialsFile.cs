@@ -1,17 +1,22 @@
-using PgBackup.Engine.Repository.Blob;
+using System.Security.Cryptography;
+using System.Text;
 using PgBackup.Engine.Tools;
 
-namespace PgBackup.Engine.Wal;
+namespace PgBackup.Engine.Instance;
 
 /// <summary>
 /// The file pgbackup-wal reads its blob credentials from, as the database server's OS user:
 /// ~&lt;user&gt;/.pgbackup/&lt;system identifier&gt;-&lt;purpose&gt;.json, in a folder (0700) and file (0600) owned by that user, outside the
 /// data directory so that no base backup carries it. Its path goes into archive_command or restore_command; the secret
-/// never does.
+/// never does. A standby's file is named after its data directory, so removing the instance removes its credential too.
 /// </summary>
 public static class WalCredentialsFile
 {
     public const string ArchivePurpose = "archive";
+
+    /// <summary>The purpose part of a standby's file name: its data directory, hashed.</summary>
+    public static string StandbyPurpose(string dataDirectory) =>
+        "standby-" + Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(Path.GetFullPath(dataDirectory))))[..16].ToLowerInvariant();
     private const string FolderName = ".pgbackup";
 
     /// <summary>The path for <paramref name="serverUser"/>, without writing anything.</summary>
@@ -26,7 +31,8 @@ public static class WalCredentialsFile
     }
 
     /// <summary>Writes the file so that only <paramref name="serverUser"/> can read it; it replaces an older one atomically.</summary>
-    public static async Task WriteAsync(string path, WalStorageCredentials credentials, string serverUser, CancellationToken ct)
+    /// <param name="content">The serialized credential (Repository.Blob.WalStorageCredentials).</param>
+    public static async Task WriteAsync(string path, string content, string serverUser, CancellationToken ct)
     {
         var folder = Path.GetDirectoryName(path)!;
         var asRoot = Environment.IsPrivilegedProcess && serverUser != "root";
@@ -44,14 +50,14 @@ public static class WalCredentialsFile
                 Mode = FileMode.Create, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
             }))
             {
-                await stream.WriteAsync(System.Text.Encoding.UTF8.GetBytes(credentials.Serialize()), ct).ConfigureAwait(false);
+                await stream.WriteAsync(Encoding.UTF8.GetBytes(content), ct).ConfigureAwait(false);
                 stream.Flush(flushToDisk: true);
             }
             if (asRoot)
             {
                 foreach (var owned in new[] { folder, temporary })
                 {
-                    var chown = await Instance.DataDirectoryOwner.GiveToAsync(owned, serverUser, recursive: false, ct).ConfigureAwait(false);
+                    var chown = await DataDirectoryOwner.GiveToAsync(owned, serverUser, recursive: false, ct).ConfigureAwait(false);
                     if (!chown.Succeeded)
                         throw new PgBackupException("CredentialsFileNotWritable", ErrorKind.PermissionDenied,
                             $"The credentials file {path} could not be given to '{serverUser}': {chown.ErrorSummary()}", path, "Check that the user exists and the folder is on a local file system.");
@@ -74,6 +80,29 @@ public static class WalCredentialsFile
         if (path == null || Path.GetFileName(Path.GetDirectoryName(path)) != FolderName || !path.EndsWith(".json", StringComparison.Ordinal) || !File.Exists(path)) return false;
         File.Delete(path);
         return true;
+    }
+
+    /// <summary>The credential a standby in <paramref name="dataDirectory"/> was given, if any, removed with the instance; never fails the removal.</summary>
+    public static async Task RemoveStandbysAsync(string dataDirectory, IOperationReporter reporter, CancellationToken ct)
+    {
+        if (OperatingSystem.IsWindows()) return;
+        try
+        {
+            var control = Path.Combine(dataDirectory, "global", "pg_control");
+            if (!File.Exists(control)) return;
+            var bytes = new byte[8];
+            await using (var stream = File.OpenRead(control)) await stream.ReadExactlyAsync(bytes, ct).ConfigureAwait(false);
+            // pg_control starts with the system identifier, a uint64 in the machine's byte order.
+            var systemIdentifier = BitConverter.ToUInt64(bytes).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            var owner = await DataDirectoryOwner.FindAsync(dataDirectory, ct).ConfigureAwait(false);
+            if (owner == null) return;
+            var path = await PathForAsync(owner, systemIdentifier, StandbyPurpose(dataDirectory), ct).ConfigureAwait(false);
+            if (Remove(path)) reporter.Verbose($"Removed the standby's credentials file {path}.");
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or PgBackupException)
+        {
+            reporter.Warning($"The credentials file of the standby in '{dataDirectory}' (under ~/.pgbackup of its OS user) could not be checked or removed: {ex.Message}");
+        }
     }
 
     private static async Task<string> HomeOfAsync(string user, CancellationToken ct)

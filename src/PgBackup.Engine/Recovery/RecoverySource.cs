@@ -1,0 +1,117 @@
+using PgBackup.Engine.Repository;
+using PgBackup.Engine.Repository.Blob;
+
+namespace PgBackup.Engine.Recovery;
+
+/// <summary>
+/// What a recovery runs from, on this machine: the candidate base backups and the repository folder whose
+/// wal/&lt;system identifier&gt; holds the archived WAL. Recovery reads files (each checked against the manifest as it is
+/// copied; WAL read by pg_waldump and restore_command), so whatever lives in blob storage is first copied into
+/// <see cref="Spool"/>: the one base backup recovery will use, and the archived WAL from its start on, each segment
+/// with the checksum recorded in the archive. The caller removes the spool afterwards (<see cref="Dispose"/>).
+/// </summary>
+public sealed class RecoverySource : IDisposable
+{
+    private RecoverySource(IReadOnlyList<BaseBackup> candidates, bool chosen, string? repository, string? spool)
+    {
+        Candidates = candidates;
+        Chosen = chosen;
+        Repository = repository;
+        Spool = spool;
+    }
+
+    public IReadOnlyList<BaseBackup> Candidates { get; }
+    public bool Chosen { get; }
+    /// <summary>The local repository folder with the archived WAL, or null when there is none.</summary>
+    public string? Repository { get; }
+    public string? Spool { get; }
+    /// <summary>Where the chosen backup lives in its repository (a downloaded copy's original), for the result.</summary>
+    public string? BackupPath { get; private init; }
+
+    public void Dispose()
+    {
+        if (Spool != null) PartialBackup.DeletePath(Spool);
+    }
+
+    /// <param name="chosen">A backup the user picked (piped, or by id), from <paramref name="backupRepository"/>.</param>
+    /// <param name="backupRepository">Where <paramref name="chosen"/> lives when that is blob storage; null for a folder.</param>
+    /// <param name="walRepository">The repository whose archive the WAL comes from (and whose backups are the candidates without a chosen one).</param>
+    /// <param name="serverFilter">Without a chosen backup: whose backups are candidates.</param>
+    /// <param name="backupId">Without a chosen backup: the id of the one to use.</param>
+    public static async Task<RecoverySource> PrepareAsync(BaseBackup? chosen, RepositoryAddress? backupRepository, RepositoryAddress? walRepository,
+        string? backupId, CatalogFilter? serverFilter, string? serverName, RecoveryTarget target, IOperationReporter reporter, CancellationToken ct)
+    {
+        var blobWal = walRepository is { IsBlob: true };
+        if (chosen != null) chosen = RecoveryChoices.Chosen(chosen);
+        if (chosen == null)
+        {
+            var repository = walRepository ?? throw new ArgumentException("Without a chosen backup a repository is needed.", nameof(walRepository));
+            var listed = (await BackupCatalog.ListAsync(repository, (backupId != null ? new CatalogFilter() : serverFilter ?? new CatalogFilter()) with { Kind = BackupKind.Base },
+                reporter.Warning, null, ct).ConfigureAwait(false)).OfType<BaseBackup>().ToList();
+            if (backupId != null)
+                chosen = RecoveryChoices.ById(listed, repository.Display, backupId);
+            else
+            {
+                var candidates = RecoveryChoices.OfServer(listed, repository.Display, serverName ?? "the server");
+                if (!repository.IsBlob) return new RecoverySource(candidates, false, repository.Folder, null);
+                // Only one backup is downloaded: the newest the metadata says can reach the target.
+                chosen = Likeliest(candidates, target);
+                reporter.Verbose($"Recovering from base backup {chosen.Id}, the newest in {repository.Display} that can reach {target}.");
+            }
+            if (repository.IsBlob) backupRepository = repository;
+        }
+        if (backupRepository is not { IsBlob: true } && !blobWal)
+            return new RecoverySource([chosen], true, walRepository?.Folder ?? chosen.Repository, null) { BackupPath = chosen.Path };
+
+        var spool = BlobBaseBackups.NewSpool();
+        try
+        {
+            var backup = chosen;
+            if (backupRepository is { IsBlob: true } from)
+            {
+                reporter.Milestone($"Downloading base backup {chosen.Id} from {from.Display} into {spool}.");
+                backup = await BlobBaseBackups.DownloadAsync(from, chosen, Path.Combine(spool, "backup"), ct).ConfigureAwait(false);
+            }
+            string? wal = walRepository?.Folder ?? (backupRepository is { IsBlob: true } ? null : chosen.Repository);
+            if (blobWal && !string.IsNullOrEmpty(chosen.SystemIdentifier))
+            {
+                await DownloadWalAsync(walRepository!, chosen, spool, reporter, ct).ConfigureAwait(false);
+                wal = spool;
+            }
+            return new RecoverySource([backup], true, wal, spool) { BackupPath = chosen.Path };
+        }
+        catch
+        {
+            PartialBackup.DeletePath(spool);
+            throw;
+        }
+    }
+
+    private static BaseBackup Likeliest(IReadOnlyList<BaseBackup> candidates, RecoveryTarget target)
+    {
+        var newestFirst = candidates.OrderByDescending(b => b.StopLsn).ToList();
+        return target.Kind switch
+        {
+            RecoveryTargetKind.Time => newestFirst.FirstOrDefault(b => b.EndTime <= target.Time) ?? newestFirst[^1],
+            RecoveryTargetKind.Lsn => newestFirst.FirstOrDefault(b => b.StopLsn <= target.Lsn) ?? newestFirst[^1],
+            _ => newestFirst[0],
+        };
+    }
+
+    /// <summary>Every history file, and every WAL file from the backup's start segment on, into &lt;spool&gt;/wal/&lt;system identifier&gt;.</summary>
+    private static async Task DownloadWalAsync(RepositoryAddress repository, BaseBackup backup, string spool, IOperationReporter reporter, CancellationToken ct)
+    {
+        var archive = new BlobWalArchiveStore(repository, backup.SystemIdentifier);
+        var from = WalSegmentName.Parse(backup.StartSegment).Number(backup.WalSegmentSize);
+        var files = await Task.Run(() => archive.List(), ct).ConfigureAwait(false);
+        var names = files.Where(f => f.Name.EndsWith(".history", StringComparison.Ordinal) ||
+                                     (f.Name.Length >= 24 && WalSegmentName.TryParse(f.Name[..24], out var s) && s.Number(backup.WalSegmentSize) >= from))
+            .Select(f => f.Name).ToList();
+        var activity = $"Downloading archived WAL from {archive.Location}";
+        var bytes = files.Where(f => names.Contains(f.Name)).Sum(f => f.SizeBytes);
+        reporter.Milestone($"Downloading {names.Count} archived WAL files ({bytes} bytes) from {archive.Location}.");
+        await archive.DownloadAsync(names, RepositoryLayout.ArchiveFolder(spool, backup.SystemIdentifier),
+            done => reporter.Progress(activity, $"{done} of {names.Count} files", names.Count == 0 ? 100 : done * 100 / names.Count), ct).ConfigureAwait(false);
+        reporter.ProgressCompleted(activity);
+    }
+}
