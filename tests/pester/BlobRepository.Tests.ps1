@@ -114,10 +114,92 @@ Describe 'Blob repositories (Azurite)' -Tag 'Integration' {
         $plain[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.PlainNeedsFolder,*'
     }
 
-    It 'says plainly that the WAL archive does not go to Blob Storage yet' {
-        $null = Get-PgWalArchive -Server $server -Repository $azurite.NewContainerUrl() -ErrorVariable err -ErrorAction SilentlyContinue
-        $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.BlobRepositoryNotSupported,*'
-        $err[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::InvalidArgument)
+    It 'creates and describes repositories in a folder and in a container, and refuses what is not one' {
+        $folder = Join-Path (New-PgTestRepository) 'new repo'
+        $created = New-PgRepository -Repository $folder -ErrorAction Stop
+        $created.PSObject.TypeNames | Should -Contain 'PgBackup.BackupRepository'
+        "$($created.Kind)" | Should -BeExactly 'Folder'
+        $created.MarkerWritten | Should -BeTrue
+        $created.AccessVerified | Should -BeTrue
+        $created.FormatVersion | Should -Be 1
+        $created.DumpCount + $created.BaseBackupCount + $created.WalFileCount | Should -Be 0
+        Join-Path $folder 'pgbackup-repository.json' | Should -Exist
+        Get-ChildItem -LiteralPath $folder -Force -Filter '.pgbackup-access-test-*' | Should -BeNullOrEmpty
+        (New-PgRepository -Repository $folder -ErrorAction Stop).MarkerWritten | Should -BeFalse
+
+        $container = $azurite.NewContainerUrl() + '/team'
+        $blob = New-PgRepository -Repository $container -ErrorAction Stop
+        "$($blob.Kind)" | Should -BeExactly 'AzureBlob'
+        $blob.Location | Should -Be $container
+        $null = Invoke-PgDump -Server $server -Database shop -Repository $container -ErrorAction Stop
+        $described = $blob | Get-PgRepository -ErrorAction Stop
+        $described.DumpCount | Should -Be 1
+        $described.SizeBytes | Should -BeGreaterThan 0
+        $described.Created | Should -Be $blob.Created
+
+        $null = Get-PgRepository -Repository (Join-Path $folder 'missing') -ErrorVariable missing -ErrorAction SilentlyContinue
+        $missing[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.RepositoryNotFound,*'
+        $foreign = New-PgTestRepository
+        Set-Content -LiteralPath (Join-Path $foreign 'pgbackup-repository.json') -Value '{"format":"something-else"}'
+        $null = Get-PgRepository -Repository $foreign -ErrorVariable invalid -ErrorAction SilentlyContinue
+        $invalid[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.InvalidRepository,*'
+        $invalid[0].TargetObject | Should -Be $foreign
+        $null = New-PgRepository -Repository $azurite.NewContainerUrl() -WhatIf
+    }
+
+    It 'archives WAL into a container, recovers a point in time from it, drills it, and prunes WAL blobs with retention' {
+        $repo = $azurite.NewContainerUrl() + '/dr'
+        $enabled = Enable-PgWalArchiving -Server $server -Repository $repo -Restart -Confirm:$false -ErrorAction Stop
+        try {
+            $enabled.Verified | Should -BeTrue
+            $enabled.Repository | Should -BeLike "$repo/wal/*"
+            $enabled.ArchiveCommand | Should -Match '--credentials'
+            $enabled.ArchiveCommand | Should -Not -Match 'AccountKey|sig='
+
+            $null = Invoke-PgTestSql -Cluster $cluster -Database shop -Sql 'create table if not exists blob_ledger(id int primary key)'
+            $older = Start-PgBaseBackup -Server $server -Repository $repo -ErrorAction Stop
+            foreach ($id in 1..5) { $null = Invoke-PgTestSql -Cluster $cluster -Database shop -Sql "insert into blob_ledger values ($id)" }
+            $newer = Start-PgBaseBackup -Server $server -Repository $repo -ErrorAction Stop
+            foreach ($id in 6..7) { $null = Invoke-PgTestSql -Cluster $cluster -Database shop -Sql "insert into blob_ledger values ($id)" }
+            $epoch = [double](Invoke-PgTestSql -Cluster $cluster -Sql 'select extract(epoch from clock_timestamp())')
+            $target = [DateTimeOffset]::FromUnixTimeMilliseconds([long][math]::Floor($epoch * 1000))
+            Start-Sleep -Milliseconds 50
+            foreach ($id in 8..10) { $null = Invoke-PgTestSql -Cluster $cluster -Database shop -Sql "insert into blob_ledger values ($id)" }
+            $null = Save-PgTestWalSegment -Cluster $cluster
+
+            $archive = Get-PgWalArchive -Server $server -Repository $repo -Verify -ErrorAction Stop | Where-Object { $null -ne $_.InRecovery }
+            $archive.ArchiveFolder | Should -Be $enabled.Repository
+            $archive.Gaps | Should -BeNullOrEmpty
+            $archive.ChecksumFailures | Should -BeNullOrEmpty
+            $archive.FailedCount | Should -Be 0
+
+            $directory = Join-Path (New-PgTestRepository) 'pitr'
+            try {
+                $recovered = Restore-PgPointInTime -Server $server -Repository $repo -TargetTime $target -DataDirectory $directory -Confirm:$false -ErrorAction Stop
+                $recovered.BackupPath | Should -Be $newer.Path
+                $instance = [pscustomobject]@{ Host = $recovered.Server; Port = $recovered.Port; Password = $cluster.Password; BinDirectory = $cluster.BinDirectory }
+                Invoke-PgTestSql -Cluster $instance -Database shop -Sql 'select string_agg(id::text, $$,$$ order by id) from blob_ledger' | Should -Be '1,2,3,4,5,6,7'
+            }
+            finally { Remove-PgInstance -DataDirectory $directory -Confirm:$false -ErrorAction SilentlyContinue }
+            Get-ChildItem -LiteralPath ([System.IO.Path]::GetTempPath()) -Filter 'pgbackup-spool-*' -Directory | Should -BeNullOrEmpty
+
+            $drill = Invoke-PgRecoveryDrill -Server $server -Repository $repo -Query 'select count(*) from blob_ledger' -Database shop -Confirm:$false -ErrorAction Stop
+            $drill.Passed | Should -BeTrue -Because (($drill.Checks | ForEach-Object { "$_" }) -join ' | ')
+            $drill.BackupId | Should -Be $newer.Id
+
+            Remove-PgBackup -Repository $repo -Server $server -KeepLast 1 -Confirm:$false -ErrorAction Stop
+            Get-PgBackup -Repository $repo -Kind Base | Select-Object -ExpandProperty Id | Should -Be $newer.Id
+            $pruned = Get-PgWalArchive -Server $server -Repository $repo -ErrorAction Stop | Where-Object { $null -ne $_.InRecovery }
+            [string]::CompareOrdinal($pruned.FirstSegment, $newer.StartSegment) | Should -BeGreaterOrEqual 0
+            [string]::CompareOrdinal($archive.FirstSegment, $newer.StartSegment) | Should -BeLessThan 0 -Because "the older backup $($older.Id) needed WAL before it"
+            $pruned.Gaps | Should -BeNullOrEmpty
+            (Get-PgRepository -Repository $repo).WalArchives | Should -Be @($enabled.SystemIdentifier)
+        }
+        finally {
+            $disabled = Disable-PgWalArchiving -Server $server -Restart -Confirm:$false -ErrorAction SilentlyContinue
+            $credentials = Join-Path '/var/lib/postgresql/.pgbackup' "$($enabled.SystemIdentifier)-archive.json"
+        }
+        $credentials | Should -Not -Exist
     }
 
     It 'asks for a credential when none is given for a plain-HTTP endpoint, where Entra ID sign-in cannot work' {

@@ -3,9 +3,6 @@ using PgBackup.Engine.Configuration;
 
 namespace PgBackup.Engine.Repository;
 
-/// <summary>Where a repository lives: a folder, or a container (and prefix) in Azure Blob Storage.</summary>
-public enum RepositoryKind { Folder, AzureBlob }
-
 /// <summary>
 /// What -Repository names, parsed once: a folder; a container URL, https://&lt;account&gt;.blob.core.windows.net/&lt;container&gt;[/&lt;prefix&gt;];
 /// the path-style http(s)://&lt;host&gt;:&lt;port&gt;/&lt;account&gt;/&lt;container&gt;[/&lt;prefix&gt;] of Azurite and other endpoints; or a
