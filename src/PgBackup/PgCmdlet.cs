@@ -103,19 +103,6 @@ public abstract class PgCmdlet : PSCmdlet
             "Pass -Repository, or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json)."), settings, GetUnresolvedProviderPathFromPSPath);
 
     /// <summary>
-    /// The repository as a folder, for what works on folder repositories only so far (WAL archiving and what reads the
-    /// WAL archive): a blob repository is refused with a clear error instead of being taken for a folder called "https:".
-    /// </summary>
-    protected string RequireRepository(PgBackupSettings settings) => FolderOnly(RequireRepositoryAddress(settings));
-
-    protected string FolderOnly(Engine.Repository.RepositoryAddress address) =>
-        address.IsBlob
-            ? throw new PgBackupException("BlobRepositoryNotSupported", ErrorKind.InvalidArgument,
-                $"{MyInvocation.MyCommand.Name} needs a folder repository here: the WAL archive is kept in folders so far, and '{address.Display}' is in Azure Blob Storage, which holds dumps and base backups (Invoke-PgDump, Start-PgBaseBackup, Restore-PgDump, Get-PgBackup, Test-PgBackup, Remove-PgBackup, and Restore-PgPointInTime of a piped base backup).",
-                address.Display, "Give a folder as -Repository for WAL archiving, and for recoveries that choose their base backup or roll forward through the archive.")
-            : address.Folder!;
-
-    /// <summary>
     /// Where a backup in blob storage is read from: -Repository when given, else the repository it was listed from, else
     /// its own URL (credentials then come from the environment). Null for a backup in a folder.
     /// </summary>

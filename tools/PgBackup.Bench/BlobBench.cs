@@ -4,11 +4,13 @@ using PgBackup.Testing;
 /// <summary>
 /// Backups into Azure Blob Storage, in one run, on a database of about 1 GB with Azurite on loopback over HTTPS (pgBackRest
 /// speaks nothing else): Start-PgBaseBackup to Azurite against the same backup to a folder and against a full pgBackRest
-/// backup to the same Azurite, and Invoke-PgDump -Format Custom to Azurite against the same dump to a folder.
+/// backup to the same Azurite, and Invoke-PgDump -Format Custom to Azurite against the same dump to a folder; then the
+/// cost per WAL segment of pgbackup-wal push to Azurite against pgbackrest archive-push to it. With walOnly, only the
+/// latter, on a small database.
 /// </summary>
 public static class BlobBench
 {
-    public static void Run(int scale, int rounds)
+    public static void Run(int scale, int rounds, bool walOnly = false)
     {
         var work = Path.Combine(Path.GetTempPath(), "pgbackup-blobbench-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(work);
@@ -74,7 +76,37 @@ public static class BlobBench
         PhysicalBench.AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", "--no-online", "stanza-create");
 
         Console.WriteLine($"Creating the benchmark database: pgbench scale {scale} plus a table of random text...");
-        PhysicalBench.FillBenchDatabase(cluster, scale);
+        PhysicalBench.FillBenchDatabase(cluster, walOnly ? 1 : scale);
+        if (!walOnly) Backups(cluster, azurite, service, work, conf, pgbackrest, rounds);
+        WalPush(cluster, azurite, service, work, conf, pgbackrest, Environment.GetEnvironmentVariable("SSL_CERT_FILE")!, rounds);
+        Directory.Delete(work, recursive: true);
+    }
+
+    private static void WalPush(PgTestCluster cluster, AzuriteServer azurite, BlobServiceClient service, string work, string conf, string pgbackrest, string bundle, int rounds)
+    {
+        var staging = PhysicalBench.StageSegments(cluster, work);
+        var tool = PhysicalBench.WalTool();
+        var dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "/usr/share/dotnet/dotnet";
+        var credentials = Path.Combine(work, "wal-credentials.json");
+        File.WriteAllText(credentials, $"{{\"accountName\": \"{AzuriteServer.Account}\", \"accountKey\": \"{AzuriteServer.AccountKey}\"}}");
+        PhysicalBench.Chown(credentials);
+        File.SetUnixFileMode(credentials, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        string Container(string dest) => "w" + Path.GetFileName(dest).Replace("-", "", StringComparison.Ordinal);
+        string[] AsServer(params string[] argv) => ["env", "SSL_CERT_FILE=" + bundle, .. argv];
+        PhysicalBench.PerSegment(staging, work, rounds, "run as the postgres user; Azurite on loopback over HTTPS",
+        [
+            ("pgbackup-wal push to a folder", (seg, dest) => [dotnet, tool, "push", seg, dest], null),
+            ("pgbackup-wal push to Azurite", (seg, dest) => AsServer(dotnet, tool, "push", seg, $"{azurite.ServiceUrl}/{Container(dest)}/wal/1", "--credentials", credentials),
+                dest => service.GetBlobContainerClient(Container(dest)).Create()),
+            ("pgbackrest archive-push to Azurite, compress none", (seg, dest) => [pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path=/{Container(dest)}", "--compress-type=none", "archive-push", seg],
+                dest => PhysicalBench.AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path=/{Container(dest)}", "--no-online", "stanza-create")),
+            ("pgbackrest archive-push to Azurite, compress lz4", (seg, dest) => [pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path=/{Container(dest)}", "--compress-type=lz4", "archive-push", seg],
+                dest => PhysicalBench.AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path=/{Container(dest)}", "--no-online", "stanza-create")),
+        ]);
+    }
+
+    private static void Backups(PgTestCluster cluster, AzuriteServer azurite, BlobServiceClient service, string work, string conf, string pgbackrest, int rounds)
+    {
         Environment.SetEnvironmentVariable("PGPASSFILE", PgTestCluster.PgPassFile);
         Environment.SetEnvironmentVariable("PGUSER", PgTestCluster.SuperUser);
         using var runspace = BenchSupport.OpenRunspaceWithModule();
@@ -131,6 +163,5 @@ public static class BlobBench
             var versusPeer = name.StartsWith("Invoke-PgDump", StringComparison.Ordinal) ? "" : $"{M(name) / peer:0.00}";
             Console.WriteLine($"| {name} | {M(name).TotalSeconds:0.00} s | {versusFolder} | {versusPeer} |");
         }
-        Directory.Delete(work, recursive: true);
     }
 }

@@ -163,19 +163,11 @@ public static class PhysicalBench
     /// </summary>
     private static void ArchiveCommands(PgTestCluster cluster, string work, string conf, string pgbackrest, int rounds)
     {
-        const int segments = 10;
-        var staging = Directory.CreateDirectory(Path.Combine(work, "segments")).FullName;
-        for (var i = 0; i < segments; i++) cluster.Psql("insert into pgbench_history(tid, bid, aid, delta, mtime) values (1, 1, 1, 1, now()); select pg_switch_wal();", "bench");
-        var current = cluster.Psql("select pg_walfile_name(pg_current_wal_lsn())");
-        var done = Directory.GetFiles(Path.Combine(cluster.DataDirectory, "pg_wal")).Select(Path.GetFileName)
-            .Where(n => n!.Length == 24 && string.CompareOrdinal(n, current) < 0).Order().TakeLast(segments).ToList();
-        foreach (var name in done) File.Copy(Path.Combine(cluster.DataDirectory, "pg_wal", name!), Path.Combine(staging, name!));
-        Chown(work);
-        var tool = Directory.GetFiles(Path.Combine(BenchSupport.RepositoryRoot(), "out", "PgBackup"), "pgbackup-wal.dll", SearchOption.AllDirectories).Single();
+        var staging = StageSegments(cluster, work);
+        var tool = WalTool();
         var dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "/usr/share/dotnet/dotnet";
-
-        var commands = new (string Name, Func<string, string, string[]> Command, Action<string>? Prepare)[]
-        {
+        PerSegment(staging, work, rounds, "run as the postgres user",
+        [
             ("cp", (seg, dest) => ["cp", seg, dest + "/"], null),
             ("cp + sync", (seg, dest) => ["sh", "-c", $"cp '{seg}' '{dest}/' && sync '{dest}/{Path.GetFileName(seg)}'"], null),
             ("pgbackup-wal push", (seg, dest) => [dotnet, tool, "push", seg, dest], null),
@@ -183,7 +175,34 @@ public static class PhysicalBench
                 dest => AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path={dest}", "stanza-create")),
             ("pgbackrest archive-push, compress lz4", (seg, dest) => [pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path={dest}", "--compress-type=lz4", "archive-push", seg],
                 dest => AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path={dest}", "stanza-create")),
-        };
+        ]);
+    }
+
+    internal const int StagedSegments = 10;
+
+    /// <summary>Real, completed 16 MB segments of this cluster, copied into &lt;work&gt;/segments.</summary>
+    internal static string StageSegments(PgTestCluster cluster, string work)
+    {
+        var staging = Directory.CreateDirectory(Path.Combine(work, "segments")).FullName;
+        for (var i = 0; i < StagedSegments; i++) cluster.Psql("insert into pgbench_history(tid, bid, aid, delta, mtime) values (1, 1, 1, 1, now()); select pg_switch_wal();", "bench");
+        var current = cluster.Psql("select pg_walfile_name(pg_current_wal_lsn())");
+        var done = Directory.GetFiles(Path.Combine(cluster.DataDirectory, "pg_wal")).Select(Path.GetFileName)
+            .Where(n => n!.Length == 24 && string.CompareOrdinal(n, current) < 0).Order().TakeLast(StagedSegments).ToList();
+        foreach (var name in done) File.Copy(Path.Combine(cluster.DataDirectory, "pg_wal", name!), Path.Combine(staging, name!));
+        Chown(work);
+        return staging;
+    }
+
+    internal static string WalTool() =>
+        Directory.GetFiles(Path.Combine(BenchSupport.RepositoryRoot(), "out", "PgBackup"), "pgbackup-wal.dll", SearchOption.AllDirectories).Single();
+
+    /// <summary>
+    /// Each command pushes the staged segments one by one into a fresh destination, each push a new process as PostgreSQL
+    /// starts it, as the postgres user; prints the median per segment against the first command.
+    /// </summary>
+    internal static void PerSegment(string staging, string work, int rounds, string how,
+        (string Name, Func<string, string, string[]> Command, Action<string>? Prepare)[] commands)
+    {
         var perSegment = commands.ToDictionary(c => c.Name, _ => new List<TimeSpan>());
         for (var round = 0; round < rounds; round++)
             foreach (var (name, command, prepare) in commands)
@@ -200,12 +219,12 @@ public static class PhysicalBench
                         AsPostgres(argv[0], argv[1..]);
                     }
                 });
-                perSegment[name].Add(elapsed / segments);
+                perSegment[name].Add(elapsed / StagedSegments);
                 Directory.Delete(dest, recursive: true);
             }
-        var reference = BenchSupport.Median(perSegment["cp"]);
+        var reference = BenchSupport.Median(perSegment[commands[0].Name]);
         Console.WriteLine();
-        Console.WriteLine($"| archive command, per 16 MB segment ({segments} segments, run as the postgres user) | median | vs cp |");
+        Console.WriteLine($"| archive command, per 16 MB segment ({StagedSegments} segments, {how}) | median | vs {commands[0].Name} |");
         Console.WriteLine("|---|---|---|");
         foreach (var (name, _, _) in commands)
             Console.WriteLine($"| {name} | {BenchSupport.Median(perSegment[name]).TotalMilliseconds:0} ms | {BenchSupport.Median(perSegment[name]) / reference:0.0} |");

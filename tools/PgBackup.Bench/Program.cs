@@ -6,7 +6,8 @@ using PgBackup.Testing;
 // Usage: PgBackup.Bench [rows (default 2000000)] [rounds (default 3)]      logical backups
 //        PgBackup.Bench physical [pgbench scale (default 60)] [rounds (default 3)]   base backups and WAL archiving
 //        PgBackup.Bench physical-pairs [pgbench scale (default 60)] [pairs (default 15)] [plain|tar]  Start-PgBaseBackup vs pg_basebackup only
-//        PgBackup.Bench blob [pgbench scale (default 60)] [rounds (default 3)]       backups into Azure Blob Storage (Azurite, HTTPS) vs a folder and pgBackRest
+//        PgBackup.Bench blob [pgbench scale (default 60)] [rounds (default 3)]       backups into Azure Blob Storage (Azurite, HTTPS) vs a folder and pgBackRest, then WAL push per segment
+//        PgBackup.Bench blob-wal [rounds (default 3)]                                  only the WAL push per segment to Azurite vs pgbackrest archive-push
 //        PgBackup.Bench replication [calls (default 50)]                             Get-PgReplicationStatus latency
 //        PgBackup.Bench recovery [pgbench scale (default 68)] [rounds (default 3)]   point-in-time recovery
 // Each round times the raw tool and the cmdlet on the same database, alternating which goes first; the median ratio is reported.
@@ -23,6 +24,11 @@ if (args.Length > 0 && args[0] == "recovery")
 if (args.Length > 0 && args[0] == "physical-pairs")
 {
     PhysicalBench.RunPairs(args.Length > 1 ? int.Parse(args[1]) : 60, args.Length > 2 ? int.Parse(args[2]) : 15, args.Length > 3 && args[3].Equals("tar", StringComparison.OrdinalIgnoreCase));
+    return;
+}
+if (args.Length > 0 && args[0] == "blob-wal")
+{
+    BlobBench.Run(1, args.Length > 1 ? int.Parse(args[1]) : 3, walOnly: true);
     return;
 }
 if (args.Length > 0 && args[0] == "blob")

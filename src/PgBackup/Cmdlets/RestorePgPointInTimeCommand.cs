@@ -126,14 +126,17 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
                 ToolPath = settings.ToolPath,
             };
             var result = RunEngine((reporter, ct) => PointInTimeRecovery.RunAsync(request, reporter, ct));
-            if (_source.Spool != null) result.BackupPath = _source.BackupPath!;
+            if (_source.Spool != null)
+            {
+                result.BackupPath = _source.BackupPath!;
+                if (TargetAction != RecoveryTargetAction.Promote)
+                    WriteWarning("The backup and WAL downloaded from blob storage are removed now: the instance stopped at the target cannot replay further when resumed. To go further, recover again with a later target.");
+            }
             WriteObject(result);
         }
         catch (PgBackupException ex) { WriteEngineError(ex); }
         finally
         {
-            if (_source?.Spool != null && TargetAction != RecoveryTargetAction.Promote)
-                WriteWarning($"The backup and WAL downloaded from blob storage are removed now: the instance paused at the target cannot replay further when resumed. To go further, recover again with a later target.");
             _source?.Dispose();
             _source = null;
         }
