@@ -129,4 +129,21 @@ public sealed class BlobWalArchivingTests(AzuriteFixture azurite) : IClassFixtur
         Assert.Equal("PgBackup.CredentialRequired", error.ErrorId);
         Assert.Contains("SAS token", error.RecommendedAction);
     }
+
+    [Fact]
+    public async Task Storage_that_does_not_answer_aborts_a_recovery_but_sends_a_standby_back_to_streaming()
+    {
+        var credentials = Path.Combine(folder, "credentials.json");
+        File.WriteAllText(credentials, new WalStorageCredentials(null, AzuriteServer.Account, AzuriteServer.AccountKey).Serialize());
+        var url = $"http://127.0.0.1:{FreePort.Next()}/{AzuriteServer.Account}/nobody/wal/1";
+        var destination = Path.Combine(folder, "fetched");
+        // Both wait out the tool's retries (about 15 s), so they run side by side.
+        var recovery = Task.Run(() => WalTool.Run("fetch", url, "000000010000000000000001", destination, "--credentials", credentials));
+        var standby = Task.Run(() => WalTool.Run("fetch", url, "000000010000000000000001", destination, "--credentials", credentials, "--standby"));
+        var (recoveryResult, standbyResult) = (await recovery, await standby);
+        Assert.Equal(200, recoveryResult.ExitCode);
+        Assert.Equal(1, standbyResult.ExitCode);
+        Assert.Contains("did not answer", standbyResult.StdErr);
+        Assert.False(File.Exists(destination));
+    }
 }
