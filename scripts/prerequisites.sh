@@ -3,6 +3,8 @@
 #   - the .NET SDK (8.0 or later): only checked, never installed;
 #   - the PostgreSQL server binaries (initdb, pg_ctl, pg_dump...): apt-get install postgresql postgresql-contrib, as
 #     root on Debian/Ubuntu;
+#   - a C toolchain for the native build of pgbackup-wal (NativeAOT: gcc or clang, libc6-dev, zlib1g-dev): apt-get as
+#     root on Debian/Ubuntu; elsewhere, without one, the build warns and the module uses the portable tool;
 #   - PowerShell 7.4 or later (pwsh): the PowerShell .NET tool, version 7.6.10, into ~/.dotnet/tools;
 #   - with --tests, Azurite (for the blob repository tests): the npm package azurite 3.37.0 into
 #     ~/.local/share/pgbackup-test/azurite;
@@ -46,6 +48,24 @@ if ! have_postgres; then
     echo "  RHEL/Fedora:   sudo dnf install -y postgresql-server postgresql-contrib" >&2
     echo "  macOS:         brew install postgresql@15" >&2
     exit 1
+  fi
+fi
+
+# NativeAOT links with the system's C toolchain; the tests check the native tool, so on Debian/Ubuntu it is installed.
+native_toolchain_ok() {
+  { command -v clang >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1; } &&
+    { [ -e /usr/lib/x86_64-linux-gnu/crt1.o ] || [ -e /usr/lib/aarch64-linux-gnu/crt1.o ] || [ -e /usr/lib/crt1.o ] || [ -e /usr/lib64/crt1.o ]; } &&
+    { [ -e /usr/include/zlib.h ]; }
+}
+
+if [ "$(uname -s)" = Linux ] && ! native_toolchain_ok; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "No C toolchain for the native build of pgbackup-wal: installing gcc, libc6-dev and zlib1g-dev with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq gcc libc6-dev zlib1g-dev >/dev/null
+  else
+    echo "prerequisites: warning: no C toolchain, so the build makes only the portable pgbackup-wal (the tests of the native one will fail); install one: Debian/Ubuntu: sudo apt-get install -y gcc libc6-dev zlib1g-dev; RHEL/Fedora: sudo dnf install -y gcc glibc-devel zlib-devel" >&2
   fi
 fi
 

@@ -24,6 +24,31 @@ internal static class WalTool
         return Path.Combine(folder, WalArchiveTool.FileName);
     }
 
+    /// <summary>
+    /// src/PgBackup.WalArchive/bin/native/&lt;configuration&gt;/&lt;rid&gt;/pgbackup-wal, which the build makes where a native
+    /// toolchain is installed; a test that needs it fails saying what to install.
+    /// </summary>
+    public static string NativePath
+    {
+        get
+        {
+            var configuration = Path.GetFileName(Path.GetDirectoryName(Path.GetDirectoryName(DllPath))!);
+            var native = Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(Path.GetDirectoryName(DllPath)))!, "native", configuration,
+                WalArchiveTool.NativeRuntimeIdentifier, WalArchiveTool.NativeFileName);
+            return File.Exists(native) ? native : throw new InvalidOperationException(
+                $"The native build of pgbackup-wal is missing ({native}): install a native toolchain (Debian/Ubuntu: apt-get install gcc libc6-dev zlib1g-dev, or clang) and build again; the build warns when it cannot make it.");
+        }
+    }
+
+    /// <summary>Copies the native build into <paramref name="folder"/>, keeping it executable.</summary>
+    public static string CopyNativeTo(string folder)
+    {
+        Directory.CreateDirectory(folder);
+        var copy = Path.Combine(folder, WalArchiveTool.NativeFileName);
+        File.Copy(NativePath, copy, overwrite: true);
+        return copy;
+    }
+
     public static string Sha256(string path) => Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(path)));
 
     public static string WriteRandomFile(string path, int size = 16 * 1024 * 1024)
@@ -197,6 +222,9 @@ public sealed class WalArchiveToolTests : IDisposable
         Assert.Empty(Directory.GetFiles(root, "RECOVERYXLOG*"));
     }
 
+    /// <summary>What PostgreSQL does before handing the command to /bin/sh: %p, %f and %% replaced.</summary>
+    private static string Expand(string command, string p, string f) => command.Replace("%%", "\0").Replace("%p", p).Replace("%f", f).Replace("\0", "%");
+
     [Fact]
     public void The_archive_command_runs_under_sh_with_spaces_quotes_and_percent_signs_in_every_path()
     {
@@ -204,8 +232,6 @@ public sealed class WalArchiveToolTests : IDisposable
         var source = WalTool.WriteRandomFile(Path.Combine(root, "data", "pg_wal", Segment), 1024);
         var restored = Path.Combine(root, "data", "pg_wal", "RECOVERYXLOG");
 
-        // What PostgreSQL does before handing the command to /bin/sh: %p, %f and %% replaced, in the data directory.
-        static string Expand(string command, string p, string f) => command.Replace("%%", "\0").Replace("%p", p).Replace("%f", f).Replace("\0", "%");
         var push = ProcessRunner.Run("/bin/sh", ["-c", $"cd '{Path.Combine(root, "data").Replace("'", @"'\''")}' && " + Expand(tool.ArchiveCommand(Archive), "pg_wal/" + Segment, Segment)]);
         Assert.True(push.ExitCode == 0, push.StdErr);
         Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(Path.Combine(Archive, Segment)));
@@ -238,6 +264,39 @@ public sealed class WalArchiveToolTests : IDisposable
         File.Delete(restored);
         Assert.Equal(0, ProcessRunner.Run("/bin/sh", ["-c", Gated(Segment)]).ExitCode); // no gate any more: a plain copy
         Assert.True(File.Exists(restored));
+    }
+
+    [Fact]
+    public void The_native_build_runs_the_same_commands_under_sh_without_a_dotnet_host()
+    {
+        var module = Path.Combine(root, "module's folder");
+        WalTool.CopyTo(Path.Combine(module, "WalArchive"));
+        WalTool.CopyNativeTo(Path.Combine(module, "WalArchive", WalArchiveTool.NativeRuntimeIdentifier));
+        var tool = WalArchiveTool.InModuleFolder(module, dotnetHost: "/nonexistent/dotnet");
+        Assert.True(tool.IsNative);
+        tool.EnsureExists();
+        var source = WalTool.WriteRandomFile(Path.Combine(root, "data", "pg_wal", Segment), 1024);
+        var restored = Path.Combine(root, "data", "pg_wal", "RECOVERYXLOG");
+        var inData = $"cd '{Path.Combine(root, "data").Replace("'", @"'\''")}' && ";
+
+        var command = tool.ArchiveCommand(Archive);
+        Assert.DoesNotContain("dotnet", command);
+        var push = ProcessRunner.Run("/bin/sh", ["-c", inData + Expand(command, "pg_wal/" + Segment, Segment)]);
+        Assert.True(push.ExitCode == 0, push.StdErr);
+        Assert.Equal($"{WalTool.Sha256(source)}  {Segment}\n", File.ReadAllText(Path.Combine(Archive, Segment + ".sha256")));
+        var fetch = ProcessRunner.Run("/bin/sh", ["-c", inData + Expand(tool.RestoreCommand(Archive), "pg_wal/RECOVERYXLOG", Segment)]);
+        Assert.True(fetch.ExitCode == 0, fetch.StdErr);
+        Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(restored));
+
+        // Disable-PgWalArchiving and the inspection know both forms, for folders and for blob archives.
+        Assert.True(WalArchiveTool.TryParseArchiveCommand(command, out var folder));
+        Assert.Equal(Archive, folder);
+        Assert.True(WalArchiveTool.TryParseArchiveCommand(tool.ArchiveCommand("https://a.blob.core.windows.net/c/wal/1", "/var/lib/postgresql/.pgbackup/1-archive.json"),
+            out var url, out var credentials));
+        Assert.Equal("https://a.blob.core.windows.net/c/wal/1", url);
+        Assert.Equal("/var/lib/postgresql/.pgbackup/1-archive.json", credentials);
+        // A server on another OS cannot run this machine's native build: its commands use the portable tool.
+        Assert.False(tool.ForServer(ServerOs.Windows).IsNative);
     }
 
     [Fact]

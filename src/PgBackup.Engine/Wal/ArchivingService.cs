@@ -56,7 +56,7 @@ public static class ArchivingService
                 var folder = archive.Location;
                 var command = archive.CredentialsFile != null ? tool.ArchiveCommand(folder, archive.CredentialsFile) : tool.ArchiveCommand(folder);
                 if (local)
-                    await ProbeToolAsync(tool, owner, archive.CredentialsFile != null ? tool.CheckArguments(folder, archive.CredentialsFile) : null, reporter, ct).ConfigureAwait(false);
+                    await ProbeToolAsync(tool, owner, archive.CredentialsFile != null ? tool.CheckCommand(folder, archive.CredentialsFile) : null, reporter, ct).ConfigureAwait(false);
 
                 reporter.Progress(activity, "Changing settings", 25);
                 if (before.WalLevel == "minimal") await AlterSystemAsync(connection, target, "wal_level", "replica", reporter, ct).ConfigureAwait(false);
@@ -384,21 +384,23 @@ public static class ArchivingService
     {
         var asServerUser = IsRoot && serverUser != null && serverUser != "root";
         if (!asServerUser && serverUser != null && serverUser != Environment.UserName) return; // we cannot act as the server's user
-        string[] arguments = check ?? [tool.ToolPath, "--version"];
+        string[] command = check ?? [.. tool.Invocation, "--version"];
         ToolResult result = asServerUser
-            ? await RunAsync("runuser", ["-u", serverUser!, "--", tool.DotnetHost, .. arguments], ct).ConfigureAwait(false)
-            : await RunAsync(tool.DotnetHost, arguments, ct).ConfigureAwait(false);
+            ? await RunAsync("runuser", ["-u", serverUser!, "--", .. command], ct).ConfigureAwait(false)
+            : await RunAsync(command[0], command[1..], ct).ConfigureAwait(false);
         var who = serverUser ?? Environment.UserName;
         if (check != null && !result.Succeeded && result.ExitCode != 127 && result.ErrorLines.Any(l => l.StartsWith("pgbackup-wal:", StringComparison.Ordinal)))
             throw new PgBackupException("WalArchiveNotUsable", ErrorKind.PermissionDenied,
-                $"pgbackup-wal, run as the server's OS user '{who}', cannot use the blob archive {check[2]}: " + string.Join(" ", result.ErrorLines.Where(l => l.Length > 0).Take(3)),
-                check[2], "Check the credential (a SAS token must allow read, add, create, write, list and delete) and that the database server reaches the storage endpoint (DNS, firewall, proxy).");
+                $"pgbackup-wal, run as the server's OS user '{who}', cannot use the blob archive {check[^3]}: " + string.Join(" ", result.ErrorLines.Where(l => l.Length > 0).Take(3)),
+                check[^3], "Check the credential (a SAS token must allow read, add, create, write, list and delete) and that the database server reaches the storage endpoint (DNS, firewall, proxy).");
         if (!result.Succeeded || (check == null && !result.StandardOutput.StartsWith("pgbackup-wal", StringComparison.Ordinal)))
             throw new PgBackupException("WalToolNotRunnable", ErrorKind.NotInstalled,
-                $"The server's OS user '{who}' cannot run the WAL archive tool ({tool.DotnetHost} {tool.ToolPath}): " +
-                string.Join(" ", result.ErrorLines.Where(l => l.Length > 0).Take(3)), tool.ToolPath,
-                $"Install PgBackup where '{who}' can read it (every parent folder must let that user through), and the .NET runtime 8 or later where it can run it.");
-        reporter.Verbose($"'{who}' runs {result.StandardOutput.Trim()} with {tool.DotnetHost}.");
+                $"The server's OS user '{who}' cannot run the WAL archive tool ({string.Join(' ', tool.Invocation)}): " +
+                string.Join(" ", result.ErrorLines.Where(l => l.Length > 0).Take(3)), tool.NativePath ?? tool.ToolPath,
+                tool.IsNative
+                    ? $"Install PgBackup where '{who}' can read and run it (every parent folder must let that user through)."
+                    : $"Install PgBackup where '{who}' can read it (every parent folder must let that user through), and the .NET runtime 8 or later where it can run it.");
+        reporter.Verbose($"'{who}' runs {result.StandardOutput.Trim()} ({string.Join(' ', tool.Invocation)}).");
     }
 
     private static PgBackupException NotWritable(string folder, string detail, string who, Exception? inner = null) =>

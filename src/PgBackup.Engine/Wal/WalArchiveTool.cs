@@ -6,9 +6,12 @@ namespace PgBackup.Engine.Wal;
 public enum ServerOs { Unix, Windows }
 
 /// <summary>
-/// The pgbackup-wal tool (archive_command and restore_command) and the command strings that run it. The module ships it as
-/// &lt;moduleFolder&gt;/WalArchive/pgbackup-wal.dll; the caller says where it is, the engine never guesses from its own process.
-/// The server runs the command on its own machine, so the tool, the dotnet host and the archive folder must be paths there.
+/// The pgbackup-wal tool (archive_command and restore_command) and the command strings that run it. The module ships it
+/// twice: portable, &lt;moduleFolder&gt;/WalArchive/pgbackup-wal.dll, run by the dotnet host; and, where the build could make
+/// one, native (NativeAOT), &lt;moduleFolder&gt;/WalArchive/&lt;rid&gt;/pgbackup-wal[.exe], which starts in a few milliseconds
+/// and needs no .NET runtime on the server. The native one is used when it exists for this machine. The caller says where
+/// the tool is, the engine never guesses from its own process. The server runs the command on its own machine, so the
+/// tool, the dotnet host and the archive folder must be paths there.
 /// </summary>
 public sealed class WalArchiveTool
 {
@@ -20,32 +23,57 @@ public sealed class WalArchiveTool
     /// <param name="toolPath">The full path of pgbackup-wal.dll.</param>
     /// <param name="dotnetHost">The dotnet host to run it with; found as <see cref="LocateDotnetHost"/> does when null.</param>
     /// <param name="serverOs">The server's operating system; this machine's when null.</param>
-    public WalArchiveTool(string toolPath, string? dotnetHost = null, ServerOs? serverOs = null)
+    /// <param name="nativePath">The native build for this machine, used instead of the dll when given.</param>
+    public WalArchiveTool(string toolPath, string? dotnetHost = null, ServerOs? serverOs = null, string? nativePath = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(toolPath);
         var local = OperatingSystem.IsWindows() ? ServerOs.Windows : ServerOs.Unix;
         ServerOs = serverOs ?? local;
         // A path for a server on another OS cannot be resolved here; it is taken as given.
         ToolPath = ServerOs == local ? Path.GetFullPath(toolPath) : toolPath;
+        // A native build runs only on the OS (and architecture) it was built for: this machine's.
+        NativePath = nativePath != null && ServerOs == local ? Path.GetFullPath(nativePath) : null;
         this.dotnetHost = dotnetHost != null ? new Lazy<string>(dotnetHost) : new Lazy<string>(LocateDotnetHost);
     }
 
-    /// <summary>The tool as the module ships it: &lt;moduleFolder&gt;/WalArchive/pgbackup-wal.dll.</summary>
-    public static WalArchiveTool InModuleFolder(string moduleFolder, string? dotnetHost = null) =>
-        new(Path.Combine(moduleFolder, "WalArchive", FileName), dotnetHost);
+    /// <summary>The tool as the module ships it: the native build for this machine when there is one, else the dll.</summary>
+    public static WalArchiveTool InModuleFolder(string moduleFolder, string? dotnetHost = null)
+    {
+        var folder = Path.Combine(moduleFolder, "WalArchive");
+        var native = Path.Combine(folder, NativeRuntimeIdentifier, NativeFileName);
+        return new(Path.Combine(folder, FileName), dotnetHost, nativePath: File.Exists(native) ? native : null);
+    }
+
+    public static string NativeFileName => OperatingSystem.IsWindows() ? "pgbackup-wal.exe" : "pgbackup-wal";
+
+    /// <summary>The runtime identifier of this machine's native build (linux-x64, linux-arm64, win-x64, osx-arm64...).</summary>
+    public static string NativeRuntimeIdentifier =>
+        (OperatingSystem.IsWindows() ? "win" : OperatingSystem.IsMacOS() ? "osx" : "linux") + "-" +
+        System.Runtime.InteropServices.RuntimeInformation.OSArchitecture.ToString().ToLowerInvariant();
 
     public string ToolPath { get; }
+    /// <summary>The native build the commands run, or null when they run the dll through the dotnet host.</summary>
+    public string? NativePath { get; }
+    public bool IsNative => NativePath != null;
     public ServerOs ServerOs { get; }
 
     /// <summary>The dotnet host that runs the tool; throws PgBackup.WalToolRuntimeMissing when none is installed.</summary>
     public string DotnetHost => dotnetHost.Value;
 
     /// <summary>The same tool, with commands quoted for a server on <paramref name="os"/>.</summary>
-    public WalArchiveTool ForServer(ServerOs os) => os == ServerOs ? this : new WalArchiveTool(ToolPath, dotnetHost.IsValueCreated ? dotnetHost.Value : null, os);
+    public WalArchiveTool ForServer(ServerOs os) =>
+        os == ServerOs ? this : new WalArchiveTool(ToolPath, dotnetHost.IsValueCreated ? dotnetHost.Value : null, os, NativePath);
 
     /// <summary>Throws PgBackup.WalToolNotFound when the tool is not where it was said to be.</summary>
     public void EnsureExists()
     {
+        if (NativePath != null)
+        {
+            if (!File.Exists(NativePath))
+                throw new PgBackupException("WalToolNotFound", ErrorKind.NotInstalled, $"The WAL archive tool was not found at '{NativePath}'.", NativePath,
+                    "Reinstall the PgBackup module (the tool ships in its WalArchive folder).");
+            return;
+        }
         if (!File.Exists(ToolPath))
             throw new PgBackupException("WalToolNotFound", ErrorKind.NotInstalled, $"The WAL archive tool was not found at '{ToolPath}'.", ToolPath,
                 "Reinstall the PgBackup module (the tool ships in its WalArchive folder), or pass the path of a built pgbackup-wal.dll.");
@@ -55,28 +83,34 @@ public sealed class WalArchiveTool
                 "Reinstall the PgBackup module so that its WalArchive folder is complete.");
     }
 
+    /// <summary>The program and the first arguments that run the tool: the native build alone, or the dotnet host with the dll.</summary>
+    public string[] Invocation => NativePath != null ? [NativePath] : [DotnetHost, ToolPath];
+
+    /// <summary>What the server's shell runs to start the tool, quoted.</summary>
+    private string Start => string.Join(' ', Invocation.Select(w => Quote(w)));
+
     /// <summary>The archive_command value: pgbackup-wal push %p &lt;archiveFolder&gt;.</summary>
     public string ArchiveCommand(string archiveFolder) =>
-        string.Join(' ', Quote(DotnetHost), Quote(ToolPath), "push", Quote("%p", escapePercent: false), Quote(archiveFolder));
+        string.Join(' ', Start, "push", Quote("%p", escapePercent: false), Quote(archiveFolder));
 
     /// <summary>The archive_command value for a blob archive: pgbackup-wal push %p &lt;archiveUrl&gt; --credentials &lt;file&gt;.</summary>
     public string ArchiveCommand(string archiveUrl, string credentialsFile) =>
-        string.Join(' ', Quote(DotnetHost), Quote(ToolPath), "push", Quote("%p", escapePercent: false), Quote(archiveUrl), CredentialsOption, Quote(credentialsFile));
+        string.Join(' ', Start, "push", Quote("%p", escapePercent: false), Quote(archiveUrl), CredentialsOption, Quote(credentialsFile));
 
     /// <summary>The restore_command value: pgbackup-wal fetch &lt;archiveFolder&gt; %f %p.</summary>
     public string RestoreCommand(string archiveFolder) =>
-        string.Join(' ', Quote(DotnetHost), Quote(ToolPath), "fetch", Quote(archiveFolder), Quote("%f", escapePercent: false), Quote("%p", escapePercent: false));
+        string.Join(' ', Start, "fetch", Quote(archiveFolder), Quote("%f", escapePercent: false), Quote("%p", escapePercent: false));
 
     /// <summary>
     /// The restore_command value for a blob archive. <paramref name="standby"/>: a storage outage is "not in the archive"
     /// (the standby goes back to streaming) instead of aborting recovery.
     /// </summary>
     public string RestoreCommand(string archiveUrl, string credentialsFile, bool standby) =>
-        string.Join(' ', Quote(DotnetHost), Quote(ToolPath), "fetch", Quote(archiveUrl), Quote("%f", escapePercent: false), Quote("%p", escapePercent: false),
+        string.Join(' ', Start, "fetch", Quote(archiveUrl), Quote("%f", escapePercent: false), Quote("%p", escapePercent: false),
             CredentialsOption, Quote(credentialsFile)) + (standby ? " --standby" : "");
 
-    /// <summary>The arguments (after the dotnet host) that make the tool prove it can write, read and delete in a blob archive.</summary>
-    public string[] CheckArguments(string archiveUrl, string credentialsFile) => [ToolPath, "check", archiveUrl, CredentialsOption, credentialsFile];
+    /// <summary>The command line (program first) that makes the tool prove it can write, read and delete in a blob archive.</summary>
+    public string[] CheckCommand(string archiveUrl, string credentialsFile) => [.. Invocation, "check", archiveUrl, CredentialsOption, credentialsFile];
 
     private const string CredentialsOption = "--credentials";
 
@@ -121,17 +155,22 @@ public sealed class WalArchiveTool
         credentialsFile = null;
         if (string.IsNullOrWhiteSpace(command) || !command.Contains(Marker, StringComparison.OrdinalIgnoreCase)) return false;
         var words = Split(command);
-        var (tool, location, credentials) = words switch
+        // The portable form runs the dll through a dotnet host; the native form is the program itself.
+        if (words.Count > 1 && IsTool(words[1], FileName)) words.RemoveAt(0);
+        else if (words.Count == 0 || !(IsTool(words[0], "pgbackup-wal") || IsTool(words[0], "pgbackup-wal.exe"))) return false;
+        var (location, credentials) = words switch
         {
-            [_, var t, "push", "%p", var folder] => (t, folder, null),
-            [_, var t, "push", "%p", var url, CredentialsOption, var file] => (t, url, file),
-            _ => ((string?)null, (string?)null, (string?)null),
+            [_, "push", "%p", var folder] => (folder, null),
+            [_, "push", "%p", var url, CredentialsOption, var file] => (url, file),
+            _ => ((string?)null, (string?)null),
         };
-        if (tool == null || !Path.GetFileName(tool.Replace('\\', '/')).Equals(FileName, StringComparison.OrdinalIgnoreCase)) return false;
+        if (location == null) return false;
         archiveLocation = location;
         credentialsFile = credentials;
         return true;
     }
+
+    private static bool IsTool(string word, string fileName) => Path.GetFileName(word.Replace('\\', '/')).Equals(fileName, StringComparison.OrdinalIgnoreCase);
 
     /// <summary>
     /// One argument for the server's shell, then PostgreSQL's own escaping (it replaces %p, %f and %% before the shell sees
