@@ -17,6 +17,8 @@ public enum ErrorKind
     OperationTimeout,
     /// <summary>Another PgBackup operation holds what this one needs (a base backup of the same server, a recovery into the same folder).</summary>
     ResourceBusy,
+    /// <summary>A limit the user set was passed (a WAL backlog too large, a disk too full).</summary>
+    LimitsExceeded,
 }
 
 /// <summary>

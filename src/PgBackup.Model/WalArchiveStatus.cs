@@ -64,5 +64,19 @@ public sealed class WalArchiveStatus
     /// </summary>
     public TimeSpan? RecoveryPointObjective { get; set; }
 
+    // The backlog: what waits in the server's pg_wal for archive_command. Null when this role may not list pg_wal
+    // (pg_monitor or a superuser may), or, for the disk, when the data directory is not on this machine.
+    /// <summary>Segments PostgreSQL has completed and not archived yet (.ready files in pg_wal/archive_status).</summary>
+    public int? ReadySegments { get; set; }
+    /// <summary>The oldest of them, which the archiver works on next.</summary>
+    public string? OldestReadySegment { get; set; }
+    /// <summary>How long the oldest ready segment has waited, by the server's clock.</summary>
+    public TimeSpan? OldestReadyAge { get; set; }
+    /// <summary>The size of pg_wal: every WAL file the server keeps, archived or not.</summary>
+    public long? PgWalBytes { get; set; }
+    /// <summary>Free and total bytes of the file system pg_wal is on; when it fills, the server stops.</summary>
+    public long? PgWalDiskFreeBytes { get; set; }
+    public long? PgWalDiskBytes { get; set; }
+
     public override string ToString() => $"{SystemIdentifier} timeline {Timeline}";
 }

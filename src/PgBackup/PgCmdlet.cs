@@ -159,6 +159,7 @@ public abstract class PgCmdlet : PSCmdlet
         ErrorKind.ToolFailed => ErrorCategory.InvalidResult,
         ErrorKind.OperationTimeout => ErrorCategory.OperationTimeout,
         ErrorKind.ResourceBusy => ErrorCategory.ResourceBusy,
+        ErrorKind.LimitsExceeded => ErrorCategory.LimitsExceeded,
         _ => ErrorCategory.NotSpecified,
     };
 

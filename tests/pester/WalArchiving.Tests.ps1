@@ -65,6 +65,12 @@ select coalesce(string_agg(name, ','), '') from pg_file_settings where sourcefil
             $folder = $result.Repository
             $folder.StartsWith((Join-Path $repo 'wal'), [System.StringComparison]::Ordinal) | Should -BeTrue -Because "the archive folder $folder is under $repo"
             Split-Path -Leaf $folder | Should -BeExactly (Invoke-PgTestSql -Cluster $archiving -Sql 'select system_identifier from pg_control_system()')
+            # The module ships a native build of the tool for this machine, and the server runs that one: no dotnet host.
+            if ($IsLinux -and [System.Runtime.InteropServices.RuntimeInformation]::OSArchitecture -eq 'X64') {
+                $native = Join-Path (Split-Path -Parent (Get-Module PgBackup).Path) 'WalArchive' 'linux-x64' 'pgbackup-wal'
+                $native | Should -Exist -Because 'the build makes the native tool (scripts/prerequisites.sh installs the toolchain it needs)'
+                $result.ArchiveCommand | Should -BeLikeExactly "'$native' push '%p' *"
+            }
 
             # The segment switched for the check has its sidecar, in the format sha256sum writes.
             $verified = Join-Path $folder $result.VerifiedSegment
@@ -114,6 +120,42 @@ select coalesce(string_agg(name, ','), '') from pg_file_settings where sourcefil
             $disabled[0].PendingRestart | Should -Contain 'archive_mode'
             $disabled[0].Restarted | Should -BeFalse
             $warnings | Where-Object { $_.Message.Contains('archive_mode') } | Should -Not -BeNullOrEmpty -Because (@($warnings) -join "`n")
+        }
+        It 'reports the backlog when the repository refuses writes, fails a runbook at a limit, and drains once it is writable' -Skip:(-not $IsLinux) {
+            $repo = New-PgTestRepository
+            $enabled = Enable-PgWalArchiving -Server $server -Repository $repo -Restart -Confirm:$false -ErrorAction Stop
+            $folder = $enabled.Repository
+            try {
+                $failedBefore = [long] (Invoke-PgTestSql -Cluster $archiving -Sql 'select failed_count from pg_stat_archiver')
+                # The archive folder belongs to the server's OS user; without its write bit, every push fails.
+                [System.IO.File]::SetUnixFileMode($folder, [System.IO.UnixFileMode] 'UserRead, UserExecute')
+                Switch-TestWal -Times 3
+                Wait-PgTestCondition -What 'the archiver failing' -Seconds 30 -Condition {
+                    [long] (Invoke-PgTestSql -Cluster $archiving -Sql 'select failed_count from pg_stat_archiver') -gt $failedBefore
+                }
+                Start-Sleep -Seconds 1
+                $status = Get-PgWalArchive -Server $server -Repository $repo -MaxBacklog 1 -ErrorVariable limit -ErrorAction SilentlyContinue -WarningAction SilentlyContinue
+                $status.ReadySegments | Should -BeGreaterOrEqual 3
+                $status.OldestReadySegment | Should -Match '^[0-9A-F]{24}$'
+                $status.OldestReadyAge | Should -BeGreaterThan ([timespan]::Zero)
+                $status.PgWalBytes | Should -BeGreaterOrEqual (3 * 16MB)
+                $status.PgWalDiskFreeBytes | Should -BeGreaterThan 0
+                $status.PgWalDiskFreeBytes | Should -BeLessOrEqual $status.PgWalDiskBytes
+                $limit | Should -HaveCount 1 -Because (Format-PgTestError $limit)
+                $limit[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.WalBacklogExceeded,*'
+                $limit[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::LimitsExceeded)
+                $limit[0].TargetObject.OldestReadySegment | Should -Be $status.OldestReadySegment
+                $null = Get-PgWalArchive -Server $server -Repository $repo -MaxBacklogAge (New-TimeSpan -Hours 1) -MinFreeBytes 1 -ErrorVariable fine -ErrorAction SilentlyContinue -WarningAction SilentlyContinue
+                $fine | Should -BeNullOrEmpty -Because (Format-PgTestError $fine)
+            }
+            finally { [System.IO.File]::SetUnixFileMode($folder, [System.IO.UnixFileMode] 'UserRead, UserWrite, UserExecute') }
+
+            Wait-TestArchiver
+            Wait-PgTestCondition -What 'the backlog draining' -Seconds 30 -Condition {
+                (Get-PgWalArchive -Server $server -Repository $repo -WarningAction SilentlyContinue).ReadySegments -eq 0
+            }
+            $null = Get-PgWalArchive -Server $server -Repository $repo -MaxBacklog 0 -ErrorAction Stop -WarningAction SilentlyContinue
+            $null = Disable-PgWalArchiving -Server $server -Restart -Confirm:$false -ErrorAction Stop
         }
     }
 

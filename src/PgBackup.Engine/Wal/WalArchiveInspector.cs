@@ -37,6 +37,7 @@ public static class WalArchiveInspector
         ServerWalState server;
         WalInventory inventory;
         LiveArchiveState live;
+        WalBacklog backlog;
         try
         {
             await using var connection = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
@@ -52,6 +53,7 @@ public static class WalArchiveInspector
             live = LiveState(inventory, server);
             if (live.UnarchivedBytes > 0)
                 live = live with { StatusFileTimes = await ReadStatusFileTimesAsync(connection, live, reporter, ct).ConfigureAwait(false) };
+            backlog = await ReadBacklogAsync(connection, target, reporter, ct).ConfigureAwait(false);
         }
         catch (NpgsqlException ex) when (!ct.IsCancellationRequested)
         {
@@ -79,6 +81,12 @@ public static class WalArchiveInspector
         current.CurrentSegment = live.CurrentSegment?.ToString();
         current.UnarchivedBytes = live.UnarchivedBytes;
         current.RecoveryPointObjective = RecoveryPointObjective(live, server.LastArchivedTime, server.Now);
+        current.ReadySegments = backlog.ReadySegments;
+        current.OldestReadySegment = backlog.OldestReadySegment;
+        current.OldestReadyAge = backlog.OldestReadyAge;
+        current.PgWalBytes = backlog.PgWalBytes;
+        current.PgWalDiskFreeBytes = backlog.DiskFreeBytes;
+        current.PgWalDiskBytes = backlog.DiskBytes;
 
         reporter.ProgressCompleted(activity);
         reporter.Milestone($"WAL archive of {target.Display} on timeline {server.Timeline}: {current.SegmentCount} segments up to {current.LastSegment ?? "none"}, " +
@@ -276,6 +284,60 @@ public static class WalArchiveInspector
             LastFailedWal: Text(10),
             LastFailedTime: Time(11),
             Now: reader.GetFieldValue<DateTimeOffset>(12));
+    }
+
+    private sealed record WalBacklog(int? ReadySegments, string? OldestReadySegment, TimeSpan? OldestReadyAge, long? PgWalBytes, long? DiskFreeBytes, long? DiskBytes);
+
+    /// <summary>
+    /// What waits in pg_wal for the archiver: the .ready files of pg_wal/archive_status, the size of pg_wal, and, when the
+    /// data directory is on this machine, the free space of the file system pg_wal is on (following a symbolic link, as
+    /// initdb --waldir makes).
+    /// </summary>
+    private static async Task<WalBacklog> ReadBacklogAsync(NpgsqlConnection connection, ConnectionTarget target, IOperationReporter reporter, CancellationToken ct)
+    {
+        int? ready = null;
+        string? oldest = null;
+        TimeSpan? age = null;
+        long? walBytes = null;
+        try
+        {
+            await using var cmd = new NpgsqlCommand(
+                "select (select count(*)::int from pg_ls_archive_statusdir() where name like '%.ready'), " +
+                "(select min(name) from pg_ls_archive_statusdir() where name like '%.ready'), " +
+                "(select clock_timestamp() - min(modification) from pg_ls_archive_statusdir() where name like '%.ready'), " +
+                "(select coalesce(sum(size), 0)::bigint from pg_ls_waldir())", connection);
+            await using var reader = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+            await reader.ReadAsync(ct).ConfigureAwait(false);
+            ready = reader.GetInt32(0);
+            oldest = reader.IsDBNull(1) ? null : reader.GetString(1)[..^".ready".Length];
+            // Clocks of server and file system can disagree by a little; a wait is never negative.
+            age = reader.IsDBNull(2) ? null : TimeSpan.FromTicks(Math.Max(0, reader.GetTimeSpan(2).Ticks));
+            walBytes = reader.GetInt64(3);
+        }
+        catch (PostgresException ex) when (ex.SqlState is PostgresErrorCodes.InsufficientPrivilege or PostgresErrorCodes.UndefinedFunction)
+        {
+            reporter.Verbose($"Cannot list pg_wal ({ex.MessageText}); the backlog needs pg_monitor or a superuser.");
+        }
+
+        long? free = null, total = null;
+        string? dataDirectory = null;
+        try { dataDirectory = await ServerSession.ScalarAsync<string>(connection, "select current_setting('data_directory')", ct).ConfigureAwait(false); }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.InsufficientPrivilege) { reporter.Verbose($"Cannot read data_directory ({ex.MessageText})."); }
+        if (dataDirectory != null && target.ServesFromHere(dataDirectory))
+        {
+            try
+            {
+                var walFolder = Path.Combine(dataDirectory, "pg_wal");
+                var real = Directory.ResolveLinkTarget(walFolder, returnFinalTarget: true)?.FullName ?? walFolder;
+                var drive = new DriveInfo(real);
+                (free, total) = (drive.AvailableFreeSpace, drive.TotalSize);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException)
+            {
+                reporter.Verbose($"Cannot read the free space of the disk of {dataDirectory}/pg_wal: {ex.Message}");
+            }
+        }
+        return new WalBacklog(ready, oldest, age, walBytes, free, total);
     }
 
     /// <summary>Modification times of the archive status files of the last archived and the first unarchived segment; null when the role may not list them (pg_monitor or superuser needed).</summary>
