@@ -46,6 +46,44 @@ public sealed class WalArchivingTests(PlainArchivingClusterFixture plain) : ICla
     private EnableArchivingRequest Request(PgTestCluster cluster) => new() { Target = Targets.For(cluster), Repository = Repository, Tool = Tool() };
 
     [Fact]
+    public async Task An_installed_tool_serves_every_cluster_that_runs_it_survives_a_module_update_and_goes_with_the_last_one()
+    {
+        var root = Path.Combine(folder, "installed 'tools'");
+        var module = Path.Combine(folder, "module", "WalArchive");
+        var native = new WalArchiveTool(WalTool.CopyTo(module), nativePath: WalTool.CopyNativeTo(Path.Combine(module, WalArchiveTool.NativeRuntimeIdentifier)));
+        var first = Start("walinst-a");
+        var second = Start("walinst-b");
+        EnableArchivingRequest Install(PgTestCluster cluster, WalArchiveTool tool) => Request(cluster) with { Tool = tool, ToolInstallRoot = root, Restart = true };
+
+        var a = await ArchivingService.EnableAsync(Install(first, native), NullReporter.Instance, default);
+        var b = await ArchivingService.EnableAsync(Install(second, native), NullReporter.Instance, default);
+        Assert.True(a.Verified && b.Verified);
+        var installed = Assert.Single(Directory.GetDirectories(root), d => Path.GetFileName(d) != "uses");
+        Assert.Matches(@"^0\.1\.0-[0-9a-f]{12}$", Path.GetFileName(installed));
+        var nativeInstalled = Path.Combine(installed, WalArchiveTool.NativeRuntimeIdentifier, WalArchiveTool.NativeFileName);
+        Assert.StartsWith("'" + nativeInstalled.Replace("'", @"'\''") + "' push ", a.ArchiveCommand);
+        static string ToolOf(string command) => command[..command.IndexOf(" push ", StringComparison.Ordinal)];
+        Assert.Equal(ToolOf(a.ArchiveCommand), ToolOf(b.ArchiveCommand));
+
+        // A module update (another build) moves one cluster to a new folder; the old one stays while the other runs it.
+        var portable = new WalArchiveTool(WalTool.CopyTo(Path.Combine(folder, "module v2", "WalArchive")));
+        var moved = await ArchivingService.EnableAsync(Install(first, portable), NullReporter.Instance, default);
+        Assert.True(moved.Verified);
+        Assert.Equal(2, Directory.GetDirectories(root).Count(d => Path.GetFileName(d) != "uses"));
+        Assert.True(Directory.Exists(installed));
+        File.Delete(native.NativePath!); // the module's own copy can go: the servers run the installed ones
+        first.ArchiveCurrentSegment();
+        second.ArchiveCurrentSegment();
+
+        await ArchivingService.DisableAsync(new DisableArchivingRequest { Target = Targets.For(second), ToolInstallRoot = root, Restart = true }, NullReporter.Instance, default);
+        Assert.False(Directory.Exists(installed), "no cluster runs the first build any more");
+        var newer = Assert.Single(Directory.GetDirectories(root), d => Path.GetFileName(d) != "uses");
+        await ArchivingService.DisableAsync(new DisableArchivingRequest { Target = Targets.For(first), ToolInstallRoot = root, Restart = true }, NullReporter.Instance, default);
+        Assert.False(Directory.Exists(newer));
+        Assert.Empty(Directory.GetFiles(Path.Combine(root, "uses")));
+    }
+
+    [Fact]
     public async Task A_minimal_cluster_is_refused_then_enabled_with_a_restart_and_a_segment_arrives()
     {
         var cluster = Start("walarch-minimal", new() { ["wal_level"] = "minimal", ["max_wal_senders"] = "0" });

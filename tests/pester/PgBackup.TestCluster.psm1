@@ -271,7 +271,8 @@ function Enter-PgTestEnvironment {
         Every PG* and PGBACKUP_* variable of the user's shell is removed (so a PGHOST or PGBACKUP_REPOSITORY cannot change
         what the tests see); PGUSER is postgres; PGPASSFILE is the cluster's .pgpass (the module finds the password as psql
         would), or an empty one without a cluster; PGBACKUP_CONFIG names an empty pgbackup.json, so the user's own
-        configuration file is not read either.
+        configuration file is not read either; PGBACKUP_WAL_TOOL_ROOT is a folder of this run (the servers can enter it),
+        so Enable-PgWalArchiving installs pgbackup-wal there and not into /usr/local/lib/pgbackup/wal.
     #>
     [CmdletBinding()]
     param([psobject] $Cluster)
@@ -283,8 +284,9 @@ function Enter-PgTestEnvironment {
         Write-PrivateFile -Path $path -Content ''
         $path
     }
-    $saved = Push-PgEnvironment -Set @{ PGUSER = $script:SuperUser; PGPASSFILE = $pgPass; PGBACKUP_CONFIG = $config }
-    [pscustomobject]@{ PSTypeName = 'PgBackup.TestEnvironment'; Saved = $saved; Folder = $folder }
+    $toolRoot = Join-Path ([System.IO.Path]::GetTempPath()) 'pgbackup-pester-tests' ('wal-tools-' + [guid]::NewGuid().ToString('N').Substring(0, 8))
+    $saved = Push-PgEnvironment -Set @{ PGUSER = $script:SuperUser; PGPASSFILE = $pgPass; PGBACKUP_CONFIG = $config; PGBACKUP_WAL_TOOL_ROOT = $toolRoot }
+    [pscustomobject]@{ PSTypeName = 'PgBackup.TestEnvironment'; Saved = $saved; Folder = $folder; ToolRoot = $toolRoot }
 }
 
 function Exit-PgTestEnvironment {
@@ -295,6 +297,7 @@ function Exit-PgTestEnvironment {
     try { Pop-PgEnvironment -Saved $State.Saved }
     catch { Write-Warning "Could not restore the environment: $_" }
     Remove-PgTestFolder -Path $State.Folder
+    Remove-PgTestFolder -Path $State.ToolRoot
 }
 
 function New-PgTestRepository {

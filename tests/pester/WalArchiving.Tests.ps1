@@ -65,11 +65,12 @@ select coalesce(string_agg(name, ','), '') from pg_file_settings where sourcefil
             $folder = $result.Repository
             $folder.StartsWith((Join-Path $repo 'wal'), [System.StringComparison]::Ordinal) | Should -BeTrue -Because "the archive folder $folder is under $repo"
             Split-Path -Leaf $folder | Should -BeExactly (Invoke-PgTestSql -Cluster $archiving -Sql 'select system_identifier from pg_control_system()')
-            # The module ships a native build of the tool for this machine, and the server runs that one: no dotnet host.
+            # The module ships a native build of the tool for this machine; Enable-PgWalArchiving installs it into a
+            # versioned folder of the tool root (here this run's PGBACKUP_WAL_TOOL_ROOT), and the server runs that copy.
             if ($IsLinux -and [System.Runtime.InteropServices.RuntimeInformation]::OSArchitecture -eq 'X64') {
-                $native = Join-Path (Split-Path -Parent (Get-Module PgBackup).Path) 'WalArchive' 'linux-x64' 'pgbackup-wal'
-                $native | Should -Exist -Because 'the build makes the native tool (scripts/prerequisites.sh installs the toolchain it needs)'
-                $result.ArchiveCommand | Should -BeLikeExactly "'$native' push '%p' *"
+                Join-Path (Split-Path -Parent (Get-Module PgBackup).Path) 'WalArchive' 'linux-x64' 'pgbackup-wal' |
+                    Should -Exist -Because 'the build makes the native tool (scripts/prerequisites.sh installs the toolchain it needs)'
+                $result.ArchiveCommand | Should -BeLikeExactly "'$($env:PGBACKUP_WAL_TOOL_ROOT)/0.1.0-*/linux-x64/pgbackup-wal' push '%p' *"
             }
 
             # The segment switched for the check has its sidecar, in the format sha256sum writes.

@@ -86,17 +86,20 @@ public static class BlobBench
     {
         var staging = PhysicalBench.StageSegments(cluster, work);
         var tool = PhysicalBench.WalTool();
+        var native = PhysicalBench.NativeWalTool();
         var dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "/usr/share/dotnet/dotnet";
         var credentials = Path.Combine(work, "wal-credentials.json");
         File.WriteAllText(credentials, $"{{\"accountName\": \"{AzuriteServer.Account}\", \"accountKey\": \"{AzuriteServer.AccountKey}\"}}");
         PhysicalBench.Chown(credentials);
-        File.SetUnixFileMode(credentials, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(credentials, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         string Container(string dest) => "w" + Path.GetFileName(dest).Replace("-", "", StringComparison.Ordinal);
         string[] AsServer(params string[] argv) => ["env", "SSL_CERT_FILE=" + bundle, .. argv];
         PhysicalBench.PerSegment(staging, work, rounds, "run as the postgres user; Azurite on loopback over HTTPS",
         [
-            ("pgbackup-wal push to a folder", (seg, dest) => [dotnet, tool, "push", seg, dest], null),
-            ("pgbackup-wal push to Azurite", (seg, dest) => AsServer(dotnet, tool, "push", seg, $"{azurite.ServiceUrl}/{Container(dest)}/wal/1", "--credentials", credentials),
+            ("pgbackup-wal push to a folder, native", (seg, dest) => [native, "push", seg, dest], null),
+            ("pgbackup-wal push to Azurite, native", (seg, dest) => AsServer(native, "push", seg, $"{azurite.ServiceUrl}/{Container(dest)}/wal/1", "--credentials", credentials),
+                dest => service.GetBlobContainerClient(Container(dest)).Create()),
+            ("pgbackup-wal push to Azurite, portable", (seg, dest) => AsServer(dotnet, tool, "push", seg, $"{azurite.ServiceUrl}/{Container(dest)}/wal/1", "--credentials", credentials),
                 dest => service.GetBlobContainerClient(Container(dest)).Create()),
             ("pgbackrest archive-push to Azurite, compress none", (seg, dest) => [pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path=/{Container(dest)}", "--compress-type=none", "archive-push", seg],
                 dest => PhysicalBench.AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path=/{Container(dest)}", "--no-online", "stanza-create")),

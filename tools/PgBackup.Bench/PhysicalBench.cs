@@ -24,21 +24,7 @@ public static class PhysicalBench
             ["archive_command"] = $"'{pgbackrest} --config={conf} --stanza=bench archive-push %p'",
             ["max_wal_size"] = "4GB",
         });
-        File.WriteAllText(conf, $"""
-            [global]
-            repo1-path={work}/pgbackrest-repo
-            log-path={work}/pgbackrest-log
-            lock-path={work}/pgbackrest-lock
-            log-level-console=warn
-            start-fast=y
-            repo1-retention-full=1
-
-            [bench]
-            pg1-path={cluster.DataDirectory}
-            pg1-port={cluster.Port}
-            pg1-socket-path={cluster.SocketDirectory}
-            pg1-user=postgres
-            """);
+        WriteConf(conf, work, cluster);
         Chown(work);
         AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", "stanza-create");
 
@@ -161,16 +147,50 @@ public static class PhysicalBench
     /// The per-segment cost of an archive command: real, completed 16 MB segments of this cluster pushed one by one into a
     /// fresh archive by cp, by pgbackup-wal and by pgbackrest archive-push, each started as a new process as PostgreSQL does.
     /// </summary>
+    private static void WriteConf(string conf, string work, PgTestCluster cluster) => File.WriteAllText(conf, $"""
+            [global]
+            repo1-path={work}/pgbackrest-repo
+            log-path={work}/pgbackrest-log
+            lock-path={work}/pgbackrest-lock
+            log-level-console=warn
+            start-fast=y
+            repo1-retention-full=1
+
+            [bench]
+            pg1-path={cluster.DataDirectory}
+            pg1-port={cluster.Port}
+            pg1-socket-path={cluster.SocketDirectory}
+            pg1-user=postgres
+            """);
+
+    /// <summary>Only the per-segment cost of the archive commands into a folder, on a small cluster.</summary>
+    public static void RunArchiveCommands(int rounds)
+    {
+        var work = Path.Combine(Path.GetTempPath(), "pgbackup-walbench-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(work);
+        var pgbackrest = new[] { "/usr/bin/pgbackrest" }.FirstOrDefault(File.Exists)
+            ?? throw new InvalidOperationException("pgBackRest is needed for this benchmark: apt-get install -y pgbackrest");
+        var conf = Path.Combine(work, "pgbackrest.conf");
+        using var cluster = PgTestCluster.Start("walbench");
+        WriteConf(conf, work, cluster);
+        Chown(work);
+        FillBenchDatabase(cluster, 1);
+        ArchiveCommands(cluster, work, conf, pgbackrest, rounds);
+        Directory.Delete(work, recursive: true);
+    }
+
     private static void ArchiveCommands(PgTestCluster cluster, string work, string conf, string pgbackrest, int rounds)
     {
         var staging = StageSegments(cluster, work);
         var tool = WalTool();
+        var native = NativeWalTool();
         var dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "/usr/share/dotnet/dotnet";
         PerSegment(staging, work, rounds, "run as the postgres user",
         [
             ("cp", (seg, dest) => ["cp", seg, dest + "/"], null),
             ("cp + sync", (seg, dest) => ["sh", "-c", $"cp '{seg}' '{dest}/' && sync '{dest}/{Path.GetFileName(seg)}'"], null),
-            ("pgbackup-wal push", (seg, dest) => [dotnet, tool, "push", seg, dest], null),
+            ("pgbackup-wal push, native", (seg, dest) => [native, "push", seg, dest], null),
+            ("pgbackup-wal push, portable (dotnet pgbackup-wal.dll)", (seg, dest) => [dotnet, tool, "push", seg, dest], null),
             ("pgbackrest archive-push, compress none", (seg, dest) => [pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path={dest}", "--compress-type=none", "archive-push", seg],
                 dest => AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path={dest}", "stanza-create")),
             ("pgbackrest archive-push, compress lz4", (seg, dest) => [pgbackrest, $"--config={conf}", "--stanza=bench", $"--repo1-path={dest}", "--compress-type=lz4", "archive-push", seg],
@@ -195,6 +215,11 @@ public static class PhysicalBench
 
     internal static string WalTool() =>
         Directory.GetFiles(Path.Combine(BenchSupport.RepositoryRoot(), "out", "PgBackup"), "pgbackup-wal.dll", SearchOption.AllDirectories).Single();
+
+    /// <summary>The module's native build for this machine (WalArchive/&lt;rid&gt;/pgbackup-wal).</summary>
+    internal static string NativeWalTool() =>
+        Directory.GetFiles(Path.Combine(BenchSupport.RepositoryRoot(), "out", "PgBackup"), "pgbackup-wal", SearchOption.AllDirectories).SingleOrDefault()
+        ?? throw new InvalidOperationException("The module has no native pgbackup-wal: install a C toolchain (apt-get install gcc libc6-dev zlib1g-dev) and build again.");
 
     /// <summary>
     /// Each command pushes the staged segments one by one into a fresh destination, each push a new process as PostgreSQL

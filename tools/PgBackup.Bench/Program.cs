@@ -7,6 +7,7 @@ using PgBackup.Testing;
 //        PgBackup.Bench physical [pgbench scale (default 60)] [rounds (default 3)]   base backups and WAL archiving
 //        PgBackup.Bench physical-pairs [pgbench scale (default 60)] [pairs (default 15)] [plain|tar]  Start-PgBaseBackup vs pg_basebackup only
 //        PgBackup.Bench blob [pgbench scale (default 60)] [rounds (default 3)]       backups into Azure Blob Storage (Azurite, HTTPS) vs a folder and pgBackRest, then WAL push per segment
+//        PgBackup.Bench wal-push [rounds (default 3)]                                  only the per-segment cost of archive commands into a folder
 //        PgBackup.Bench blob-wal [rounds (default 3)]                                  only the WAL push per segment to Azurite vs pgbackrest archive-push
 //        PgBackup.Bench replication [calls (default 50)]                             Get-PgReplicationStatus latency
 //        PgBackup.Bench recovery [pgbench scale (default 68)] [rounds (default 3)]   point-in-time recovery
@@ -24,6 +25,11 @@ if (args.Length > 0 && args[0] == "recovery")
 if (args.Length > 0 && args[0] == "physical-pairs")
 {
     PhysicalBench.RunPairs(args.Length > 1 ? int.Parse(args[1]) : 60, args.Length > 2 ? int.Parse(args[2]) : 15, args.Length > 3 && args[3].Equals("tar", StringComparison.OrdinalIgnoreCase));
+    return;
+}
+if (args.Length > 0 && args[0] == "wal-push")
+{
+    PhysicalBench.RunArchiveCommands(args.Length > 1 ? int.Parse(args[1]) : 3);
     return;
 }
 if (args.Length > 0 && args[0] == "blob-wal")

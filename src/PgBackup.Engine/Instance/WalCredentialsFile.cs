@@ -34,6 +34,7 @@ public static class WalCredentialsFile
     /// <param name="content">The serialized credential (Repository.Blob.WalStorageCredentials).</param>
     public static async Task WriteAsync(string path, string content, string serverUser, CancellationToken ct)
     {
+        if (OperatingSystem.IsWindows()) throw new PlatformNotSupportedException("The credentials file is written for Unix servers only; PathForAsync refuses Windows first.");
         var folder = Path.GetDirectoryName(path)!;
         var asRoot = Environment.IsPrivilegedProcess && serverUser != "root";
         if (!asRoot && serverUser != Environment.UserName)

@@ -176,7 +176,7 @@ public static class BackupFiles
     private static FileDigest CopyDigested(Stream input, string destination, UnixFileMode? mode, ManifestFile? entry, Action<long>? onBytes, CancellationToken ct)
     {
         var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, Share = FileShare.None, BufferSize = 0 };
-        if (mode is { } m) options.UnixCreateMode = m & (UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute);
+        if (mode is { } m && !OperatingSystem.IsWindows()) options.UnixCreateMode = m & (UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute);
         using var output = new FileStream(destination, options);
         using var digester = FileDigester.For(entry);
         // Pooled: a data directory holds thousands of small files, and a new 1 MB buffer for each made the copy slow.

@@ -21,6 +21,12 @@ public sealed record EnableArchivingRequest
     public string? ToolPath { get; init; }
     /// <summary>Replace an archive_command that is not PgBackup's.</summary>
     public bool Force { get; init; }
+    /// <summary>
+    /// Install the tool under this root (<see cref="WalToolInstallation.Root"/> for the cmdlets), when this process may,
+    /// and let archive_command run it from there, so that the server can always run it and a module update does not change
+    /// it under a running archive. Null: archive_command runs <see cref="Tool"/> where it is.
+    /// </summary>
+    public string? ToolInstallRoot { get; init; }
 }
 
 /// <summary>Undo Enable-PgWalArchiving (Disable-PgWalArchiving).</summary>
@@ -31,6 +37,8 @@ public sealed record DisableArchivingRequest
     /// <summary>Reset archive_command even when it is not PgBackup's (another tool archives this server).</summary>
     public bool Force { get; init; }
     public string? ToolPath { get; init; }
+    /// <summary>Where Enable-PgWalArchiving installs the tool: the build this cluster ran is removed when no other cluster runs it.</summary>
+    public string? ToolInstallRoot { get; init; }
 }
 
 /// <summary>A server's archiving settings as they are in effect now, read without changing anything.</summary>

@@ -50,6 +50,18 @@ public static class ArchivingService
                 var local = target.ServesFromHere(server.DataDirectory);
                 var owner = local ? await Instance.DataDirectoryOwner.FindAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
                 var tool = request.Tool.ForServer(server.Os);
+                var installRoot = local && server.Os == (OperatingSystem.IsWindows() ? ServerOs.Windows : ServerOs.Unix) ? request.ToolInstallRoot : null;
+                if (installRoot != null && !WalToolInstallation.CanInstall(installRoot))
+                {
+                    reporter.Warning($"pgbackup-wal is not installed into {installRoot} (this account may not write there), so archive_command runs it from the module's folder, and updating or removing the module changes it under the running archive. Run Enable-PgWalArchiving as root (or an administrator) to install it.");
+                    installRoot = null;
+                }
+                if (installRoot != null)
+                {
+                    tool = WalToolInstallation.Install(tool, installRoot, reporter);
+                    // Recorded before archive_command names it: a record without a command only keeps a folder longer.
+                    WalToolInstallation.RecordUse(installRoot, WalToolInstallation.ArchiveUse(before.SystemIdentifier!), tool);
+                }
                 var archive = request.Repository.IsBlob
                     ? await PrepareBlobArchiveAsync(request.Repository, before.SystemIdentifier!, target, local, owner, ct).ConfigureAwait(false)
                     : await PrepareArchiveFolderAsync(RepositoryLayout.ArchiveFolder(request.Repository.Folder!, before.SystemIdentifier!), owner, reporter, ct).ConfigureAwait(false);
@@ -66,6 +78,9 @@ public static class ArchivingService
                     await AlterSystemAsync(connection, target, "archive_timeout", ((long)Math.Ceiling(rpo.TotalSeconds)).ToString(CultureInfo.InvariantCulture) + "s", reporter, ct).ConfigureAwait(false);
                 await ReloadAsync(connection, target, reporter, ct).ConfigureAwait(false);
                 var state = await ReadStateAsync(connection, ct).ConfigureAwait(false);
+                // The build this command ran before, if no cluster names it any more, goes now.
+                if (installRoot != null)
+                    foreach (var removed in WalToolInstallation.RemoveUnused(installRoot)) reporter.Verbose($"Removed {removed}, which no cluster's archive_command runs any more.");
 
                 bool restarted;
                 (connection, state, restarted) = await RestartIfPendingAsync(connection, state, request.Restart, request.ToolPath, target, server, owner, info,
@@ -124,9 +139,14 @@ public static class ArchivingService
                 (connection, state, restarted) = await RestartIfPendingAsync(connection, state, request.Restart, request.ToolPath, target, server, owner, info,
                     $"until then archive_mode stays {state.ArchiveMode} and WAL segments wait in pg_wal for an archive_command", reporter, ct).ConfigureAwait(false);
                 var result = Result(target, before.ArchiveFolder ?? "", before.SystemIdentifier ?? "", state, restarted);
-                // The secret goes with the command that needed it, once the server no longer runs that command.
-                if (string.IsNullOrEmpty(state.ArchiveCommand) && target.ServesFromHere(server.DataDirectory) && Instance.WalCredentialsFile.Remove(before.CredentialsFile))
-                    reporter.Verbose($"Removed the credentials file {before.CredentialsFile}.");
+                // The secret, and an installed tool no other cluster runs, go with the command that needed them.
+                if (string.IsNullOrEmpty(state.ArchiveCommand) && target.ServesFromHere(server.DataDirectory))
+                {
+                    if (Instance.WalCredentialsFile.Remove(before.CredentialsFile)) reporter.Verbose($"Removed the credentials file {before.CredentialsFile}.");
+                    if (before.SystemIdentifier != null && request.ToolInstallRoot is { } root && WalToolInstallation.CanInstall(root))
+                        foreach (var removed in WalToolInstallation.ReleaseUse(root, WalToolInstallation.ArchiveUse(before.SystemIdentifier)))
+                            reporter.Verbose($"Removed {removed}, which no cluster's archive_command runs any more.");
+                }
                 reporter.Milestone($"WAL archiving of {target.Display} is disabled" + (result.PendingRestart.Length > 0 ? $"; {string.Join(", ", result.PendingRestart)} wait for a restart." : "."));
                 return result;
             }

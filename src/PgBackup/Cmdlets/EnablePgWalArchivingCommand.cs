@@ -34,7 +34,7 @@ public sealed class EnablePgWalArchivingCommand : PgServerCmdlet
         {
             var path = RequireRepositoryAddress(settings);
             var target = ResolveServer(settings);
-            if (!ShouldProcess(target.Display, $"Enable WAL archiving into {path} (ALTER SYSTEM: wal_level, archive_mode, archive_command{(MaxRpo != null ? ", archive_timeout" : "")})" +
+            if (!ShouldProcess(target.Display, $"Install pgbackup-wal into {WalToolInstallation.Root} and enable WAL archiving into {path} (ALTER SYSTEM: wal_level, archive_mode, archive_command{(MaxRpo != null ? ", archive_timeout" : "")})" +
                 (Restart ? " and restart the server if a setting needs it" : ""))) return;
             // Restarting a server interrupts every session on it: that part asks as a high-impact change.
             var restart = Restart && ShouldProcessHighImpact(target.Display, "Restart the server to apply wal_level and archive_mode",
@@ -50,6 +50,7 @@ public sealed class EnablePgWalArchivingCommand : PgServerCmdlet
                 VerifyTimeout = VerifyTimeout ?? TimeSpan.FromSeconds(60),
                 ToolPath = settings.ToolPath,
                 Force = Force,
+                ToolInstallRoot = WalToolInstallation.Root,
             };
             WriteObject(RunEngine((reporter, ct) => ArchivingService.EnableAsync(request, reporter, ct)));
         }
