@@ -52,6 +52,23 @@ public sealed class RepositoryAddressTests
     }
 
     [Fact]
+    public void Plain_http_to_another_machine_is_refused_unless_allowed_and_loopback_needs_no_permission()
+    {
+        var error = Assert.Throws<PgBackupException>(() => RepositoryAddress.Parse("http://10.20.30.40:10000/acct/backups?sig=c2VjcmV0", Settings));
+        Assert.Equal("PgBackup.InsecureRepository", error.ErrorId);
+        Assert.Equal(ErrorKind.InvalidArgument, error.Kind);
+        Assert.Equal("http://10.20.30.40:10000/acct/backups", error.Target);
+        Assert.Contains("AllowInsecureHttp", error.RecommendedAction);
+        Assert.DoesNotContain("c2VjcmV0", error.Message + error.RecommendedAction);
+
+        var allowed = PgBackupSettings.Load(new Dictionary<string, string?> { ["AllowInsecureHttp"] = "true" });
+        Assert.True(RepositoryAddress.Parse("http://10.20.30.40:10000/acct/backups", allowed).IsBlob);
+        Assert.True(RepositoryAddress.Parse("http://localhost:10000/acct/backups", Settings).IsBlob);
+        Assert.True(RepositoryAddress.Parse("http://[::1]:10000/acct/backups", Settings).IsBlob);
+        Assert.True(RepositoryAddress.Parse("https://acct.blob.core.windows.net/backups", Settings).IsBlob);
+    }
+
+    [Fact]
     public void A_path_style_url_is_account_then_container_as_azurite_serves_it()
     {
         var a = RepositoryAddress.Parse("http://127.0.0.1:10000/devstoreaccount1/backups", Settings);

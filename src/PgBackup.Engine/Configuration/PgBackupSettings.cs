@@ -6,7 +6,7 @@ using Microsoft.Extensions.Configuration.Memory;
 namespace PgBackup.Engine.Configuration;
 
 /// <summary>A named repository from the "Repositories" section of pgbackup.json, usable as -Repository name.</summary>
-public sealed record RepositoryProfile(string Name, string Url, PgBackup.Engine.Repository.BlobSecrets Secrets);
+public sealed record RepositoryProfile(string Name, string Url, PgBackup.Engine.Repository.BlobSecrets Secrets, bool AllowInsecureHttp = false);
 
 /// <summary>A named server from the "Servers" section of pgbackup.json, usable as -Server name.</summary>
 public sealed record ServerProfile(string Name, string? Host, int? Port, string? Database, string? User, string? SslMode, string? SslRootCert, string? PassFile);
@@ -30,6 +30,7 @@ public sealed class PgBackupSettings
             ["ConnectTimeout"] = ("15", "Seconds to wait for a server connection."),
             ["SslMode"] = (null, "libpq sslmode (disable, allow, prefer, require, verify-ca, verify-full) used when neither the server string nor PGSSLMODE sets one."),
             ["SslRootCert"] = (null, "Root certificate file to verify servers against (verify-ca, verify-full)."),
+            ["AllowInsecureHttp"] = ("false", "Allow blob repositories over plain HTTP on endpoints other than this machine (a test endpoint on a private network); data and credentials then travel in clear."),
         };
 
     private readonly IConfigurationRoot _root;
@@ -85,6 +86,7 @@ public sealed class PgBackupSettings
     public string? SslRootCert => Get("SslRootCert");
     public int ConnectTimeoutSeconds => GetInt("ConnectTimeout", 1, 3600, 15);
     public int Jobs => GetInt("Jobs", 1, 256, 1);
+    public bool AllowInsecureHttp => GetBool("AllowInsecureHttp");
 
     public DumpFormat DefaultFormat
     {
@@ -111,7 +113,8 @@ public sealed class PgBackupSettings
 
     /// <summary>
     /// A repository profile: { "Repositories": { "offsite": { "Url": "https://acct.blob.core.windows.net/backups",
-    /// "SasToken": "...", "ConnectionString": "...", "AccountKey": "...", "ManagedIdentityClientId": "..." } } }; "Url" may also be a folder.
+    /// "SasToken": "...", "ConnectionString": "...", "AccountKey": "...", "ManagedIdentityClientId": "...", "AllowInsecureHttp": false } } };
+    /// "Url" may also be a folder.
     /// </summary>
     public RepositoryProfile? FindRepositoryProfile(string name)
     {
@@ -119,8 +122,10 @@ public sealed class PgBackupSettings
             .FirstOrDefault(s => string.Equals(s.Key, name, StringComparison.OrdinalIgnoreCase));
         if (section == null) return null;
         var url = NullIfEmpty(section["Url"]) ?? NullIfEmpty(section["Path"]) ?? throw Invalid($"Repositories:{section.Key}:Url", "", "a folder or an Azure Blob container URL");
+        var allowHttp = NullIfEmpty(section["AllowInsecureHttp"]) is { } raw
+            && (bool.TryParse(raw, out var b) ? b : throw Invalid($"Repositories:{section.Key}:AllowInsecureHttp", raw, "true or false"));
         return new RepositoryProfile(section.Key, url, new PgBackup.Engine.Repository.BlobSecrets(NullIfEmpty(section["SasToken"]), NullIfEmpty(section["ConnectionString"]),
-            NullIfEmpty(section["AccountKey"]), NullIfEmpty(section["ManagedIdentityClientId"])));
+            NullIfEmpty(section["AccountKey"]), NullIfEmpty(section["ManagedIdentityClientId"])), allowHttp);
     }
 
     /// <summary>Every effective setting with the layer it came from, for Get-PgBackupConfig.</summary>
@@ -194,6 +199,9 @@ public sealed class PgBackupSettings
 
     private static IEnumerable<string> Leaves(IConfiguration section) =>
         section.GetChildren().SelectMany(c => c.GetChildren().Any() ? Leaves(c) : c.Value != null ? [c.Path] : []);
+
+    private bool GetBool(string key) => Get(key) is not { } raw ? false
+        : bool.TryParse(raw, out var b) ? b : raw == "1" || (raw == "0" ? false : throw Invalid(key, raw, "true or false"));
 
     private int GetInt(string key, int min, int max, int fallback)
     {

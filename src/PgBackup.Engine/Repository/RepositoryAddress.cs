@@ -57,10 +57,10 @@ public sealed class RepositoryAddress
         if (string.IsNullOrWhiteSpace(value))
             throw new PgBackupException("NoRepository", ErrorKind.InvalidArgument, "No repository was given.", value,
                 "Pass -Repository (a folder or an Azure Blob container URL), or set the Repository setting (PGBACKUP_REPOSITORY or pgbackup.json).");
-        if (LooksLikeUrl(value)) return ParseUrl(value, value, new BlobSecrets());
+        if (LooksLikeUrl(value)) return RequireSecureTransport(ParseUrl(value, value, new BlobSecrets()), settings.AllowInsecureHttp);
         if (settings.FindRepositoryProfile(value) is { } profile)
         {
-            if (LooksLikeUrl(profile.Url)) return ParseUrl(profile.Url, profile.Name, profile.Secrets);
+            if (LooksLikeUrl(profile.Url)) return RequireSecureTransport(ParseUrl(profile.Url, profile.Name, profile.Secrets), settings.AllowInsecureHttp || profile.AllowInsecureHttp);
             var folder = resolveFolder?.Invoke(profile.Url) ?? Path.GetFullPath(profile.Url);
             return new RepositoryAddress(RepositoryKind.Folder, folder) { Folder = folder };
         }
@@ -119,6 +119,19 @@ public sealed class RepositoryAddress
             Url = url.EndsWith('/') ? url : url + "/",
             Secrets = secrets,
         };
+    }
+
+    /// <summary>
+    /// Plain HTTP carries a SAS token or a Shared Key signature, and every backup, in clear: refused unless the endpoint is
+    /// this machine (Azurite, a tunnel) or the user allowed it (AllowInsecureHttp, in the settings or the profile).
+    /// </summary>
+    private static RepositoryAddress RequireSecureTransport(RepositoryAddress address, bool allowed)
+    {
+        var uri = address.ServiceUri!;
+        if (uri.Scheme == Uri.UriSchemeHttps || allowed || uri.IsLoopback) return address;
+        throw new PgBackupException("InsecureRepository", ErrorKind.InvalidArgument,
+            $"The repository '{address.Display}' is plain HTTP on {uri.Host}, another machine: backups and the credential would travel in clear.", address.Display,
+            "Use the https:// address of the endpoint. Only for a test endpoint on a private network, allow plain HTTP explicitly: \"AllowInsecureHttp\": true in the repository's profile (Repositories section of pgbackup.json) or in the settings (PGBACKUP_ALLOWINSECUREHTTP=true).");
     }
 
     private static bool IsValidContainerName(string name) =>
