@@ -77,6 +77,11 @@ public sealed class WalArchiveStatus
     /// <summary>Free and total bytes of the file system pg_wal is on; when it fills, the server stops.</summary>
     public long? PgWalDiskFreeBytes { get; set; }
     public long? PgWalDiskBytes { get; set; }
+    /// <summary>
+    /// Segments the guard (Enable-PgWalArchiving -DropBacklogAbove) acknowledged without archiving them, as recorded in
+    /// the data directory's pgbackup_dropped_wal.log: recovery cannot pass them. Null when the log cannot be read.
+    /// </summary>
+    public string[]? DroppedSegments { get; set; }
 
     public override string ToString() => $"{SystemIdentifier} timeline {Timeline}";
 }

@@ -79,7 +79,7 @@ internal sealed class BlobArchive : IDisposable
         var archived = head.Headers.TryGetValues(ChecksumHeader, out var values) ? values.FirstOrDefault() : null;
         if (archived == null || head.Content.Headers.ContentLength != length) archived = HashRemote(name);
         return archived == sha256 ? 0
-            : error(1, $"{name} is already archived in {_location} with different content (sha256 {archived}, new {sha256}); refusing to overwrite");
+            : error(4, $"{name} is already archived in {_location} with different content (sha256 {archived}, new {sha256}); refusing to overwrite");
     }
 
     /// <returns>0 when fetched and checked; 1 when the archive does not hold <paramref name="name"/>.</returns>

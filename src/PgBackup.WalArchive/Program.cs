@@ -10,6 +10,7 @@ namespace PgBackup.WalArchive;
 /// pgbackup-wal push &lt;sourcePath&gt; &lt;archiveUrl&gt; --credentials &lt;file&gt;
 /// pgbackup-wal fetch &lt;archiveUrl&gt; &lt;fileName&gt; &lt;destinationPath&gt; --credentials &lt;file&gt; [--standby]
 /// pgbackup-wal check &lt;archiveUrl&gt; --credentials &lt;file&gt;       (proves write, read and delete)
+/// push also takes --drop-backlog-above &lt;bytes&gt;: see <see cref="DropGuard"/>.
 ///
 /// A folder archive holds &lt;fileName&gt; and &lt;fileName&gt;.sha256 ("&lt;hex&gt;  &lt;fileName&gt;\n", as sha256sum writes); a blob
 /// archive holds one blob per file with the SHA-256 in its metadata (<see cref="BlobArchive"/>).
@@ -21,6 +22,8 @@ internal static class Program
     /// <summary>push: PostgreSQL keeps the segment and retries. fetch: "not in the archive".</summary>
     private const int Failed = 1;
     private const int Usage = 2;
+    /// <summary>push: the archive holds other content under the segment's name. Never dropped by the guard: two servers, or a damaged copy.</summary>
+    private const int Conflict = 4;
     /// <summary>
     /// fetch of a file that is there but damaged or unreadable. PostgreSQL treats exit codes up to 125 as "file not in the
     /// archive" and would end recovery early (promoting at the wrong point); above 125 it aborts recovery, which is what a
@@ -32,6 +35,17 @@ internal static class Program
 
     private static int Main(string[] args)
     {
+        // The guard against a full pg_wal is an option of push only, in either form.
+        long? dropAbove = null;
+        if (args is ["push", ..] && args.Length >= 2 && args[^2] == DropGuard.Option)
+        {
+            if (!long.TryParse(args[^1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var limit))
+                return Error(Usage, $"{DropGuard.Option} needs a number of bytes, not '{args[^1]}'");
+            dropAbove = limit;
+            args = args[..^2];
+        }
+        if (dropAbove is { } above && args is ["push", var guarded, ..])
+            return DropGuard.Apply(guarded, above, Main(args), Error);
         return args switch
         {
             ["push", var source, var url, "--credentials", var file] => Run(() => PushToBlob(source, url, file), Failed, $"could not archive '{source}' into {url}"),
@@ -112,7 +126,7 @@ internal static class Program
             }
             return Ok;
         }
-        return Error(Failed, $"{name} is already archived in '{folder}' with different content (sha256 {archivedHash}, new {sourceHash}); refusing to overwrite");
+        return Error(Conflict, $"{name} is already archived in '{folder}' with different content (sha256 {archivedHash}, new {sourceHash}); refusing to overwrite");
     }
 
     private static int PushToBlob(string source, string url, string credentialsFile)

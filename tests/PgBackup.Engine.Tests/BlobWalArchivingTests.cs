@@ -83,7 +83,7 @@ public sealed class BlobWalArchivingTests(AzuriteFixture azurite) : IClassFixtur
         Assert.Equal(0, WalTool.Run("push", copy, location!, "--credentials", credentialsFile!).ExitCode);
         var other = WalTool.WriteRandomFile(Path.Combine(folder, "other", status.LastSegment!));
         var refused = WalTool.Run("push", other, location!, "--credentials", credentialsFile!);
-        Assert.Equal(1, refused.ExitCode);
+        Assert.Equal(4, refused.ExitCode);
         Assert.Contains("different content", refused.StdErr);
 
         // Fetch hands over exactly what was archived; a missing file is "not in the archive"; a changed blob aborts recovery.

@@ -46,6 +46,60 @@ public sealed class WalArchivingTests(PlainArchivingClusterFixture plain) : ICla
     private EnableArchivingRequest Request(PgTestCluster cluster) => new() { Target = Targets.For(cluster), Repository = Repository, Tool = Tool() };
 
     [Fact]
+    public async Task The_guard_drops_segments_only_while_pushes_fail_above_its_limit_records_each_and_the_gap_is_reported()
+    {
+        const long limit = 2 * 16 * 1024 * 1024;
+        var cluster = Start("walarch-guard");
+        var target = Targets.For(cluster);
+        var reporter = new RecordingReporter();
+        var result = await ArchivingService.EnableAsync(Request(cluster) with { Restart = true, DropBacklogAbove = limit }, reporter, default);
+        Assert.EndsWith($" --drop-backlog-above {limit}", result.ArchiveCommand);
+        Assert.Contains(reporter.Warnings, l => l.Contains("dropped", StringComparison.Ordinal));
+        Assert.Equal(limit, (await ArchivingService.GetArchivingStateAsync(target, default)).DropBacklogAbove);
+        var droppedLog = Path.Combine(cluster.DataDirectory, "pgbackup_dropped_wal.log");
+        Assert.False(File.Exists(droppedLog), "nothing is dropped while pushes succeed");
+
+        File.SetUnixFileMode(result.Repository, UnixFileMode.UserRead | UnixFileMode.UserExecute);
+        try
+        {
+            for (var i = 0; i < 6; i++) cluster.Psql("select txid_current(); select pg_switch_wal()");
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (!(File.Exists(droppedLog) && int.Parse(cluster.Psql("select count(*) from pg_ls_archive_statusdir() where name like '%.ready'")) <= 2))
+            {
+                Assert.True(DateTime.UtcNow < deadline, "the guard did not bring the backlog down to its limit within 60 s: " + cluster.Psql("select failed_count, last_failed_wal from pg_stat_archiver"));
+                await Task.Delay(200);
+            }
+        }
+        finally { File.SetUnixFileMode(result.Repository, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute); }
+        var dropped = File.ReadAllLines(droppedLog).Select(l => l.Split(' ')[0]).ToArray();
+        Assert.NotEmpty(dropped);
+        Assert.All(dropped, name => Assert.False(File.Exists(Path.Combine(result.Repository, name)), $"{name} was dropped, not archived"));
+        cluster.ArchiveCurrentSegment();
+
+        var statuses = await WalArchiveReport.ForServerAsync(target, Repository, verifyChecksums: false, reporter, default);
+        var current = Assert.Single(statuses, s => s.InRecovery != null);
+        Assert.Equal(dropped, current.DroppedSegments);
+        Assert.Contains(reporter.Warnings, l => l.Contains("dropped unarchived", StringComparison.Ordinal));
+        Assert.Contains(current.Gaps, g => string.CompareOrdinal(g.From, dropped[0]) <= 0 && string.CompareOrdinal(g.To, dropped[0]) >= 0);
+    }
+
+    [Fact]
+    public void The_guard_never_drops_a_segment_the_archive_holds_with_other_content()
+    {
+        var wal = Directory.CreateDirectory(Path.Combine(folder, "data", "pg_wal", "archive_status")).Parent!.FullName;
+        var archive = Path.Combine(folder, "archive");
+        const string name = "000000010000000000000042";
+        var first = WalTool.WriteRandomFile(Path.Combine(folder, "first", name), 1 << 20);
+        Assert.Equal(0, WalTool.Run("push", first, archive).ExitCode);
+        var other = WalTool.WriteRandomFile(Path.Combine(wal, name), 1 << 20);
+        for (var i = 0; i < 5; i++) File.WriteAllBytes(Path.Combine(wal, "archive_status", $"00000001000000000000004{i}.ready"), []);
+        var refused = WalTool.Run("push", other, archive, WalArchiveTool.DropOption, "0");
+        Assert.NotEqual(0, refused.ExitCode);
+        Assert.Contains("different content", refused.StdErr);
+        Assert.False(File.Exists(Path.Combine(folder, "data", "pgbackup_dropped_wal.log")));
+    }
+
+    [Fact]
     public async Task An_installed_tool_serves_every_cluster_that_runs_it_survives_a_module_update_and_goes_with_the_last_one()
     {
         var root = Path.Combine(folder, "installed 'tools'");

@@ -27,6 +27,11 @@ public sealed record EnableArchivingRequest
     /// it under a running archive. Null: archive_command runs <see cref="Tool"/> where it is.
     /// </summary>
     public string? ToolInstallRoot { get; init; }
+    /// <summary>
+    /// The guard against a full pg_wal: when a push fails while more than this many bytes of completed segments wait in
+    /// pg_wal, the segment is acknowledged without being archived (and recorded). Null: never (the default).
+    /// </summary>
+    public long? DropBacklogAbove { get; init; }
 }
 
 /// <summary>Undo Enable-PgWalArchiving (Disable-PgWalArchiving).</summary>
@@ -60,6 +65,8 @@ public sealed record ArchivingState
     public string? ArchiveFolder { get; init; }
     /// <summary>The file pgbackup-wal reads a blob archive's credential from, when it archives into one.</summary>
     public string? CredentialsFile { get; init; }
+    /// <summary>The limit of the guard that drops segments when pg_wal's backlog passes it, when archive_command sets one.</summary>
+    public long? DropBacklogAbove { get; init; }
     /// <summary>Settings changed in the configuration that wait for a restart (pg_settings.pending_restart).</summary>
     public string[] PendingRestart { get; init; } = [];
     /// <summary>Null when this role may not call pg_control_system().</summary>

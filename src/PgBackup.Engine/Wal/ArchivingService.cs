@@ -66,7 +66,9 @@ public static class ArchivingService
                     ? await PrepareBlobArchiveAsync(request.Repository, before.SystemIdentifier!, target, local, owner, ct).ConfigureAwait(false)
                     : await PrepareArchiveFolderAsync(RepositoryLayout.ArchiveFolder(request.Repository.Folder!, before.SystemIdentifier!), owner, reporter, ct).ConfigureAwait(false);
                 var folder = archive.Location;
-                var command = archive.CredentialsFile != null ? tool.ArchiveCommand(folder, archive.CredentialsFile) : tool.ArchiveCommand(folder);
+                var command = archive.CredentialsFile != null ? tool.ArchiveCommand(folder, archive.CredentialsFile, request.DropBacklogAbove) : tool.ArchiveCommand(folder, request.DropBacklogAbove);
+                if (request.DropBacklogAbove is { } drop)
+                    reporter.Warning($"With the guard set, a segment whose push fails while more than {drop} bytes of WAL wait in pg_wal is dropped: PostgreSQL recycles it unarchived, and point-in-time recovery cannot pass it. Get-PgWalArchive reports every dropped segment.");
                 if (local)
                     await ProbeToolAsync(tool, owner, archive.CredentialsFile != null ? tool.CheckCommand(folder, archive.CredentialsFile) : null, reporter, ct).ConfigureAwait(false);
 
@@ -208,6 +210,9 @@ public static class ArchivingService
         if (r.MaxRpo is { } rpo && (rpo < TimeSpan.FromSeconds(1) || rpo > TimeSpan.FromSeconds(int.MaxValue / 2)))
             throw new PgBackupException("InvalidMaxRpo", ErrorKind.InvalidArgument, $"-MaxRpo must be from 1 second to about 34 years, not {rpo}.", rpo,
                 "Pass -MaxRpo as a TimeSpan such as (New-TimeSpan -Minutes 5); leave it out to let only full segments be archived.");
+        if (r.DropBacklogAbove is < 0)
+            throw new PgBackupException("InvalidDropBacklogAbove", ErrorKind.InvalidArgument, $"-DropBacklogAbove must not be negative, not {r.DropBacklogAbove}.", r.DropBacklogAbove,
+                "Pass the number of bytes of WAL that may wait in pg_wal before segments are dropped, such as 50GB; leave it out never to drop WAL.");
         if (r.VerifyTimeout <= TimeSpan.Zero)
             throw new PgBackupException("InvalidTimeout", ErrorKind.InvalidArgument, $"The verification timeout must be positive, not {r.VerifyTimeout}.", r.VerifyTimeout,
                 "Pass a positive timeout.");
@@ -279,7 +284,7 @@ public static class ArchivingService
                     "select coalesce((select setting from pg_file_settings where name = 'archive_command' and error is null order by seqno desc limit 1), '')", ct).ConfigureAwait(false)
                 : null;
         }
-        var ours = WalArchiveTool.TryParseArchiveCommand(command, out var folder, out var credentialsFile);
+        var ours = WalArchiveTool.TryParseArchiveCommand(command, out var folder, out var credentialsFile, out var dropAbove);
         var timeout = long.TryParse(settings.GetValueOrDefault("archive_timeout"), NumberStyles.Integer, CultureInfo.InvariantCulture, out var seconds) && seconds > 0
             ? TimeSpan.FromSeconds(seconds) : (TimeSpan?)null;
         return new ArchivingState
@@ -292,6 +297,7 @@ public static class ArchivingService
             IsPgBackupCommand = ours,
             ArchiveFolder = folder,
             CredentialsFile = credentialsFile,
+            DropBacklogAbove = dropAbove,
             PendingRestart = [.. pending],
             SystemIdentifier = systemIdentifier,
         };

@@ -87,6 +87,9 @@ public static class WalArchiveInspector
         current.PgWalBytes = backlog.PgWalBytes;
         current.PgWalDiskFreeBytes = backlog.DiskFreeBytes;
         current.PgWalDiskBytes = backlog.DiskBytes;
+        current.DroppedSegments = backlog.Dropped;
+        if (backlog.Dropped is { Length: > 0 } gone)
+            reporter.Warning($"{gone.Length} WAL segment(s) of {target.Display} were dropped unarchived by the guard against a full pg_wal ({gone[0]}{(gone.Length > 1 ? $" to {gone[^1]}" : "")}): point-in-time recovery cannot pass them. Take a new base backup; delete pgbackup_dropped_wal.log in the data directory once you have.");
 
         reporter.ProgressCompleted(activity);
         reporter.Milestone($"WAL archive of {target.Display} on timeline {server.Timeline}: {current.SegmentCount} segments up to {current.LastSegment ?? "none"}, " +
@@ -286,7 +289,8 @@ public static class WalArchiveInspector
             Now: reader.GetFieldValue<DateTimeOffset>(12));
     }
 
-    private sealed record WalBacklog(int? ReadySegments, string? OldestReadySegment, TimeSpan? OldestReadyAge, long? PgWalBytes, long? DiskFreeBytes, long? DiskBytes);
+    private sealed record WalBacklog(int? ReadySegments, string? OldestReadySegment, TimeSpan? OldestReadyAge, long? PgWalBytes, long? DiskFreeBytes, long? DiskBytes,
+        string[]? Dropped);
 
     /// <summary>
     /// What waits in pg_wal for the archiver: the .ready files of pg_wal/archive_status, the size of pg_wal, and, when the
@@ -337,7 +341,18 @@ public static class WalArchiveInspector
                 reporter.Verbose($"Cannot read the free space of the disk of {dataDirectory}/pg_wal: {ex.Message}");
             }
         }
-        return new WalBacklog(ready, oldest, age, walBytes, free, total);
+        // What the guard dropped: the first word of each line of pgbackup_dropped_wal.log (written by pgbackup-wal push).
+        string[]? dropped = null;
+        try
+        {
+            var log = await ServerSession.ScalarAsync<string>(connection, "select pg_read_file('pgbackup_dropped_wal.log', 0, 10485760, true)", ct).ConfigureAwait(false);
+            dropped = (log ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' ')[0]).Where(n => n.Length >= 24).Distinct().ToArray();
+        }
+        catch (PostgresException ex) when (ex.SqlState is PostgresErrorCodes.InsufficientPrivilege or PostgresErrorCodes.UndefinedFunction)
+        {
+            reporter.Verbose($"Cannot read pgbackup_dropped_wal.log ({ex.MessageText}); pg_read_server_files or a superuser may.");
+        }
+        return new WalBacklog(ready, oldest, age, walBytes, free, total, dropped);
     }
 
     /// <summary>Modification times of the archive status files of the last archived and the first unarchived segment; null when the role may not list them (pg_monitor or superuser needed).</summary>

@@ -89,13 +89,18 @@ public sealed class WalArchiveTool
     /// <summary>What the server's shell runs to start the tool, quoted.</summary>
     private string Start => string.Join(' ', Invocation.Select(w => Quote(w)));
 
-    /// <summary>The archive_command value: pgbackup-wal push %p &lt;archiveFolder&gt;.</summary>
-    public string ArchiveCommand(string archiveFolder) =>
-        string.Join(' ', Start, "push", Quote("%p", escapePercent: false), Quote(archiveFolder));
+    /// <summary>The option of push that drops segments when pg_wal's backlog passes a number of bytes (the tool's DropGuard).</summary>
+    public const string DropOption = "--drop-backlog-above";
 
-    /// <summary>The archive_command value for a blob archive: pgbackup-wal push %p &lt;archiveUrl&gt; --credentials &lt;file&gt;.</summary>
-    public string ArchiveCommand(string archiveUrl, string credentialsFile) =>
-        string.Join(' ', Start, "push", Quote("%p", escapePercent: false), Quote(archiveUrl), CredentialsOption, Quote(credentialsFile));
+    /// <summary>The archive_command value: pgbackup-wal push %p &lt;archiveFolder&gt; [--drop-backlog-above &lt;bytes&gt;].</summary>
+    public string ArchiveCommand(string archiveFolder, long? dropBacklogAbove = null) =>
+        string.Join(' ', Start, "push", Quote("%p", escapePercent: false), Quote(archiveFolder)) + Drop(dropBacklogAbove);
+
+    /// <summary>The archive_command value for a blob archive: pgbackup-wal push %p &lt;archiveUrl&gt; --credentials &lt;file&gt; [--drop-backlog-above &lt;bytes&gt;].</summary>
+    public string ArchiveCommand(string archiveUrl, string credentialsFile, long? dropBacklogAbove = null) =>
+        string.Join(' ', Start, "push", Quote("%p", escapePercent: false), Quote(archiveUrl), CredentialsOption, Quote(credentialsFile)) + Drop(dropBacklogAbove);
+
+    private static string Drop(long? bytes) => bytes is { } b ? $" {DropOption} {b.ToString(System.Globalization.CultureInfo.InvariantCulture)}" : "";
 
     /// <summary>The restore_command value: pgbackup-wal fetch &lt;archiveFolder&gt; %f %p.</summary>
     public string RestoreCommand(string archiveFolder) =>
@@ -147,17 +152,29 @@ public sealed class WalArchiveTool
     /// Recognises a command written by <see cref="ArchiveCommand(string)"/> or <see cref="ArchiveCommand(string, string)"/>
     /// (for either OS) and returns where it archives: a folder, or a blob archive's URL with its credentials file.
     /// </summary>
-    public static bool TryParseArchiveCommand(string? command, out string? archiveLocation) => TryParseArchiveCommand(command, out archiveLocation, out _);
+    public static bool TryParseArchiveCommand(string? command, out string? archiveLocation) => TryParseArchiveCommand(command, out archiveLocation, out _, out _);
 
-    public static bool TryParseArchiveCommand(string? command, out string? archiveLocation, out string? credentialsFile)
+    public static bool TryParseArchiveCommand(string? command, out string? archiveLocation, out string? credentialsFile) =>
+        TryParseArchiveCommand(command, out archiveLocation, out credentialsFile, out _);
+
+    /// <param name="dropBacklogAbove">The guard's limit in bytes, when the command sets one.</param>
+    public static bool TryParseArchiveCommand(string? command, out string? archiveLocation, out string? credentialsFile, out long? dropBacklogAbove)
     {
         archiveLocation = null;
         credentialsFile = null;
+        dropBacklogAbove = null;
         if (string.IsNullOrWhiteSpace(command) || !command.Contains(Marker, StringComparison.OrdinalIgnoreCase)) return false;
         var words = Split(command);
         // The portable form runs the dll through a dotnet host; the native form is the program itself.
         if (words.Count > 1 && IsTool(words[1], FileName)) words.RemoveAt(0);
         else if (words.Count == 0 || !(IsTool(words[0], "pgbackup-wal") || IsTool(words[0], "pgbackup-wal.exe"))) return false;
+        long? drop = null;
+        if (words.Count > 2 && words[^2] == DropOption)
+        {
+            if (!long.TryParse(words[^1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var limit)) return false;
+            drop = limit;
+            words.RemoveRange(words.Count - 2, 2);
+        }
         var (location, credentials) = words switch
         {
             [_, "push", "%p", var folder] => (folder, null),
@@ -167,6 +184,7 @@ public sealed class WalArchiveTool
         if (location == null) return false;
         archiveLocation = location;
         credentialsFile = credentials;
+        dropBacklogAbove = drop;
         return true;
     }
 

@@ -27,6 +27,11 @@ public sealed class EnablePgWalArchivingCommand : PgServerCmdlet
     [Parameter]
     public SwitchParameter Force { get; set; }
 
+    /// <summary>The guard against a full pg_wal: bytes of WAL that may wait before a segment whose push fails is dropped.</summary>
+    [Parameter]
+    [ValidateRange(0, long.MaxValue)]
+    public long? DropBacklogAbove { get; set; }
+
     protected override void ProcessRecord()
     {
         var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
@@ -51,6 +56,7 @@ public sealed class EnablePgWalArchivingCommand : PgServerCmdlet
                 ToolPath = settings.ToolPath,
                 Force = Force,
                 ToolInstallRoot = WalToolInstallation.Root,
+                DropBacklogAbove = DropBacklogAbove,
             };
             WriteObject(RunEngine((reporter, ct) => ArchivingService.EnableAsync(request, reporter, ct)));
         }
