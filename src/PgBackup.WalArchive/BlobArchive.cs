@@ -20,10 +20,12 @@ internal sealed class BlobArchive : IDisposable
     private const string ChecksumHeader = "x-ms-meta-sha256";
     /// <summary>
     /// A small retry loop of our own, because the tool stays BCL only: the statuses and network failures the Azure SDK's
-    /// policy retries, with backoff, bounded so that PostgreSQL hears back within about a minute.
+    /// policy retries, with backoff. Each attempt is bounded (<see cref="AttemptTimeout"/>, and a body that stalls for that
+    /// long), so PostgreSQL hears back within about three and a half minutes at worst.
     /// </summary>
     private static readonly TimeSpan[] Backoff = [TimeSpan.FromSeconds(0.5), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(4), TimeSpan.FromSeconds(8)];
 
+    private static readonly TimeSpan AttemptTimeout = TimeSpan.FromSeconds(30);
     private readonly string _location;
     private readonly WalStorageCredentials _credentials;
     private readonly HttpClient _http;
@@ -31,7 +33,7 @@ internal sealed class BlobArchive : IDisposable
     public BlobArchive(string location, string credentialsFile)
     {
         if (!Uri.TryCreate(location, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.Query.Length > 0)
-            throw new ArgumentException($"'{location}' is not the URL of a blob WAL archive (http(s), without a query)");
+            throw new ArgumentException($"'{Program.WithoutQuery(location)}' is not the URL of a blob WAL archive (http(s), without a query: the credential belongs in the credentials file)");
         _location = location.TrimEnd('/');
         string text;
         try { text = File.ReadAllText(credentialsFile); }
@@ -46,7 +48,7 @@ internal sealed class BlobArchive : IDisposable
         }
         _http = new HttpClient(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.None, ConnectTimeout = TimeSpan.FromSeconds(15) })
         {
-            Timeout = TimeSpan.FromSeconds(100),
+            Timeout = AttemptTimeout,
         };
     }
 
@@ -98,10 +100,12 @@ internal sealed class BlobArchive : IDisposable
             using var md = IncrementalHash.CreateHash(HashAlgorithmName.MD5);
             using (var input = response.Content.ReadAsStream())
             using (var output = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 0))
+            using (var stalled = new CancellationTokenSource())
             {
                 var buffer = new byte[1 << 20];
                 int read;
-                while ((read = input.Read(buffer, 0, buffer.Length)) > 0)
+                // HttpClient.Timeout ends at the headers; a body that stops arriving must not hold recovery forever.
+                while ((read = ReadWithin(input, buffer, stalled)) > 0)
                 {
                     sha.AppendData(buffer, 0, read);
                     md.AppendData(buffer, 0, read);
@@ -137,6 +141,13 @@ internal sealed class BlobArchive : IDisposable
             if (!get.IsSuccessStatusCode) throw Refused(get, "read the test blob from");
         using (var delete = Send(() => Request(HttpMethod.Delete, name), "delete the test blob from"))
             if (!delete.IsSuccessStatusCode) throw Refused(delete, "delete the test blob from");
+    }
+
+    private static int ReadWithin(Stream input, byte[] buffer, CancellationTokenSource stalled)
+    {
+        stalled.CancelAfter(AttemptTimeout);
+        try { return input.ReadAsync(buffer, stalled.Token).AsTask().GetAwaiter().GetResult(); }
+        catch (OperationCanceledException ex) { throw new IOException($"the download stalled for {AttemptTimeout.TotalSeconds:0} s", ex); }
     }
 
     private string HashRemote(string name)

@@ -48,10 +48,10 @@ internal static class Program
             return DropGuard.Apply(guarded, above, Main(args), Error);
         return args switch
         {
-            ["push", var source, var url, "--credentials", var file] => Run(() => PushToBlob(source, url, file), Failed, $"could not archive '{source}' into {url}"),
+            ["push", var source, var url, "--credentials", var file] => Run(() => PushToBlob(source, url, file), Failed, $"could not archive '{source}' into {WithoutQuery(url)}"),
             ["fetch", var url, var name, var destination, "--credentials", var file, .. var rest] when rest is [] or ["--standby"] =>
-                Run(() => FetchFromBlob(url, name, destination, file), rest.Length > 0 ? Failed : AbortRecovery, $"could not fetch '{name}' from {url} to '{destination}'"),
-            ["check", var url, "--credentials", var file] => Run(() => { using var blob = new BlobArchive(url, file); blob.Check(); return Ok; }, Failed, $"{url} is not usable"),
+                Run(() => FetchFromBlob(url, name, destination, file), rest.Length > 0 ? Failed : AbortRecovery, $"could not fetch '{name}' from {WithoutQuery(url)} to '{destination}'"),
+            ["check", var url, "--credentials", var file] => Run(() => { using var blob = new BlobArchive(url, file); blob.Check(); return Ok; }, Failed, $"{WithoutQuery(url)} is not usable"),
             ["push", var source, var folder] => Run(() => Push(source, folder), Failed, $"could not archive '{source}' into '{folder}'"),
             ["fetch", var folder, var name, var destination] => Run(() => Fetch(folder, name, destination), AbortRecovery,
                 $"could not fetch '{name}' from '{folder}' to '{destination}'"),
@@ -219,6 +219,9 @@ internal static class Program
         output.Write(Encoding.UTF8.GetBytes(content));
         output.Flush(flushToDisk: true);
     }
+
+    /// <summary>A URL as it may be shown in the server log: without a query, which could hold a SAS token.</summary>
+    internal static string WithoutQuery(string url) => url.Contains('?', StringComparison.Ordinal) ? url[..url.IndexOf('?', StringComparison.Ordinal)] + "?<query removed>" : url;
 
     private static int Version()
     {

@@ -64,7 +64,7 @@ public sealed class BlobRecoveryFixture : IDisposable
     public void Dispose()
     {
         Cluster.Dispose();
-        WalCredentialsFile.Remove(Path.Combine("/var/lib/postgresql/.pgbackup", $"{SystemIdentifier}-{WalCredentialsFile.ArchivePurpose}.json"));
+        foreach (var file in Directory.GetFiles("/var/lib/postgresql/.pgbackup", $"{SystemIdentifier}-archive-*.json")) WalCredentialsFile.Remove(file);
         Azurite.Dispose();
         try { Directory.Delete(Folder, recursive: true); } catch (IOException) { }
     }

@@ -146,4 +146,19 @@ public sealed class BlobWalArchivingTests(AzuriteFixture azurite) : IClassFixtur
         Assert.Contains("did not answer", standbyResult.StdErr);
         Assert.False(File.Exists(destination));
     }
+
+    [Fact]
+    public async Task The_credentials_file_is_never_written_through_a_link_the_server_user_planted()
+    {
+        // ~postgres/.pgbackup is the server user's to change; as root, a link there must not lead PgBackup elsewhere.
+        var home = Directory.CreateDirectory(Path.Combine(folder, "home")).FullName;
+        var elsewhere = Directory.CreateDirectory(Path.Combine(folder, "elsewhere")).FullName;
+        File.CreateSymbolicLink(Path.Combine(home, ".pgbackup"), elsewhere);
+        var credentials = new WalStorageCredentials("sv=1&sig=c2VjcmV0", null, null).Serialize();
+        var error = await Assert.ThrowsAsync<PgBackupException>(() =>
+            Instance.WalCredentialsFile.WriteAsync(Path.Combine(home, ".pgbackup", "1-archive-x.json"), credentials, "postgres", default));
+        Assert.Equal("PgBackup.CredentialsFileNotWritable", error.ErrorId);
+        Assert.Empty(Directory.GetFileSystemEntries(elsewhere));
+        Assert.DoesNotContain("c2VjcmV0", error.Message + error.RecommendedAction);
+    }
 }

@@ -196,9 +196,10 @@ Describe 'Blob repositories (Azurite)' -Tag 'Integration' {
             (Get-PgRepository -Repository $repo).WalArchives | Should -Be @($enabled.SystemIdentifier)
         }
         finally {
+            $credentials = [regex]::Match($enabled.ArchiveCommand, "--credentials '([^']+)'").Groups[1].Value
             $disabled = Disable-PgWalArchiving -Server $server -Restart -Confirm:$false -ErrorAction SilentlyContinue
-            $credentials = Join-Path '/var/lib/postgresql/.pgbackup' "$($enabled.SystemIdentifier)-archive.json"
         }
+        $credentials | Should -BeLike "/var/lib/postgresql/.pgbackup/$($enabled.SystemIdentifier)-archive-*.json"
         $credentials | Should -Not -Exist
     }
 

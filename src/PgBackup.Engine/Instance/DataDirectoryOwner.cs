@@ -23,4 +23,8 @@ public static class DataDirectoryOwner
     /// <returns>chown's result; the caller words the error for what it was preparing.</returns>
     public static Task<ToolResult> GiveToAsync(string path, string owner, bool recursive, CancellationToken ct) =>
         ToolRunner.RunAsync(new PgTool("chown", "chown", "", 0), recursive ? ["-R", owner, path] : [owner, path], new Dictionary<string, string?>(), null, ct, captureOutput: true);
+
+    /// <summary>chown -h: the link itself, never what it points to, for paths inside a folder another user controls.</summary>
+    public static Task<ToolResult> GiveEntryToAsync(string path, string owner, CancellationToken ct) =>
+        ToolRunner.RunAsync(new PgTool("chown", "chown", "", 0), ["-h", owner, path], new Dictionary<string, string?>(), null, ct, captureOutput: true);
 }

@@ -12,11 +12,18 @@ namespace PgBackup.Engine.Instance;
 /// </summary>
 public static class WalCredentialsFile
 {
-    public const string ArchivePurpose = "archive";
+    /// <summary>
+    /// The purpose part of an archive_command's file: the cluster's data directory (a primary and a standby or a copy on
+    /// this machine share a system identifier, never a file) and the credential itself, hashed. A new credential gets a new
+    /// file, so the one the running archive_command reads is never rewritten before the new command has proved itself.
+    /// </summary>
+    public static string ArchivePurpose(string dataDirectory, string content) =>
+        "archive-" + Hash(Path.GetFullPath(dataDirectory))[..16] + "-" + Hash(content)[..8];
+
+    private static string Hash(string text) => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text))).ToLowerInvariant();
 
     /// <summary>The purpose part of a standby's file name: its data directory, hashed.</summary>
-    public static string StandbyPurpose(string dataDirectory) =>
-        "standby-" + Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(Path.GetFullPath(dataDirectory))))[..16].ToLowerInvariant();
+    public static string StandbyPurpose(string dataDirectory) => "standby-" + Hash(Path.GetFullPath(dataDirectory))[..16];
     private const string FolderName = ".pgbackup";
 
     /// <summary>The path for <paramref name="serverUser"/>, without writing anything.</summary>
@@ -30,9 +37,15 @@ public static class WalCredentialsFile
         return Path.Combine(home, FolderName, $"{systemIdentifier}-{purpose}.json");
     }
 
-    /// <summary>Writes the file so that only <paramref name="serverUser"/> can read it; it replaces an older one atomically.</summary>
+    /// <summary>
+    /// Writes the file so that only <paramref name="serverUser"/> can read it, unless it holds that content already; it
+    /// replaces an older one atomically. The folder is the server user's (its home), so as root nothing there is trusted:
+    /// a folder that is a symbolic link or belongs to someone else is refused, the file is created new (never through an
+    /// existing name or link), and ownership is handed over with chown -h.
+    /// </summary>
     /// <param name="content">The serialized credential (Repository.Blob.WalStorageCredentials).</param>
-    public static async Task WriteAsync(string path, string content, string serverUser, CancellationToken ct)
+    /// <returns>True when the file was written now, false when it held that content already.</returns>
+    public static async Task<bool> WriteAsync(string path, string content, string serverUser, CancellationToken ct)
     {
         if (OperatingSystem.IsWindows()) throw new PlatformNotSupportedException("The credentials file is written for Unix servers only; PathForAsync refuses Windows first.");
         var folder = Path.GetDirectoryName(path)!;
@@ -41,31 +54,40 @@ public static class WalCredentialsFile
             throw new PgBackupException("CredentialsFileNotWritable", ErrorKind.PermissionDenied,
                 $"The credentials file for pgbackup-wal must belong to the server's OS user '{serverUser}', and this account ('{Environment.UserName}') cannot write files for it.", path,
                 $"Run the command as root (sudo pwsh) or as '{serverUser}'.");
-        var temporary = path + ".tmp." + Environment.ProcessId;
+        PgBackupException Unsafe(string why) => new("CredentialsFileNotWritable", ErrorKind.PermissionDenied,
+            $"The credentials file {path} is not written: {why}.", path, $"Remove {folder} (or make it a folder of '{serverUser}' with mode 0700) and run the command again.");
+        var temporary = path + ".tmp." + Guid.NewGuid().ToString("N");
         try
         {
-            Directory.CreateDirectory(folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            File.SetUnixFileMode(folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            const UnixFileMode ownerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+            if (!Directory.Exists(folder) && !File.Exists(folder))
+            {
+                Directory.CreateDirectory(folder, ownerOnly);
+                if (asRoot && !(await DataDirectoryOwner.GiveEntryToAsync(folder, serverUser, ct).ConfigureAwait(false)).Succeeded)
+                    throw Unsafe($"the folder {folder} could not be given to '{serverUser}'");
+            }
+            var info = new DirectoryInfo(folder);
+            if (!info.Exists || info.LinkTarget != null) throw Unsafe($"{folder} is not a folder but a link or a file");
+            var folderOwner = await DataDirectoryOwner.FindAsync(folder, ct).ConfigureAwait(false);
+            if (folderOwner != serverUser) throw Unsafe($"{folder} belongs to '{folderOwner}', not to '{serverUser}'");
+            if ((File.GetUnixFileMode(folder) & (UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute)) != 0)
+                File.SetUnixFileMode(folder, ownerOnly);
+            var existing = new FileInfo(path);
+            if (existing.Exists && existing.LinkTarget == null && await File.ReadAllTextAsync(path, ct).ConfigureAwait(false) == content) return false;
+
             await using (var stream = new FileStream(temporary, new FileStreamOptions
             {
-                Mode = FileMode.Create, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+                Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
             }))
             {
                 await stream.WriteAsync(Encoding.UTF8.GetBytes(content), ct).ConfigureAwait(false);
                 stream.Flush(flushToDisk: true);
             }
-            if (asRoot)
-            {
-                foreach (var owned in new[] { folder, temporary })
-                {
-                    var chown = await DataDirectoryOwner.GiveToAsync(owned, serverUser, recursive: false, ct).ConfigureAwait(false);
-                    if (!chown.Succeeded)
-                        throw new PgBackupException("CredentialsFileNotWritable", ErrorKind.PermissionDenied,
-                            $"The credentials file {path} could not be given to '{serverUser}': {chown.ErrorSummary()}", path, "Check that the user exists and the folder is on a local file system.");
-                }
-            }
+            if (asRoot && !(await DataDirectoryOwner.GiveEntryToAsync(temporary, serverUser, ct).ConfigureAwait(false)).Succeeded)
+                throw Unsafe($"it could not be given to '{serverUser}'");
             File.Move(temporary, path, overwrite: true);
             DurableFiles.SyncDirectory(folder);
+            return true;
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

@@ -56,39 +56,61 @@ public static class ArchivingService
                     reporter.Warning($"pgbackup-wal is not installed into {installRoot} (this account may not write there), so archive_command runs it from the module's folder, and updating or removing the module changes it under the running archive. Run Enable-PgWalArchiving as root (or an administrator) to install it.");
                     installRoot = null;
                 }
-                if (installRoot != null)
+                // What this attempt adds beside what the running archive_command uses, removed again if the attempt fails before
+                // the new command is written; the old ones go only once the new command is in place.
+                string? pendingUse = null;
+                ArchiveDestination? archive = null;
+                var altered = false;
+                try
                 {
-                    tool = WalToolInstallation.Install(tool, installRoot, reporter);
-                    // Recorded before archive_command names it: a record without a command only keeps a folder longer.
-                    WalToolInstallation.RecordUse(installRoot, WalToolInstallation.ArchiveUse(before.SystemIdentifier!), tool);
-                }
-                var archive = request.Repository.IsBlob
-                    ? await PrepareBlobArchiveAsync(request.Repository, before.SystemIdentifier!, target, local, owner, ct).ConfigureAwait(false)
-                    : await PrepareArchiveFolderAsync(RepositoryLayout.ArchiveFolder(request.Repository.Folder!, before.SystemIdentifier!), owner, reporter, ct).ConfigureAwait(false);
-                var folder = archive.Location;
-                var command = archive.CredentialsFile != null ? tool.ArchiveCommand(folder, archive.CredentialsFile, request.DropBacklogAbove) : tool.ArchiveCommand(folder, request.DropBacklogAbove);
-                if (request.DropBacklogAbove is { } drop)
-                    reporter.Warning($"With the guard set, a segment whose push fails while more than {drop} bytes of WAL wait in pg_wal is dropped: PostgreSQL recycles it unarchived, and point-in-time recovery cannot pass it. Get-PgWalArchive reports every dropped segment.");
-                if (local)
-                    await ProbeToolAsync(tool, owner, archive.CredentialsFile != null ? tool.CheckCommand(folder, archive.CredentialsFile) : null, reporter, ct).ConfigureAwait(false);
+                    if (installRoot != null)
+                    {
+                        tool = WalToolInstallation.Install(tool, installRoot, reporter);
+                        // Recorded before archive_command names it: a record without a command only keeps a folder longer.
+                        pendingUse = WalToolInstallation.ArchiveUse(before.SystemIdentifier!, server.DataDirectory);
+                        WalToolInstallation.RecordPendingUse(installRoot, pendingUse, tool);
+                    }
+                    archive = request.Repository.IsBlob
+                        ? await PrepareBlobArchiveAsync(request.Repository, before.SystemIdentifier!, server.DataDirectory, target, local, owner, ct).ConfigureAwait(false)
+                        : await PrepareArchiveFolderAsync(RepositoryLayout.ArchiveFolder(request.Repository.Folder!, before.SystemIdentifier!), owner, reporter, ct).ConfigureAwait(false);
+                    var folder = archive.Location;
+                    var command = archive.CredentialsFile != null ? tool.ArchiveCommand(folder, archive.CredentialsFile, request.DropBacklogAbove) : tool.ArchiveCommand(folder, request.DropBacklogAbove);
+                    if (request.DropBacklogAbove is { } drop)
+                        reporter.Warning($"With the guard set, a segment whose push fails while more than {drop} bytes of WAL wait in pg_wal is dropped: PostgreSQL recycles it unarchived, and point-in-time recovery cannot pass it. Get-PgWalArchive reports every dropped segment.");
+                    if (local)
+                        await ProbeToolAsync(tool, owner, archive.CredentialsFile != null ? tool.CheckCommand(folder, archive.CredentialsFile) : null, reporter, ct).ConfigureAwait(false);
 
-                reporter.Progress(activity, "Changing settings", 25);
-                if (before.WalLevel == "minimal") await AlterSystemAsync(connection, target, "wal_level", "replica", reporter, ct).ConfigureAwait(false);
-                if (before.ArchiveMode != "always") await AlterSystemAsync(connection, target, "archive_mode", "on", reporter, ct).ConfigureAwait(false);
-                await AlterSystemAsync(connection, target, "archive_command", command, reporter, ct).ConfigureAwait(false);
-                if (request.MaxRpo is { } rpo)
-                    await AlterSystemAsync(connection, target, "archive_timeout", ((long)Math.Ceiling(rpo.TotalSeconds)).ToString(CultureInfo.InvariantCulture) + "s", reporter, ct).ConfigureAwait(false);
-                await ReloadAsync(connection, target, reporter, ct).ConfigureAwait(false);
+                    reporter.Progress(activity, "Changing settings", 25);
+                    if (before.WalLevel == "minimal") await AlterSystemAsync(connection, target, "wal_level", "replica", reporter, ct).ConfigureAwait(false);
+                    if (before.ArchiveMode != "always") await AlterSystemAsync(connection, target, "archive_mode", "on", reporter, ct).ConfigureAwait(false);
+                    await AlterSystemAsync(connection, target, "archive_command", command, reporter, ct).ConfigureAwait(false);
+                    altered = true;
+                    if (request.MaxRpo is { } rpo)
+                        await AlterSystemAsync(connection, target, "archive_timeout", ((long)Math.Ceiling(rpo.TotalSeconds)).ToString(CultureInfo.InvariantCulture) + "s", reporter, ct).ConfigureAwait(false);
+                    await ReloadAsync(connection, target, reporter, ct).ConfigureAwait(false);
+                }
+                catch when (!altered)
+                {
+                    if (pendingUse != null) WalToolInstallation.AbandonPendingUse(installRoot!, pendingUse);
+                    if (archive is { NewCredentials: true, CredentialsFile: { } written } && written != before.CredentialsFile) Instance.WalCredentialsFile.Remove(written);
+                    throw;
+                }
                 var state = await ReadStateAsync(connection, ct).ConfigureAwait(false);
-                // The build this command ran before, if no cluster names it any more, goes now.
-                if (installRoot != null)
-                    foreach (var removed in WalToolInstallation.RemoveUnused(installRoot)) reporter.Verbose($"Removed {removed}, which no cluster's archive_command runs any more.");
+                var location = archive!.Location;
+                // The build and the credential this cluster's command used before go now, if nothing else uses them.
+                if (pendingUse != null)
+                {
+                    WalToolInstallation.CommitPendingUse(installRoot!, pendingUse);
+                    foreach (var removed in WalToolInstallation.RemoveUnused(installRoot!, reporter.Warning)) reporter.Verbose($"Removed {removed}, which no cluster's archive_command runs any more.");
+                }
+                if (local && before.CredentialsFile != null && before.CredentialsFile != archive.CredentialsFile && Instance.WalCredentialsFile.Remove(before.CredentialsFile))
+                    reporter.Verbose($"Removed the credentials file {before.CredentialsFile}, which the previous archive_command read.");
 
                 bool restarted;
                 (connection, state, restarted) = await RestartIfPendingAsync(connection, state, request.Restart, request.ToolPath, target, server, owner, info,
                     "WAL archiving starts then", reporter, ct).ConfigureAwait(false);
 
-                var result = Result(target, folder, before.SystemIdentifier!, state, restarted);
+                var result = Result(target, location, before.SystemIdentifier!, state, restarted);
                 // Only settings that archiving depends on hold the check back; an unrelated pending change (shared_buffers) does not.
                 if (request.Verify && !state.PendingRestart.Any(n => n is "wal_level" or "archive_mode" or "archive_library") && !server.InRecovery)
                 {
@@ -97,8 +119,8 @@ public static class ArchivingService
                     result.Verified = true;
                 }
                 reporter.Milestone(result.Verified
-                    ? $"WAL archiving of {target.Display} into {folder} works: {result.VerifiedSegment} arrived in {result.VerifyDuration!.Value.TotalSeconds:0.0}s."
-                    : $"WAL archiving of {target.Display} into {folder} is configured" + (result.PendingRestart.Length > 0 ? $"; waiting for a restart ({string.Join(", ", result.PendingRestart)})." : "."));
+                    ? $"WAL archiving of {target.Display} into {location} works: {result.VerifiedSegment} arrived in {result.VerifyDuration!.Value.TotalSeconds:0.0}s."
+                    : $"WAL archiving of {target.Display} into {location} is configured" + (result.PendingRestart.Length > 0 ? $"; waiting for a restart ({string.Join(", ", result.PendingRestart)})." : "."));
                 return result;
             }
             finally { await connection.DisposeAsync().ConfigureAwait(false); }
@@ -146,7 +168,7 @@ public static class ArchivingService
                 {
                     if (Instance.WalCredentialsFile.Remove(before.CredentialsFile)) reporter.Verbose($"Removed the credentials file {before.CredentialsFile}.");
                     if (before.SystemIdentifier != null && request.ToolInstallRoot is { } root && WalToolInstallation.CanInstall(root))
-                        foreach (var removed in WalToolInstallation.ReleaseUse(root, WalToolInstallation.ArchiveUse(before.SystemIdentifier)))
+                        foreach (var removed in WalToolInstallation.ReleaseUse(root, WalToolInstallation.ArchiveUse(before.SystemIdentifier, server.DataDirectory), reporter.Warning))
                             reporter.Verbose($"Removed {removed}, which no cluster's archive_command runs any more.");
                 }
                 reporter.Milestone($"WAL archiving of {target.Display} is disabled" + (result.PendingRestart.Length > 0 ? $"; {string.Join(", ", result.PendingRestart)} wait for a restart." : "."));
@@ -353,14 +375,14 @@ public static class ArchivingService
     private static bool IsRoot => !OperatingSystem.IsWindows() && Environment.IsPrivilegedProcess;
 
     /// <summary>Where archive_command writes: a folder, or a blob archive's URL with the file its credentials are in.</summary>
-    private sealed record ArchiveDestination(string Location, string? CredentialsFile, Func<string, CancellationToken, Task<bool>> HoldsAsync);
+    private sealed record ArchiveDestination(string Location, string? CredentialsFile, Func<string, CancellationToken, Task<bool>> HoldsAsync, bool NewCredentials = false);
 
     /// <summary>
     /// A blob archive: the container exists (this account can write it), and the credential pgbackup-wal will use is in a
     /// file only the server's OS user can read. Only for a server on this machine, where that file can be written.
     /// </summary>
-    private static async Task<ArchiveDestination> PrepareBlobArchiveAsync(RepositoryAddress repository, string systemIdentifier, ConnectionTarget target, bool local,
-        string? owner, CancellationToken ct)
+    private static async Task<ArchiveDestination> PrepareBlobArchiveAsync(RepositoryAddress repository, string systemIdentifier, string dataDirectory, ConnectionTarget target,
+        bool local, string? owner, CancellationToken ct)
     {
         if (!local || owner == null)
             throw new PgBackupException("BlobArchivingNeedsLocalServer", ErrorKind.InvalidOperation,
@@ -369,11 +391,12 @@ public static class ArchivingService
         var credentials = Repository.Blob.BlobStore.WalCredentials(repository);
         var store = Repository.Blob.BlobStore.Open(repository);
         await store.EnsureContainerAsync(ct).ConfigureAwait(false);
-        var file = await Instance.WalCredentialsFile.PathForAsync(owner, systemIdentifier, Instance.WalCredentialsFile.ArchivePurpose, ct).ConfigureAwait(false);
-        await Instance.WalCredentialsFile.WriteAsync(file, credentials.Serialize(), owner, ct).ConfigureAwait(false);
+        var content = credentials.Serialize();
+        var file = await Instance.WalCredentialsFile.PathForAsync(owner, systemIdentifier, Instance.WalCredentialsFile.ArchivePurpose(dataDirectory, content), ct).ConfigureAwait(false);
+        var written = await Instance.WalCredentialsFile.WriteAsync(file, content, owner, ct).ConfigureAwait(false);
         var key = Repository.Blob.BlobWalArchiveStore.KeyOf(repository, systemIdentifier);
         return new ArchiveDestination(Repository.Blob.BlobWalArchiveStore.UrlOf(repository, systemIdentifier), file,
-            (name, token) => store.ExistsAsync(key + "/" + name, token));
+            (name, token) => store.ExistsAsync(key + "/" + name, token), written);
     }
 
     private static async Task<ArchiveDestination> PrepareArchiveFolderAsync(string folder, string? serverUser, IOperationReporter reporter, CancellationToken ct)
