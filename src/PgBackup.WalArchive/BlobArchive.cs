@@ -123,7 +123,10 @@ internal sealed class BlobArchive : IDisposable
         finally { File.Delete(temporary); }
     }
 
-    /// <summary>Proves write, read and delete: what archiving and recovery will need.</summary>
+    /// <summary>
+    /// Proves write and read, what archiving and recovery need, with a small probe blob that is deleted again. The server
+    /// needs no delete permission, so a credential without it passes (and the probe, named as no WAL file is, stays).
+    /// </summary>
     public void Check()
     {
         var name = ".pgbackup-write-test-" + Guid.NewGuid().ToString("N");
@@ -137,10 +140,17 @@ internal sealed class BlobArchive : IDisposable
             return request;
         }, "write a test blob into"))
             if (!put.IsSuccessStatusCode) throw Refused(put, "write a test blob into");
-        using (var get = Send(() => Request(HttpMethod.Get, name), "read the test blob from"))
+        try
+        {
+            using var get = Send(() => Request(HttpMethod.Get, name), "read the test blob from");
             if (!get.IsSuccessStatusCode) throw Refused(get, "read the test blob from");
-        using (var delete = Send(() => Request(HttpMethod.Delete, name), "delete the test blob from"))
-            if (!delete.IsSuccessStatusCode) throw Refused(delete, "delete the test blob from");
+        }
+        finally
+        {
+            using var delete = Send(() => Request(HttpMethod.Delete, name), "delete the test blob from");
+            if (!delete.IsSuccessStatusCode)
+                Console.Error.WriteLine($"pgbackup-wal: note: the test blob {name} could not be deleted ({(int)delete.StatusCode}); archiving does not need delete permission");
+        }
     }
 
     private static int ReadWithin(Stream input, byte[] buffer, CancellationTokenSource stalled)
