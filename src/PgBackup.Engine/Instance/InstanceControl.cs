@@ -119,6 +119,9 @@ public static class InstanceControl
         }
         reporter.Milestone($"Removing '{instance.DataDirectory}'.");
         await WalCredentialsFile.RemoveStandbysAsync(instance.DataDirectory, reporter, ct).ConfigureAwait(false);
+        if (InstalledToolUses.CanInstall(InstalledToolUses.Root))
+            foreach (var removed in InstalledToolUses.ReleaseUse(InstalledToolUses.Root, InstalledToolUses.StandbyUse(instance.DataDirectory), reporter.Warning))
+                reporter.Verbose($"Removed {removed}, which no server on this machine runs any more.");
         DeleteFolder(instance.DataDirectory);
     }
 

@@ -26,6 +26,11 @@ public sealed record NewStandbyRequest
     /// </summary>
     public RepositoryAddress? ArchiveRepository { get; init; }
     public WalArchiveTool? WalTool { get; init; }
+    /// <summary>
+    /// Install the tool under this root (InstalledToolUses.Root for the cmdlets), when this process may, so that the
+    /// restore_command does not run it from the module's folder; null: run <see cref="WalTool"/> where it is.
+    /// </summary>
+    public string? ToolInstallRoot { get; init; }
     public bool Force { get; init; }
     public TimeSpan StreamingTimeout { get; init; } = TimeSpan.FromSeconds(60);
     public string? ToolPath { get; init; }
@@ -59,11 +64,21 @@ public static class StandbyBuilder
         var created = !Directory.Exists(directory);
         var started = false;
         string? credentialsFile = null;
+        string? pendingUse = null;
         try
         {
             string? restoreCommand = null;
             if (request.ArchiveRepository is { } repository)
-                (restoreCommand, credentialsFile) = await RestoreCommandAsync(request, repository, owner ?? Environment.UserName, reporter, ct).ConfigureAwait(false);
+            {
+                var tool = request.WalTool ?? throw new ArgumentException("A WAL tool is needed for an archive fallback.", nameof(request));
+                if (request.ToolInstallRoot is { } root && InstalledToolUses.CanInstall(root))
+                {
+                    tool = WalToolInstallation.Install(tool, root, reporter);
+                    pendingUse = InstalledToolUses.StandbyUse(directory);
+                    InstalledToolUses.RecordPendingUse(root, pendingUse, Path.GetDirectoryName(tool.ToolPath)!);
+                }
+                (restoreCommand, credentialsFile) = await RestoreCommandAsync(request, tool, repository, owner ?? Environment.UserName, reporter, ct).ConfigureAwait(false);
+            }
             if (Directory.Exists(directory)) foreach (var entry in Directory.EnumerateFileSystemEntries(directory)) DeleteEntry(entry);
             Directory.CreateDirectory(directory);
             var args = new List<string> { "--pgdata=" + directory, "--write-recovery-conf", "--wal-method=stream", "--checkpoint=fast", "--progress", "--verbose", "--no-password" };
@@ -108,6 +123,7 @@ public static class StandbyBuilder
                 if (snapshot.Standby is { ReceiverStatus: "streaming" } streaming)
                 {
                     reporter.ProgressCompleted(activity);
+                    if (pendingUse != null) InstalledToolUses.CommitPendingUse(request.ToolInstallRoot!, pendingUse);
                     reporter.Milestone($"The standby on port {request.Port} streams from {request.Upstream.Display}.");
                     return streaming;
                 }
@@ -124,6 +140,7 @@ public static class StandbyBuilder
             if (started) await PgCtlAsync(pgCtl, owner, ["stop", "-D", directory, "-m", "immediate", "-w"], reporter, CancellationToken.None).ConfigureAwait(false);
             // Nothing half-made is left that could be taken for a working standby, and no credential for it.
             WalCredentialsFile.Remove(credentialsFile);
+            if (pendingUse != null) InstalledToolUses.AbandonPendingUse(request.ToolInstallRoot!, pendingUse);
             try
             {
                 if (created) Directory.Delete(directory, recursive: true);
@@ -139,10 +156,9 @@ public static class StandbyBuilder
     /// repository); a blob archive through pgbackup-wal with a credentials file of the standby's own, in --standby mode so
     /// that a storage outage sends the standby back to streaming instead of shutting it down.
     /// </summary>
-    private static async Task<(string Command, string? CredentialsFile)> RestoreCommandAsync(NewStandbyRequest request, RepositoryAddress repository, string standbyUser,
-        IOperationReporter reporter, CancellationToken ct)
+    private static async Task<(string Command, string? CredentialsFile)> RestoreCommandAsync(NewStandbyRequest request, WalArchiveTool tool, RepositoryAddress repository,
+        string standbyUser, IOperationReporter reporter, CancellationToken ct)
     {
-        var tool = request.WalTool ?? throw new ArgumentException("A WAL tool is needed for an archive fallback.", nameof(request));
         var state = await ArchivingService.GetArchivingStateAsync(request.Upstream, ct).ConfigureAwait(false);
         var systemIdentifier = state.SystemIdentifier ?? throw new PgBackupException("PermissionDenied", ErrorKind.PermissionDenied,
             $"The system identifier of {request.Upstream.Display}, which names its WAL archive, cannot be read by '{request.Upstream.User}' (pg_control_system()).", request.Upstream.Display,

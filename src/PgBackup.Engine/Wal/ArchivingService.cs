@@ -51,7 +51,7 @@ public static class ArchivingService
                 var owner = local ? await Instance.DataDirectoryOwner.FindAsync(server.DataDirectory, ct).ConfigureAwait(false) : null;
                 var tool = request.Tool.ForServer(server.Os);
                 var installRoot = local && server.Os == (OperatingSystem.IsWindows() ? ServerOs.Windows : ServerOs.Unix) ? request.ToolInstallRoot : null;
-                if (installRoot != null && !WalToolInstallation.CanInstall(installRoot))
+                if (installRoot != null && !Instance.InstalledToolUses.CanInstall(installRoot))
                 {
                     reporter.Warning($"pgbackup-wal is not installed into {installRoot} (this account may not write there), so archive_command runs it from the module's folder, and updating or removing the module changes it under the running archive. Run Enable-PgWalArchiving as root (or an administrator) to install it.");
                     installRoot = null;
@@ -67,8 +67,8 @@ public static class ArchivingService
                     {
                         tool = WalToolInstallation.Install(tool, installRoot, reporter);
                         // Recorded before archive_command names it: a record without a command only keeps a folder longer.
-                        pendingUse = WalToolInstallation.ArchiveUse(before.SystemIdentifier!, server.DataDirectory);
-                        WalToolInstallation.RecordPendingUse(installRoot, pendingUse, tool);
+                        pendingUse = Instance.InstalledToolUses.ArchiveUse(before.SystemIdentifier!, server.DataDirectory);
+                        Instance.InstalledToolUses.RecordPendingUse(installRoot, pendingUse, Path.GetDirectoryName(tool.ToolPath)!);
                     }
                     archive = request.Repository.IsBlob
                         ? await PrepareBlobArchiveAsync(request.Repository, before.SystemIdentifier!, server.DataDirectory, target, local, owner, ct).ConfigureAwait(false)
@@ -91,7 +91,7 @@ public static class ArchivingService
                 }
                 catch when (!altered)
                 {
-                    if (pendingUse != null) WalToolInstallation.AbandonPendingUse(installRoot!, pendingUse);
+                    if (pendingUse != null) Instance.InstalledToolUses.AbandonPendingUse(installRoot!, pendingUse);
                     if (archive is { NewCredentials: true, CredentialsFile: { } written } && written != before.CredentialsFile) Instance.WalCredentialsFile.Remove(written);
                     throw;
                 }
@@ -100,8 +100,8 @@ public static class ArchivingService
                 // The build and the credential this cluster's command used before go now, if nothing else uses them.
                 if (pendingUse != null)
                 {
-                    WalToolInstallation.CommitPendingUse(installRoot!, pendingUse);
-                    foreach (var removed in WalToolInstallation.RemoveUnused(installRoot!, reporter.Warning)) reporter.Verbose($"Removed {removed}, which no cluster's archive_command runs any more.");
+                    Instance.InstalledToolUses.CommitPendingUse(installRoot!, pendingUse);
+                    foreach (var removed in Instance.InstalledToolUses.RemoveUnused(installRoot!, reporter.Warning)) reporter.Verbose($"Removed {removed}, which no cluster's archive_command runs any more.");
                 }
                 if (local && before.CredentialsFile != null && before.CredentialsFile != archive.CredentialsFile && Instance.WalCredentialsFile.Remove(before.CredentialsFile))
                     reporter.Verbose($"Removed the credentials file {before.CredentialsFile}, which the previous archive_command read.");
@@ -167,8 +167,8 @@ public static class ArchivingService
                 if (string.IsNullOrEmpty(state.ArchiveCommand) && target.ServesFromHere(server.DataDirectory))
                 {
                     if (Instance.WalCredentialsFile.Remove(before.CredentialsFile)) reporter.Verbose($"Removed the credentials file {before.CredentialsFile}.");
-                    if (before.SystemIdentifier != null && request.ToolInstallRoot is { } root && WalToolInstallation.CanInstall(root))
-                        foreach (var removed in WalToolInstallation.ReleaseUse(root, WalToolInstallation.ArchiveUse(before.SystemIdentifier, server.DataDirectory), reporter.Warning))
+                    if (before.SystemIdentifier != null && request.ToolInstallRoot is { } root && Instance.InstalledToolUses.CanInstall(root))
+                        foreach (var removed in Instance.InstalledToolUses.ReleaseUse(root, Instance.InstalledToolUses.ArchiveUse(before.SystemIdentifier, server.DataDirectory), reporter.Warning))
                             reporter.Verbose($"Removed {removed}, which no cluster's archive_command runs any more.");
                 }
                 reporter.Milestone($"WAL archiving of {target.Display} is disabled" + (result.PendingRestart.Length > 0 ? $"; {string.Join(", ", result.PendingRestart)} wait for a restart." : "."));

@@ -56,7 +56,8 @@ public sealed class NewPgStandbyCommand : PgCmdlet
             var request = new NewStandbyRequest
             {
                 Upstream = upstream, DataDirectory = directory, Port = Port, ListenAddress = ListenAddress, Slot = Slot,
-                ArchiveRepository = archive, WalTool = archive != null ? WalArchiveTool.InModuleFolder(ModuleFolder) : null, Force = Force, ToolPath = settings.ToolPath,
+                ArchiveRepository = archive, WalTool = archive != null ? WalArchiveTool.InModuleFolder(ModuleFolder) : null, ToolInstallRoot = WalToolInstallation.Root,
+                Force = Force, ToolPath = settings.ToolPath,
             };
             WriteObject(RunEngine((reporter, ct) => StandbyBuilder.CreateAsync(request, reporter, ct)));
         }
