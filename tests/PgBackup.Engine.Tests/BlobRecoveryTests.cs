@@ -27,6 +27,7 @@ public sealed class BlobRecoveryFixture : IDisposable
     public BaseBackup Newer { get; }
     public string SystemIdentifier { get; }
     public Dictionary<int, DateTimeOffset> Committed { get; } = [];
+    public Dictionary<int, ulong> Xids { get; } = [];
 
     public BlobRecoveryFixture()
     {
@@ -53,8 +54,8 @@ public sealed class BlobRecoveryFixture : IDisposable
         connection.Open();
         for (var id = from; id <= to; id++)
         {
-            using var insert = new NpgsqlCommand($"insert into ledger values ({id}) returning pg_xact_commit_timestamp(xmin)", connection);
-            insert.ExecuteNonQuery();
+            using var insert = new NpgsqlCommand($"insert into ledger values ({id}) returning xmin::text", connection);
+            Xids[id] = ulong.Parse((string)insert.ExecuteScalar()!, System.Globalization.CultureInfo.InvariantCulture);
             using var time = new NpgsqlCommand($"select pg_xact_commit_timestamp(xmin) from ledger where id = {id}", connection);
             Committed[id] = new DateTimeOffset(((DateTime)time.ExecuteScalar()!).ToUniversalTime(), TimeSpan.Zero);
             Thread.Sleep(5);
@@ -128,6 +129,26 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
         }
         Assert.Equal(Enumerable.Range(1, 9), LedgerAt(result.Port));
         Assert.False(Directory.Exists(spool));
+    }
+
+    [Fact]
+    public async Task A_transaction_id_before_the_newest_backup_is_recovered_from_the_older_one_downloaded_in_its_place()
+    {
+        var target = RecoveryTarget.AtXid(fx.Xids[3], inclusive: true);
+        target.Timeline = "current";
+        var (source, plan) = await RecoverySource.PlanAsync(null, null, fx.Repository, null, new CatalogFilter(), fx.Cluster.Host, target, null, NullReporter.Instance, default);
+        using (source)
+        {
+            Assert.Equal(fx.Older.Id, plan.Backup.Id);
+            var port = InstanceControl.FreePort();
+            var result = await PointInTimeRecovery.RunAsync(new PointInTimeRequest
+            {
+                Plan = plan, DataDirectory = NewDataDirectory(), Port = port, WalTool = fx.Tool,
+                Connection = new() { Host = "localhost", Port = port, Database = "postgres", User = PgTestCluster.SuperUser, Password = PgTestCluster.Password },
+            }, NullReporter.Instance, default);
+            Assert.Equal(Enumerable.Range(1, 3), LedgerAt(result.Port));
+        }
+        Assert.Empty(Directory.GetDirectories(Path.GetTempPath(), "pgbackup-spool-*"));
     }
 
     [Fact]

@@ -27,6 +27,45 @@ public sealed class RecoverySource : IDisposable
     public string? Spool { get; }
     /// <summary>Where the chosen backup lives in its repository (a downloaded copy's original), for the result.</summary>
     public string? BackupPath { get; private init; }
+    /// <summary>From blob storage, chosen by server: the other candidates, to try when this one cannot reach the target.</summary>
+    public IReadOnlyList<BaseBackup> Untried { get; private init; } = [];
+
+    /// <summary>
+    /// Prepares and plans the recovery. From blob storage with the backup chosen by server, a backup that by its metadata
+    /// could reach the target may still start after it (a transaction id or restore point is only found in the WAL, from
+    /// the backup's start on): then the next older one is downloaded and planned instead, as the planner does among local
+    /// candidates, and the oldest one's answer is final.
+    /// </summary>
+    public static async Task<(RecoverySource Source, RecoveryPlan Plan)> PlanAsync(BaseBackup? chosen, RepositoryAddress? backupRepository, RepositoryAddress? walRepository,
+        string? backupId, CatalogFilter? serverFilter, string? serverName, RecoveryTarget target, string? toolPath, IOperationReporter reporter, CancellationToken ct)
+    {
+        var tried = new HashSet<string>(StringComparer.Ordinal);
+        while (true)
+        {
+            var source = await PrepareAsync(chosen, backupRepository, walRepository, backupId, serverFilter, serverName, target, reporter, ct, tried).ConfigureAwait(false);
+            try
+            {
+                var plan = await RecoveryPlanner.PlanAsync(new RecoveryPlanRequest
+                {
+                    Candidates = source.Candidates, BackupChosen = source.Chosen, Target = target, Repository = source.Repository, ToolPath = toolPath,
+                }, reporter, ct).ConfigureAwait(false);
+                return (source, plan);
+            }
+            // A transaction or restore point not found in the WAL after this backup's start may lie before it.
+            catch (PgBackupException ex) when (source.Untried.Count > 0 && (ex.ErrorId == "PgBackup.TargetBeforeBackupEnd" ||
+                (ex.ErrorId == "PgBackup.TargetBeyondArchive" && target.Kind is RecoveryTargetKind.Xid or RecoveryTargetKind.Name)))
+            {
+                reporter.Verbose($"Base backup {source.Candidates[0].Id} cannot reach {target} ({ex.Message}); trying an older one.");
+                tried.Add(source.Candidates[0].Id);
+                source.Dispose();
+            }
+            catch
+            {
+                source.Dispose();
+                throw;
+            }
+        }
+    }
 
     public void Dispose()
     {
@@ -38,9 +77,12 @@ public sealed class RecoverySource : IDisposable
     /// <param name="walRepository">The repository whose archive the WAL comes from (and whose backups are the candidates without a chosen one).</param>
     /// <param name="serverFilter">Without a chosen backup: whose backups are candidates.</param>
     /// <param name="backupId">Without a chosen backup: the id of the one to use.</param>
+    /// <param name="tried">Ids of candidates already tried by <see cref="PlanAsync"/>, left out.</param>
     public static async Task<RecoverySource> PrepareAsync(BaseBackup? chosen, RepositoryAddress? backupRepository, RepositoryAddress? walRepository,
-        string? backupId, CatalogFilter? serverFilter, string? serverName, RecoveryTarget target, IOperationReporter reporter, CancellationToken ct)
+        string? backupId, CatalogFilter? serverFilter, string? serverName, RecoveryTarget target, IOperationReporter reporter, CancellationToken ct,
+        IReadOnlySet<string>? tried = null)
     {
+        IReadOnlyList<BaseBackup> untried = [];
         var blobWal = walRepository is { IsBlob: true };
         if (chosen != null) chosen = RecoveryChoices.Chosen(chosen);
         if (chosen == null)
@@ -55,7 +97,9 @@ public sealed class RecoverySource : IDisposable
                 var candidates = RecoveryChoices.OfServer(listed, repository.Display, serverName ?? "the server");
                 if (!repository.IsBlob) return new RecoverySource(candidates, false, repository.Folder, null);
                 // Only one backup is downloaded: the newest the metadata says can reach the target.
-                chosen = Likeliest(candidates, target);
+                var left = candidates.Where(c => tried == null || !tried.Contains(c.Id)).ToList();
+                chosen = Likeliest(left, target);
+                untried = left.Where(c => c.StopLsn < chosen.StopLsn).ToList();
                 reporter.Verbose($"Recovering from base backup {chosen.Id}, the newest in {repository.Display} that can reach {target}.");
             }
             if (repository.IsBlob) backupRepository = repository;
@@ -78,7 +122,7 @@ public sealed class RecoverySource : IDisposable
                 await DownloadWalAsync(walRepository!, chosen, spool, reporter, ct).ConfigureAwait(false);
                 wal = spool;
             }
-            return new RecoverySource([backup], true, wal, spool) { BackupPath = chosen.Path };
+            return new RecoverySource([backup], true, wal, spool) { BackupPath = chosen.Path, Untried = untried };
         }
         catch
         {

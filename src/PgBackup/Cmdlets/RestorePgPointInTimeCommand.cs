@@ -96,15 +96,11 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
                 : backupRepository ?? ((InputObject != null ? InputObject.Repository : settings.Repository) is { } r ? Parse(r) : null);
             if (InputObject == null && walRepository == null) RequireRepositoryAddress(settings);
             var filter = InputObject == null && BackupId == null ? WithServer(new CatalogFilter(), Server, settings) : null;
-            _source = RunEngine((reporter, ct) => RecoverySource.PrepareAsync(InputObject, backupRepository, walRepository, BackupId, filter, Server, target, reporter, ct));
             var directory = GetUnresolvedProviderPathFromPSPath(DataDirectory!);
             var port = Port ?? InstanceControl.FreePort();
             PointInTimeRecovery.CheckDestination(directory, port, Force);
-
-            var plan = RunEngine((reporter, ct) => RecoveryPlanner.PlanAsync(new RecoveryPlanRequest
-            {
-                Candidates = _source.Candidates, BackupChosen = _source.Chosen, Target = target, Repository = _source.Repository, ToolPath = settings.ToolPath,
-            }, reporter, ct));
+            (_source, var plan) = RunEngine((reporter, ct) =>
+                RecoverySource.PlanAsync(InputObject, backupRepository, walRepository, BackupId, filter, Server, target, settings.ToolPath, reporter, ct));
             var backup = plan.Backup;
             var action = $"Restore base backup {backup.Id} and recover it to {target} on port {port}";
             var replaces = Directory.Exists(directory) && Directory.EnumerateFileSystemEntries(directory).Any();
