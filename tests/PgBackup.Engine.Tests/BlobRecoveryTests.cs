@@ -73,22 +73,13 @@ public sealed class BlobRecoveryFixture : IDisposable
 
 public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<BlobRecoveryFixture>, IAsyncLifetime
 {
-    private readonly List<string> directories = [];
+    private readonly RecoveredInstances instances = new();
 
     public Task InitializeAsync() => Task.CompletedTask;
 
-    public async Task DisposeAsync()
-    {
-        foreach (var directory in directories.Where(Directory.Exists))
-            await InstanceControl.RemoveAsync(directory, force: true, null, NullReporter.Instance, default);
-    }
+    public Task DisposeAsync() => instances.RemoveAllAsync();
 
-    private string NewDataDirectory()
-    {
-        var directory = Path.Combine(fx.Folder, "pitr-" + Guid.NewGuid().ToString("N")[..8]);
-        directories.Add(directory);
-        return directory;
-    }
+    private string NewDataDirectory() => instances.NewDataDirectory(fx.Folder);
 
     private async Task<RecoveryResult> Recover(RecoverySource source, RecoveryTarget target)
     {
@@ -101,17 +92,6 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
             Plan = plan, DataDirectory = NewDataDirectory(), Port = port, WalTool = fx.Tool,
             Connection = new() { Host = "localhost", Port = port, Database = "postgres", User = PgTestCluster.SuperUser, Password = PgTestCluster.Password },
         }, NullReporter.Instance, default);
-    }
-
-    private static int[] LedgerAt(int port) =>
-        (int[])new NpgsqlCommand("select coalesce(array_agg(id order by id), '{}') from ledger",
-            OpenAt(port)).ExecuteScalar()!;
-
-    private static NpgsqlConnection OpenAt(int port)
-    {
-        var connection = new NpgsqlConnection($"Host=localhost;Port={port};Username={PgTestCluster.SuperUser};Password={PgTestCluster.Password};Database=postgres");
-        connection.Open();
-        return connection;
     }
 
     [Fact]
@@ -127,7 +107,7 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
             Assert.StartsWith(fx.Repository.Url, source.BackupPath, StringComparison.Ordinal);
             result = await Recover(source, target);
         }
-        Assert.Equal(Enumerable.Range(1, 9), LedgerAt(result.Port));
+        Assert.Equal(Enumerable.Range(1, 9), RecoveredInstances.Ledger(result.Port));
         Assert.False(Directory.Exists(spool));
     }
 
@@ -146,7 +126,7 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
                 Plan = plan, DataDirectory = NewDataDirectory(), Port = port, WalTool = fx.Tool,
                 Connection = new() { Host = "localhost", Port = port, Database = "postgres", User = PgTestCluster.SuperUser, Password = PgTestCluster.Password },
             }, NullReporter.Instance, default);
-            Assert.Equal(Enumerable.Range(1, 3), LedgerAt(result.Port));
+            Assert.Equal(Enumerable.Range(1, 3), RecoveredInstances.Ledger(result.Port));
         }
         Assert.Empty(Directory.GetDirectories(Path.GetTempPath(), "pgbackup-spool-*"));
     }
@@ -156,7 +136,7 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
     {
         using var source = await RecoverySource.PrepareAsync(fx.Older, fx.Repository, fx.Repository, null, null, null, RecoveryTarget.EndOfArchive(), NullReporter.Instance, default);
         var result = await Recover(source, RecoveryTarget.EndOfArchive());
-        Assert.Equal(Enumerable.Range(1, BlobRecoveryFixture.Rows), LedgerAt(result.Port));
+        Assert.Equal(Enumerable.Range(1, BlobRecoveryFixture.Rows), RecoveredInstances.Ledger(result.Port));
     }
 
     [Fact]

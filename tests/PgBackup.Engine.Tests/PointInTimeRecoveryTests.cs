@@ -58,22 +58,13 @@ public sealed class PitrClusterFixture : IDisposable
 
 public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixture<PitrClusterFixture>, IAsyncLifetime
 {
-    private readonly List<string> directories = [];
+    private readonly RecoveredInstances instances = new();
 
     public Task InitializeAsync() => Task.CompletedTask;
 
-    public async Task DisposeAsync()
-    {
-        foreach (var directory in directories.Where(Directory.Exists))
-            await InstanceControl.RemoveAsync(directory, force: true, null, NullReporter.Instance, default);
-    }
+    public Task DisposeAsync() => instances.RemoveAllAsync();
 
-    private string NewDataDirectory()
-    {
-        var directory = Path.Combine(fx.Folder, "pitr-" + Guid.NewGuid().ToString("N")[..8]);
-        directories.Add(directory);
-        return directory;
-    }
+    private string NewDataDirectory() => instances.NewDataDirectory(fx.Folder);
 
     /// <summary>Plans along the backup's own timeline unless the target names one: another test adds a later timeline to the archive.</summary>
     private async Task<RecoveryPlan> Plan(RecoveryTarget target, BaseBackup? backup = null)
@@ -101,15 +92,9 @@ public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixt
         }, lastReporter, default);
     }
 
-    private static int[] LedgerOf(RecoveryResult result) => (int[])Scalar(result.Port, "select coalesce(array_agg(id order by id), '{}') from ledger");
+    private static int[] LedgerOf(RecoveryResult result) => RecoveredInstances.Ledger(result.Port);
 
-    private static object Scalar(int port, string sql)
-    {
-        using var connection = new NpgsqlConnection($"Host=localhost;Port={port};Username={PgTestCluster.SuperUser};Password={PgTestCluster.Password};Database=postgres");
-        connection.Open();
-        using var command = new NpgsqlCommand(sql, connection);
-        return command.ExecuteScalar()!;
-    }
+    private static object Scalar(int port, string sql) => RecoveredInstances.Scalar(port, sql);
 
     private static int[] Upto(int last) => Enumerable.Range(1, last).ToArray();
 

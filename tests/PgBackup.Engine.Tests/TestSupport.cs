@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using PgBackup.Engine;
 using PgBackup.Engine.Connection;
+using PgBackup.Engine.Instance;
 using PgBackup.Testing;
 
 namespace PgBackup.Engine.Tests;
@@ -63,3 +64,38 @@ public sealed class SampleClusterCollection : ICollectionFixture<SampleClusterFi
 /// <summary>Tests that change process-wide environment variables run alone.</summary>
 [CollectionDefinition("environment", DisableParallelization = true)]
 public sealed class EnvironmentCollection;
+
+/// <summary>
+/// The data directories of the instances a recovery test class made, removed (their servers stopped first) when the
+/// class is done, and queries against such an instance.
+/// </summary>
+public sealed class RecoveredInstances
+{
+    private readonly List<string> _directories = [];
+
+    /// <summary>A new data directory under <paramref name="parent"/>, removed by <see cref="RemoveAllAsync"/>.</summary>
+    public string NewDataDirectory(string parent)
+    {
+        var directory = Path.Combine(parent, "pitr-" + Guid.NewGuid().ToString("N")[..8]);
+        _directories.Add(directory);
+        return directory;
+    }
+
+    public async Task RemoveAllAsync()
+    {
+        foreach (var directory in _directories.Where(Directory.Exists))
+            await InstanceControl.RemoveAsync(directory, force: true, null, NullReporter.Instance, default);
+    }
+
+    /// <summary>One value from a server on this machine that has the test clusters' superuser and password.</summary>
+    public static object Scalar(int port, string sql)
+    {
+        using var connection = new Npgsql.NpgsqlConnection($"Host=localhost;Port={port};Username={PgTestCluster.SuperUser};Password={PgTestCluster.Password};Database=postgres");
+        connection.Open();
+        using var command = new Npgsql.NpgsqlCommand(sql, connection);
+        return command.ExecuteScalar()!;
+    }
+
+    /// <summary>The ids in the ledger table of the instance on <paramref name="port"/>, in order.</summary>
+    public static int[] Ledger(int port) => (int[])Scalar(port, "select coalesce(array_agg(id order by id), '{}') from ledger");
+}

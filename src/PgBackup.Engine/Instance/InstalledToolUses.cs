@@ -1,6 +1,3 @@
-using System.Security.Cryptography;
-using System.Text;
-
 namespace PgBackup.Engine.Instance;
 
 /// <summary>
@@ -22,16 +19,14 @@ public static class InstalledToolUses
         : "/usr/local/lib/pgbackup/wal";
 
     /// <summary>The key of a standby's restore_command: its data directory.</summary>
-    public static string StandbyUse(string dataDirectory) => "standby-" + Hash(Path.GetFullPath(dataDirectory));
-
-    private static string Hash(string text) => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..16].ToLowerInvariant();
+    public static string StandbyUse(string dataDirectory) => "standby-" + WalCredentialsFile.DataDirectoryKey(dataDirectory);
 
     /// <summary>
     /// The key of a cluster's archive_command among the records: its system identifier and data directory (a primary and
     /// a standby or a copy on this machine share the identifier, never the record).
     /// </summary>
     public static string ArchiveUse(string systemIdentifier, string dataDirectory) =>
-        "archive-" + systemIdentifier + "-" + Hash(Path.GetFullPath(dataDirectory));
+        "archive-" + systemIdentifier + "-" + WalCredentialsFile.DataDirectoryKey(dataDirectory);
 
     /// <summary>Whether this process may install there: root (or an administrator), or a root it can write.</summary>
     public static bool CanInstall(string root)
@@ -39,15 +34,7 @@ public static class InstalledToolUses
         if (Environment.IsPrivilegedProcess) return true;
         var existing = root;
         while (existing.Length > 0 && !Directory.Exists(existing)) existing = Path.GetDirectoryName(existing) ?? "";
-        if (existing.Length == 0) return false;
-        try
-        {
-            var probe = Path.Combine(existing, ".pgbackup-write-test-" + Guid.NewGuid().ToString("N"));
-            File.WriteAllBytes(probe, []);
-            File.Delete(probe);
-            return true;
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return false; }
+        return existing.Length > 0 && Tools.FolderProbe.IsWritable(existing);
     }
 
     /// <summary>
@@ -101,7 +88,7 @@ public static class InstalledToolUses
                 // Only what Install makes: <version>-<hash>, and temporary folders of installs that were killed (not running ones).
                 var match = System.Text.RegularExpressions.Regex.Match(name, @"^\d+\.\d+\.\d+-[0-9a-f]{12}(\.tmp\.(?<pid>\d+))?$");
                 if (!match.Success) continue;
-                if (match.Groups["pid"].Success && IsRunning(int.Parse(match.Groups["pid"].Value, System.Globalization.CultureInfo.InvariantCulture))) continue;
+                if (match.Groups["pid"].Success && InstanceControl.IsAlive(int.Parse(match.Groups["pid"].Value, System.Globalization.CultureInfo.InvariantCulture))) continue;
                 try
                 {
                     Directory.Delete(folder, recursive: true);
@@ -112,11 +99,5 @@ public static class InstalledToolUses
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { warn($"The installed copies of pgbackup-wal in {root} could not be tidied: {ex.Message}"); }
         return removed;
-    }
-
-    private static bool IsRunning(int pid)
-    {
-        try { using var process = System.Diagnostics.Process.GetProcessById(pid); return !process.HasExited; }
-        catch (ArgumentException) { return false; }
     }
 }

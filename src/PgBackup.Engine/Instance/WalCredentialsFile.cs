@@ -18,12 +18,15 @@ public static class WalCredentialsFile
     /// file, so the one the running archive_command reads is never rewritten before the new command has proved itself.
     /// </summary>
     public static string ArchivePurpose(string dataDirectory, string content) =>
-        "archive-" + Hash(Path.GetFullPath(dataDirectory))[..16] + "-" + Hash(content)[..8];
+        "archive-" + DataDirectoryKey(dataDirectory) + "-" + Hash(content)[..8];
+
+    /// <summary>A data directory in a file or record name: 16 hex characters of the SHA-256 of its full path.</summary>
+    public static string DataDirectoryKey(string dataDirectory) => Hash(Path.GetFullPath(dataDirectory))[..16];
 
     private static string Hash(string text) => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text))).ToLowerInvariant();
 
     /// <summary>The purpose part of a standby's file name: its data directory, hashed.</summary>
-    public static string StandbyPurpose(string dataDirectory) => "standby-" + Hash(Path.GetFullPath(dataDirectory))[..16];
+    public static string StandbyPurpose(string dataDirectory) => "standby-" + DataDirectoryKey(dataDirectory);
     private const string FolderName = ".pgbackup";
 
     /// <summary>The path for <paramref name="serverUser"/>, without writing anything.</summary>

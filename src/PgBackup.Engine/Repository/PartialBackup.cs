@@ -119,10 +119,7 @@ public sealed class PartialBackup : IDisposable
         var folder = Path.GetDirectoryName(finalPath)!;
         try
         {
-            Directory.CreateDirectory(folder);
-            var probe = Path.Combine(folder, ".pgbackup-write-test-" + Guid.NewGuid().ToString("N"));
-            File.WriteAllBytes(probe, [0]);
-            File.Delete(probe);
+            FolderProbe.EnsureWritable(folder);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

@@ -404,10 +404,7 @@ public static class ArchivingService
         var destination = new ArchiveDestination(folder, null, (name, _) => Task.FromResult(File.Exists(Path.Combine(folder, name))));
         try
         {
-            Directory.CreateDirectory(folder);
-            var probe = Path.Combine(folder, ".pgbackup-write-test-" + Guid.NewGuid().ToString("N"));
-            File.WriteAllBytes(probe, [0]);
-            File.Delete(probe);
+            FolderProbe.EnsureWritable(folder);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
