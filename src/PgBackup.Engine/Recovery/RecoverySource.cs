@@ -148,11 +148,11 @@ public sealed class RecoverySource : IDisposable
         var archive = new BlobWalArchiveStore(repository, backup.SystemIdentifier);
         var from = WalSegmentName.Parse(backup.StartSegment).Number(backup.WalSegmentSize);
         var files = await Task.Run(() => archive.List(), ct).ConfigureAwait(false);
-        var names = files.Where(f => f.Name.EndsWith(".history", StringComparison.Ordinal) ||
-                                     (f.Name.Length >= 24 && WalSegmentName.TryParse(f.Name[..24], out var s) && s.Number(backup.WalSegmentSize) >= from))
-            .Select(f => f.Name).ToList();
+        var wanted = files.Where(f => f.Name.EndsWith(".history", StringComparison.Ordinal) ||
+                                      (f.Name.Length >= 24 && WalSegmentName.TryParse(f.Name[..24], out var s) && s.Number(backup.WalSegmentSize) >= from)).ToList();
+        var names = wanted.Select(f => f.Name).ToList();
         var activity = $"Downloading archived WAL from {archive.Location}";
-        var bytes = files.Where(f => names.Contains(f.Name)).Sum(f => f.SizeBytes);
+        var bytes = wanted.Sum(f => f.SizeBytes);
         reporter.Milestone($"Downloading {names.Count} archived WAL files ({bytes} bytes) from {archive.Location}.");
         await archive.DownloadAsync(names, RepositoryLayout.ArchiveFolder(spool, backup.SystemIdentifier),
             done => reporter.Progress(activity, $"{done} of {names.Count} files", names.Count == 0 ? 100 : done * 100 / names.Count), ct).ConfigureAwait(false);

@@ -306,10 +306,9 @@ public static class WalArchiveInspector
         try
         {
             await using var cmd = new NpgsqlCommand(
-                "select (select count(*)::int from pg_ls_archive_statusdir() where name like '%.ready'), " +
-                "(select min(name) from pg_ls_archive_statusdir() where name like '%.ready'), " +
-                "(select clock_timestamp() - min(modification) from pg_ls_archive_statusdir() where name like '%.ready'), " +
-                "(select coalesce(sum(size), 0)::bigint from pg_ls_waldir())", connection);
+                "select r.ready, r.oldest, r.waited, (select coalesce(sum(size), 0)::bigint from pg_ls_waldir()) " +
+                "from (select count(*)::int as ready, min(name) as oldest, clock_timestamp() - min(modification) as waited " +
+                "      from pg_ls_archive_statusdir() where name like '%.ready') r", connection);
             await using var reader = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
             await reader.ReadAsync(ct).ConfigureAwait(false);
             ready = reader.GetInt32(0);
