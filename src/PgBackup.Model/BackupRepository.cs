@@ -19,6 +19,12 @@ public sealed class BackupRepository
     public bool MarkerWritten { get; set; }
     /// <summary>New-PgRepository: writing, listing, reading and deleting a test file or blob all worked.</summary>
     public bool AccessVerified { get; set; }
+    /// <summary>True when everything written into it is encrypted (New-PgRepository -Encrypt).</summary>
+    public bool Encrypted { get; set; }
+    /// <summary>The id of its encryption key (the first 16 bytes of the SHA-256 of the public key, in hex); null when not encrypted.</summary>
+    public string? EncryptionKeyId { get; set; }
+    /// <summary>Who can read it: "Passphrase" and "Certificate CN=... (thumbprint)" entries; empty when not encrypted.</summary>
+    public string[] Recipients { get; set; } = [];
     /// <summary>Everything in the repository: backups, metadata, archived WAL.</summary>
     public long SizeBytes { get; set; }
     public int DumpCount { get; set; }

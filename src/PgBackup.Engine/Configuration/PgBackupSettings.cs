@@ -30,6 +30,8 @@ public sealed class PgBackupSettings
             ["ConnectTimeout"] = ("15", "Seconds to wait for a server connection."),
             ["SslMode"] = (null, "libpq sslmode (disable, allow, prefer, require, verify-ca, verify-full) used when neither the server string nor PGSSLMODE sets one."),
             ["SslRootCert"] = (null, "Root certificate file to verify servers against (verify-ca, verify-full)."),
+            ["Passphrase"] = (null, "Passphrase of encrypted repositories when neither -Passphrase nor -Certificate is given; set it as PGBACKUP_PASSPHRASE (for example from an Automation credential), not in pgbackup.json."),
+            ["EncryptionCertificate"] = (null, "Certificate that reads encrypted repositories when neither -Passphrase nor -Certificate is given: a .pfx/.pem file with its private key, or the thumbprint of one in the CurrentUser or LocalMachine My store."),
             ["AllowInsecureHttp"] = ("false", "Allow blob repositories over plain HTTP on endpoints other than this machine (a test endpoint on a private network); data and credentials then travel in clear."),
         };
 
@@ -81,6 +83,8 @@ public sealed class PgBackupSettings
     public string? Get(string key) => _parameters.TryGetValue(key, out var v) ? v : NullIfEmpty(_root[key]);
 
     public string? Repository => Get("Repository");
+    public string? Passphrase => Get("Passphrase");
+    public string? EncryptionCertificate => Get("EncryptionCertificate");
     public string? ToolPath => Get("ToolPath");
     public string? SslMode => Get("SslMode");
     public string? SslRootCert => Get("SslRootCert");
@@ -190,7 +194,8 @@ public sealed class PgBackupSettings
 
     private static bool IsSecret(string key) =>
         key.EndsWith("Password", StringComparison.OrdinalIgnoreCase) || key.EndsWith("SasToken", StringComparison.OrdinalIgnoreCase) ||
-        key.EndsWith("ConnectionString", StringComparison.OrdinalIgnoreCase) || key.EndsWith("AccountKey", StringComparison.OrdinalIgnoreCase);
+        key.EndsWith("ConnectionString", StringComparison.OrdinalIgnoreCase) || key.EndsWith("AccountKey", StringComparison.OrdinalIgnoreCase) ||
+        key.EndsWith("Passphrase", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>A URL's query may hold a SAS token, which is a password: it is never shown.</summary>
     private static string? HideQuery(string? value) =>

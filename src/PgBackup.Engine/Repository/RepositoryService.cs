@@ -1,6 +1,8 @@
 using System.Text;
 using System.Text.Json;
+using System.Security.Cryptography.X509Certificates;
 using PgBackup.Engine.Repository.Blob;
+using PgBackup.Engine.Repository.Encryption;
 using PgBackup.Engine.Tools;
 
 namespace PgBackup.Engine.Repository;
@@ -14,12 +16,21 @@ public static class RepositoryService
 {
     public const string MarkerName = "pgbackup-repository.json";
     private const string FormatName = "pgbackup-repository";
-    public const int FormatVersion = 1;
+    /// <summary>Version 2 marks an encrypted repository: a PgBackup that knows only version 1 refuses it rather than writing into it in clear.</summary>
+    public const int FormatVersion = 2;
+    private const int PlainFormatVersion = 1;
     private const string ProbePrefix = ".pgbackup-access-test-";
 
-    /// <summary>Creates the folder or container when missing, proves write, list, read and delete, writes the marker when missing, and describes what is there.</summary>
-    public static async Task<BackupRepository> CreateAsync(RepositoryAddress repository, IOperationReporter reporter, CancellationToken ct)
+    /// <summary>How New-PgRepository -Encrypt protects a repository: a passphrase and/or certificates (public parts suffice).</summary>
+    public sealed record EncryptionChoice(string? Passphrase, IReadOnlyList<X509Certificate2> Certificates);
+
+    /// <summary>
+    /// Creates the folder or container when missing, proves write, list, read and delete, writes the marker when missing
+    /// (with a new repository key when <paramref name="encrypt"/> is given), and describes what is there.
+    /// </summary>
+    public static async Task<BackupRepository> CreateAsync(RepositoryAddress repository, EncryptionChoice? encrypt, IOperationReporter reporter, CancellationToken ct)
     {
+        if (encrypt != null) RequireRecipient(encrypt.Passphrase, encrypt.Certificates, repository);
         var activity = $"Preparing the repository {repository.Display}";
         reporter.Progress(activity, "Checking access", 0);
         try
@@ -29,9 +40,26 @@ public static class RepositoryService
             await ProveAccessAsync(backend, repository, ct).ConfigureAwait(false);
             reporter.Verbose($"Writing, listing, reading and deleting a test file in {repository.Display} worked.");
             var written = false;
-            if (Parse(await backend.ReadAsync(MarkerName, ct).ConfigureAwait(false), repository) == null)
+            var existing = Parse(await backend.ReadAsync(MarkerName, ct).ConfigureAwait(false), repository);
+            if (encrypt != null && existing?.Keyring != null)
+                throw new PgBackupException("RepositoryAlreadyEncrypted", ErrorKind.ResourceExists, $"The repository '{repository.Display}' is already encrypted.", repository.Display,
+                    "Add or remove certificates, or change the passphrase, with Set-PgRepository; leave -Encrypt out to only look at it.");
+            if (encrypt != null)
             {
-                await backend.WriteAsync(MarkerName, Marker(DateTimeOffset.UtcNow), ct).ConfigureAwait(false);
+                var held = (await backend.ListAsync(ct).ConfigureAwait(false)).Where(f => f.Key != MarkerName && !f.Key.StartsWith(ProbePrefix, StringComparison.Ordinal)).ToList();
+                if (held.Count > 0)
+                    throw new PgBackupException("RepositoryNotEmpty", ErrorKind.InvalidOperation,
+                        $"The repository '{repository.Display}' already holds {held.Count} files (for example '{held[0].Key}') written in clear; encryption is chosen when a repository is created.", repository.Display,
+                        "Create the encrypted repository in a new folder or container (or under a new prefix), and take new backups there.");
+                reporter.Progress(activity, "Creating the repository key", 30);
+                var keyring = RepositoryKeyring.Create(encrypt.Passphrase, encrypt.Certificates);
+                await backend.WriteAsync(MarkerName, Marker(existing?.Created ?? DateTimeOffset.UtcNow, keyring), ct).ConfigureAwait(false);
+                reporter.Milestone($"{repository.Display} is encrypted with the key {Convert.ToHexString(keyring.KeyId).ToLowerInvariant()}, readable with {string.Join(" or ", keyring.Recipients.Select(r => r.Describe()))}.");
+                written = true;
+            }
+            else if (existing == null)
+            {
+                await backend.WriteAsync(MarkerName, Marker(DateTimeOffset.UtcNow, null), ct).ConfigureAwait(false);
                 written = true;
             }
             reporter.Progress(activity, "Reading what it holds", 50);
@@ -53,6 +81,7 @@ public static class RepositoryService
             throw new PgBackupException("RepositoryNotFound", ErrorKind.ObjectNotFound, $"The repository '{repository.Display}' does not exist.", repository.Display,
                 "Check -Repository (or the Repository setting), or create it with New-PgRepository.");
         var marker = Parse(await backend.ReadAsync(MarkerName, ct).ConfigureAwait(false), repository);
+        var keyring = marker?.Keyring;
         var files = await backend.ListAsync(ct).ConfigureAwait(false);
         var backups = await BackupCatalog.ListAsync(repository, null, reporter.Warning, reporter.Verbose, ct).ConfigureAwait(false);
         var wal = files.Where(f => f.Key.StartsWith(RepositoryLayout.WalFolder + "/", StringComparison.Ordinal))
@@ -65,6 +94,9 @@ public static class RepositoryService
             Location = repository.Display,
             FormatVersion = marker?.Version,
             Created = marker?.Created,
+            Encrypted = keyring != null,
+            EncryptionKeyId = keyring == null ? null : Convert.ToHexString(keyring.KeyId).ToLowerInvariant(),
+            Recipients = keyring == null ? [] : keyring.Recipients.Select(r => r.Kind == "passphrase" ? "Passphrase" : $"Certificate {r.Subject} ({r.Thumbprint})").ToArray(),
             SizeBytes = files.Sum(f => f.Size),
             DumpCount = backups.Count(b => b.Kind == BackupKind.Dump),
             GlobalsCount = backups.Count(b => b.Kind == BackupKind.Globals),
@@ -97,21 +129,68 @@ public static class RepositoryService
         if (await backend.ReadAsync(name, ct).ConfigureAwait(false) != null) throw Failed("still holds it after deleting it");
     }
 
-    private static byte[] Marker(DateTimeOffset created)
+    /// <summary>
+    /// Set-PgRepository: the repository key re-wrapped for a new set of recipients (certificates added or removed, the
+    /// passphrase set, changed or removed), unlocked first with <paramref name="keys"/>. No backup is rewritten.
+    /// </summary>
+    public static async Task<BackupRepository> SetRecipientsAsync(RepositoryAddress repository, RepositoryKeys keys, IReadOnlyList<X509Certificate2> addCertificates,
+        IReadOnlyList<string> removeThumbprints, string? newPassphrase, bool removePassphrase, IOperationReporter reporter, CancellationToken ct)
+    {
+        var backend = Backend.For(repository);
+        var marker = Parse(await backend.ReadAsync(MarkerName, ct).ConfigureAwait(false), repository);
+        var keyring = marker?.Keyring ?? throw new PgBackupException("RepositoryNotEncrypted", ErrorKind.InvalidOperation,
+            $"The repository '{repository.Display}' is not encrypted, so it has no keys to change.", repository.Display,
+            "Encryption is chosen when a repository is created: New-PgRepository -Encrypt into a new folder or container.");
+        foreach (var thumbprint in removeThumbprints)
+            if (!keyring.Recipients.Any(r => string.Equals(r.Thumbprint, thumbprint, StringComparison.OrdinalIgnoreCase)))
+                throw new PgBackupException("RecipientNotFound", ErrorKind.ObjectNotFound, $"The certificate {thumbprint} is not a recipient of '{repository.Display}'.", thumbprint,
+                    "Get-PgRepository lists the repository's recipients (Recipients).");
+        using var unlocked = keyring.Unlock(keys, repository.Display);
+        var replaced = addCertificates.Select(c => c.Thumbprint).Concat(removeThumbprints).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        var kept = keyring.Recipients.Where(r => r.Kind == "passphrase" ? newPassphrase == null && !removePassphrase : !replaced.Contains(r.Thumbprint!)).ToList();
+        if (kept.Count == 0 && newPassphrase == null && addCertificates.Count == 0)
+            throw new PgBackupException("LastRecipient", ErrorKind.InvalidOperation, $"This would leave nobody able to read '{repository.Display}'.", repository.Display,
+                "Keep the passphrase or one certificate, or add a new one in the same command.");
+        var rewrapped = keyring.Rewrap(unlocked, newPassphrase, addCertificates, kept);
+        await backend.WriteAsync(MarkerName, Marker(marker.Created ?? DateTimeOffset.UtcNow, rewrapped), ct).ConfigureAwait(false);
+        reporter.Milestone($"{repository.Display} can now be read with {string.Join(" or ", rewrapped.Recipients.Select(r => r.Describe()))}.");
+        return await DescribeAsync(repository, reporter, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The keyring of an encrypted repository; null when the repository has no marker or is not encrypted.</summary>
+    internal static async Task<RepositoryKeyring?> ReadKeyringAsync(RepositoryAddress repository, CancellationToken ct) =>
+        Parse(await Backend.For(repository).ReadAsync(MarkerName, ct).ConfigureAwait(false), repository)?.Keyring;
+
+    private static void RequireRecipient(string? passphrase, IReadOnlyList<X509Certificate2> certificates, RepositoryAddress repository)
+    {
+        if (passphrase == null && certificates.Count == 0)
+            throw new PgBackupException("EncryptionKeyRequired", ErrorKind.InvalidArgument, $"-Encrypt needs at least one key that will read '{repository.Display}'.", repository.Display,
+                "Pass -Passphrase, -Certificate (one or several, for example production's and the DR site's), or both.");
+        if (passphrase is { Length: < 12 })
+            throw new PgBackupException("PassphraseTooShort", ErrorKind.InvalidArgument, "The passphrase has fewer than 12 characters.", "Passphrase",
+                "Use a passphrase of 12 characters or more (a few random words), or a certificate.");
+    }
+
+    private static byte[] Marker(DateTimeOffset created, RepositoryKeyring? keyring)
     {
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
         {
             json.WriteStartObject();
             json.WriteString("format", FormatName);
-            json.WriteNumber("version", FormatVersion);
+            json.WriteNumber("version", keyring == null ? PlainFormatVersion : FormatVersion);
             json.WriteString("created", created);
+            if (keyring != null)
+            {
+                json.WritePropertyName("encryption");
+                keyring.WriteJson(json);
+            }
             json.WriteEndObject();
         }
         return buffer.ToArray();
     }
 
-    private sealed record MarkerContent(int Version, DateTimeOffset? Created);
+    private sealed record MarkerContent(int Version, DateTimeOffset? Created, RepositoryKeyring? Keyring);
 
     private static MarkerContent? Parse(byte[]? bytes, RepositoryAddress repository)
     {
@@ -127,10 +206,11 @@ public static class RepositoryService
                     throw new PgBackupException("RepositoryFormatUnsupported", ErrorKind.InvalidData,
                         $"The repository '{repository.Display}' has format version {number}; this PgBackup reads version {FormatVersion} and older.", repository.Display,
                         "Update the PgBackup module to the version that wrote this repository.");
-                return new MarkerContent(number, root.TryGetProperty("created", out var created) && created.TryGetDateTimeOffset(out var at) ? at : null);
+                return new MarkerContent(number, root.TryGetProperty("created", out var created) && created.TryGetDateTimeOffset(out var at) ? at : null,
+                    root.TryGetProperty("encryption", out var encryption) ? RepositoryKeyring.ReadJson(encryption) : null);
             }
         }
-        catch (Exception ex) when (ex is JsonException or InvalidOperationException or FormatException) { }
+        catch (Exception ex) when (ex is JsonException or InvalidOperationException or FormatException or KeyNotFoundException) { }
         throw new PgBackupException("InvalidRepository", ErrorKind.InvalidData,
             $"'{MarkerName}' in the repository '{repository.Display}' is not a PgBackup repository marker.", repository.Display,
             $"Check that -Repository names a PgBackup repository; if the file is damaged, delete {MarkerName} and run New-PgRepository again.");

@@ -1,0 +1,114 @@
+using System.Security.Cryptography;
+
+namespace PgBackup.Engine.Repository.Encryption;
+
+/// <summary>
+/// The encryption of one repository, as an operation holds it: the public key every writer encrypts to, and, once the
+/// user's key unlocked it, the private key readers need. Files are named by their key in the repository ('/' between
+/// parts, relative to its root), which is bound into their encryption, so a file moved into another's place fails.
+/// </summary>
+public sealed class RepositoryEncryption : IDisposable
+{
+    private readonly RSA _publicKey;
+    private RSA? _privateKey;
+
+    private RepositoryEncryption(RepositoryKeyring keyring, string repository)
+    {
+        Keyring = keyring;
+        Repository = repository;
+        _publicKey = keyring.PublicKey();
+    }
+
+    public RepositoryKeyring Keyring { get; }
+    public string Repository { get; }
+    public bool CanRead => _privateKey != null;
+
+    /// <summary>The encryption of <paramref name="repository"/>, or null when it is not encrypted (no marker, or a marker without keys).</summary>
+    public static async Task<RepositoryEncryption?> LoadAsync(RepositoryAddress repository, CancellationToken ct) =>
+        await RepositoryService.ReadKeyringAsync(repository, ct).ConfigureAwait(false) is { } keyring ? new RepositoryEncryption(keyring, repository.Display) : null;
+
+    /// <summary>
+    /// For an operation that reads: the encryption unlocked with <paramref name="keys"/> now, so a missing or wrong key is
+    /// an error before anything is written anywhere. Null for a repository that is not encrypted (the keys are not needed).
+    /// </summary>
+    public static async Task<RepositoryEncryption?> OpenForReadingAsync(RepositoryAddress repository, RepositoryKeys keys, CancellationToken ct)
+    {
+        var encryption = await LoadAsync(repository, ct).ConfigureAwait(false);
+        if (encryption == null) return null;
+        try { encryption._privateKey = encryption.Keyring.Unlock(keys, repository.Display); }
+        catch { encryption.Dispose(); throw; }
+        return encryption;
+    }
+
+    /// <summary>For a folder repository, the name of <paramref name="path"/> inside it; for a blob repository, a key without the address's prefix.</summary>
+    public static string NameIn(RepositoryAddress repository, string pathOrKey)
+    {
+        if (repository.IsBlob) return pathOrKey.StartsWith(repository.Prefix, StringComparison.Ordinal) ? pathOrKey[repository.Prefix.Length..] : pathOrKey;
+        return Path.GetRelativePath(Path.GetFullPath(repository.Folder!), Path.GetFullPath(pathOrKey)).Replace('\\', '/');
+    }
+
+    public EncryptingStream Encrypt(Stream output, string name, bool leaveOpen = false) =>
+        EncryptedContent.Encrypt(output, _publicKey, Keyring.KeyId, name, leaveOpen);
+
+    /// <summary>The plaintext of the file <paramref name="name"/>; a damaged or substituted file is BackupTampered, naming <paramref name="location"/>.</summary>
+    public Stream Decrypt(Stream input, string name, string location, bool leaveOpen = false)
+    {
+        var key = _privateKey ?? throw new PgBackupException("EncryptionKeyRequired", ErrorKind.PermissionDenied,
+            $"The repository '{Repository}' is encrypted, and no key to read it was given.", Repository,
+            "Pass -Passphrase or -Certificate (with its private key), or set PGBACKUP_PASSPHRASE or the EncryptionCertificate setting.");
+        try { return new TamperReportingStream(EncryptedContent.Decrypt(input, key, Keyring.KeyId, name, leaveOpen), location); }
+        catch (EncryptedContentException ex) { throw Tampered(ex, location); }
+    }
+
+    /// <summary>Copies the plaintext of an encrypted file to <paramref name="output"/>, authenticating every chunk.</summary>
+    public async Task DecryptToAsync(Stream input, string name, string location, Stream output, CancellationToken ct)
+    {
+        await using var plain = Decrypt(input, name, location, leaveOpen: true);
+        await plain.CopyToAsync(output, 1 << 20, ct).ConfigureAwait(false);
+    }
+
+    public static PgBackupException Tampered(EncryptedContentException ex, string location) =>
+        new("BackupTampered", ErrorKind.InvalidData, $"'{location}' {ex.Detail}.", location,
+            "Do not use this backup: restore from another one (Get-PgBackup lists them) and find out who or what changed the repository.", ex);
+
+    public void Dispose()
+    {
+        _publicKey.Dispose();
+        _privateKey?.Dispose();
+    }
+
+    /// <summary>Turns the format's own errors into BackupTampered while the plaintext is read.</summary>
+    private sealed class TamperReportingStream(DecryptingStream inner, string location) : Stream
+    {
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            try { return inner.Read(buffer, offset, count); }
+            catch (EncryptedContentException ex) { throw Tampered(ex, location); }
+        }
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            try { return await inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false); }
+            catch (EncryptedContentException ex) { throw Tampered(ex, location); }
+        }
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) inner.Dispose();
+            base.Dispose(disposing);
+        }
+    }
+}
