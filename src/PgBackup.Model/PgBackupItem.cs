@@ -23,6 +23,8 @@ public abstract class PgBackupItem
     public string MetadataPath { get; set; } = "";
     public string? Repository { get; set; }
     public long SizeBytes { get; set; }
+    /// <summary>True when its files are encrypted (it is in an encrypted repository): reading it takes the repository's key. Its size and checksums are of the encrypted bytes.</summary>
+    public bool Encrypted { get; set; }
     public DateTimeOffset StartTime { get; set; }
     public DateTimeOffset EndTime { get; set; }
     public TimeSpan Duration { get; set; }

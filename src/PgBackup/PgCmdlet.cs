@@ -133,6 +133,32 @@ public abstract class PgCmdlet : PSCmdlet
         return (backup, true, repository);
     }
 
+    /// <summary>
+    /// The keys that read an encrypted repository: -Passphrase and -Certificate when given, else PGBACKUP_PASSPHRASE (the
+    /// Passphrase setting) and the EncryptionCertificate setting (a file, or a thumbprint in the certificate store).
+    /// </summary>
+    protected Engine.Repository.Encryption.RepositoryKeys ResolveKeys(PgBackupSettings settings, System.Security.SecureString? passphrase, object[]? certificates)
+    {
+        if (passphrase != null || certificates is { Length: > 0 })
+            return new(passphrase == null ? null : new System.Net.NetworkCredential("", passphrase).Password, ToCertificates(certificates));
+        var configured = settings.EncryptionCertificate is { Length: > 0 } c ? [ToCertificate(c)] : Array.Empty<System.Security.Cryptography.X509Certificates.X509Certificate2>();
+        return new(settings.Passphrase, configured);
+    }
+
+    /// <summary>-Certificate values: X509Certificate2 objects, file paths (PowerShell paths resolved here) or thumbprints.</summary>
+    protected System.Security.Cryptography.X509Certificates.X509Certificate2[] ToCertificates(object[]? values) =>
+        values == null ? [] : values.Select(v => v is PSObject ps ? ps.BaseObject : v).Select(v => v switch
+        {
+            System.Security.Cryptography.X509Certificates.X509Certificate2 certificate => certificate,
+            string text => ToCertificate(text),
+            System.IO.FileInfo file => ToCertificate(file.FullName),
+            _ => throw new PgBackupException("CertificateNotUsable", ErrorKind.InvalidArgument, $"-Certificate takes certificates, paths or thumbprints, not a {v?.GetType().Name ?? "null"}.", v,
+                "Pass an X509Certificate2 (Get-PfxCertificate, Get-Item Cert:\\...), the path of a .cer/.pem/.pfx file, or a thumbprint."),
+        }).ToArray();
+
+    private System.Security.Cryptography.X509Certificates.X509Certificate2 ToCertificate(string value) =>
+        Engine.Repository.Encryption.CertificateSource.Load(Engine.Repository.Encryption.CertificateSource.LooksLikeThumbprint(value) ? value : GetUnresolvedProviderPathFromPSPath(value));
+
     protected static ErrorRecord ToErrorRecord(PgBackupException ex) =>
         new(ex, ex.ErrorId, ToCategory(ex.Kind), ex.Target)
         {

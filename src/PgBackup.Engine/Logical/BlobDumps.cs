@@ -1,6 +1,7 @@
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Repository;
 using PgBackup.Engine.Repository.Blob;
+using PgBackup.Engine.Repository.Encryption;
 using PgBackup.Engine.Tools;
 
 namespace PgBackup.Engine.Logical;
@@ -15,7 +16,8 @@ internal static class BlobDumps
     private const int ParallelFileUploads = 4;
 
     /// <param name="what">What is dumped, as DumpService names it in progress and messages.</param>
-    public static async Task<DumpBackup> DumpAsync(DumpRequest request, RepositoryAddress address, ServerInfo info, PgTool tool, int tablesToDump, DateTimeOffset start,
+    /// <param name="encryption">The repository's encryption: every blob is written through it; null when the repository is not encrypted.</param>
+    public static async Task<DumpBackup> DumpAsync(DumpRequest request, RepositoryAddress address, RepositoryEncryption? encryption, ServerInfo info, PgTool tool, int tablesToDump, DateTimeOffset start,
         string what, IOperationReporter reporter, CancellationToken ct)
     {
         var target = request.Target;
@@ -34,12 +36,17 @@ internal static class BlobDumps
         {
             var args = request.Globals ? DumpService.GlobalsArguments(null, target) : DumpService.DumpArguments(request, format, null);
             await using var upload = new BlockUploadStream(store, key, ct);
-            var dumped = await DumpService.RunToolAsync(tool, args, target, activity, tablesToDump, reporter, ct,
-                stdout => stdout.CopyToAsync(upload, 1 << 20, ct), result => DumpService.ToolFailure(tool, result, null, what)).ConfigureAwait(false);
+            var dumped = await DumpService.RunToolAsync(tool, args, target, activity, tablesToDump, reporter, ct, async stdout =>
+            {
+                if (encryption == null) { await stdout.CopyToAsync(upload, 1 << 20, ct).ConfigureAwait(false); return; }
+                await using var encrypting = encryption.Encrypt(upload, RepositoryEncryption.NameIn(address, key), leaveOpen: true);
+                await stdout.CopyToAsync(encrypting, 1 << 20, ct).ConfigureAwait(false);
+            }, result => DumpService.ToolFailure(tool, result, null, what)).ConfigureAwait(false);
             reporter.Progress(activity, "Committing the upload", 99);
             sha = await upload.CommitAsync().ConfigureAwait(false);
             size = upload.BytesWritten;
             var backup = DumpService.Describe(request, info, tool, format, start, writer.Url, dumped, sha, null, size);
+            backup.Encrypted = encryption != null;
             return await CommitAsync(writer, backup, activity, what, reporter, ct).ConfigureAwait(false);
         }
 
@@ -50,6 +57,16 @@ internal static class BlobDumps
             Directory.CreateDirectory(temp);
             var dumped = await DumpService.RunToolAsync(tool, DumpService.DumpArguments(request, format, local), target, activity, tablesToDump, reporter, ct,
                 null, result => DumpService.ToolFailure(tool, result, null, what)).ConfigureAwait(false);
+            if (encryption != null)
+            {
+                // The files are encrypted into a second local folder first: the checksums recorded are of the bytes at rest.
+                reporter.Progress(activity, "Encrypting", 93);
+                var encrypted = Path.Combine(temp, "encrypted");
+                Directory.CreateDirectory(encrypted);
+                await encryption.EncryptTreeAsync(local, encrypted, RepositoryEncryption.NameIn(address, key), ct).ConfigureAwait(false);
+                PartialBackup.DeletePath(local);
+                local = encrypted;
+            }
             reporter.Progress(activity, "Computing SHA-256", 95);
             (sha, files) = await BackupChecksum.ComputeWithFilesAsync(local, ct).ConfigureAwait(false);
             size = BackupChecksum.SizeOf(local);
@@ -69,6 +86,7 @@ internal static class BlobDumps
                 reporter.Progress(activity, $"Uploaded file {n} of {files.Count}", 95 + n * 4 / Math.Max(1, files.Count));
             }).ConfigureAwait(false);
             var backup = DumpService.Describe(request, info, tool, format, start, writer.Url, dumped, sha, files, size);
+            backup.Encrypted = encryption != null;
             return await CommitAsync(writer, backup, activity, what, reporter, ct).ConfigureAwait(false);
         }
         finally { PartialBackup.DeletePath(temp); }

@@ -1,6 +1,7 @@
 using Azure.Storage.Blobs.Models;
 using PgBackup.Engine.Repository;
 using PgBackup.Engine.Repository.Blob;
+using PgBackup.Engine.Repository.Encryption;
 
 namespace PgBackup.Engine.Logical;
 
@@ -38,7 +39,13 @@ internal static class BlobRestores
             {
                 var local = Path.Combine(temp, source.Id.Length > 0 ? source.Id : "dump");
                 reporter.Progress(activity, "Downloading the dump", 0);
-                await DownloadAsync(store, key, source, local, ct).ConfigureAwait(false);
+                await DownloadAsync(store, key, source, local, checksums: plan.Encryption == null, ct).ConfigureAwait(false);
+                if (plan.Encryption is { } encryption)
+                {
+                    var decrypted = await RestoreService.RestoreDecryptedCopyAsync(plan, encryption, local, RepositoryEncryption.NameIn(repository, key), activity, start, reporter, ct).ConfigureAwait(false);
+                    decrypted.ChecksumVerified = true;
+                    return decrypted;
+                }
                 var copy = LocalCopy(source, local);
                 var localPlan = plan with { Request = request with { Source = copy, Repository = null } };
                 var result = await RestoreService.ExecuteAsync(localPlan, activity, start, null, reporter, ct).ConfigureAwait(false);
@@ -55,20 +62,22 @@ internal static class BlobRestores
         {
             var download = await store.Call(() => store.Blob(key).DownloadStreamingAsync(new BlobDownloadOptions(), token), $"read '{key}' from").ConfigureAwait(false);
             var content = download.Value.Content;
-            return gated ? new ChecksumGateStream(content, source.Sha256, actual => RestoreService.ChecksumMismatch(source,
+            var checkedContent = gated ? new ChecksumGateStream(content, source.Sha256, actual => RestoreService.ChecksumMismatch(source,
                 new DumpDamage(source.Path, $"'{source.Path}' has SHA-256 {actual}, recorded {source.Sha256}", actual))) : content;
+            return plan.Encryption is { } encryption ? encryption.Decrypt(checkedContent, RepositoryEncryption.NameIn(repository, key), source.Path) : checkedContent;
         }, reporter, ct).ConfigureAwait(false);
         streamed.ChecksumVerified = true;
         return streamed;
     }
 
     /// <summary>Downloads a dump (a blob, or for a Directory dump every blob under it) and checks it against its metadata.</summary>
-    private static async Task DownloadAsync(BlobStore store, string key, DumpBackup source, string local, CancellationToken ct)
+    /// <param name="checksums">False for an encrypted dump, whose decryption authenticates every chunk instead.</param>
+    private static async Task DownloadAsync(BlobStore store, string key, DumpBackup source, string local, bool checksums, CancellationToken ct)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(local)!);
         if (source.Format == DumpFormat.Directory) await BlobCatalog.DownloadTreeAsync(store, source, local, ct).ConfigureAwait(false);
         else await store.Call(() => store.Blob(key).DownloadToAsync(local, ct), $"download '{key}' from").ConfigureAwait(false);
-        if (await BackupChecksum.CheckAsync(LocalCopy(source, local), ct).ConfigureAwait(false) is { } damage)
+        if (checksums && await BackupChecksum.CheckAsync(LocalCopy(source, local), ct).ConfigureAwait(false) is { } damage)
             throw RestoreService.ChecksumMismatch(source, damage with { File = damage.File.Replace(local, source.Path, StringComparison.Ordinal), Problem = damage.Problem.Replace(local, source.Path, StringComparison.Ordinal) });
     }
 

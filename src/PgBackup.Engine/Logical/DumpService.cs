@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.RegularExpressions;
 using PgBackup.Engine.Repository;
+using PgBackup.Engine.Repository.Encryption;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Tools;
 
@@ -34,27 +35,68 @@ public static class DumpService
         var tool = new ToolLocator(request.ToolPath).Find(request.Globals ? "pg_dumpall" : "pg_dump", info.Major, info.Major, reporter);
         var start = DateTimeOffset.UtcNow;
         var format = request.Globals ? DumpFormat.Plain : request.Format;
+        // An encrypted repository's marker decides, on every write: nothing goes into it in clear.
+        using var encryption = request.Path == null ? await RepositoryEncryption.LoadAsync(request.Repository!, ct).ConfigureAwait(false) : null;
         if (request.Path == null && request.Repository is { IsBlob: true } address)
-            return await BlobDumps.DumpAsync(request, address, info, tool, tablesToDump, start, what, reporter, ct).ConfigureAwait(false);
+            return await BlobDumps.DumpAsync(request, address, encryption, info, tool, tablesToDump, start, what, reporter, ct).ConfigureAwait(false);
         var finalPath = System.IO.Path.GetFullPath(request.Path ?? RepositoryLayout.DumpPath(request.Repository!.Folder!, target.Host, target.Port,
             request.Globals ? null : target.Database, format, start));
         PartialBackup.PrepareTarget(finalPath, request.Force);
         using var writing = PartialBackup.Begin(finalPath, $"Invoke-PgDump of {what}", reporter);
         var partial = writing.PartialPath;
 
-        var args = request.Globals ? GlobalsArguments(partial, target) : DumpArguments(request, format, partial);
-        reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {what} into {finalPath}");
-        var dumped = await RunToolAsync(tool, args, target, activity, tablesToDump, reporter, ct, null, result => ToolFailure(tool, result, finalPath, what)).ConfigureAwait(false);
+        reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {what} into {finalPath}{(encryption != null ? ", encrypted" : "")}");
+        var dumped = encryption == null
+            ? await RunToolAsync(tool, request.Globals ? GlobalsArguments(partial, target) : DumpArguments(request, format, partial), target, activity, tablesToDump, reporter, ct, null,
+                result => ToolFailure(tool, result, finalPath, what)).ConfigureAwait(false)
+            : await DumpEncryptedAsync(request, format, tool, encryption, RepositoryEncryption.NameIn(request.Repository!, finalPath), partial, activity, tablesToDump, what, reporter, ct).ConfigureAwait(false);
 
         reporter.Progress(activity, "Computing SHA-256", 99);
         var (sha, files) = await BackupChecksum.ComputeWithFilesAsync(partial, ct).ConfigureAwait(false);
         var backup = Describe(request, info, tool, format, start, finalPath, dumped, sha, files, BackupChecksum.SizeOf(partial));
         backup.Repository = request.Path == null ? request.Repository!.Display : null;
+        backup.Encrypted = encryption != null;
         try { writing.Commit(backup, request.Force); }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { throw PartialBackup.WriteFailure(System.IO.Path.GetDirectoryName(finalPath)!, ex.Message, ex); }
         reporter.ProgressCompleted(activity);
         reporter.Milestone($"Dumped {what}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, SHA-256 {sha}");
         return backup;
+    }
+
+    /// <summary>
+    /// Into an encrypted folder repository: a single-file dump streams from the tool's standard output through the
+    /// encryption into the partial file; a Directory dump is written into a temporary folder on this machine, whose files
+    /// are encrypted into the partial folder and which is removed afterwards.
+    /// </summary>
+    private static async Task<int> DumpEncryptedAsync(DumpRequest request, DumpFormat format, PgTool tool, RepositoryEncryption encryption, string name, string partial,
+        string activity, int tablesToDump, string what, IOperationReporter reporter, CancellationToken ct)
+    {
+        var target = request.Target;
+        if (format != DumpFormat.Directory)
+        {
+            await using var file = new FileStream(partial, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
+            var dumped = await RunToolAsync(tool, request.Globals ? GlobalsArguments(null, target) : DumpArguments(request, format, null), target, activity, tablesToDump, reporter, ct,
+                async stdout =>
+                {
+                    await using var encrypting = encryption.Encrypt(file, name, leaveOpen: true);
+                    await stdout.CopyToAsync(encrypting, 1 << 20, ct).ConfigureAwait(false);
+                }, result => ToolFailure(tool, result, partial, what)).ConfigureAwait(false);
+            file.Flush(flushToDisk: true);
+            return dumped;
+        }
+        var temp = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "pgbackup-dump-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var local = System.IO.Path.Combine(temp, "dump");
+            Directory.CreateDirectory(temp);
+            var dumped = await RunToolAsync(tool, DumpArguments(request, format, local), target, activity, tablesToDump, reporter, ct, null,
+                result => ToolFailure(tool, result, null, what)).ConfigureAwait(false);
+            reporter.Progress(activity, "Encrypting into the repository", 95);
+            Directory.CreateDirectory(partial);
+            await encryption.EncryptTreeAsync(local, partial, name, ct).ConfigureAwait(false);
+            return dumped;
+        }
+        finally { PartialBackup.DeletePath(temp); }
     }
 
     /// <summary>Runs pg_dump (or pg_dumpall) with its progress; <paramref name="stdout"/> takes its output when it writes to standard output.</summary>

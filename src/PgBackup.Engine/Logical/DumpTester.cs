@@ -67,6 +67,7 @@ public static class DumpTester
                 Jobs = backup.Format is DumpFormat.Custom or DumpFormat.Directory ? request.Jobs : 1,
                 ToolPath = request.ToolPath,
                 Repository = request.Repository,
+                Keys = request.Keys,
             }, reporter, ct).ConfigureAwait(false);
             var restored = await RestoreService.ExecuteAsync(plan, reporter, ct).ConfigureAwait(false);
             result.RestoreDuration = restored.Duration;

@@ -1,6 +1,7 @@
 using System.IO.Compression;
 using System.Text.RegularExpressions;
 using PgBackup.Engine.Repository;
+using PgBackup.Engine.Repository.Encryption;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Tools;
 
@@ -24,6 +25,8 @@ public sealed record RestoreRequest
     public string? ToolPath { get; init; }
     /// <summary>The repository a dump in blob storage is read from (its credentials); null for a dump in a folder.</summary>
     public RepositoryAddress? Repository { get; init; }
+    /// <summary>The keys that read the dump's repository when it is encrypted.</summary>
+    public RepositoryKeys Keys { get; init; } = RepositoryKeys.None;
 }
 
 public enum RestoreAction { CreateDatabase, RecreateDatabase, IntoEmptyDatabase, CleanExisting, OverExisting, ApplyGlobals, DataIntoExisting }
@@ -31,6 +34,9 @@ public enum RestoreAction { CreateDatabase, RecreateDatabase, IntoEmptyDatabase,
 /// <summary>What a restore will do, worked out without changing anything, so -WhatIf can show it.</summary>
 public sealed record RestorePlan(RestoreRequest Request, RestoreAction Action, ServerInfo Server)
 {
+    /// <summary>The dump's repository's encryption, unlocked while planning; null when it is not encrypted.</summary>
+    public RepositoryEncryption? Encryption { get; init; }
+
     public string TargetDescription => $"{Request.Target.Display}/{Request.Target.Database}";
 
     public string ActionDescription => Action switch
@@ -77,7 +83,15 @@ public static class RestoreService
         return (new DumpBackup { Path = full, Format = format, Kind = BackupKind.Dump, Id = System.IO.Path.GetFileName(full) }, false);
     }
 
+    /// <summary>Works out what the restore will do; an encrypted dump's key is checked here, before anything is written.</summary>
     public static async Task<RestorePlan> PlanAsync(RestoreRequest request, IOperationReporter reporter, CancellationToken ct)
+    {
+        var encryption = await RepositoryEncryption.OpenForBackupAsync(request.Source, request.Repository, request.Keys, ct).ConfigureAwait(false);
+        try { return await PlanActionAsync(request, ct).ConfigureAwait(false) with { Encryption = encryption }; }
+        catch { encryption?.Dispose(); throw; }
+    }
+
+    private static async Task<RestorePlan> PlanActionAsync(RestoreRequest request, CancellationToken ct)
     {
         var source = request.Source;
         if (request.Repository is { IsBlob: true } repository)
@@ -139,9 +153,63 @@ public static class RestoreService
         var target = request.Target;
         var activity = $"Restoring {System.IO.Path.GetFileName(source.Path)} into {plan.TargetDescription}";
         var start = DateTimeOffset.UtcNow;
+        using var encryption = plan.Encryption;
         if (request.Repository is { IsBlob: true } repository)
             return await BlobRestores.ExecuteAsync(plan, repository, activity, reporter, ct).ConfigureAwait(false);
+        if (encryption != null) return await ExecuteEncryptedAsync(plan, encryption, activity, start, reporter, ct).ConfigureAwait(false);
         return await ExecuteAsync(plan, activity, start, null, reporter, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// A dump in an encrypted folder repository: a single-file dump restored serially streams through the decryption into
+    /// the tool (a chunk that fails authentication stops the tool before its bytes reach it); otherwise it is decrypted
+    /// into a temporary folder on this machine (every chunk authenticated before the restore starts), restored from there,
+    /// and the folder removed. Either way a changed, cut or substituted file is BackupTampered.
+    /// </summary>
+    private static async Task<RestoreResult> ExecuteEncryptedAsync(RestorePlan plan, RepositoryEncryption encryption, string activity, DateTimeOffset start,
+        IOperationReporter reporter, CancellationToken ct)
+    {
+        var source = plan.Request.Source;
+        var name = RepositoryEncryption.NameIn(RepositoryEncryption.RootOf(source, null)!, source.Path);
+        if (source.Format != DumpFormat.Directory && plan.Request.Jobs == 1)
+        {
+            if (plan.Request.HasMetadata && string.IsNullOrEmpty(source.Sha256)) throw ChecksumMismatch(source, new DumpDamage(source.Path, "it has no recorded SHA-256", ""));
+            var streamed = await ExecuteAsync(plan, activity, start, (gated, token) =>
+            {
+                Stream file = new FileStream(source.Path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous);
+                if (gated && plan.Request.HasMetadata)
+                    file = new ChecksumGateStream(file, source.Sha256, actual => ChecksumMismatch(source, new DumpDamage(source.Path, $"'{source.Path}' has SHA-256 {actual}, recorded {source.Sha256}", actual)));
+                return Task.FromResult(encryption.Decrypt(file, name, source.Path));
+            }, reporter, ct).ConfigureAwait(false);
+            streamed.ChecksumVerified = plan.Request.HasMetadata;
+            return streamed;
+        }
+        // Decrypting authenticates every chunk of every file, which a checksum of the encrypted bytes would only repeat.
+        var result = await RestoreDecryptedCopyAsync(plan, encryption, source.Path, name, activity, start, reporter, ct).ConfigureAwait(false);
+        result.ChecksumVerified = true;
+        return result;
+    }
+
+    /// <summary>Decrypts a verified local copy of an encrypted dump into a temporary folder, restores it from there and removes the folder.</summary>
+    internal static async Task<RestoreResult> RestoreDecryptedCopyAsync(RestorePlan plan, RepositoryEncryption encryption, string encryptedCopy, string name, string activity,
+        DateTimeOffset start, IOperationReporter reporter, CancellationToken ct)
+    {
+        var source = plan.Request.Source;
+        var temp = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "pgbackup-decrypted-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var local = System.IO.Path.Combine(temp, source.Id.Length > 0 ? source.Id : "dump");
+            Directory.CreateDirectory(temp);
+            reporter.Progress(activity, "Decrypting the dump", 0);
+            await encryption.DecryptTreeAsync(encryptedCopy, local, name, source.Path, ct).ConfigureAwait(false);
+            var copy = BackupMetadata.Copy(source);
+            copy.Path = local;
+            var result = await ExecuteAsync(plan with { Request = plan.Request with { Source = copy, Repository = null, HasMetadata = false }, Encryption = null },
+                activity, start, null, reporter, ct).ConfigureAwait(false);
+            result.SourcePath = source.Path;
+            return result;
+        }
+        finally { PartialBackup.DeletePath(temp); }
     }
 
     /// <summary>

@@ -15,6 +15,8 @@ public sealed record BackupTestRequest
     public string? ToolPath { get; init; }
     /// <summary>The repository the backup is in when it is in blob storage (its credentials); null for a folder.</summary>
     public RepositoryAddress? Repository { get; init; }
+    /// <summary>The keys that read the backup's repository when it is encrypted (for -Restore).</summary>
+    public Encryption.RepositoryKeys Keys { get; init; } = Encryption.RepositoryKeys.None;
 }
 
 /// <summary>

@@ -60,6 +60,15 @@ public sealed class RestorePgDumpCommand : PgCmdlet
     [ValidateRange(1, 256)]
     public int? Jobs { get; set; }
 
+    /// <summary>The passphrase of an encrypted repository.</summary>
+    [Parameter]
+    public System.Security.SecureString? Passphrase { get; set; }
+
+    /// <summary>A certificate, with its private key, that reads an encrypted repository.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public object[]? Certificate { get; set; }
+
     private (DumpBackup, bool, Engine.Repository.RepositoryAddress?) LoadDump(string path, PgBackupSettings settings) =>
         LoadBackup(path, Repository, settings) switch
         {
@@ -98,6 +107,7 @@ public sealed class RestorePgDumpCommand : PgCmdlet
                 Jobs = Jobs ?? (source.Format is DumpFormat.Custom or DumpFormat.Directory ? settings.Jobs : 1),
                 ToolPath = settings.ToolPath,
                 Repository = repository,
+                Keys = ResolveKeys(settings, Passphrase, Certificate),
             };
             var plan = RunEngine((reporter, ct) => RestoreService.PlanAsync(request, reporter, ct));
             var destructive = plan.Action is RestoreAction.RecreateDatabase or RestoreAction.CleanExisting or RestoreAction.OverExisting or RestoreAction.DataIntoExisting;

@@ -47,6 +47,15 @@ public sealed class TestPgBackupCommand : PgCmdlet
     [ValidateNotNullOrEmpty]
     public string? Repository { get; set; }
 
+    /// <summary>The passphrase of an encrypted repository (for -Restore).</summary>
+    [Parameter]
+    public System.Security.SecureString? Passphrase { get; set; }
+
+    /// <summary>A certificate, with its private key, that reads an encrypted repository (for -Restore).</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public object[]? Certificate { get; set; }
+
     protected override void ProcessRecord()
     {
         var settings = LoadSettings(BoundSettings(("Jobs", nameof(Jobs))));
@@ -55,7 +64,8 @@ public sealed class TestPgBackupCommand : PgCmdlet
             var (backup, hasMetadata, repository) = InputObject != null
                 ? (InputObject, InputObject is BaseBackup || !string.IsNullOrEmpty(((DumpBackup)InputObject).Sha256), BlobRepositoryOf(InputObject.Path, InputObject.Repository, Repository, settings))
                 : LoadBackup(Path!, Repository, settings);
-            var request = new BackupTestRequest { Backup = backup, HasMetadata = hasMetadata, Jobs = Jobs ?? settings.Jobs, ToolPath = settings.ToolPath, Repository = repository };
+            var request = new BackupTestRequest { Backup = backup, HasMetadata = hasMetadata, Jobs = Jobs ?? settings.Jobs, ToolPath = settings.ToolPath, Repository = repository,
+                Keys = Restore ? ResolveKeys(settings, Passphrase, Certificate) : Engine.Repository.Encryption.RepositoryKeys.None };
             if (!Restore && !ShouldProcess(backup.Path, "Verify the checksums and record the result in the backup's metadata")) return;
             if (Restore && backup is BaseBackup)
             {

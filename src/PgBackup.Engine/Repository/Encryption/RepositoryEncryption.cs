@@ -67,6 +67,80 @@ public sealed class RepositoryEncryption : IDisposable
         await plain.CopyToAsync(output, 1 << 20, ct).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// The repository a backup was read from, for its encryption: the blob repository it was listed from, or for a backup
+    /// in a folder the root of its repository (dumps, globals and base backups all sit three levels down).
+    /// </summary>
+    public static RepositoryAddress? RootOf(PgBackupItem backup, RepositoryAddress? blobRepository)
+    {
+        if (blobRepository != null) return blobRepository;
+        var folder = Path.GetDirectoryName(Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(backup.Path.TrimEnd('/', '\\')))));
+        return folder == null ? null : RepositoryAddress.ForFolder(folder);
+    }
+
+    /// <summary>
+    /// For reading one backup: its repository's encryption, unlocked (null when the repository is not encrypted). The
+    /// repository's marker decides, not the backup's metadata, so metadata that claims "not encrypted" cannot make a
+    /// reader accept a file put into an encrypted repository in clear.
+    /// </summary>
+    public static async Task<RepositoryEncryption?> OpenForBackupAsync(PgBackupItem backup, RepositoryAddress? blobRepository, RepositoryKeys keys, CancellationToken ct) =>
+        RootOf(backup, blobRepository) is { } root ? await OpenForReadingAsync(root, keys, ct).ConfigureAwait(false) : null;
+
+    /// <summary>Encrypts a local file, or every file of a local folder, into <paramref name="destination"/> as the repository's <paramref name="name"/>.</summary>
+    public async Task EncryptTreeAsync(string source, string destination, string name, CancellationToken ct)
+    {
+        if (File.Exists(source))
+        {
+            await EncryptFileAsync(source, destination, name, ct).ConfigureAwait(false);
+            return;
+        }
+        var files = Directory.GetFiles(source, "*", SearchOption.AllDirectories);
+        await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Environment.ProcessorCount), CancellationToken = ct }, async (file, token) =>
+        {
+            var relative = Path.GetRelativePath(source, file).Replace('\\', '/');
+            var target = Path.Combine(destination, relative);
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            await EncryptFileAsync(file, target, name + "/" + relative, token).ConfigureAwait(false);
+        }).ConfigureAwait(false);
+    }
+
+    private async Task EncryptFileAsync(string source, string destination, string name, CancellationToken ct)
+    {
+        await using var input = new FileStream(source, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous);
+        await using var output = new FileStream(destination, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
+        await using (var encrypting = Encrypt(output, name, leaveOpen: true))
+            await input.CopyToAsync(encrypting, 1 << 20, ct).ConfigureAwait(false);
+        output.Flush(flushToDisk: true);
+    }
+
+    /// <summary>
+    /// Decrypts an encrypted file, or every file of an encrypted folder, into <paramref name="destination"/> (a local,
+    /// temporary place), authenticating all of it; <paramref name="location"/> is how errors name the backup.
+    /// </summary>
+    public async Task DecryptTreeAsync(string source, string destination, string name, string location, CancellationToken ct)
+    {
+        if (File.Exists(source))
+        {
+            await DecryptFileAsync(source, destination, name, location, ct).ConfigureAwait(false);
+            return;
+        }
+        var files = Directory.GetFiles(source, "*", SearchOption.AllDirectories);
+        await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Environment.ProcessorCount), CancellationToken = ct }, async (file, token) =>
+        {
+            var relative = Path.GetRelativePath(source, file).Replace('\\', '/');
+            var target = Path.Combine(destination, relative);
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            await DecryptFileAsync(file, target, name + "/" + relative, location.TrimEnd('/') + "/" + relative, token).ConfigureAwait(false);
+        }).ConfigureAwait(false);
+    }
+
+    private async Task DecryptFileAsync(string source, string destination, string name, string location, CancellationToken ct)
+    {
+        await using var input = new FileStream(source, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous);
+        await using var output = new FileStream(destination, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
+        await DecryptToAsync(input, name, location, output, ct).ConfigureAwait(false);
+    }
+
     public static PgBackupException Tampered(EncryptedContentException ex, string location) =>
         new("BackupTampered", ErrorKind.InvalidData, $"'{location}' {ex.Detail}.", location,
             "Do not use this backup: restore from another one (Get-PgBackup lists them) and find out who or what changed the repository.", ex);
