@@ -84,8 +84,45 @@ internal sealed class BlobArchive : IDisposable
             : error(4, $"{name} is already archived in {_location} with different content (sha256 {archived}, new {sha256}); refusing to overwrite");
     }
 
-    /// <returns>0 when fetched and checked; 1 when the archive does not hold <paramref name="name"/>.</returns>
-    public int Fetch(string name, string destination, int damaged, Func<int, string, int> error)
+    private const string PlainChecksumHeader = "x-ms-meta-plainsha256";
+
+    /// <summary>
+    /// Push into an encrypted archive: the segment is encrypted in memory (one segment, so Content-MD5 and the length are
+    /// known before the request), stored with the SHA-256 of the encrypted bytes and of the plaintext, by which a repeated
+    /// push of the same segment is recognised.
+    /// </summary>
+    public int PushEncrypted(string source, string name, WalEncryption encryption, Func<int, string, int> error)
+    {
+        using var buffer = new MemoryStream();
+        var (plain, sha256) = encryption.Encrypt(source, buffer);
+        var bytes = buffer.GetBuffer();
+        var length = (int)buffer.Length;
+        var md5 = MD5.HashData(bytes.AsSpan(0, length));
+        using var put = Send(() =>
+        {
+            var request = Request(HttpMethod.Put, name);
+            request.Headers.Add("x-ms-blob-type", "BlockBlob");
+            request.Headers.Add(ChecksumHeader, sha256);
+            request.Headers.Add(PlainChecksumHeader, plain);
+            request.Headers.IfNoneMatch.Add(EntityTagHeaderValue.Any);
+            request.Content = new ByteArrayContent(bytes, 0, length);
+            request.Content.Headers.ContentMD5 = md5;
+            request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+            return request;
+        }, $"archive {name}");
+        if (put.StatusCode == HttpStatusCode.Created) return 0;
+        if (put.StatusCode is not (HttpStatusCode.Conflict or HttpStatusCode.PreconditionFailed)) throw Refused(put, $"archive {name}");
+        using var head = Send(() => Request(HttpMethod.Head, name), $"read {name}");
+        if (!head.IsSuccessStatusCode) throw Refused(head, $"read {name}");
+        var archived = head.Headers.TryGetValues(PlainChecksumHeader, out var values) ? values.FirstOrDefault() : null;
+        return archived == plain ? 0
+            : error(4, archived == null
+                ? $"{name} is already archived in {_location} without a record of its plaintext's SHA-256, so it cannot be compared; refusing to overwrite"
+                : $"{name} is already archived in {_location} with different content (plaintext sha256 {archived}, new {plain}); refusing to overwrite");
+    }
+
+    /// <returns>0 when fetched and checked (and, in an encrypted archive, decrypted); 1 when the archive does not hold <paramref name="name"/>.</returns>
+    public int Fetch(string name, string destination, int damaged, Func<int, string, int> error, WalEncryption? encryption)
     {
         using var response = Send(() => Request(HttpMethod.Get, name), $"fetch {name}", HttpCompletionOption.ResponseHeadersRead);
         if (response.StatusCode == HttpStatusCode.NotFound) return 1;
@@ -117,8 +154,7 @@ internal sealed class BlobArchive : IDisposable
                 return error(damaged, $"DAMAGED ARCHIVE: {_location}/{name} does not match its recorded checksum (sha256 {recorded}, blob {hash}); not handing it to PostgreSQL");
             if (md5 != null && !md5.AsSpan().SequenceEqual(md.GetHashAndReset()))
                 return error(damaged, $"DAMAGED ARCHIVE: {_location}/{name} does not match its Content-MD5; not handing it to PostgreSQL");
-            File.Move(temporary, destination, overwrite: true);
-            return 0;
+            return Program.Deliver(temporary, name, destination, $"{_location}/{name}");
         }
         finally { File.Delete(temporary); }
     }

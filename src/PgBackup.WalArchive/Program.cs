@@ -11,6 +11,7 @@ namespace PgBackup.WalArchive;
 /// pgbackup-wal fetch &lt;archiveUrl&gt; &lt;fileName&gt; &lt;destinationPath&gt; --credentials &lt;file&gt; [--standby]
 /// pgbackup-wal check &lt;archiveUrl&gt; --credentials &lt;file&gt;       (proves write, read and delete)
 /// push also takes --drop-backlog-above &lt;bytes&gt;: see <see cref="DropGuard"/>.
+/// In an encrypted repository push takes --encrypt &lt;key file&gt; and fetch --decrypt &lt;key file&gt;: see <see cref="WalEncryption"/>.
 ///
 /// A folder archive holds &lt;fileName&gt; and &lt;fileName&gt;.sha256 ("&lt;hex&gt;  &lt;fileName&gt;\n", as sha256sum writes); a blob
 /// archive holds one blob per file with the SHA-256 in its metadata (<see cref="BlobArchive"/>).
@@ -33,8 +34,22 @@ internal static class Program
     private const string SidecarSuffix = ".sha256";
     private const int BufferSize = 1 << 20;
 
+    private const string PlainPrefix = "plain-sha256 ";
+    private static WalEncryption? encryption;
+
     private static int Main(string[] args)
     {
+        var keyOption = Array.FindIndex(args, a => a is WalEncryption.EncryptOption or WalEncryption.DecryptOption);
+        if (keyOption > 0)
+        {
+            if (keyOption + 1 >= args.Length) return Error(Usage, $"{args[keyOption]} needs the path of a key file");
+            var decrypt = args[keyOption] == WalEncryption.DecryptOption;
+            if (decrypt != args[0] is "fetch") return Error(Usage, $"{args[keyOption]} belongs to {(decrypt ? "fetch" : "push")}");
+            var keyFile = args[keyOption + 1];
+            args = [.. args[..keyOption], .. args[(keyOption + 2)..]];
+            try { encryption = WalEncryption.Load(keyFile, decrypt); }
+            catch (Exception ex) { return Error(decrypt ? AbortRecovery : Failed, ex.Message); }
+        }
         // The guard against a full pg_wal is an option of push only, in either form.
         long? dropAbove = null;
         if (args is ["push", ..] && args.Length >= 2 && args[^2] == DropGuard.Option)
@@ -77,19 +92,29 @@ internal static class Program
         Directory.CreateDirectory(folder);
         var destination = Path.Combine(folder, name);
         var sidecar = destination + SidecarSuffix;
-        if (File.Exists(destination)) return AlreadyArchived(source, sourceInfo.Length, destination, sidecar, name, folder);
+        if (File.Exists(destination))
+            return encryption == null ? AlreadyArchived(source, sourceInfo.Length, destination, sidecar, name, folder) : AlreadyArchivedEncrypted(source, sidecar, name, folder);
 
         // The temporary names carry our pid, so a leftover from a crashed push never blocks this one.
         var temporary = destination + ".tmp." + Environment.ProcessId;
         var sidecarTemporary = sidecar + ".tmp." + Environment.ProcessId;
         try
         {
-            var hash = CopyHashed(source, temporary, flushToDisk: true);
-            WriteDurably(sidecarTemporary, SidecarLine(hash, name));
+            if (encryption == null) WriteDurably(sidecarTemporary, SidecarLine(CopyHashed(source, temporary, flushToDisk: true), name));
+            else
+            {
+                string plain, hash;
+                using (var output = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 0))
+                {
+                    (plain, hash) = encryption.Encrypt(source, output);
+                    output.Flush(flushToDisk: true);
+                }
+                WriteDurably(sidecarTemporary, SidecarLine(hash, name) + PlainPrefix + plain + "\n");
+            }
             // The segment goes into place before its sidecar, and never over a file that is there: of several pushes of
             // one name at the same moment exactly one puts its file in place, and the others compare with it.
             if (!DurableFiles.TryMoveNew(temporary, destination))
-                return AlreadyArchived(source, sourceInfo.Length, destination, sidecar, name, folder);
+                return encryption == null ? AlreadyArchived(source, sourceInfo.Length, destination, sidecar, name, folder) : AlreadyArchivedEncrypted(source, sidecar, name, folder);
             File.Move(sidecarTemporary, sidecar, overwrite: true);
             DurableFiles.SyncDirectory(folder);
             return Ok;
@@ -129,13 +154,33 @@ internal static class Program
         return Error(Conflict, $"{name} is already archived in '{folder}' with different content (sha256 {archivedHash}, new {sourceHash}); refusing to overwrite");
     }
 
+    /// <summary>
+    /// In an encrypted archive the same segment encrypts to other bytes every time, so a repeated push is compared by the
+    /// SHA-256 of the plaintext recorded beside it. A push racing this one may not have written its sidecar yet: wait briefly.
+    /// </summary>
+    private static int AlreadyArchivedEncrypted(string source, string sidecar, string name, string folder)
+    {
+        var sourceHash = WalEncryption.PlainSha256Of(source);
+        string? recorded = null;
+        for (var attempt = 0; attempt < 50 && recorded == null; attempt++)
+        {
+            try { recorded = File.ReadAllLines(sidecar).FirstOrDefault(l => l.StartsWith(PlainPrefix, StringComparison.Ordinal))?[PlainPrefix.Length..].Trim(); }
+            catch (FileNotFoundException) { }
+            if (recorded == null) Thread.Sleep(100);
+        }
+        if (recorded == sourceHash) return Ok;
+        return Error(Conflict, recorded == null
+            ? $"{name} is already archived in '{folder}' without a record of its plaintext's SHA-256, so it cannot be compared; refusing to overwrite"
+            : $"{name} is already archived in '{folder}' with different content (plaintext sha256 {recorded}, new {sourceHash}); refusing to overwrite");
+    }
+
     private static int PushToBlob(string source, string url, string credentialsFile)
     {
         var name = Path.GetFileName(source);
         if (name.Length == 0) return Error(Failed, $"'{source}' does not name a file");
         if (!File.Exists(source)) return Error(Failed, $"the file to archive, '{source}', does not exist");
         using var blob = new BlobArchive(url, credentialsFile);
-        return blob.Push(source, name, Error);
+        return encryption == null ? blob.Push(source, name, Error) : blob.PushEncrypted(source, name, encryption, Error);
     }
 
     /// <summary>
@@ -147,7 +192,7 @@ internal static class Program
         if (name.Length == 0 || name != Path.GetFileName(name) || name is "." or "..")
             return Error(AbortRecovery, $"'{name}' is not a file name");
         using var blob = new BlobArchive(url, credentialsFile);
-        return blob.Fetch(name, destination, AbortRecovery, Error);
+        return blob.Fetch(name, destination, AbortRecovery, Error, encryption);
     }
 
     private static int Fetch(string folder, string name, string destination)
@@ -166,10 +211,31 @@ internal static class Program
                 return Error(AbortRecovery, recorded == null
                     ? $"DAMAGED ARCHIVE: the checksum file '{source}{SidecarSuffix}' does not hold a SHA-256; not handing an unverified {name} to PostgreSQL"
                     : $"DAMAGED ARCHIVE: '{source}' does not match its recorded checksum (sha256 {recorded}, file {hash}); not handing it to PostgreSQL");
-            File.Move(temporary, destination, overwrite: true);
-            return Ok;
+            return Deliver(temporary, name, destination, $"'{source}'");
         }
         finally { File.Delete(temporary); }
+    }
+
+    /// <summary>Puts a fetched, checked file where PostgreSQL wants it: decrypted (and authenticated) first in an encrypted archive.</summary>
+    internal static int Deliver(string fetched, string name, string destination, string what)
+    {
+        if (encryption == null)
+        {
+            File.Move(fetched, destination, overwrite: true);
+            return Ok;
+        }
+        var plain = destination + ".plain.tmp";
+        try
+        {
+            encryption.Decrypt(fetched, name, plain);
+            File.Move(plain, destination, overwrite: true);
+            return Ok;
+        }
+        catch (Engine.Repository.Encryption.EncryptedContentException ex)
+        {
+            return Error(AbortRecovery, $"TAMPERED ARCHIVE: {what} {ex.Detail}; not handing it to PostgreSQL");
+        }
+        finally { File.Delete(plain); }
     }
 
     private static string CopyHashed(string source, string destination, bool flushToDisk)

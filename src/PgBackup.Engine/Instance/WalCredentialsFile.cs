@@ -20,6 +20,13 @@ public static class WalCredentialsFile
     public static string ArchivePurpose(string dataDirectory, string content) =>
         "archive-" + DataDirectoryKey(dataDirectory) + "-" + Hash(content)[..8];
 
+    /// <summary>The purpose part of an archive_command's key file (an encrypted repository's public key), named like <see cref="ArchivePurpose"/>.</summary>
+    public static string ArchiveKeyPurpose(string dataDirectory, string content) =>
+        "archive-key-" + DataDirectoryKey(dataDirectory) + "-" + Hash(content)[..8];
+
+    /// <summary>The purpose part of a standby's key file (with the private key it decrypts fetched WAL with).</summary>
+    public static string StandbyKeyPurpose(string dataDirectory) => "standby-key-" + DataDirectoryKey(dataDirectory);
+
     /// <summary>A data directory in a file or record name: 16 hex characters of the SHA-256 of its full path.</summary>
     public static string DataDirectoryKey(string dataDirectory) => Hash(Path.GetFullPath(dataDirectory))[..16];
 
@@ -34,7 +41,7 @@ public static class WalCredentialsFile
     {
         if (OperatingSystem.IsWindows())
             throw new PgBackupException("BlobArchivingNotSupported", ErrorKind.InvalidOperation,
-                "WAL archiving and restoring from Azure Blob Storage through pgbackup-wal is supported for database servers on Linux and other Unix systems; on Windows the credentials file cannot be restricted to the service account yet.",
+                "WAL archiving and restoring from Azure Blob Storage or an encrypted repository through pgbackup-wal is supported for database servers on Linux and other Unix systems; on Windows its credentials or key file cannot be restricted to the service account yet.",
                 serverUser, "Archive into a folder (an SMB share the service account can write), and copy it to Blob Storage with Invoke-PgDump/Start-PgBaseBackup repositories, or run the database server on Linux.");
         var home = await HomeOfAsync(serverUser, ct).ConfigureAwait(false);
         return Path.Combine(home, FolderName, $"{systemIdentifier}-{purpose}.json");

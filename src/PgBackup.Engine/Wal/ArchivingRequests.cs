@@ -65,6 +65,8 @@ public sealed record ArchivingState
     public string? ArchiveFolder { get; init; }
     /// <summary>The file pgbackup-wal reads a blob archive's credential from, when it archives into one.</summary>
     public string? CredentialsFile { get; init; }
+    /// <summary>The file pgbackup-wal reads an encrypted repository's public key from, when it encrypts what it archives.</summary>
+    public string? KeyFile { get; init; }
     /// <summary>The limit of the guard that drops segments when pg_wal's backlog passes it, when archive_command sets one.</summary>
     public long? DropBacklogAbove { get; init; }
     /// <summary>Settings changed in the configuration that wait for a restart (pg_settings.pending_restart).</summary>

@@ -74,7 +74,10 @@ public static class ArchivingService
                         ? await PrepareBlobArchiveAsync(request.Repository, before.SystemIdentifier!, server.DataDirectory, target, local, owner, ct).ConfigureAwait(false)
                         : await PrepareArchiveFolderAsync(RepositoryLayout.ArchiveFolder(request.Repository.Folder!, before.SystemIdentifier!), owner, reporter, ct).ConfigureAwait(false);
                     var folder = archive.Location;
-                    var command = archive.CredentialsFile != null ? tool.ArchiveCommand(folder, archive.CredentialsFile, request.DropBacklogAbove) : tool.ArchiveCommand(folder, request.DropBacklogAbove);
+                    archive = await PrepareEncryptionAsync(archive, request.Repository, before.SystemIdentifier!, server.DataDirectory, target, local, owner, reporter, ct).ConfigureAwait(false);
+                    var command = archive.CredentialsFile != null
+                        ? tool.ArchiveCommand(folder, archive.CredentialsFile, request.DropBacklogAbove, archive.KeyFile)
+                        : tool.ArchiveCommand(folder, request.DropBacklogAbove, archive.KeyFile);
                     if (request.DropBacklogAbove is { } drop)
                         reporter.Warning($"With the guard set, a segment whose push fails while more than {drop} bytes of WAL wait in pg_wal is dropped: PostgreSQL recycles it unarchived, and point-in-time recovery cannot pass it. Get-PgWalArchive reports every dropped segment.");
                     if (local)
@@ -93,6 +96,7 @@ public static class ArchivingService
                 {
                     if (pendingUse != null) Instance.InstalledToolUses.AbandonPendingUse(installRoot!, pendingUse);
                     if (archive is { NewCredentials: true, CredentialsFile: { } written } && written != before.CredentialsFile) Instance.WalCredentialsFile.Remove(written);
+                    if (archive is { NewKeyFile: true, KeyFile: { } writtenKey } && writtenKey != before.KeyFile) Instance.WalCredentialsFile.Remove(writtenKey);
                     throw;
                 }
                 var state = await ReadStateAsync(connection, ct).ConfigureAwait(false);
@@ -105,6 +109,8 @@ public static class ArchivingService
                 }
                 if (local && before.CredentialsFile != null && before.CredentialsFile != archive.CredentialsFile && Instance.WalCredentialsFile.Remove(before.CredentialsFile))
                     reporter.Verbose($"Removed the credentials file {before.CredentialsFile}, which the previous archive_command read.");
+                if (local && before.KeyFile != null && before.KeyFile != archive.KeyFile && Instance.WalCredentialsFile.Remove(before.KeyFile))
+                    reporter.Verbose($"Removed the key file {before.KeyFile}, which the previous archive_command read.");
 
                 bool restarted;
                 (connection, state, restarted) = await RestartIfPendingAsync(connection, state, request.Restart, request.ToolPath, target, server, owner, info,
@@ -167,6 +173,7 @@ public static class ArchivingService
                 if (string.IsNullOrEmpty(state.ArchiveCommand) && target.ServesFromHere(server.DataDirectory))
                 {
                     if (Instance.WalCredentialsFile.Remove(before.CredentialsFile)) reporter.Verbose($"Removed the credentials file {before.CredentialsFile}.");
+                    if (Instance.WalCredentialsFile.Remove(before.KeyFile)) reporter.Verbose($"Removed the key file {before.KeyFile}.");
                     if (before.SystemIdentifier != null && request.ToolInstallRoot is { } root && Instance.InstalledToolUses.CanInstall(root))
                         foreach (var removed in Instance.InstalledToolUses.ReleaseUse(root, Instance.InstalledToolUses.ArchiveUse(before.SystemIdentifier, server.DataDirectory), reporter.Warning))
                             reporter.Verbose($"Removed {removed}, which no cluster's archive_command runs any more.");
@@ -306,7 +313,7 @@ public static class ArchivingService
                     "select coalesce((select setting from pg_file_settings where name = 'archive_command' and error is null order by seqno desc limit 1), '')", ct).ConfigureAwait(false)
                 : null;
         }
-        var ours = WalArchiveTool.TryParseArchiveCommand(command, out var folder, out var credentialsFile, out var dropAbove);
+        var ours = WalArchiveTool.TryParseArchiveCommand(command, out var folder, out var credentialsFile, out var dropAbove, out var keyFile);
         var timeout = long.TryParse(settings.GetValueOrDefault("archive_timeout"), NumberStyles.Integer, CultureInfo.InvariantCulture, out var seconds) && seconds > 0
             ? TimeSpan.FromSeconds(seconds) : (TimeSpan?)null;
         return new ArchivingState
@@ -319,6 +326,7 @@ public static class ArchivingService
             IsPgBackupCommand = ours,
             ArchiveFolder = folder,
             CredentialsFile = credentialsFile,
+            KeyFile = keyFile,
             DropBacklogAbove = dropAbove,
             PendingRestart = [.. pending],
             SystemIdentifier = systemIdentifier,
@@ -375,7 +383,32 @@ public static class ArchivingService
     private static bool IsRoot => !OperatingSystem.IsWindows() && Environment.IsPrivilegedProcess;
 
     /// <summary>Where archive_command writes: a folder, or a blob archive's URL with the file its credentials are in.</summary>
-    private sealed record ArchiveDestination(string Location, string? CredentialsFile, Func<string, CancellationToken, Task<bool>> HoldsAsync, bool NewCredentials = false);
+    private sealed record ArchiveDestination(string Location, string? CredentialsFile, Func<string, CancellationToken, Task<bool>> HoldsAsync, bool NewCredentials = false)
+    {
+        /// <summary>The public key file of an encrypted repository, which push encrypts to.</summary>
+        public string? KeyFile { get; init; }
+        public bool NewKeyFile { get; init; }
+    }
+
+    /// <summary>
+    /// For an encrypted repository: its public key (and the archive's name prefix), in a file of the server's OS user that
+    /// archive_command names, so every segment is encrypted before it leaves the server. No secret is in it.
+    /// </summary>
+    private static async Task<ArchiveDestination> PrepareEncryptionAsync(ArchiveDestination archive, RepositoryAddress repository, string systemIdentifier, string dataDirectory,
+        ConnectionTarget target, bool local, string? owner, IOperationReporter reporter, CancellationToken ct)
+    {
+        using var encryption = await Repository.Encryption.RepositoryEncryption.LoadAsync(repository, ct).ConfigureAwait(false);
+        if (encryption == null) return archive;
+        if (!local || owner == null)
+            throw new PgBackupException("EncryptedArchivingNeedsLocalServer", ErrorKind.InvalidOperation,
+                $"'{repository.Display}' is encrypted, so pgbackup-wal needs the repository's public key in a file on the database server, and {target.Display} does not run on this machine (or its data directory's owner cannot be found).",
+                target.Display, "Run Enable-PgWalArchiving on the database server itself (for example in a PowerShell remoting session to it), with -Server localhost.");
+        var content = new Repository.Encryption.WalKeyFile(encryption.Keyring.PublicKeyInfo, encryption.Keyring.KeyId, RepositoryLayout.ArchiveKey(systemIdentifier) + "/", null).Serialize();
+        var file = await Instance.WalCredentialsFile.PathForAsync(owner, systemIdentifier, Instance.WalCredentialsFile.ArchiveKeyPurpose(dataDirectory, content), ct).ConfigureAwait(false);
+        var written = await Instance.WalCredentialsFile.WriteAsync(file, content, owner, ct).ConfigureAwait(false);
+        reporter.Verbose($"pgbackup-wal encrypts every WAL file to the repository's key {Convert.ToHexString(encryption.Keyring.KeyId).ToLowerInvariant()} ({file}).");
+        return archive with { KeyFile = file, NewKeyFile = written };
+    }
 
     /// <summary>
     /// A blob archive: the container exists (this account can write it), and the credential pgbackup-wal will use is in a

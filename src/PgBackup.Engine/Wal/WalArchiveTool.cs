@@ -92,27 +92,33 @@ public sealed class WalArchiveTool
     /// <summary>The option of push that drops segments when pg_wal's backlog passes a number of bytes (the tool's DropGuard).</summary>
     public const string DropOption = "--drop-backlog-above";
 
-    /// <summary>The archive_command value: pgbackup-wal push %p &lt;archiveFolder&gt; [--drop-backlog-above &lt;bytes&gt;].</summary>
-    public string ArchiveCommand(string archiveFolder, long? dropBacklogAbove = null) =>
-        string.Join(' ', Start, "push", Quote("%p", escapePercent: false), Quote(archiveFolder)) + Drop(dropBacklogAbove);
+    /// <summary>The archive_command value: pgbackup-wal push %p &lt;archiveFolder&gt; [--encrypt &lt;key file&gt;] [--drop-backlog-above &lt;bytes&gt;].</summary>
+    public string ArchiveCommand(string archiveFolder, long? dropBacklogAbove = null, string? keyFile = null) =>
+        string.Join(' ', Start, "push", Quote("%p", escapePercent: false), Quote(archiveFolder)) + Key(EncryptOption, keyFile) + Drop(dropBacklogAbove);
 
-    /// <summary>The archive_command value for a blob archive: pgbackup-wal push %p &lt;archiveUrl&gt; --credentials &lt;file&gt; [--drop-backlog-above &lt;bytes&gt;].</summary>
-    public string ArchiveCommand(string archiveUrl, string credentialsFile, long? dropBacklogAbove = null) =>
-        string.Join(' ', Start, "push", Quote("%p", escapePercent: false), Quote(archiveUrl), CredentialsOption, Quote(credentialsFile)) + Drop(dropBacklogAbove);
+    /// <summary>The archive_command value for a blob archive: pgbackup-wal push %p &lt;archiveUrl&gt; --credentials &lt;file&gt; [--encrypt &lt;key file&gt;] [--drop-backlog-above &lt;bytes&gt;].</summary>
+    public string ArchiveCommand(string archiveUrl, string credentialsFile, long? dropBacklogAbove = null, string? keyFile = null) =>
+        string.Join(' ', Start, "push", Quote("%p", escapePercent: false), Quote(archiveUrl), CredentialsOption, Quote(credentialsFile)) + Key(EncryptOption, keyFile) + Drop(dropBacklogAbove);
 
     private static string Drop(long? bytes) => bytes is { } b ? $" {DropOption} {b.ToString(System.Globalization.CultureInfo.InvariantCulture)}" : "";
 
-    /// <summary>The restore_command value: pgbackup-wal fetch &lt;archiveFolder&gt; %f %p.</summary>
-    public string RestoreCommand(string archiveFolder) =>
-        string.Join(' ', Start, "fetch", Quote(archiveFolder), Quote("%f", escapePercent: false), Quote("%p", escapePercent: false));
+    private string Key(string option, string? keyFile) => keyFile == null ? "" : $" {option} {Quote(keyFile)}";
+
+    /// <summary>The options that give push the public key file, and fetch the private one, of an encrypted repository.</summary>
+    public const string EncryptOption = "--encrypt";
+    public const string DecryptOption = "--decrypt";
+
+    /// <summary>The restore_command value: pgbackup-wal fetch &lt;archiveFolder&gt; %f %p [--decrypt &lt;key file&gt;].</summary>
+    public string RestoreCommand(string archiveFolder, string? keyFile = null) =>
+        string.Join(' ', Start, "fetch", Quote(archiveFolder), Quote("%f", escapePercent: false), Quote("%p", escapePercent: false)) + Key(DecryptOption, keyFile);
 
     /// <summary>
     /// The restore_command value for a blob archive. <paramref name="standby"/>: a storage outage is "not in the archive"
     /// (the standby goes back to streaming) instead of aborting recovery.
     /// </summary>
-    public string RestoreCommand(string archiveUrl, string credentialsFile, bool standby) =>
+    public string RestoreCommand(string archiveUrl, string credentialsFile, bool standby, string? keyFile = null) =>
         string.Join(' ', Start, "fetch", Quote(archiveUrl), Quote("%f", escapePercent: false), Quote("%p", escapePercent: false),
-            CredentialsOption, Quote(credentialsFile)) + (standby ? " --standby" : "");
+            CredentialsOption, Quote(credentialsFile)) + (standby ? " --standby" : "") + Key(DecryptOption, keyFile);
 
     /// <summary>The command line (program first) that makes the tool prove it can write, read and delete in a blob archive.</summary>
     public string[] CheckCommand(string archiveUrl, string credentialsFile) => [.. Invocation, "check", archiveUrl, CredentialsOption, credentialsFile];
@@ -158,11 +164,16 @@ public sealed class WalArchiveTool
         TryParseArchiveCommand(command, out archiveLocation, out credentialsFile, out _);
 
     /// <param name="dropBacklogAbove">The guard's limit in bytes, when the command sets one.</param>
-    public static bool TryParseArchiveCommand(string? command, out string? archiveLocation, out string? credentialsFile, out long? dropBacklogAbove)
+    public static bool TryParseArchiveCommand(string? command, out string? archiveLocation, out string? credentialsFile, out long? dropBacklogAbove) =>
+        TryParseArchiveCommand(command, out archiveLocation, out credentialsFile, out dropBacklogAbove, out _);
+
+    /// <param name="keyFile">The key file of an encrypted repository's archive, when the command encrypts.</param>
+    public static bool TryParseArchiveCommand(string? command, out string? archiveLocation, out string? credentialsFile, out long? dropBacklogAbove, out string? keyFile)
     {
         archiveLocation = null;
         credentialsFile = null;
         dropBacklogAbove = null;
+        keyFile = null;
         if (string.IsNullOrWhiteSpace(command) || !command.Contains(Marker, StringComparison.OrdinalIgnoreCase)) return false;
         var words = Split(command);
         // The portable form runs the dll through a dotnet host; the native form is the program itself.
@@ -175,6 +186,12 @@ public sealed class WalArchiveTool
             drop = limit;
             words.RemoveRange(words.Count - 2, 2);
         }
+        string? key = null;
+        if (words.Count > 2 && words[^2] == EncryptOption)
+        {
+            key = words[^1];
+            words.RemoveRange(words.Count - 2, 2);
+        }
         var (location, credentials) = words switch
         {
             [_, "push", "%p", var folder] => (folder, null),
@@ -185,6 +202,7 @@ public sealed class WalArchiveTool
         archiveLocation = location;
         credentialsFile = credentials;
         dropBacklogAbove = drop;
+        keyFile = key;
         return true;
     }
 

@@ -1,0 +1,116 @@
+using System.Security.Cryptography;
+using PgBackup.Engine.Repository.Encryption;
+
+namespace PgBackup.WalArchive;
+
+/// <summary>
+/// Encryption of an encrypted repository's WAL archive, from the key file the cmdlets wrote (--encrypt for push, with
+/// the public key only; --decrypt for fetch, with the private key). Each file is named "wal/&lt;system identifier&gt;/&lt;file&gt;"
+/// in its encryption, so a segment put in another's place fails authentication. Because every encryption is fresh, a
+/// repeated push is recognised by the SHA-256 of the plaintext, recorded beside the encrypted file (pgBackRest keeps the
+/// SHA-1 of the plaintext in the file's name for the same purpose).
+/// </summary>
+internal sealed class WalEncryption : IDisposable
+{
+    public const string EncryptOption = "--encrypt";
+    public const string DecryptOption = "--decrypt";
+    private readonly WalKeyFile _key;
+    private readonly RSA _rsa;
+
+    private WalEncryption(WalKeyFile key, RSA rsa)
+    {
+        _key = key;
+        _rsa = rsa;
+    }
+
+    public static WalEncryption Load(string path, bool decrypt)
+    {
+        string text;
+        try { text = File.ReadAllText(path); }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"cannot read the key file '{path}' ({ex.Message}); Enable-PgWalArchiving and New-PgStandby write it for the server's OS user");
+        }
+        WalKeyFile key;
+        try { key = WalKeyFile.Parse(text); }
+        catch (Exception ex) when (ex is FormatException or System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+            throw new IOException($"the key file '{path}' is not usable: {ex.Message}");
+        }
+        if (decrypt && key.PrivateKey == null) throw new IOException($"the key file '{path}' holds no private key, so it can encrypt but not decrypt");
+        var rsa = RSA.Create();
+        if (decrypt) rsa.ImportPkcs8PrivateKey(key.PrivateKey, out _);
+        else rsa.ImportSubjectPublicKeyInfo(key.PublicKey, out _);
+        return new WalEncryption(key, rsa);
+    }
+
+    private string NameOf(string fileName) => _key.NamePrefix + fileName;
+
+    /// <summary>Encrypts <paramref name="source"/> into <paramref name="output"/>.</summary>
+    /// <returns>The SHA-256 of the plaintext and of the encrypted bytes written.</returns>
+    public (string PlainSha256, string Sha256) Encrypt(string source, Stream output)
+    {
+        using var plainHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        using var hashing = new HashingWriteStream(output);
+        using (var input = new FileStream(source, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0, FileOptions.SequentialScan))
+        using (var encrypting = EncryptedContent.Encrypt(hashing, _rsa, _key.KeyId, NameOf(Path.GetFileName(source)), leaveOpen: true))
+        {
+            var buffer = new byte[1 << 20];
+            int read;
+            while ((read = input.Read(buffer, 0, buffer.Length)) > 0)
+            {
+                plainHash.AppendData(buffer, 0, read);
+                encrypting.Write(buffer, 0, read);
+            }
+        }
+        return (Hex(plainHash.GetHashAndReset()), hashing.Hash());
+    }
+
+    /// <summary>Decrypts an archived (already checksum-verified) file into <paramref name="destination"/>; a failed chunk throws <see cref="EncryptedContentException"/>.</summary>
+    public void Decrypt(string encrypted, string name, string destination)
+    {
+        using var input = new FileStream(encrypted, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan);
+        using var output = new FileStream(destination, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 0);
+        using var plain = EncryptedContent.Decrypt(input, _rsa, _key.KeyId, NameOf(name));
+        plain.CopyTo(output, 1 << 20);
+    }
+
+    public static string PlainSha256Of(string path)
+    {
+        using var input = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0, FileOptions.SequentialScan);
+        return Hex(SHA256.HashData(input));
+    }
+
+    private static string Hex(byte[] hash) => Convert.ToHexString(hash).ToLowerInvariant();
+
+    public void Dispose() => _rsa.Dispose();
+
+    /// <summary>Passes writes through and hashes them, so the encrypted bytes are hashed as they are written, not read back.</summary>
+    private sealed class HashingWriteStream(Stream inner) : Stream
+    {
+        private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        public string Hash() => Hex(_hash.GetHashAndReset());
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() => inner.Flush();
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            _hash.AppendData(buffer);
+            inner.Write(buffer);
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) _hash.Dispose();
+            base.Dispose(disposing);
+        }
+    }
+}
