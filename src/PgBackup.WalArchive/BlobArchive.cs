@@ -85,6 +85,7 @@ internal sealed class BlobArchive : IDisposable
     }
 
     private const string PlainChecksumHeader = "x-ms-meta-plainsha256";
+    private const string LineageHeader = "x-ms-meta-lineage";
 
     /// <summary>
     /// Push into an encrypted archive: the segment is encrypted in memory (one segment, so Content-MD5 and the length are
@@ -104,6 +105,7 @@ internal sealed class BlobArchive : IDisposable
             request.Headers.Add("x-ms-blob-type", "BlockBlob");
             request.Headers.Add(ChecksumHeader, sha256);
             request.Headers.Add(PlainChecksumHeader, plain);
+            if (WalEncryption.LineageOf(source) is { } lineage) request.Headers.Add(LineageHeader, lineage.Length == 0 ? "none" : lineage);
             request.Headers.IfNoneMatch.Add(EntityTagHeaderValue.Any);
             request.Content = new ByteArrayContent(bytes, 0, length);
             request.Content.Headers.ContentMD5 = md5;

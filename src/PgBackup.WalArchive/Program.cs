@@ -35,6 +35,7 @@ internal static class Program
     private const int BufferSize = 1 << 20;
 
     private const string PlainPrefix = "plain-sha256 ";
+    private const string LineagePrefix = "lineage ";
     private static WalEncryption? encryption;
 
     private static int Main(string[] args)
@@ -109,7 +110,8 @@ internal static class Program
                     (plain, hash) = encryption.Encrypt(source, output);
                     output.Flush(flushToDisk: true);
                 }
-                WriteDurably(sidecarTemporary, SidecarLine(hash, name) + PlainPrefix + plain + "\n");
+                var lineage = WalEncryption.LineageOf(source);
+                WriteDurably(sidecarTemporary, SidecarLine(hash, name) + PlainPrefix + plain + "\n" + (lineage != null ? LineagePrefix + lineage + "\n" : ""));
             }
             // The segment goes into place before its sidecar, and never over a file that is there: of several pushes of
             // one name at the same moment exactly one puts its file in place, and the others compare with it.

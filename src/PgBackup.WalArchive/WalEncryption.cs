@@ -75,6 +75,23 @@ internal sealed class WalEncryption : IDisposable
         plain.CopyTo(output, 1 << 20);
     }
 
+    /// <summary>
+    /// The switch points of a timeline history file ("parent:lsn,parent:lsn"), kept in clear beside its encrypted copy so
+    /// that the archive's timelines can be listed without the key; the reasons (which may name a restore point) are not kept.
+    /// Null for any other file.
+    /// </summary>
+    public static string? LineageOf(string source)
+    {
+        if (!source.EndsWith(".history", StringComparison.Ordinal)) return null;
+        var points = File.ReadAllLines(source)
+            .Select(l => l.Trim())
+            .Where(l => l.Length > 0 && !l.StartsWith('#'))
+            .Select(l => l.Split((char[]?)null, 3, StringSplitOptions.RemoveEmptyEntries))
+            .Where(f => f.Length >= 2 && uint.TryParse(f[0], out _) && f[1].Contains('/') && f[1].All(c => char.IsAsciiHexDigit(c) || c == '/'))
+            .Select(f => f[0] + ":" + f[1]);
+        return string.Join(",", points);
+    }
+
     public static string PlainSha256Of(string path)
     {
         using var input = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0, FileOptions.SequentialScan);

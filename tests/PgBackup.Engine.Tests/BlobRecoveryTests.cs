@@ -100,7 +100,7 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
         var target = RecoveryTarget.AtTime(fx.Committed[9], inclusive: true);
         string spool;
         RecoveryResult result;
-        using (var source = await RecoverySource.PrepareAsync(null, null, fx.Repository, null, new CatalogFilter(), fx.Cluster.Host, target, NullReporter.Instance, default))
+        using (var source = await RecoverySource.PrepareAsync(null, null, fx.Repository, null, new CatalogFilter(), fx.Cluster.Host, target, Engine.Repository.Encryption.RepositoryKeys.None, NullReporter.Instance, default))
         {
             spool = source.Spool!;
             Assert.Equal(fx.Newer.Id, Assert.Single(source.Candidates).Id);
@@ -116,7 +116,7 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
     {
         var target = RecoveryTarget.AtXid(fx.Xids[3], inclusive: true);
         target.Timeline = "current";
-        var (source, plan) = await RecoverySource.PlanAsync(null, null, fx.Repository, null, new CatalogFilter(), fx.Cluster.Host, target, null, NullReporter.Instance, default);
+        var (source, plan) = await RecoverySource.PlanAsync(null, null, fx.Repository, null, new CatalogFilter(), fx.Cluster.Host, target, null, Engine.Repository.Encryption.RepositoryKeys.None, NullReporter.Instance, default);
         using (source)
         {
             Assert.Equal(fx.Older.Id, plan.Backup.Id);
@@ -134,7 +134,7 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
     [Fact]
     public async Task A_piped_older_backup_rolls_forward_through_the_blob_archive_to_its_end()
     {
-        using var source = await RecoverySource.PrepareAsync(fx.Older, fx.Repository, fx.Repository, null, null, null, RecoveryTarget.EndOfArchive(), NullReporter.Instance, default);
+        using var source = await RecoverySource.PrepareAsync(fx.Older, fx.Repository, fx.Repository, null, null, null, RecoveryTarget.EndOfArchive(), Engine.Repository.Encryption.RepositoryKeys.None, NullReporter.Instance, default);
         var result = await Recover(source, RecoveryTarget.EndOfArchive());
         Assert.Equal(Enumerable.Range(1, BlobRecoveryFixture.Rows), RecoveredInstances.Ledger(result.Port));
     }
@@ -169,7 +169,7 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
             to.GetBlobClient(copy.Prefix + blob.Name[fx.Repository.Prefix.Length..]).Upload(new BinaryData(content),
                 new Azure.Storage.Blobs.Models.BlobUploadOptions { Metadata = blob.Metadata });
         }
-        using var source = await RecoverySource.PrepareAsync(null, null, copy, null, new CatalogFilter(), fx.Cluster.Host, RecoveryTarget.EndOfArchive(), NullReporter.Instance, default);
+        using var source = await RecoverySource.PrepareAsync(null, null, copy, null, new CatalogFilter(), fx.Cluster.Host, RecoveryTarget.EndOfArchive(), Engine.Repository.Encryption.RepositoryKeys.None, NullReporter.Instance, default);
         var error = await Assert.ThrowsAsync<PgBackupException>(() => Recover(source, RecoveryTarget.EndOfArchive()));
         Assert.Equal("PgBackup.WalSegmentDamaged", error.ErrorId);
         Assert.Contains(after.Name, error.Message);

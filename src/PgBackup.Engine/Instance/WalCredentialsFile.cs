@@ -131,6 +131,8 @@ public static class WalCredentialsFile
             if (owner == null) return;
             var path = await PathForAsync(owner, systemIdentifier, StandbyPurpose(dataDirectory), ct).ConfigureAwait(false);
             if (Remove(path)) reporter.Verbose($"Removed the standby's credentials file {path}.");
+            var key = await PathForAsync(owner, systemIdentifier, StandbyKeyPurpose(dataDirectory), ct).ConfigureAwait(false);
+            if (Remove(key)) reporter.Verbose($"Removed the standby's key file {key}.");
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or PgBackupException)
         {

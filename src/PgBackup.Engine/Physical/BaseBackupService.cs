@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.RegularExpressions;
 using PgBackup.Engine.Repository;
 using PgBackup.Engine.Repository.Blob;
+using PgBackup.Engine.Repository.Encryption;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Tools;
 
@@ -11,7 +12,9 @@ namespace PgBackup.Engine.Physical;
 /// Runs pg_basebackup into a ".partial" folder, checks every file against the manifest's checksums while and after it is
 /// written, gives the manifest SHA-256 checksums, writes everything to disk, and only then commits it (the metadata that
 /// makes it part of the catalog, then the rename; <see cref="PartialBackup"/>). A failed, cancelled or hung backup leaves
-/// nothing behind. In a repository, one base backup of a server runs at a time.
+/// nothing behind. In a repository, one base backup of a server runs at a time. Into an encrypted repository (folder or
+/// blob) pg_basebackup writes into a local spool, which is verified as usual, then encrypted file by file into the
+/// repository, with the SHA-256 of every encrypted file recorded so the backup can be checked without the key.
 /// </summary>
 public static class BaseBackupService
 {
@@ -47,16 +50,22 @@ public static class BaseBackupService
         var tool = new ToolLocator(request.ToolPath).Find("pg_basebackup", info.Major, info.Major, reporter);
         var start = DateTimeOffset.UtcNow;
         var id = RepositoryLayout.BaseBackupId(start);
-        // Into a blob repository, pg_basebackup writes into a local spool folder that is uploaded while it grows and removed afterwards.
+        // An encrypted repository's marker decides, on every write: nothing goes into it in clear.
+        using var encryption = request.Path == null ? await RepositoryEncryption.LoadAsync(request.Repository!, ct).ConfigureAwait(false) : null;
+        // Into a blob repository, pg_basebackup writes into a local spool folder that is uploaded while it grows and removed
+        // afterwards; into an encrypted one, into a spool that is encrypted into the repository once verified.
         var blob = request.Path == null && request.Repository is { IsBlob: true } address ? BlobStore.Open(address) : null;
-        var spool = blob == null ? null : System.IO.Path.Combine(System.IO.Path.GetTempPath(), "pgbackup-base-" + Guid.NewGuid().ToString("N"));
+        var spool = blob == null && encryption == null ? null : System.IO.Path.Combine(System.IO.Path.GetTempPath(), "pgbackup-base-" + Guid.NewGuid().ToString("N"));
         var finalPath = System.IO.Path.GetFullPath(request.Path ?? (spool != null ? System.IO.Path.Combine(spool, id) : RepositoryLayout.BaseBackupPath(request.Repository!.Folder!, target.Host, target.Port, id)));
+        var encryptedPath = encryption != null && blob == null ? RepositoryLayout.BaseBackupPath(request.Repository!.Folder!, target.Host, target.Port, id) : null;
         var blobKey = blob == null ? null : blob.Address.Prefix + RepositoryLayout.BaseBackupKey(target.Host, target.Port, id);
         PartialBackup.PrepareTarget(finalPath, request.Force);
+        if (encryptedPath != null) PartialBackup.PrepareTarget(encryptedPath, request.Force);
         using var spoolRemoval = spool == null ? null : new FolderRemoval(spool);
-        using var serverLock = request.Path == null && blob == null ? LockServer(System.IO.Path.GetDirectoryName(finalPath)!, target) : null;
+        using var serverLock = request.Path == null && blob == null ? LockServer(System.IO.Path.GetDirectoryName(encryptedPath ?? finalPath)!, target) : null;
         await using var blobServerLock = blob == null ? null : await LockServerAsync(blob, blobKey!, target, ct).ConfigureAwait(false);
         await using var blobWriter = blob == null ? null : await BlobBackupWriter.BeginAsync(blob, blobKey!, $"Start-PgBaseBackup of {target.Display}", reporter, ct).ConfigureAwait(false);
+        using var encryptedWriting = encryptedPath == null ? null : PartialBackup.Begin(encryptedPath, $"Start-PgBaseBackup of {target.Display}", reporter);
         using var writing = PartialBackup.Begin(finalPath, $"Start-PgBaseBackup of {target.Display}", reporter);
         var partial = writing.PartialPath;
 
@@ -85,7 +94,7 @@ public static class BaseBackupService
         reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {target.Display} into {finalPath}");
         ToolResult result;
         var follower = BackupWriteFollower.Start(partial, request.Format);
-        await using var upload = blob == null ? null : FolderUpload.Start(blob, Directory.CreateDirectory(partial).FullName, blobKey!,
+        await using var upload = blob == null || encryption != null ? null : FolderUpload.Start(blob, Directory.CreateDirectory(partial).FullName, blobKey!,
             name => name.Contains(".tar", StringComparison.Ordinal), name => !name.StartsWith("pg_wal.tar", StringComparison.Ordinal), ct);
         // The partial folder goes when `writing` is disposed without a commit, on every way out.
         void Discard() => reporter.ProgressCompleted(activity);
@@ -207,6 +216,8 @@ public static class BaseBackupService
                 "Check the disk that holds the repository (a full or failing disk corrupts files), then take the backup again.");
         }
 
+        if (encryption != null)
+            return await CommitEncryptedAsync(backup, encryption, partial, blobWriter, encryptedWriting, request.Repository!, start, activity, reporter, ct).ConfigureAwait(false);
         if (blobWriter != null)
             return await CommitToBlobAsync(backup, blobWriter, upload!, await uploaded!.ConfigureAwait(false), partial, start, activity, reporter, ct).ConfigureAwait(false);
         if (backup.Format == BaseBackupFormat.Tar)
@@ -273,6 +284,68 @@ public static class BaseBackupService
         await writer.CommitAsync(backup, ct).ConfigureAwait(false);
         reporter.ProgressCompleted(activity);
         reporter.Milestone($"Base backup of {backup.Server}:{backup.Port} into {writer.Url}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, WAL {backup.StartLsn} to {backup.StopLsn} on timeline {backup.Timeline}, manifest verified");
+        return backup;
+    }
+
+    /// <summary>
+    /// Makes a verified backup in the spool a backup in an encrypted repository: every file (the sealed manifest too) is
+    /// encrypted into the partial folder, or uploaded encrypted into blobs, the SHA-256 of each encrypted file recorded,
+    /// and then the metadata that makes it part of the catalog is written (after the rename, for a folder).
+    /// </summary>
+    private static async Task<BaseBackup> CommitEncryptedAsync(BaseBackup backup, RepositoryEncryption encryption, string partial, BlobBackupWriter? blobWriter,
+        PartialBackup? folderWriting, RepositoryAddress repository, DateTimeOffset start, string activity, IOperationReporter reporter, CancellationToken ct)
+    {
+        reporter.Progress(activity, "Encrypting into the repository", 99);
+        Dictionary<string, string> encrypted;
+        if (blobWriter != null)
+        {
+            var name = RepositoryEncryption.NameIn(repository, blobWriter.Key);
+            var files = Directory.GetFiles(partial, "*", SearchOption.AllDirectories).Select(f => System.IO.Path.GetRelativePath(partial, f).Replace('\\', '/')).ToList();
+            var hashes = new System.Collections.Concurrent.ConcurrentDictionary<string, string>(StringComparer.Ordinal);
+            long bytes = 0;
+            await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = ct }, async (relative, token) =>
+            {
+                await using var upload = new BlockUploadStream(blobWriter.Store, blobWriter.Key + "/" + relative, token);
+                await using (var input = new FileStream(System.IO.Path.Combine(partial, relative), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous))
+                await using (var encrypting = encryption.Encrypt(upload, name + "/" + relative, leaveOpen: true))
+                    await input.CopyToAsync(encrypting, 1 << 20, token).ConfigureAwait(false);
+                hashes[relative] = await upload.CommitAsync().ConfigureAwait(false);
+                Interlocked.Add(ref bytes, upload.BytesWritten);
+            }).ConfigureAwait(false);
+            encrypted = new Dictionary<string, string>(hashes, StringComparer.Ordinal);
+            backup.Path = blobWriter.Url;
+            backup.ManifestPath = blobWriter.Store.Address.UrlOf(blobWriter.Key + "/backup_manifest");
+            backup.SizeBytes = bytes;
+        }
+        else
+        {
+            var target = folderWriting!;
+            Directory.CreateDirectory(target.PartialPath);
+            await encryption.EncryptTreeAsync(partial, target.PartialPath, RepositoryEncryption.NameIn(repository, target.FinalPath), ct).ConfigureAwait(false);
+            encrypted = (await BackupChecksum.ComputeWithFilesAsync(target.PartialPath, ct).ConfigureAwait(false)).Files!;
+            DurableFiles.SyncTree(target.PartialPath, ct);
+            backup.Path = target.FinalPath;
+            backup.ManifestPath = System.IO.Path.Combine(target.FinalPath, "backup_manifest");
+            backup.SizeBytes = BackupChecksum.SizeOf(target.PartialPath);
+        }
+        var end = DateTimeOffset.UtcNow;
+        backup.ArchiveChecksums = encrypted;
+        backup.Encrypted = true;
+        backup.EndTime = end;
+        backup.Duration = end - start;
+        backup.VerificationState = VerificationState.Verified;
+        backup.LastVerified = end;
+        if (blobWriter != null) await blobWriter.CommitAsync(backup, ct).ConfigureAwait(false);
+        else
+        {
+            try { folderWriting!.Commit(backup, replaceExisting: false); }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                throw PartialBackup.WriteFailure(System.IO.Path.GetDirectoryName(folderWriting!.FinalPath)!, ex.Message, ex);
+            }
+        }
+        reporter.ProgressCompleted(activity);
+        reporter.Milestone($"Base backup of {backup.Server}:{backup.Port} into {backup.Path}, encrypted: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, WAL {backup.StartLsn} to {backup.StopLsn} on timeline {backup.Timeline}, manifest verified");
         return backup;
     }
 

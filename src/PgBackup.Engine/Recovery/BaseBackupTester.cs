@@ -2,6 +2,7 @@ using System.Diagnostics;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Physical;
 using PgBackup.Engine.Repository;
+using PgBackup.Engine.Repository.Encryption;
 
 namespace PgBackup.Engine.Recovery;
 
@@ -14,15 +15,21 @@ public static class BaseBackupTester
     public static async Task<BackupTestResult> TestAsync(BackupTestRequest request, IOperationReporter reporter, CancellationToken ct)
     {
         var test = new BackupTest(request);
-        // A backup in blob storage is read into a temporary folder, checked and started from there, and the folder removed.
-        var spool = request.Repository is { IsBlob: true } ? BlobBaseBackups.NewSpool() : null;
+        var backup = (BaseBackup)request.Backup;
+        var blobRepository = request.Repository is { IsBlob: true } ? request.Repository : null;
+        // An encrypted backup without a key can only be checked against the checksums of its encrypted files.
+        if (request.Keys.IsEmpty && !request.StartInstance && backup.Encrypted)
+            return await TestEncryptedFilesAsync(backup, blobRepository, test, reporter, ct).ConfigureAwait(false);
+        using var encryption = RepositoryEncryption.RootOf(backup, blobRepository) is { } root
+            ? await RepositoryEncryption.OpenForReadingAsync(root, request.Keys, ct).ConfigureAwait(false) : null;
+        // A backup in blob storage, or an encrypted one, is read into a temporary folder, checked and started from there, and the folder removed.
+        var spool = blobRepository != null || encryption != null ? BlobBaseBackups.NewSpool() : null;
         try
         {
-            var backup = (BaseBackup)request.Backup;
             if (spool != null)
             {
-                reporter.Progress(test.Activity, "Downloading the backup", 0);
-                try { backup = await BlobBaseBackups.DownloadAsync(request.Repository!, backup, spool, ct).ConfigureAwait(false); }
+                reporter.Progress(test.Activity, encryption != null ? "Decrypting the backup" : "Downloading the backup", 0);
+                try { backup = await BlobBaseBackups.LocalCopyAsync(backup, blobRepository, encryption, spool, ct).ConfigureAwait(false); }
                 catch (PgBackupException ex)
                 {
                     test.Failures.Add($"The backup could not be read ({ex.ErrorId}): {ex.Message}");
@@ -30,6 +37,30 @@ public static class BaseBackupTester
                 }
             }
             return await TestAsync(request, backup, test, reporter, ct).ConfigureAwait(false);
+        }
+        finally { if (spool != null) PartialBackup.DeletePath(spool); }
+    }
+
+    /// <summary>Without the key: the SHA-256 of every encrypted file against what was recorded when the backup was taken.</summary>
+    private static async Task<BackupTestResult> TestEncryptedFilesAsync(BaseBackup backup, RepositoryAddress? blobRepository, BackupTest test, IOperationReporter reporter, CancellationToken ct)
+    {
+        reporter.Warning($"{backup.Path} is encrypted and no key was given: only the checksums of its encrypted files are checked. Give -Passphrase or -Certificate to check its content against its manifest.");
+        var spool = blobRepository != null ? BlobBaseBackups.NewSpool() : null;
+        try
+        {
+            var folder = backup.Path;
+            if (spool != null)
+            {
+                await Repository.Blob.BlobCatalog.DownloadTreeAsync(Repository.Blob.BlobStore.Open(blobRepository!), backup, spool, ct).ConfigureAwait(false);
+                folder = spool;
+            }
+            var (_, files) = await BackupChecksum.ComputeWithFilesAsync(folder, ct).ConfigureAwait(false);
+            foreach (var (name, sha) in (backup.ArchiveChecksums ?? []).OrderBy(r => r.Key, StringComparer.Ordinal))
+                if (files == null || !files.TryGetValue(name, out var found)) test.Failures.Add($"'{backup.Path}/{name}' is missing from the backup");
+                else if (!string.Equals(found, sha, StringComparison.OrdinalIgnoreCase)) test.Failures.Add($"'{backup.Path}/{name}' has SHA-256 {found}, recorded {sha} when the backup was taken");
+            if (backup.ArchiveChecksums is not { Count: > 0 }) test.Failures.Add("The backup's metadata records no checksums of its encrypted files.");
+            test.Result.ChecksumValid = test.Failures.Count == 0;
+            return await test.CompleteAsync(reporter, ct).ConfigureAwait(false);
         }
         finally { if (spool != null) PartialBackup.DeletePath(spool); }
     }

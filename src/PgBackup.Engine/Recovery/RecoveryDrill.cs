@@ -12,6 +12,8 @@ public sealed record DrillRequest
 {
     public required ConnectionTarget Source { get; init; }
     public required RepositoryAddress Repository { get; init; }
+    /// <summary>The keys of an encrypted repository.</summary>
+    public Engine.Repository.Encryption.RepositoryKeys Keys { get; init; } = Engine.Repository.Encryption.RepositoryKeys.None;
     public required WalArchiveTool WalTool { get; init; }
     public TimeSpan? RtoObjective { get; init; }
     public TimeSpan? RpoObjective { get; init; }
@@ -101,7 +103,7 @@ public static class RecoveryDrill
             {
                 // From blob storage, the download of the backup and its WAL is part of the recovery time.
                 local = await RecoverySource.PrepareAsync(backup, request.Repository.IsBlob ? request.Repository : null, request.Repository, null, null, null,
-                    RecoveryTarget.EndOfArchive(), reporter, ct).ConfigureAwait(false);
+                    RecoveryTarget.EndOfArchive(), request.Keys, reporter, ct).ConfigureAwait(false);
                 var plan = await RecoveryPlanner.PlanAsync(new RecoveryPlanRequest
                 {
                     Candidates = local.Candidates, BackupChosen = true, Target = RecoveryTarget.EndOfArchive(), Repository = local.Repository, ToolPath = request.ToolPath,

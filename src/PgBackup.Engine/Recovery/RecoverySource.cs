@@ -1,5 +1,6 @@
 using PgBackup.Engine.Repository;
 using PgBackup.Engine.Repository.Blob;
+using PgBackup.Engine.Repository.Encryption;
 
 namespace PgBackup.Engine.Recovery;
 
@@ -8,7 +9,9 @@ namespace PgBackup.Engine.Recovery;
 /// wal/&lt;system identifier&gt; holds the archived WAL. Recovery reads files (each checked against the manifest as it is
 /// copied; WAL read by pg_waldump and restore_command), so whatever lives in blob storage is first copied into
 /// <see cref="Spool"/>: the one base backup recovery will use, and the archived WAL from its start on, each segment
-/// with the checksum recorded in the archive. The caller removes the spool afterwards (<see cref="Dispose"/>).
+/// with the checksum recorded in the archive. What an encrypted repository holds is decrypted into the spool the same
+/// way (folder or blob), so PostgreSQL and pg_waldump read plain files and never hold the key; a file that fails
+/// authentication is BackupTampered before the server starts. The caller removes the spool afterwards (<see cref="Dispose"/>).
 /// </summary>
 public sealed class RecoverySource : IDisposable
 {
@@ -37,12 +40,12 @@ public sealed class RecoverySource : IDisposable
     /// candidates, and the oldest one's answer is final.
     /// </summary>
     public static async Task<(RecoverySource Source, RecoveryPlan Plan)> PlanAsync(BaseBackup? chosen, RepositoryAddress? backupRepository, RepositoryAddress? walRepository,
-        string? backupId, CatalogFilter? serverFilter, string? serverName, RecoveryTarget target, string? toolPath, IOperationReporter reporter, CancellationToken ct)
+        string? backupId, CatalogFilter? serverFilter, string? serverName, RecoveryTarget target, string? toolPath, RepositoryKeys keys, IOperationReporter reporter, CancellationToken ct)
     {
         var tried = new HashSet<string>(StringComparer.Ordinal);
         while (true)
         {
-            var source = await PrepareAsync(chosen, backupRepository, walRepository, backupId, serverFilter, serverName, target, reporter, ct, tried).ConfigureAwait(false);
+            var source = await PrepareAsync(chosen, backupRepository, walRepository, backupId, serverFilter, serverName, target, keys, reporter, ct, tried).ConfigureAwait(false);
             try
             {
                 var plan = await RecoveryPlanner.PlanAsync(new RecoveryPlanRequest
@@ -78,13 +81,22 @@ public sealed class RecoverySource : IDisposable
     /// <param name="serverFilter">Without a chosen backup: whose backups are candidates.</param>
     /// <param name="backupId">Without a chosen backup: the id of the one to use.</param>
     /// <param name="tried">Ids of candidates already tried by <see cref="PlanAsync"/>, left out.</param>
+    /// <param name="keys">The keys of an encrypted repository; checked before anything is downloaded or written.</param>
     public static async Task<RecoverySource> PrepareAsync(BaseBackup? chosen, RepositoryAddress? backupRepository, RepositoryAddress? walRepository,
-        string? backupId, CatalogFilter? serverFilter, string? serverName, RecoveryTarget target, IOperationReporter reporter, CancellationToken ct,
+        string? backupId, CatalogFilter? serverFilter, string? serverName, RecoveryTarget target, RepositoryKeys keys, IOperationReporter reporter, CancellationToken ct,
         IReadOnlySet<string>? tried = null)
     {
         IReadOnlyList<BaseBackup> untried = [];
         var blobWal = walRepository is { IsBlob: true };
         if (chosen != null) chosen = RecoveryChoices.Chosen(chosen);
+        // Keys are checked before anything is read: the WAL's repository, and the backup's when that is another one.
+        var walRoot = walRepository ?? backupRepository ?? (chosen != null ? RepositoryEncryption.RootOf(chosen, null) : null);
+        var backupRoot = backupRepository ?? (chosen != null ? RepositoryEncryption.RootOf(chosen, null) : walRepository);
+        using var walEncryption = walRoot == null ? null : await RepositoryEncryption.OpenForReadingAsync(walRoot, keys, ct).ConfigureAwait(false);
+        var sameRepository = backupRoot == null || walRoot == null || string.Equals(backupRoot.Display, walRoot.Display, StringComparison.Ordinal);
+        using var otherEncryption = sameRepository ? null : await RepositoryEncryption.OpenForReadingAsync(backupRoot!, keys, ct).ConfigureAwait(false);
+        var backupEncryption = sameRepository ? walEncryption : otherEncryption;
+        var encrypted = walEncryption != null || backupEncryption != null;
         if (chosen == null)
         {
             var repository = walRepository ?? throw new ArgumentException("Without a chosen backup a repository is needed.", nameof(walRepository));
@@ -95,7 +107,7 @@ public sealed class RecoverySource : IDisposable
             else
             {
                 var candidates = RecoveryChoices.OfServer(listed, repository.Display, serverName ?? "the server");
-                if (!repository.IsBlob) return new RecoverySource(candidates, false, repository.Folder, null);
+                if (!repository.IsBlob && !encrypted) return new RecoverySource(candidates, false, repository.Folder, null);
                 // Only one backup is downloaded: the newest the metadata says can reach the target.
                 var left = candidates.Where(c => tried == null || !tried.Contains(c.Id)).ToList();
                 chosen = Likeliest(left, target);
@@ -104,22 +116,22 @@ public sealed class RecoverySource : IDisposable
             }
             if (repository.IsBlob) backupRepository = repository;
         }
-        if (backupRepository is not { IsBlob: true } && !blobWal)
+        if (backupRepository is not { IsBlob: true } && !blobWal && !encrypted)
             return new RecoverySource([chosen], true, walRepository?.Folder ?? chosen.Repository, null) { BackupPath = chosen.Path };
 
         var spool = BlobBaseBackups.NewSpool();
         try
         {
             var backup = chosen;
-            if (backupRepository is { IsBlob: true } from)
+            if (backupRepository is { IsBlob: true } || backupEncryption != null)
             {
-                reporter.Milestone($"Downloading base backup {chosen.Id} from {from.Display} into {spool}.");
-                backup = await BlobBaseBackups.DownloadAsync(from, chosen, Path.Combine(spool, "backup"), ct).ConfigureAwait(false);
+                reporter.Milestone($"{(backupEncryption != null ? "Decrypting" : "Downloading")} base backup {chosen.Id} from {backupRoot?.Display ?? chosen.Path} into {spool}.");
+                backup = await BlobBaseBackups.LocalCopyAsync(chosen, backupRepository is { IsBlob: true } ? backupRepository : null, backupEncryption, Path.Combine(spool, "backup"), ct).ConfigureAwait(false);
             }
             string? wal = walRepository?.Folder ?? (backupRepository is { IsBlob: true } ? null : chosen.Repository);
-            if (blobWal && !string.IsNullOrEmpty(chosen.SystemIdentifier))
+            if ((blobWal || walEncryption != null) && !string.IsNullOrEmpty(chosen.SystemIdentifier))
             {
-                await DownloadWalAsync(walRepository!, chosen, spool, reporter, ct).ConfigureAwait(false);
+                await DownloadWalAsync(walRoot!, chosen, spool, walEncryption, reporter, ct).ConfigureAwait(false);
                 wal = spool;
             }
             return new RecoverySource([backup], true, wal, spool) { BackupPath = chosen.Path, Untried = untried };
@@ -142,10 +154,13 @@ public sealed class RecoverySource : IDisposable
         };
     }
 
-    /// <summary>Every history file, and every WAL file from the backup's start segment on, into &lt;spool&gt;/wal/&lt;system identifier&gt;.</summary>
-    private static async Task DownloadWalAsync(RepositoryAddress repository, BaseBackup backup, string spool, IOperationReporter reporter, CancellationToken ct)
+    /// <summary>
+    /// Every history file, and every WAL file from the backup's start segment on, into &lt;spool&gt;/wal/&lt;system identifier&gt;:
+    /// downloaded from blob storage, and from an encrypted archive decrypted, each with a checksum sidecar.
+    /// </summary>
+    private static async Task DownloadWalAsync(RepositoryAddress repository, BaseBackup backup, string spool, RepositoryEncryption? encryption, IOperationReporter reporter, CancellationToken ct)
     {
-        var archive = new BlobWalArchiveStore(repository, backup.SystemIdentifier);
+        var archive = RepositoryLayout.ArchiveStore(repository, backup.SystemIdentifier);
         var from = WalSegmentName.Parse(backup.StartSegment).Number(backup.WalSegmentSize);
         var files = await Task.Run(() => archive.List(), ct).ConfigureAwait(false);
         var wanted = files.Where(f => f.Name.EndsWith(".history", StringComparison.Ordinal) ||
@@ -153,9 +168,32 @@ public sealed class RecoverySource : IDisposable
         var names = wanted.Select(f => f.Name).ToList();
         var activity = $"Downloading archived WAL from {archive.Location}";
         var bytes = wanted.Sum(f => f.SizeBytes);
-        reporter.Milestone($"Downloading {names.Count} archived WAL files ({bytes} bytes) from {archive.Location}.");
-        await archive.DownloadAsync(names, RepositoryLayout.ArchiveFolder(spool, backup.SystemIdentifier),
-            done => reporter.Progress(activity, $"{done} of {names.Count} files", names.Count == 0 ? 100 : done * 100 / names.Count), ct).ConfigureAwait(false);
+        reporter.Milestone($"{(encryption != null ? "Decrypting" : "Downloading")} {names.Count} archived WAL files ({bytes} bytes) from {archive.Location}.");
+        var folder = RepositoryLayout.ArchiveFolder(spool, backup.SystemIdentifier);
+        void Progress(int done) => reporter.Progress(activity, $"{done} of {names.Count} files", names.Count == 0 ? 100 : done * 100 / names.Count);
+        if (encryption != null) await DecryptWalAsync(archive, names, folder, encryption, Progress, ct).ConfigureAwait(false);
+        else await ((BlobWalArchiveStore)archive).DownloadAsync(names, folder, Progress, ct).ConfigureAwait(false);
         reporter.ProgressCompleted(activity);
+    }
+
+    /// <summary>Decrypts archived WAL files into a folder archive, each with a sidecar of its plaintext's SHA-256, a few at a time.</summary>
+    private static async Task DecryptWalAsync(IWalArchiveStore archive, IReadOnlyCollection<string> names, string folder, RepositoryEncryption encryption, Action<int> progress, CancellationToken ct)
+    {
+        Directory.CreateDirectory(folder);
+        var done = 0;
+        var prefix = RepositoryLayout.ArchiveKey(Path.GetFileName(folder)) + "/";
+        await Parallel.ForEachAsync(names, new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = ct }, async (name, token) =>
+        {
+            var path = Path.Combine(folder, name);
+            await using (var input = archive.OpenRead(name))
+            await using (var output = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous))
+                await encryption.DecryptToAsync(input, prefix + name, archive.Location.TrimEnd('/') + "/" + name, output, token).ConfigureAwait(false);
+            await using (var plain = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous))
+            {
+                var sha = Convert.ToHexString(await System.Security.Cryptography.SHA256.HashDataAsync(plain, token).ConfigureAwait(false)).ToLowerInvariant();
+                await File.WriteAllTextAsync(path + FolderWalArchiveStore.SidecarSuffix, sha + "  " + name + "\n", token).ConfigureAwait(false);
+            }
+            progress(Interlocked.Increment(ref done));
+        }).ConfigureAwait(false);
     }
 }

@@ -25,6 +25,8 @@ public sealed record NewStandbyRequest
     /// falls behind what the upstream still has; needs <see cref="WalTool"/>.
     /// </summary>
     public RepositoryAddress? ArchiveRepository { get; init; }
+    /// <summary>The keys of <see cref="ArchiveRepository"/> when it is encrypted: the standby gets the key to decrypt what it fetches.</summary>
+    public Repository.Encryption.RepositoryKeys Keys { get; init; } = Repository.Encryption.RepositoryKeys.None;
     public WalArchiveTool? WalTool { get; init; }
     /// <summary>
     /// Install the tool under this root (InstalledToolUses.Root for the cmdlets), when this process may, so that the
@@ -61,9 +63,13 @@ public static class StandbyBuilder
                 $"Install the PostgreSQL {info.Major} server package (Debian/Ubuntu: apt-get install postgresql-{info.Major}) or set ToolPath to its bin folder.");
         var owner = Environment.IsPrivilegedProcess && !OperatingSystem.IsWindows() ? InstanceControl.DefaultServiceUser : null;
 
+        // An encrypted archive's key is checked before anything is created.
+        using var encryption = request.ArchiveRepository is { } archived
+            ? await Repository.Encryption.RepositoryEncryption.OpenForReadingAsync(archived, request.Keys, ct).ConfigureAwait(false) : null;
         var created = !Directory.Exists(directory);
         var started = false;
         string? credentialsFile = null;
+        string? keyFile = null;
         string? pendingUse = null;
         try
         {
@@ -77,7 +83,7 @@ public static class StandbyBuilder
                     pendingUse = InstalledToolUses.StandbyUse(directory);
                     InstalledToolUses.RecordPendingUse(root, pendingUse, Path.GetDirectoryName(tool.ToolPath)!);
                 }
-                (restoreCommand, credentialsFile) = await RestoreCommandAsync(request, tool, repository, owner ?? Environment.UserName, reporter, ct).ConfigureAwait(false);
+                (restoreCommand, credentialsFile, keyFile) = await RestoreCommandAsync(request, tool, repository, encryption, owner ?? Environment.UserName, reporter, ct).ConfigureAwait(false);
             }
             if (Directory.Exists(directory)) foreach (var entry in Directory.EnumerateFileSystemEntries(directory)) DeleteEntry(entry);
             Directory.CreateDirectory(directory);
@@ -140,6 +146,7 @@ public static class StandbyBuilder
             if (started) await PgCtlAsync(pgCtl, owner, ["stop", "-D", directory, "-m", "immediate", "-w"], reporter, CancellationToken.None).ConfigureAwait(false);
             // Nothing half-made is left that could be taken for a working standby, and no credential for it.
             WalCredentialsFile.Remove(credentialsFile);
+            WalCredentialsFile.Remove(keyFile);
             if (pendingUse != null) InstalledToolUses.AbandonPendingUse(request.ToolInstallRoot!, pendingUse);
             try
             {
@@ -154,24 +161,33 @@ public static class StandbyBuilder
     /// <summary>
     /// The archive is the upstream cluster's: a folder archive as the upstream's archive_command names it (or under the
     /// repository); a blob archive through pgbackup-wal with a credentials file of the standby's own, in --standby mode so
-    /// that a storage outage sends the standby back to streaming instead of shutting it down.
+    /// that a storage outage sends the standby back to streaming instead of shutting it down. From an encrypted repository
+    /// the standby's OS user also gets the key to decrypt with, in a file only it can read, removed with the instance.
     /// </summary>
-    private static async Task<(string Command, string? CredentialsFile)> RestoreCommandAsync(NewStandbyRequest request, WalArchiveTool tool, RepositoryAddress repository,
-        string standbyUser, IOperationReporter reporter, CancellationToken ct)
+    private static async Task<(string Command, string? CredentialsFile, string? KeyFile)> RestoreCommandAsync(NewStandbyRequest request, WalArchiveTool tool, RepositoryAddress repository,
+        Repository.Encryption.RepositoryEncryption? encryption, string standbyUser, IOperationReporter reporter, CancellationToken ct)
     {
         var state = await ArchivingService.GetArchivingStateAsync(request.Upstream, ct).ConfigureAwait(false);
         var systemIdentifier = state.SystemIdentifier ?? throw new PgBackupException("PermissionDenied", ErrorKind.PermissionDenied,
             $"The system identifier of {request.Upstream.Display}, which names its WAL archive, cannot be read by '{request.Upstream.User}' (pg_control_system()).", request.Upstream.Display,
             "Connect as a superuser or a member of pg_monitor, or leave out -Repository.");
+        string? keyFile = null;
+        if (encryption != null)
+        {
+            keyFile = await WalCredentialsFile.PathForAsync(standbyUser, systemIdentifier, WalCredentialsFile.StandbyKeyPurpose(request.DataDirectory), ct).ConfigureAwait(false);
+            await WalCredentialsFile.WriteAsync(keyFile, encryption.WalKeyFileContent(systemIdentifier, withPrivateKey: true), standbyUser, ct).ConfigureAwait(false);
+            reporter.Verbose($"The standby decrypts the WAL it fetches with the repository key in {keyFile}, which only '{standbyUser}' can read; Remove-PgInstance removes it.");
+        }
         if (!repository.IsBlob)
         {
             var folder = state.ArchiveFolder != null && state.CredentialsFile == null ? state.ArchiveFolder : RepositoryLayout.ArchiveFolder(repository.Folder!, systemIdentifier);
-            return (tool.RestoreCommand(folder), null);
+            return (tool.RestoreCommand(folder, keyFile), null, keyFile);
         }
         var file = await WalCredentialsFile.PathForAsync(standbyUser, systemIdentifier, WalCredentialsFile.StandbyPurpose(request.DataDirectory), ct).ConfigureAwait(false);
-        await WalCredentialsFile.WriteAsync(file, BlobStore.WalCredentials(repository).Serialize(), standbyUser, ct).ConfigureAwait(false);
+        try { await WalCredentialsFile.WriteAsync(file, BlobStore.WalCredentials(repository).Serialize(), standbyUser, ct).ConfigureAwait(false); }
+        catch { WalCredentialsFile.Remove(keyFile); throw; }
         reporter.Verbose($"The standby fetches archived WAL from {BlobWalArchiveStore.UrlOf(repository, systemIdentifier)} with the credential in {file}.");
-        return (tool.RestoreCommand(BlobWalArchiveStore.UrlOf(repository, systemIdentifier), file, standby: true), file);
+        return (tool.RestoreCommand(BlobWalArchiveStore.UrlOf(repository, systemIdentifier), file, standby: true, keyFile), file, keyFile);
     }
 
     private static void CheckDataDirectory(string directory, bool force)

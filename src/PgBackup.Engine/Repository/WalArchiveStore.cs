@@ -17,8 +17,13 @@ public interface IWalArchiveStore
     bool Exists { get; }
     /// <summary>Every file, sidecars and temporary files left out.</summary>
     IReadOnlyList<WalStoreEntry> List();
-    /// <summary>A small file (a timeline history file) as text; null when it is not there.</summary>
+    /// <summary>
+    /// A small file (a timeline history file) as text; null when it is not there. In an encrypted archive, the switch
+    /// points pgbackup-wal recorded in clear beside it (without the reasons), so timelines can be followed without the key.
+    /// </summary>
     string? ReadText(string name);
+    /// <summary>The file's content as stored (encrypted, in an encrypted repository).</summary>
+    Stream OpenRead(string name);
     /// <returns>Null when the file matches its recorded SHA-256 (or has none and <paramref name="requireChecksum"/> is false), else the problem.</returns>
     string? ChecksumProblem(string name, bool requireChecksum);
     /// <summary>Deletes files (and their checksums) in the order given.</summary>
@@ -45,9 +50,25 @@ public sealed class FolderWalArchiveStore(string folder) : IWalArchiveStore
 
     public string? ReadText(string name)
     {
-        try { return File.ReadAllText(Path.Combine(Location, name)); }
+        byte[] content;
+        try { content = File.ReadAllBytes(Path.Combine(Location, name)); }
+        catch (FileNotFoundException) { return null; }
+        if (!Encryption.EncryptedContent.LooksEncrypted(content)) return System.Text.Encoding.UTF8.GetString(content);
+        try
+        {
+            var line = File.ReadAllLines(Path.Combine(Location, name + SidecarSuffix)).FirstOrDefault(l => l.StartsWith(LineagePrefix, StringComparison.Ordinal));
+            return line == null ? null : HistoryFromLineage(line[LineagePrefix.Length..]);
+        }
         catch (FileNotFoundException) { return null; }
     }
+
+    public Stream OpenRead(string name) => new FileStream(Path.Combine(Location, name), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous);
+
+    private const string LineagePrefix = "lineage ";
+
+    /// <summary>A history file's text from the switch points pgbackup-wal keeps in clear for an encrypted one ("1:0/3000000,2:0/5000000").</summary>
+    public static string HistoryFromLineage(string lineage) =>
+        string.Concat(lineage.Trim().Split(',', StringSplitOptions.RemoveEmptyEntries).Where(p => p != "none").Select(p => p.Replace(':', '\t') + "\t(encrypted)\n"));
 
     public string? ChecksumProblem(string name, bool requireChecksum) => ChecksumProblemOf(Path.Combine(Location, name), requireChecksum);
 

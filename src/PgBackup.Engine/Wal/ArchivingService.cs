@@ -403,7 +403,7 @@ public static class ArchivingService
             throw new PgBackupException("EncryptedArchivingNeedsLocalServer", ErrorKind.InvalidOperation,
                 $"'{repository.Display}' is encrypted, so pgbackup-wal needs the repository's public key in a file on the database server, and {target.Display} does not run on this machine (or its data directory's owner cannot be found).",
                 target.Display, "Run Enable-PgWalArchiving on the database server itself (for example in a PowerShell remoting session to it), with -Server localhost.");
-        var content = new Repository.Encryption.WalKeyFile(encryption.Keyring.PublicKeyInfo, encryption.Keyring.KeyId, RepositoryLayout.ArchiveKey(systemIdentifier) + "/", null).Serialize();
+        var content = encryption.WalKeyFileContent(systemIdentifier, withPrivateKey: false);
         var file = await Instance.WalCredentialsFile.PathForAsync(owner, systemIdentifier, Instance.WalCredentialsFile.ArchiveKeyPurpose(dataDirectory, content), ct).ConfigureAwait(false);
         var written = await Instance.WalCredentialsFile.WriteAsync(file, content, owner, ct).ConfigureAwait(false);
         reporter.Verbose($"pgbackup-wal encrypts every WAL file to the repository's key {Convert.ToHexString(encryption.Keyring.KeyId).ToLowerInvariant()} ({file}).");

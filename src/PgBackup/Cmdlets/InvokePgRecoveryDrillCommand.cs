@@ -45,6 +45,15 @@ public sealed class InvokePgRecoveryDrillCommand : PgServerCmdlet
     [ValidateNotNullOrEmpty]
     public string? ReportPath { get; set; }
 
+    /// <summary>The passphrase of an encrypted repository.</summary>
+    [Parameter]
+    public System.Security.SecureString? Passphrase { get; set; }
+
+    /// <summary>A certificate, with its private key, that reads an encrypted repository.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public object[]? Certificate { get; set; }
+
     protected override void ProcessRecord()
     {
         var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
@@ -65,6 +74,7 @@ public sealed class InvokePgRecoveryDrillCommand : PgServerCmdlet
                 Keep = Keep,
                 ReportPath = ReportPath == null ? null : GetUnresolvedProviderPathFromPSPath(ReportPath),
                 ToolPath = settings.ToolPath,
+                Keys = ResolveKeys(settings, Passphrase, Certificate),
             };
             if (request.DataDirectory != null || RecoveryPort != null)
                 PointInTimeRecovery.CheckDestination(request.DataDirectory ?? System.IO.Path.GetTempPath() + "pgbackup-drill-check-" + Guid.NewGuid().ToString("N"), RecoveryPort ?? InstanceControl.FreePort(), force: false);

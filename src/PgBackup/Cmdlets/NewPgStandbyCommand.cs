@@ -42,6 +42,15 @@ public sealed class NewPgStandbyCommand : PgCmdlet
     [Parameter]
     public SwitchParameter Force { get; set; }
 
+    /// <summary>The passphrase of an encrypted -Repository: the standby decrypts what it fetches from the archive.</summary>
+    [Parameter]
+    public System.Security.SecureString? Passphrase { get; set; }
+
+    /// <summary>A certificate, with its private key, that reads an encrypted -Repository.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public object[]? Certificate { get; set; }
+
     protected override void ProcessRecord()
     {
         var settings = LoadSettings();
@@ -57,7 +66,7 @@ public sealed class NewPgStandbyCommand : PgCmdlet
             {
                 Upstream = upstream, DataDirectory = directory, Port = Port, ListenAddress = ListenAddress, Slot = Slot,
                 ArchiveRepository = archive, WalTool = archive != null ? WalArchiveTool.InModuleFolder(ModuleFolder) : null, ToolInstallRoot = WalToolInstallation.Root,
-                Force = Force, ToolPath = settings.ToolPath,
+                Force = Force, ToolPath = settings.ToolPath, Keys = archive != null ? ResolveKeys(settings, Passphrase, Certificate) : Engine.Repository.Encryption.RepositoryKeys.None,
             };
             WriteObject(RunEngine((reporter, ct) => StandbyBuilder.CreateAsync(request, reporter, ct)));
         }

@@ -83,6 +83,15 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
     [Parameter]
     public SwitchParameter Force { get; set; }
 
+    /// <summary>The passphrase of an encrypted repository.</summary>
+    [Parameter]
+    public System.Security.SecureString? Passphrase { get; set; }
+
+    /// <summary>A certificate, with its private key, that reads an encrypted repository.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public object[]? Certificate { get; set; }
+
     protected override void ProcessRecord()
     {
         var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
@@ -99,8 +108,9 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
             var directory = GetUnresolvedProviderPathFromPSPath(DataDirectory!);
             var port = Port ?? InstanceControl.FreePort();
             PointInTimeRecovery.CheckDestination(directory, port, Force);
+            var keys = ResolveKeys(settings, Passphrase, Certificate);
             (_source, var plan) = RunEngine((reporter, ct) =>
-                RecoverySource.PlanAsync(InputObject, backupRepository, walRepository, BackupId, filter, Server, target, settings.ToolPath, reporter, ct));
+                RecoverySource.PlanAsync(InputObject, backupRepository, walRepository, BackupId, filter, Server, target, settings.ToolPath, keys, reporter, ct));
             var backup = plan.Backup;
             var action = $"Restore base backup {backup.Id} and recover it to {target} on port {port}";
             var replaces = Directory.Exists(directory) && Directory.EnumerateFileSystemEntries(directory).Any();

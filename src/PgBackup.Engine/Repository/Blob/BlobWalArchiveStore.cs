@@ -17,6 +17,7 @@ public sealed class BlobWalArchiveStore : IWalArchiveStore
     private readonly string _key;
     private IReadOnlyList<WalStoreEntry>? _listing;
     private Dictionary<string, string?>? _checksums;
+    private Dictionary<string, string>? _lineages;
 
     public BlobWalArchiveStore(RepositoryAddress repository, string systemIdentifier)
     {
@@ -40,6 +41,7 @@ public sealed class BlobWalArchiveStore : IWalArchiveStore
         if (_listing != null) return _listing;
         var entries = new List<WalStoreEntry>();
         var checksums = new Dictionary<string, string?>(StringComparer.Ordinal);
+        var lineages = new Dictionary<string, string>(StringComparer.Ordinal);
         Call(() =>
         {
             foreach (var item in _store.Container.GetBlobs(BlobTraits.Metadata, BlobStates.None, _key + "/", CancellationToken.None))
@@ -49,17 +51,25 @@ public sealed class BlobWalArchiveStore : IWalArchiveStore
                 if (name.StartsWith('.') || name.Contains('/')) continue;
                 var checksum = item.Metadata != null && item.Metadata.TryGetValue(ChecksumMetadata, out var c) ? c : null;
                 checksums[name] = checksum;
+                if (item.Metadata != null && item.Metadata.TryGetValue("lineage", out var lineage)) lineages[name] = lineage;
                 entries.Add(new WalStoreEntry(name, item.Properties.ContentLength ?? 0, checksum != null));
             }
             return 0;
         }, "list the WAL archive in");
         _checksums = checksums;
+        _lineages = lineages;
         return _listing = entries;
     }
 
     public string? ReadText(string name)
     {
-        try { return _store.Blob(_key + "/" + name).DownloadContent().Value.Content.ToString(); }
+        List();
+        if (_lineages!.TryGetValue(name, out var lineage)) return FolderWalArchiveStore.HistoryFromLineage(lineage);
+        try
+        {
+            var content = _store.Blob(_key + "/" + name).DownloadContent().Value.Content;
+            return Encryption.EncryptedContent.LooksEncrypted(content.ToMemory().Span) ? null : content.ToString();
+        }
         catch (RequestFailedException ex) when (ex.Status == 404) { return null; }
         catch (Exception ex) when (BlobStore.IsStorageFailure(ex)) { throw _store.Failure(ex, $"read '{name}' from"); }
     }
@@ -79,6 +89,8 @@ public sealed class BlobWalArchiveStore : IWalArchiveStore
         catch (RequestFailedException ex) when (ex.Status == 404) { return $"{Location}/{name} is gone from the archive."; }
         catch (Exception ex) when (BlobStore.IsStorageFailure(ex)) { throw _store.Failure(ex, $"read '{name}' from"); }
     }
+
+    public Stream OpenRead(string name) => Call(() => _store.Blob(_key + "/" + name).OpenRead(), $"read '{name}' from");
 
     /// <summary>In order, a few at a time: an interrupted prune leaves only files that were to go anyway.</summary>
     public void Delete(IEnumerable<string> names)

@@ -47,6 +47,19 @@ public sealed class RepositoryEncryption : IDisposable
         return Path.GetRelativePath(Path.GetFullPath(repository.Folder!), Path.GetFullPath(pathOrKey)).Replace('\\', '/');
     }
 
+    /// <summary>
+    /// What pgbackup-wal reads for the WAL archive of <paramref name="systemIdentifier"/>: the public key, and with
+    /// <paramref name="withPrivateKey"/> (a standby's fetch; only once unlocked) the private key too.
+    /// </summary>
+    public string WalKeyFileContent(string systemIdentifier, bool withPrivateKey)
+    {
+        byte[]? secret = null;
+        if (withPrivateKey)
+            secret = (_privateKey ?? throw new InvalidOperationException("The repository key is not unlocked.")).ExportPkcs8PrivateKey();
+        try { return new WalKeyFile(Keyring.PublicKeyInfo, Keyring.KeyId, RepositoryLayout.ArchiveKey(systemIdentifier) + "/", secret).Serialize(); }
+        finally { if (secret != null) CryptographicOperations.ZeroMemory(secret); }
+    }
+
     public EncryptingStream Encrypt(Stream output, string name, bool leaveOpen = false) =>
         EncryptedContent.Encrypt(output, _publicKey, Keyring.KeyId, name, leaveOpen);
 
