@@ -223,6 +223,11 @@ internal static class Program
     {
         if (encryption == null)
         {
+            // An encrypted file handed to PostgreSQL as WAL would fail in confusing ways; it needs the standby's key file.
+            var start = new byte[8];
+            using (var peek = File.OpenRead(fetched)) peek.ReadAtLeast(start, start.Length, throwOnEndOfStream: false);
+            if (Engine.Repository.Encryption.EncryptedContent.LooksEncrypted(start))
+                return Error(AbortRecovery, $"{what} is encrypted and restore_command gives no key file ({WalEncryption.DecryptOption}); New-PgStandby -Passphrase or -Certificate writes one");
             File.Move(fetched, destination, overwrite: true);
             return Ok;
         }

@@ -1,5 +1,7 @@
 using System.Security.Cryptography;
 using PgBackup.Engine.Wal;
+using PgBackup.Engine.Repository;
+using PgBackup.Engine.Repository.Encryption;
 using PgBackup.Testing;
 
 namespace PgBackup.Engine.Tests;
@@ -352,5 +354,83 @@ public sealed class WalArchiveToolTests : IDisposable
         Assert.Equal("PgBackup.WalToolNotFound", error.ErrorId);
         Assert.Equal(ErrorKind.NotInstalled, error.Kind);
         new WalArchiveTool(WalTool.DllPath).EnsureExists();
+    }
+}
+
+/// <summary>pgbackup-wal against an encrypted repository's archive folder: what it stores, repeats, conflicts and hands back.</summary>
+public sealed class EncryptedWalArchiveToolTests : IDisposable
+{
+    private const string Segment = "000000010000000000000001";
+    private readonly string root = Targets.NewFolder();
+    private string Archive => Path.Combine(root, "wal", "7000000000000000001");
+    private readonly RepositoryKeyring keyring = RepositoryKeyring.Create("tool tests passphrase", []);
+
+    public void Dispose() => Directory.Delete(root, recursive: true);
+
+    private string KeyFile(bool withPrivateKey)
+    {
+        using var unlocked = keyring.Unlock(new RepositoryKeys("tool tests passphrase", []), "test");
+        var path = Path.Combine(root, withPrivateKey ? "fetch-key.json" : "push-key.json");
+        File.WriteAllText(path, new WalKeyFile(keyring.PublicKeyInfo, keyring.KeyId, "wal/7000000000000000001/", withPrivateKey ? unlocked.ExportPkcs8PrivateKey() : null).Serialize());
+        return path;
+    }
+
+    [Fact]
+    public void Push_stores_only_ciphertext_a_repeat_is_accepted_other_content_refused_and_fetch_returns_the_segment()
+    {
+        var source = WalTool.WriteRandomFile(Path.Combine(root, "pg_wal", Segment));
+        var push = KeyFile(withPrivateKey: false);
+        var (exit, _, stderr) = WalTool.Run("push", source, Archive, "--encrypt", push);
+        Assert.True(exit == 0, stderr);
+        var archived = File.ReadAllBytes(Path.Combine(Archive, Segment));
+        Assert.True(EncryptedContent.LooksEncrypted(archived));
+        Assert.True(archived.AsSpan().IndexOf(File.ReadAllBytes(source).AsSpan(1000, 64)) < 0);
+        Assert.Contains("plain-sha256 " + WalTool.Sha256(source), File.ReadAllText(Path.Combine(Archive, Segment + ".sha256")));
+
+        Assert.Equal(0, WalTool.Run("push", source, Archive, "--encrypt", push).ExitCode);
+        var other = WalTool.WriteRandomFile(Path.Combine(root, "other", Segment));
+        var conflict = WalTool.Run("push", other, Archive, "--encrypt", push);
+        Assert.Equal(4, conflict.ExitCode);
+        Assert.Contains("different content", conflict.StdErr);
+
+        var fetched = Path.Combine(root, "fetched");
+        var fetch = WalTool.Run("fetch", Archive, Segment, fetched, "--decrypt", KeyFile(withPrivateKey: true));
+        Assert.True(fetch.ExitCode == 0, fetch.StdErr);
+        Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(fetched));
+
+        // The public key alone cannot decrypt, and without a key nothing encrypted is handed to PostgreSQL.
+        Assert.Equal(200, WalTool.Run("fetch", Archive, Segment, fetched + "2", "--decrypt", push).ExitCode);
+        var noKey = WalTool.Run("fetch", Archive, Segment, fetched + "3");
+        Assert.Equal(200, noKey.ExitCode);
+        Assert.Contains("encrypted", noKey.StdErr);
+        Assert.False(File.Exists(fetched + "3"));
+    }
+
+    [Fact]
+    public void A_tampered_segment_aborts_recovery_and_a_history_file_keeps_its_switch_points_in_clear()
+    {
+        var source = WalTool.WriteRandomFile(Path.Combine(root, "pg_wal", Segment));
+        var push = KeyFile(withPrivateKey: false);
+        Assert.Equal(0, WalTool.Run("push", source, Archive, "--encrypt", push).ExitCode);
+        var path = Path.Combine(Archive, Segment);
+        var bytes = File.ReadAllBytes(path);
+        bytes[bytes.Length / 2] ^= 0x20;
+        File.WriteAllBytes(path, bytes);
+        // The sidecar is rewritten to match, as an attacker who can write the archive would: the encryption still catches it.
+        File.WriteAllText(path + ".sha256", WalTool.Sha256(path) + "  " + Segment + "\n");
+        var fetched = Path.Combine(root, "fetched");
+        var (exit, _, stderr) = WalTool.Run("fetch", Archive, Segment, fetched, "--decrypt", KeyFile(withPrivateKey: true));
+        Assert.Equal(200, exit);
+        Assert.Contains("TAMPERED", stderr);
+        Assert.False(File.Exists(fetched));
+
+        var history = Path.Combine(root, "pg_wal", "00000002.history");
+        File.WriteAllText(history, "1\t0/3000000\tbefore 2026-12-07 10:00:00+00 at restore point \"secret plan\"\n");
+        Assert.Equal(0, WalTool.Run("push", history, Archive, "--encrypt", push).ExitCode);
+        Assert.DoesNotContain("secret plan", File.ReadAllText(Path.Combine(Archive, "00000002.history")));
+        var text = new FolderWalArchiveStore(Archive).ReadText("00000002.history")!;
+        var span = Assert.Single(WalInventory.ParseHistory(2, text), s => s.Timeline == 1);
+        Assert.Equal(Lsn.Parse("0/3000000"), span.End);
+        Assert.DoesNotContain("secret plan", File.ReadAllText(Path.Combine(Archive, "00000002.history.sha256")));
     }
 }
