@@ -103,7 +103,7 @@ public abstract class EncryptedRecoveryTests(EncryptedRecoveryFixture fx) : IAsy
     public Task InitializeAsync() => Task.CompletedTask;
     public Task DisposeAsync() => instances.RemoveAllAsync();
 
-    private async Task<(RecoveryResult Result, string DataDirectory)> RecoverAsync(RecoveryTarget target, RepositoryKeys keys)
+    private async Task<(RecoveryResult Result, string? Spool)> RecoverAsync(RecoveryTarget target, RepositoryKeys keys)
     {
         target.Timeline ??= "current";
         var (source, plan) = await RecoverySource.PlanAsync(null, null, fx.Repository, null, new CatalogFilter(), fx.Cluster.Host, target, null, keys, NullReporter.Instance, default);
@@ -116,7 +116,7 @@ public abstract class EncryptedRecoveryTests(EncryptedRecoveryFixture fx) : IAsy
                 Plan = plan, DataDirectory = directory, Port = port, WalTool = fx.Tool,
                 Connection = new() { Host = "localhost", Port = port, Database = "postgres", User = PgTestCluster.SuperUser, Password = PgTestCluster.Password },
             }, NullReporter.Instance, default);
-            return (result, directory);
+            return (result, source.Spool);
         }
     }
 
@@ -145,9 +145,10 @@ public abstract class EncryptedRecoveryTests(EncryptedRecoveryFixture fx) : IAsy
     [Fact]
     public async Task A_time_target_recovers_exactly_the_committed_rows_with_the_passphrase()
     {
-        var (result, _) = await RecoverAsync(RecoveryTarget.AtTime(fx.Committed[9], inclusive: true), Keys);
+        var (result, spool) = await RecoverAsync(RecoveryTarget.AtTime(fx.Committed[9], inclusive: true), Keys);
         Assert.Equal(Enumerable.Range(1, 9), RecoveredInstances.Ledger(result.Port));
-        Assert.Empty(Directory.GetDirectories(Path.GetTempPath(), "pgbackup-spool-*").Where(d => Directory.GetLastWriteTimeUtc(d) > DateTime.UtcNow.AddMinutes(-1)));
+        Assert.NotNull(spool);
+        Assert.False(Directory.Exists(spool), "The decrypted copy is removed after the recovery.");
     }
 
     [Fact]
@@ -210,6 +211,41 @@ public abstract class EncryptedRecoveryTests(EncryptedRecoveryFixture fx) : IAsy
         Assert.True(withKey.ChecksumValid);
         Assert.True(withKey.RestoreTested);
         Assert.True(withKey.Success, string.Join(" | ", withKey.Failures));
+    }
+
+    [Fact]
+    public async Task A_standby_decrypts_what_it_fetches_from_the_archive_with_a_key_file_removed_with_it()
+    {
+        var directory = instances.NewDataDirectory(fx.Folder);
+        var port = InstanceControl.FreePort();
+        await Replication.StandbyBuilder.CreateAsync(new Replication.NewStandbyRequest
+        {
+            Upstream = Targets.For(fx.Cluster), DataDirectory = directory, Port = port, ArchiveRepository = fx.Repository, WalTool = fx.Tool, Keys = Keys,
+        }, NullReporter.Instance, default);
+        var settings = File.ReadAllText(Path.Combine(directory, "postgresql.auto.conf"));
+        Assert.Contains("--decrypt", settings);
+        Assert.DoesNotContain(EncryptedRecoveryFixture.Passphrase, settings);
+        var keyFile = Path.Combine("/var/lib/postgresql/.pgbackup", $"{fx.SystemIdentifier}-{WalCredentialsFile.StandbyKeyPurpose(directory)}.json");
+        Assert.True(File.Exists(keyFile));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(keyFile));
+
+        // Stopped, the standby misses WAL that the primary then recycles (no slot): only the archive has it.
+        await InstanceControl.StopAsync(directory, StopMode.Fast, TimeSpan.FromSeconds(60), null, NullReporter.Instance, default);
+        for (var i = 0; i < 4; i++) fx.Cluster.Psql("insert into ledger select 1000 + g, 'x' from generate_series(1, 200) g on conflict do nothing; select pg_switch_wal()");
+        fx.Cluster.Psql("delete from ledger where id > 1000");
+        var lsn = fx.Cluster.Psql("select pg_current_wal_lsn()");
+        fx.Cluster.ArchiveCurrentSegment();
+        fx.Cluster.Psql("checkpoint");
+        await InstanceControl.StartAsync(directory, port, TimeSpan.FromSeconds(60), null, NullReporter.Instance, default);
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (PgTestCluster.QueryAt(port, $"select pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn") != "t")
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the standby did not catch up through the encrypted archive within 60 s");
+            await Task.Delay(200);
+        }
+        Assert.Contains("restored log file", File.ReadAllText(Path.Combine(directory, InstanceControl.LogFileName)));
+        await InstanceControl.RemoveAsync(directory, force: true, null, NullReporter.Instance, default);
+        Assert.False(File.Exists(keyFile), "Removing the standby removes its key file.");
     }
 
     [Fact]
