@@ -27,6 +27,7 @@
         'Remove-PgInstance'
         'Restore-PgDump'
         'Restore-PgPointInTime'
+        'Set-PgRepository'
         'Set-PgSynchronousStandby'
         'Start-PgBaseBackup'
         'Start-PgInstance'

@@ -107,14 +107,22 @@ public sealed class RepositoryEncryption : IDisposable
             await EncryptFileAsync(source, destination, name, ct).ConfigureAwait(false);
             return;
         }
+        CopyFolders(source, destination);
         var files = Directory.GetFiles(source, "*", SearchOption.AllDirectories);
         await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Environment.ProcessorCount), CancellationToken = ct }, async (file, token) =>
         {
             var relative = Path.GetRelativePath(source, file).Replace('\\', '/');
             var target = Path.Combine(destination, relative);
-            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
             await EncryptFileAsync(file, target, name + "/" + relative, token).ConfigureAwait(false);
         }).ConfigureAwait(false);
+    }
+
+    /// <summary>Every folder of <paramref name="source"/>, empty ones included (a data directory needs pg_notify and the like), under <paramref name="destination"/>.</summary>
+    private static void CopyFolders(string source, string destination)
+    {
+        Directory.CreateDirectory(destination);
+        foreach (var folder in Directory.GetDirectories(source, "*", SearchOption.AllDirectories))
+            Directory.CreateDirectory(Path.Combine(destination, Path.GetRelativePath(source, folder)));
     }
 
     private async Task EncryptFileAsync(string source, string destination, string name, CancellationToken ct)
@@ -137,12 +145,12 @@ public sealed class RepositoryEncryption : IDisposable
             await DecryptFileAsync(source, destination, name, location, ct).ConfigureAwait(false);
             return;
         }
+        CopyFolders(source, destination);
         var files = Directory.GetFiles(source, "*", SearchOption.AllDirectories);
         await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Environment.ProcessorCount), CancellationToken = ct }, async (file, token) =>
         {
             var relative = Path.GetRelativePath(source, file).Replace('\\', '/');
             var target = Path.Combine(destination, relative);
-            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
             await DecryptFileAsync(file, target, name + "/" + relative, location.TrimEnd('/') + "/" + relative, token).ConfigureAwait(false);
         }).ConfigureAwait(false);
     }
