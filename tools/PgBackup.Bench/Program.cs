@@ -9,9 +9,15 @@ using PgBackup.Testing;
 //        PgBackup.Bench blob [pgbench scale (default 60)] [rounds (default 3)]       backups into Azure Blob Storage (Azurite, HTTPS) vs a folder and pgBackRest, then WAL push per segment
 //        PgBackup.Bench wal-push [rounds (default 3)]                                  only the per-segment cost of archive commands into a folder
 //        PgBackup.Bench blob-wal [rounds (default 3)]                                  only the WAL push per segment to Azurite vs pgbackrest archive-push
+//        PgBackup.Bench encryption [pgbench scale (default 60)] [rounds (default 3)] encrypted vs plain repositories, and pgBackRest with and without aes-256-cbc
 //        PgBackup.Bench replication [calls (default 50)]                             Get-PgReplicationStatus latency
 //        PgBackup.Bench recovery [pgbench scale (default 68)] [rounds (default 3)]   point-in-time recovery
 // Each round times the raw tool and the cmdlet on the same database, alternating which goes first; the median ratio is reported.
+if (args.Length > 0 && args[0] == "encryption")
+{
+    EncryptionBench.Run(args.Length > 1 ? int.Parse(args[1]) : 60, args.Length > 2 ? int.Parse(args[2]) : 3);
+    return;
+}
 if (args.Length > 0 && args[0] == "replication")
 {
     ReplicationBench.Run(args.Length > 1 ? int.Parse(args[1]) : 50);

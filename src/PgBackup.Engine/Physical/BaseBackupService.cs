@@ -13,8 +13,8 @@ namespace PgBackup.Engine.Physical;
 /// written, gives the manifest SHA-256 checksums, writes everything to disk, and only then commits it (the metadata that
 /// makes it part of the catalog, then the rename; <see cref="PartialBackup"/>). A failed, cancelled or hung backup leaves
 /// nothing behind. In a repository, one base backup of a server runs at a time. Into an encrypted repository (folder or
-/// blob) pg_basebackup writes into a local spool, which is verified as usual, then encrypted file by file into the
-/// repository, with the SHA-256 of every encrypted file recorded so the backup can be checked without the key.
+/// blob) pg_basebackup writes into a local spool, whose tar files are encrypted into the repository while they grow and
+/// verified as usual, with the SHA-256 of every encrypted file recorded so the backup can be checked without the key.
 /// </summary>
 public static class BaseBackupService
 {
@@ -52,8 +52,8 @@ public static class BaseBackupService
         var id = RepositoryLayout.BaseBackupId(start);
         // An encrypted repository's marker decides, on every write: nothing goes into it in clear.
         using var encryption = request.Path == null ? await RepositoryEncryption.LoadAsync(request.Repository!, ct).ConfigureAwait(false) : null;
-        // Into a blob repository, pg_basebackup writes into a local spool folder that is uploaded while it grows and removed
-        // afterwards; into an encrypted one, into a spool that is encrypted into the repository once verified.
+        // Into a blob or an encrypted repository, pg_basebackup writes into a local spool folder whose tar files are stored
+        // (uploaded, encrypted) while they grow; the spool is removed afterwards. A Plain backup is encrypted once verified.
         var blob = request.Path == null && request.Repository is { IsBlob: true } address ? BlobStore.Open(address) : null;
         var spool = blob == null && encryption == null ? null : System.IO.Path.Combine(System.IO.Path.GetTempPath(), "pgbackup-base-" + Guid.NewGuid().ToString("N"));
         var finalPath = System.IO.Path.GetFullPath(request.Path ?? (spool != null ? System.IO.Path.Combine(spool, id) : RepositoryLayout.BaseBackupPath(request.Repository!.Folder!, target.Host, target.Port, id)));
@@ -94,8 +94,13 @@ public static class BaseBackupService
         reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {target.Display} into {finalPath}");
         ToolResult result;
         var follower = BackupWriteFollower.Start(partial, request.Format);
-        await using var upload = blob == null || encryption != null ? null : FolderUpload.Start(blob, Directory.CreateDirectory(partial).FullName, blobKey!,
-            name => name.Contains(".tar", StringComparison.Ordinal), name => !name.StartsWith("pg_wal.tar", StringComparison.Ordinal), ct);
+        // Tar files are stored while pg_basebackup writes them into the spool: uploaded into blobs, or encrypted into the partial folder.
+        await using var storing = spool == null || request.Format != BaseBackupFormat.Tar ? null : FolderFollower.Start(Directory.CreateDirectory(partial).FullName,
+            name => name.Contains(".tar", StringComparison.Ordinal), name => !name.StartsWith("pg_wal.tar", StringComparison.Ordinal),
+            (name, token) => blob != null
+                ? new FollowedFileTarget.ToBlob(blob, blobKey! + "/" + name, encryption, token)
+                : new FollowedFileTarget.ToFile(System.IO.Path.Combine(Directory.CreateDirectory(encryptedWriting!.PartialPath).FullName, name), encryption,
+                    RepositoryEncryption.NameIn(request.Repository!, encryptedWriting.FinalPath) + "/" + name), ct);
         // The partial folder goes when `writing` is disposed without a commit, on every way out.
         void Discard() => reporter.ProgressCompleted(activity);
         using var stall = new StallWatch(target, request.StallTimeout, reporter, ct);
@@ -145,8 +150,9 @@ public static class BaseBackupService
         // backup is kept, exactly as pg_basebackup's own sync would.
         await using var finishedFollower = follower;
         var followed = follower.FinishAsync();
-        var uploaded = upload?.FinishAsync();
-        var durable = uploaded != null ? (Task)uploaded : Task.Run(() =>
+        var uploaded = storing?.FinishAsync();
+        // A spool is thrown away, so only what is stored from it needs to reach the disk.
+        var durable = uploaded != null ? (Task)uploaded : spool != null ? Task.CompletedTask : Task.Run(() =>
         {
             var files = 0;
             foreach (var folder in TablespaceFolders(partial).Append(partial)) files += DurableFiles.SyncTree(folder, ct).Files;
@@ -216,10 +222,10 @@ public static class BaseBackupService
                 "Check the disk that holds the repository (a full or failing disk corrupts files), then take the backup again.");
         }
 
+        if (storing != null)
+            return await CommitFollowedAsync(backup, storing, await uploaded!.ConfigureAwait(false), partial, blobWriter, encryptedWriting, encryption, request.Repository!, start, activity, reporter, ct).ConfigureAwait(false);
         if (encryption != null)
-            return await CommitEncryptedAsync(backup, encryption, partial, blobWriter, encryptedWriting, request.Repository!, start, activity, reporter, ct).ConfigureAwait(false);
-        if (blobWriter != null)
-            return await CommitToBlobAsync(backup, blobWriter, upload!, await uploaded!.ConfigureAwait(false), partial, start, activity, reporter, ct).ConfigureAwait(false);
+            return await CommitEncryptedPlainAsync(backup, encryption, partial, encryptedWriting!, request.Repository!, start, activity, reporter, ct).ConfigureAwait(false);
         if (backup.Format == BaseBackupFormat.Tar)
             backup.ArchiveChecksums = await BaseBackupVerifier.HashArchivesAsync(partial, ct).ConfigureAwait(false);
         DurableFiles.SyncDirectory(partial);
@@ -255,82 +261,90 @@ public static class BaseBackupService
     }
 
     /// <summary>
-    /// Makes a verified backup in the spool a backup in the blob repository: the tar files (staged while pg_basebackup
-    /// wrote them) are committed, then the sealed manifest, then the metadata blob that makes it part of the catalog.
+    /// Makes a verified Tar backup in the spool a backup in the repository: the tar files, stored while pg_basebackup wrote
+    /// them (uploaded into blobs, or encrypted into the partial folder), must be the verified files byte for byte; then
+    /// the sealed manifest is stored (encrypted in an encrypted repository), then the metadata that makes it part of the
+    /// catalog. In an encrypted repository the checksums recorded are of the encrypted files, so the backup can be checked
+    /// without the key.
     /// </summary>
-    private static async Task<BaseBackup> CommitToBlobAsync(BaseBackup backup, BlobBackupWriter writer, FolderUpload upload, Dictionary<string, string> staged,
-        string partial, DateTimeOffset start, string activity, IOperationReporter reporter, CancellationToken ct)
+    private static async Task<BaseBackup> CommitFollowedAsync(BaseBackup backup, FolderFollower follower, Dictionary<string, FollowedFile> followed, string partial,
+        BlobBackupWriter? blobWriter, PartialBackup? folderWriting, RepositoryEncryption? encryption, RepositoryAddress repository, DateTimeOffset start, string activity,
+        IOperationReporter reporter, CancellationToken ct)
     {
-        reporter.Progress(activity, "Committing the upload", 99);
-        // What was staged while pg_basebackup wrote must be the verified files byte for byte, or nothing is committed.
+        reporter.Progress(activity, "Committing the backup", 99);
         var written = await BaseBackupVerifier.HashArchivesAsync(partial, ct).ConfigureAwait(false);
         foreach (var (name, sha) in written)
-            if (!staged.TryGetValue(name, out var sent) || !string.Equals(sent, sha, StringComparison.Ordinal))
+            if (!followed.TryGetValue(name, out var stored) || !string.Equals(stored.PlainSha256, sha, StringComparison.Ordinal))
                 throw new PgBackupException("BackupChangedDuringUpload", ErrorKind.InvalidData,
-                    $"'{name}' of the base backup of {backup.Server}:{backup.Port} was uploaded while it was written, and what was uploaded is not the finished file; nothing was kept.", name,
+                    $"'{name}' of the base backup of {backup.Server}:{backup.Port} was stored while it was written, and what was stored is not the finished file; nothing was kept.", name,
                     "Take the backup again; if it happens again, report it: pg_basebackup wrote that file other than by appending.");
-        await upload.CommitAsync().ConfigureAwait(false);
-        backup.ArchiveChecksums = written;
-        var manifestKey = writer.Key + "/backup_manifest";
-        await writer.Store.WriteSmallAsync(manifestKey, await File.ReadAllBytesAsync(System.IO.Path.Combine(partial, "backup_manifest"), ct).ConfigureAwait(false), ct).ConfigureAwait(false);
-        var end = DateTimeOffset.UtcNow;
-        backup.Path = writer.Url;
-        backup.ManifestPath = writer.Store.Address.UrlOf(manifestKey);
-        backup.EndTime = end;
-        backup.Duration = end - start;
-        backup.SizeBytes = BackupChecksum.SizeOf(partial);
-        backup.VerificationState = VerificationState.Verified;
-        backup.LastVerified = end;
-        await writer.CommitAsync(backup, ct).ConfigureAwait(false);
-        reporter.ProgressCompleted(activity);
-        reporter.Milestone($"Base backup of {backup.Server}:{backup.Port} into {writer.Url}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, WAL {backup.StartLsn} to {backup.StopLsn} on timeline {backup.Timeline}, manifest verified");
-        return backup;
-    }
-
-    /// <summary>
-    /// Makes a verified backup in the spool a backup in an encrypted repository: every file (the sealed manifest too) is
-    /// encrypted into the partial folder, or uploaded encrypted into blobs, the SHA-256 of each encrypted file recorded,
-    /// and then the metadata that makes it part of the catalog is written (after the rename, for a folder).
-    /// </summary>
-    private static async Task<BaseBackup> CommitEncryptedAsync(BaseBackup backup, RepositoryEncryption encryption, string partial, BlobBackupWriter? blobWriter,
-        PartialBackup? folderWriting, RepositoryAddress repository, DateTimeOffset start, string activity, IOperationReporter reporter, CancellationToken ct)
-    {
-        reporter.Progress(activity, "Encrypting into the repository", 99);
-        Dictionary<string, string> encrypted;
+        var manifest = System.IO.Path.Combine(partial, "backup_manifest");
+        var checksums = encryption == null ? written : followed.ToDictionary(f => f.Key, f => f.Value.StoredSha256, StringComparer.Ordinal);
+        var size = encryption == null ? BackupChecksum.SizeOf(partial) : followed.Values.Sum(f => f.StoredBytes);
         if (blobWriter != null)
         {
-            var name = RepositoryEncryption.NameIn(repository, blobWriter.Key);
-            var files = Directory.GetFiles(partial, "*", SearchOption.AllDirectories).Select(f => System.IO.Path.GetRelativePath(partial, f).Replace('\\', '/')).ToList();
-            var hashes = new System.Collections.Concurrent.ConcurrentDictionary<string, string>(StringComparer.Ordinal);
-            long bytes = 0;
-            await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = ct }, async (relative, token) =>
+            await follower.CommitAsync().ConfigureAwait(false);
+            var manifestKey = blobWriter.Key + "/backup_manifest";
+            if (encryption == null)
+                await blobWriter.Store.WriteSmallAsync(manifestKey, await File.ReadAllBytesAsync(manifest, ct).ConfigureAwait(false), ct).ConfigureAwait(false);
+            else
             {
-                await using var upload = new BlockUploadStream(blobWriter.Store, blobWriter.Key + "/" + relative, token);
-                await using (var input = new FileStream(System.IO.Path.Combine(partial, relative), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous))
-                await using (var encrypting = encryption.Encrypt(upload, name + "/" + relative, leaveOpen: true))
-                    await input.CopyToAsync(encrypting, 1 << 20, token).ConfigureAwait(false);
-                hashes[relative] = await upload.CommitAsync().ConfigureAwait(false);
-                Interlocked.Add(ref bytes, upload.BytesWritten);
-            }).ConfigureAwait(false);
-            encrypted = new Dictionary<string, string>(hashes, StringComparer.Ordinal);
+                await using var target = new FollowedFileTarget.ToBlob(blobWriter.Store, manifestKey, encryption, ct);
+                (checksums["backup_manifest"], var bytes) = await StoreAsync(manifest, target, ct).ConfigureAwait(false);
+                await target.CommitAsync().ConfigureAwait(false);
+                size += bytes;
+            }
             backup.Path = blobWriter.Url;
-            backup.ManifestPath = blobWriter.Store.Address.UrlOf(blobWriter.Key + "/backup_manifest");
-            backup.SizeBytes = bytes;
+            backup.ManifestPath = blobWriter.Store.Address.UrlOf(manifestKey);
         }
         else
         {
-            var target = folderWriting!;
-            Directory.CreateDirectory(target.PartialPath);
-            await encryption.EncryptTreeAsync(partial, target.PartialPath, RepositoryEncryption.NameIn(repository, target.FinalPath), ct).ConfigureAwait(false);
-            encrypted = (await BackupChecksum.ComputeWithFilesAsync(target.PartialPath, ct).ConfigureAwait(false)).Files!;
-            DurableFiles.SyncTree(target.PartialPath, ct);
-            backup.Path = target.FinalPath;
-            backup.ManifestPath = System.IO.Path.Combine(target.FinalPath, "backup_manifest");
-            backup.SizeBytes = BackupChecksum.SizeOf(target.PartialPath);
+            var folder = folderWriting!;
+            await using (var target = new FollowedFileTarget.ToFile(System.IO.Path.Combine(folder.PartialPath, "backup_manifest"), encryption,
+                RepositoryEncryption.NameIn(repository, folder.FinalPath) + "/backup_manifest"))
+            {
+                (checksums["backup_manifest"], var bytes) = await StoreAsync(manifest, target, ct).ConfigureAwait(false);
+                size += bytes;
+            }
+            DurableFiles.SyncDirectory(folder.PartialPath);
+            backup.Path = folder.FinalPath;
+            backup.ManifestPath = System.IO.Path.Combine(folder.FinalPath, "backup_manifest");
         }
+        return await CommitMetadataAsync(backup, checksums, size, encryption != null, blobWriter, folderWriting, start, activity, reporter, ct).ConfigureAwait(false);
+    }
+
+    private static async Task<(string Sha256, long Bytes)> StoreAsync(string file, FollowedFileTarget target, CancellationToken ct)
+    {
+        await using (var input = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous))
+            await input.CopyToAsync(target.Input, 1 << 20, ct).ConfigureAwait(false);
+        return (await target.CompleteAsync().ConfigureAwait(false), target.BytesStored);
+    }
+
+    /// <summary>
+    /// A verified Plain backup in the spool into an encrypted folder repository: every file (the sealed manifest too) is
+    /// encrypted into the partial folder, with the SHA-256 of each encrypted file recorded.
+    /// </summary>
+    private static async Task<BaseBackup> CommitEncryptedPlainAsync(BaseBackup backup, RepositoryEncryption encryption, string partial, PartialBackup folderWriting,
+        RepositoryAddress repository, DateTimeOffset start, string activity, IOperationReporter reporter, CancellationToken ct)
+    {
+        reporter.Progress(activity, "Encrypting into the repository", 99);
+        Directory.CreateDirectory(folderWriting.PartialPath);
+        await encryption.EncryptTreeAsync(partial, folderWriting.PartialPath, RepositoryEncryption.NameIn(repository, folderWriting.FinalPath), ct).ConfigureAwait(false);
+        var checksums = (await BackupChecksum.ComputeWithFilesAsync(folderWriting.PartialPath, ct).ConfigureAwait(false)).Files!;
+        DurableFiles.SyncTree(folderWriting.PartialPath, ct);
+        backup.Path = folderWriting.FinalPath;
+        backup.ManifestPath = System.IO.Path.Combine(folderWriting.FinalPath, "backup_manifest");
+        return await CommitMetadataAsync(backup, checksums, BackupChecksum.SizeOf(folderWriting.PartialPath), true, null, folderWriting, start, activity, reporter, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Records what the backup became and writes the metadata that makes it part of the catalog (after the rename, for a folder).</summary>
+    private static async Task<BaseBackup> CommitMetadataAsync(BaseBackup backup, Dictionary<string, string> checksums, long size, bool encrypted, BlobBackupWriter? blobWriter,
+        PartialBackup? folderWriting, DateTimeOffset start, string activity, IOperationReporter reporter, CancellationToken ct)
+    {
         var end = DateTimeOffset.UtcNow;
-        backup.ArchiveChecksums = encrypted;
-        backup.Encrypted = true;
+        backup.ArchiveChecksums = checksums;
+        backup.Encrypted = encrypted;
+        backup.SizeBytes = size;
         backup.EndTime = end;
         backup.Duration = end - start;
         backup.VerificationState = VerificationState.Verified;
@@ -345,7 +359,7 @@ public static class BaseBackupService
             }
         }
         reporter.ProgressCompleted(activity);
-        reporter.Milestone($"Base backup of {backup.Server}:{backup.Port} into {backup.Path}, encrypted: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, WAL {backup.StartLsn} to {backup.StopLsn} on timeline {backup.Timeline}, manifest verified");
+        reporter.Milestone($"Base backup of {backup.Server}:{backup.Port} into {backup.Path}{(encrypted ? ", encrypted" : "")}: {backup.SizeBytes} bytes in {backup.Duration.TotalSeconds:0.0}s, WAL {backup.StartLsn} to {backup.StopLsn} on timeline {backup.Timeline}, manifest verified");
         return backup;
     }
 
