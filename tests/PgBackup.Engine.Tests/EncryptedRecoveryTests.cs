@@ -21,6 +21,8 @@ public abstract class EncryptedRecoveryFixture : IDisposable
 {
     public const int Rows = 12;
     public const string Passphrase = "recovery drills need keys too";
+    /// <summary>A second recipient of the repository: a certificate with its private key.</summary>
+    public static readonly System.Security.Cryptography.X509Certificates.X509Certificate2 Certificate = NewCertificate();
     public static readonly string Marker = "PGBACKUP-WAL-CANARY-" + Guid.NewGuid().ToString("N");
     public readonly string Folder = Targets.NewFolder();
     public AzuriteServer? Azurite { get; }
@@ -40,7 +42,7 @@ public abstract class EncryptedRecoveryFixture : IDisposable
             Repository = RepositoryAddress.Parse(Azurite.NewContainerUrl("vault"), AzuriteFixture.Settings).WithSecrets(new BlobSecrets(AccountKey: AzuriteServer.AccountKey));
         }
         else Repository = RepositoryAddress.ForFolder(Path.Combine(Folder, "repository"));
-        RepositoryService.CreateAsync(Repository, new RepositoryService.EncryptionChoice(Passphrase, []), NullReporter.Instance, default).GetAwaiter().GetResult();
+        RepositoryService.CreateAsync(Repository, new RepositoryService.EncryptionChoice(Passphrase, [Certificate]), NullReporter.Instance, default).GetAwaiter().GetResult();
         Tool = new WalArchiveTool(WalTool.CopyTo(Path.Combine(Folder, "module", "WalArchive")));
         ArchivingService.EnableAsync(new EnableArchivingRequest { Target = Targets.For(Cluster), Repository = Repository, Tool = Tool, Restart = true },
             NullReporter.Instance, default).GetAwaiter().GetResult();
@@ -60,6 +62,30 @@ public abstract class EncryptedRecoveryFixture : IDisposable
             Thread.Sleep(5);
         }
         Cluster.ArchiveCurrentSegment();
+    }
+
+    private static System.Security.Cryptography.X509Certificates.X509Certificate2 NewCertificate()
+    {
+        using var rsa = System.Security.Cryptography.RSA.Create(2048);
+        return new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=pgbackup-recovery-tests", rsa, System.Security.Cryptography.HashAlgorithmName.SHA256,
+            System.Security.Cryptography.RSASignaturePadding.Pkcs1).CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddYears(1));
+    }
+
+    /// <summary>Replaces a file of the base backup (base.tar) by other bytes, returning the original.</summary>
+    public byte[] ReplaceBackupFile(string name, Func<byte[], byte[]> change)
+    {
+        if (!Repository.IsBlob)
+        {
+            var path = Path.Combine(Backup.Path, name);
+            var before = File.ReadAllBytes(path);
+            File.WriteAllBytes(path, change(before));
+            return before;
+        }
+        var blob = new Azure.Storage.Blobs.BlobServiceClient(Azurite!.ConnectionString).GetBlobContainerClient(Repository.Container)
+            .GetBlobClient(Repository.KeyOf(Backup.Path) + "/" + name);
+        var original = blob.DownloadContent().Value.Content.ToArray();
+        blob.Upload(new BinaryData(change(original)), overwrite: true);
+        return original;
     }
 
     /// <summary>Every archived WAL file's name and stored bytes.</summary>
@@ -149,6 +175,33 @@ public abstract class EncryptedRecoveryTests(EncryptedRecoveryFixture fx) : IAsy
         Assert.Equal(Enumerable.Range(1, 9), RecoveredInstances.Ledger(result.Port));
         Assert.NotNull(spool);
         Assert.False(Directory.Exists(spool), "The decrypted copy is removed after the recovery.");
+    }
+
+    [Fact]
+    public async Task The_certificate_recovers_the_same_rows_and_a_drill_with_it_passes()
+    {
+        var certificateKeys = new RepositoryKeys(null, [EncryptedRecoveryFixture.Certificate]);
+        var (result, _) = await RecoverAsync(RecoveryTarget.AtTime(fx.Committed[4], inclusive: true), certificateKeys);
+        Assert.Equal(Enumerable.Range(1, 4), RecoveredInstances.Ledger(result.Port));
+        var report = await RecoveryDrill.RunAsync(new DrillRequest
+        {
+            Source = Targets.For(fx.Cluster), Repository = fx.Repository, WalTool = fx.Tool, Keys = certificateKeys, Queries = ["select count(*) from ledger where id <= 12"],
+        }, NullReporter.Instance, default);
+        Assert.True(report.Passed, string.Join(" | ", report.Checks.Select(c => c.ToString())));
+        Assert.False(Directory.Exists(report.DataDirectory));
+    }
+
+    [Fact]
+    public async Task A_flipped_byte_in_the_middle_of_a_base_backup_file_is_BackupTampered_and_nothing_is_written()
+    {
+        var original = fx.ReplaceBackupFile("base.tar", bytes => { var copy = (byte[])bytes.Clone(); copy[copy.Length / 2] ^= 0x10; return copy; });
+        try
+        {
+            var error = await Assert.ThrowsAsync<PgBackupException>(() => RecoverAsync(RecoveryTarget.EndOfArchive(), Keys));
+            Assert.Equal("PgBackup.BackupTampered", error.ErrorId);
+            Assert.Contains("base.tar", error.Message);
+        }
+        finally { fx.ReplaceBackupFile("base.tar", _ => original); }
     }
 
     [Fact]

@@ -2,7 +2,10 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using PgBackup.Engine;
+using PgBackup.Engine.Instance;
 using PgBackup.Engine.Logical;
+using PgBackup.Engine.Physical;
+using PgBackup.Engine.Recovery;
 using PgBackup.Engine.Repository;
 using PgBackup.Engine.Repository.Encryption;
 using PgBackup.Testing;
@@ -215,6 +218,31 @@ public sealed class EncryptedRepositoryTests(CanaryClusterFixture fixture, Azuri
         Assert.Equal(["Passphrase"], last.Recipients);
         Assert.Equal("PgBackup.LastRecipient", (await Assert.ThrowsAsync<PgBackupException>(() =>
             RepositoryService.SetRecipientsAsync(repository, new RepositoryKeys("a brand new passphrase", []), [], [], null, true, NullReporter.Instance, default))).ErrorId);
+    }
+
+    [Theory]
+    [InlineData(BaseBackupFormat.Tar)]
+    [InlineData(BaseBackupFormat.Plain)]
+    public async Task A_base_backup_from_a_repository_without_a_wal_archive_recovers_with_immediate(BaseBackupFormat format)
+    {
+        var repository = NewRepository(blob: false);
+        await CreateEncryptedAsync(repository);
+        var backup = await BaseBackupService.BackupAsync(new BaseBackupRequest { Target = Targets.For(Cluster), Repository = repository, Format = format }, NullReporter.Instance, default);
+        Assert.True(backup.Encrypted);
+        Assert.Empty(await FilesShowingTheMarkerAsync(repository));
+        using var source = await RecoverySource.PrepareAsync(backup, null, null, null, null, null, RecoveryTarget.EndOfBackup(), ByPassphrase, NullReporter.Instance, default);
+        var plan = await RecoveryPlanner.PlanAsync(new RecoveryPlanRequest { Candidates = source.Candidates, BackupChosen = true, Target = RecoveryTarget.EndOfBackup(), Repository = source.Repository },
+            NullReporter.Instance, default);
+        var port = InstanceControl.FreePort();
+        var directory = Path.Combine(Targets.NewFolder(), "data");
+        var tool = new Wal.WalArchiveTool(WalTool.CopyTo(Path.Combine(Targets.NewFolder(), "WalArchive")));
+        var result = await PointInTimeRecovery.RunAsync(new PointInTimeRequest
+        {
+            Plan = plan, DataDirectory = directory, Port = port, WalTool = tool,
+            Connection = new() { Host = "localhost", Port = port, Database = "postgres", User = PgTestCluster.SuperUser, Password = PgTestCluster.Password },
+        }, NullReporter.Instance, default);
+        try { Assert.Equal("20000", PgTestCluster.QueryAt(result.Port, "select count(*) from secrets", CanaryClusterFixture.Database)); }
+        finally { await InstanceControl.RemoveAsync(directory, force: true, null, NullReporter.Instance, default); }
     }
 
     [Fact]

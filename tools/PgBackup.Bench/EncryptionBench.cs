@@ -39,7 +39,7 @@ public static class EncryptionBench
         // One backup in each repository to recover from; the timed backups go into fresh repositories of each kind.
         var plainSource = Path.Combine(work, "source-plain");
         var encryptedSource = Path.Combine(work, "source-encrypted");
-        BenchSupport.Invoke(runspace, $"$null = New-PgRepository -Repository '{encryptedSource}' -Encrypt -Passphrase (ConvertTo-SecureString $env:PGBACKUP_PASSPHRASE -AsPlainText -Force)");
+        BenchSupport.Invoke(runspace, $"$null = New-PgRepository -Repository '{encryptedSource}' -Encrypt -Passphrase ([System.Net.NetworkCredential]::new('', $env:PGBACKUP_PASSPHRASE).SecurePassword)");
         BenchSupport.Invoke(runspace, $"$global:plainBackup = Start-PgBaseBackup -Server '{server}' -Repository '{plainSource}' -Format Tar");
         BenchSupport.Invoke(runspace, $"$global:encryptedBackup = Start-PgBaseBackup -Server '{server}' -Repository '{encryptedSource}' -Format Tar");
 
@@ -48,7 +48,7 @@ public static class EncryptionBench
         string NewEncrypted()
         {
             var repository = Next("encrypted");
-            BenchSupport.Invoke(runspace, $"$null = New-PgRepository -Repository '{repository}' -Encrypt -Passphrase (ConvertTo-SecureString $env:PGBACKUP_PASSPHRASE -AsPlainText -Force)");
+            BenchSupport.Invoke(runspace, $"$null = New-PgRepository -Repository '{repository}' -Encrypt -Passphrase ([System.Net.NetworkCredential]::new('', $env:PGBACKUP_PASSPHRASE).SecurePassword)");
             return repository;
         }
         TimeSpan Recover(string backup)
@@ -108,7 +108,7 @@ public static class EncryptionBench
         var native = PhysicalBench.NativeWalTool();
         // The public key file Enable-PgWalArchiving would write, taken from an encrypted repository's marker.
         var repository = Path.Combine(work, "keysource");
-        BenchSupport.Invoke(runspace, $"$null = New-PgRepository -Repository '{repository}' -Encrypt -Passphrase (ConvertTo-SecureString $env:PGBACKUP_PASSPHRASE -AsPlainText -Force)");
+        BenchSupport.Invoke(runspace, $"$null = New-PgRepository -Repository '{repository}' -Encrypt -Passphrase ([System.Net.NetworkCredential]::new('', $env:PGBACKUP_PASSPHRASE).SecurePassword)");
         var marker = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(repository, "pgbackup-repository.json"))).RootElement.GetProperty("encryption");
         var keyFile = Path.Combine(work, "wal-key.json");
         File.WriteAllText(keyFile, $$"""{"format": "pgbackup-wal-key/1", "publicKey": "{{marker.GetProperty("publicKey").GetString()}}", "keyId": "{{marker.GetProperty("keyId").GetString()}}", "namePrefix": "wal/1/"}""");

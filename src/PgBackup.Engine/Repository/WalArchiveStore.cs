@@ -40,6 +40,7 @@ public sealed class FolderWalArchiveStore(string folder) : IWalArchiveStore
 
     public IReadOnlyList<WalStoreEntry> List()
     {
+        if (!Exists) return [];
         var entries = new DirectoryInfo(Location).EnumerateFiles().ToList();
         var sidecars = entries.Select(e => e.Name).Where(n => n.EndsWith(SidecarSuffix, StringComparison.Ordinal))
             .Select(n => n[..^SidecarSuffix.Length]).ToHashSet(StringComparer.Ordinal);
