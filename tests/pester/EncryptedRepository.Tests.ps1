@@ -184,6 +184,23 @@ Describe 'Encrypted repositories' -Tag 'Integration' {
         $null = $dump | Restore-PgDump -TargetDatabase vault_old -Certificate $production.Pfx -ErrorVariable err -ErrorAction SilentlyContinue
         $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.DecryptionFailed,*'
 
+        # The certificate from the store by its thumbprint, as a runbook's configuration names it (EncryptionCertificate).
+        $store = [System.Security.Cryptography.X509Certificates.X509Store]::new('My', 'CurrentUser')
+        $store.Open('ReadWrite')
+        $stored = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new($dr.Pfx, [string]$null, 'PersistKeySet')
+        $store.Add($stored)
+        try {
+            $env:PGBACKUP_ENCRYPTIONCERTIFICATE = $dr.Thumbprint
+            (Get-PgBackupConfig -Name EncryptionCertificate).Value | Should -Be $dr.Thumbprint
+            $null = $dump | Restore-PgDump -TargetDatabase vault_store -ErrorAction Stop
+            Remove-PgTestDatabase -Cluster $cluster -Database vault_store
+        }
+        finally {
+            $env:PGBACKUP_ENCRYPTIONCERTIFICATE = $null
+            $store.Remove($stored)
+            $store.Dispose()
+        }
+
         $null = Set-PgRepository -Repository $repo -Passphrase $passphrase -ErrorVariable err -ErrorAction SilentlyContinue
         $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.NothingToChange,*'
         $null = Set-PgRepository -Repository (New-PgTestRepository) -Passphrase $passphrase -RemovePassphrase -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue

@@ -96,7 +96,7 @@ public static class BaseBackupService
         var follower = BackupWriteFollower.Start(partial, request.Format);
         // Tar files are stored while pg_basebackup writes them into the spool: uploaded into blobs, or encrypted into the partial folder.
         await using var storing = spool == null || request.Format != BaseBackupFormat.Tar ? null : FolderFollower.Start(Directory.CreateDirectory(partial).FullName,
-            name => name.Contains(".tar", StringComparison.Ordinal), name => !name.StartsWith("pg_wal.tar", StringComparison.Ordinal),
+            IsArchive, name => !name.StartsWith("pg_wal.tar", StringComparison.Ordinal),
             (name, token) => blob != null
                 ? new FollowedFileTarget.ToBlob(blob, blobKey! + "/" + name, encryption, token)
                 : new FollowedFileTarget.ToFile(System.IO.Path.Combine(Directory.CreateDirectory(encryptedWriting!.PartialPath).FullName, name), encryption,
@@ -272,14 +272,15 @@ public static class BaseBackupService
         IOperationReporter reporter, CancellationToken ct)
     {
         reporter.Progress(activity, "Committing the backup", 99);
-        var written = await BaseBackupVerifier.HashArchivesAsync(partial, ct).ConfigureAwait(false);
-        foreach (var (name, sha) in written)
-            if (!followed.TryGetValue(name, out var stored) || !string.Equals(stored.PlainSha256, sha, StringComparison.Ordinal))
+        var finished = await FollowedFile.HashFilesAsync(partial, IsArchive, ct).ConfigureAwait(false);
+        foreach (var (name, hash) in finished)
+            if (!followed.TryGetValue(name, out var stored) || !string.Equals(stored.ReadHash, hash, StringComparison.Ordinal))
                 throw new PgBackupException("BackupChangedDuringUpload", ErrorKind.InvalidData,
                     $"'{name}' of the base backup of {backup.Server}:{backup.Port} was stored while it was written, and what was stored is not the finished file; nothing was kept.", name,
                     "Take the backup again; if it happens again, report it: pg_basebackup wrote that file other than by appending.");
         var manifest = System.IO.Path.Combine(partial, "backup_manifest");
-        var checksums = encryption == null ? written : followed.ToDictionary(f => f.Key, f => f.Value.StoredSha256, StringComparer.Ordinal);
+        // The SHA-256 of what was stored: of the tar files themselves, or of their encrypted form.
+        var checksums = followed.ToDictionary(f => f.Key, f => f.Value.StoredSha256, StringComparer.Ordinal);
         var size = encryption == null ? BackupChecksum.SizeOf(partial) : followed.Values.Sum(f => f.StoredBytes);
         if (blobWriter != null)
         {
@@ -312,6 +313,8 @@ public static class BaseBackupService
         }
         return await CommitMetadataAsync(backup, checksums, size, encryption != null, blobWriter, folderWriting, start, activity, reporter, ct).ConfigureAwait(false);
     }
+
+    private static bool IsArchive(string name) => name.Contains(".tar", StringComparison.Ordinal);
 
     private static async Task<(string Sha256, long Bytes)> StoreAsync(string file, FollowedFileTarget target, CancellationToken ct)
     {

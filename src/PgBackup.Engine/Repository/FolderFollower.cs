@@ -5,8 +5,28 @@ using PgBackup.Engine.Repository.Encryption;
 
 namespace PgBackup.Engine.Repository;
 
-/// <summary>What a followed file became: the SHA-256 of what was read (the plaintext) and of what was stored, and its stored size.</summary>
-public sealed record FollowedFile(string PlainSha256, string StoredSha256, long StoredBytes);
+/// <summary>
+/// What a followed file became: a fast hash (XxHash128) of what was read, to compare with the finished file, and the
+/// SHA-256 and size of what was stored (the encrypted bytes, in an encrypted repository).
+/// </summary>
+public sealed record FollowedFile(string ReadHash, string StoredSha256, long StoredBytes)
+{
+    /// <summary>The same fast hash of a finished file, by name, for every file of <paramref name="folder"/> that <paramref name="include"/> takes.</summary>
+    public static async Task<Dictionary<string, string>> HashFilesAsync(string folder, Func<string, bool> include, CancellationToken ct)
+    {
+        var hashes = new ConcurrentDictionary<string, string>(StringComparer.Ordinal);
+        await Parallel.ForEachAsync(Directory.GetFiles(folder).Where(f => include(Path.GetFileName(f))), ct, async (path, token) =>
+        {
+            var hash = new System.IO.Hashing.XxHash128();
+            var buffer = new byte[1 << 20];
+            await using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan | FileOptions.Asynchronous);
+            int n;
+            while ((n = await file.ReadAsync(buffer, token).ConfigureAwait(false)) > 0) hash.Append(buffer.AsSpan(0, n));
+            hashes[Path.GetFileName(path)] = Convert.ToHexString(hash.GetCurrentHash());
+        }).ConfigureAwait(false);
+        return new Dictionary<string, string>(hashes, StringComparer.Ordinal);
+    }
+}
 
 /// <summary>
 /// One followed file's destination in the repository: a block blob, or a file in a partial backup folder, each through the
@@ -140,7 +160,8 @@ public abstract class FollowedFileTarget : IAsyncDisposable
 /// Copies the files of a local folder into the repository while a tool is still writing them (pg_basebackup's tar files
 /// grow by appending): each file is read as it grows and written to its <see cref="FollowedFileTarget"/> (a blob, or a
 /// file of an encrypted backup folder), so storing and encrypting run alongside the tool instead of after it. What was
-/// read of each file is hashed, for the caller to compare with the finished, verified files before anything is committed.
+/// read of each file is hashed (<see cref="FollowedFile.HashFilesAsync"/>), for the caller to compare with the finished,
+/// verified files before anything is committed.
 /// </summary>
 public sealed class FolderFollower : IAsyncDisposable
 {
@@ -211,11 +232,11 @@ public sealed class FolderFollower : IAsyncDisposable
     }
 
     /// <summary>Reads a file that may still grow until the writer has finished and its end is reached, writing what it reads.</summary>
-    /// <returns>The SHA-256 of what was read.</returns>
+    /// <returns>The fast hash of what was read.</returns>
     private async Task<string> FollowAsync(string path, Stream output)
     {
         var buffer = new byte[1 << 20];
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var hash = new System.IO.Hashing.XxHash128();
         await using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.SequentialScan | FileOptions.Asynchronous);
         while (true)
         {
@@ -223,12 +244,12 @@ public sealed class FolderFollower : IAsyncDisposable
             var n = await file.ReadAsync(buffer, _cancel.Token).ConfigureAwait(false);
             if (n > 0)
             {
-                hash.AppendData(buffer, 0, n);
+                hash.Append(buffer.AsSpan(0, n));
                 await output.WriteAsync(buffer.AsMemory(0, n), _cancel.Token).ConfigureAwait(false);
                 continue;
             }
             // At the end of what is written so far: done when the writer had already finished before this read.
-            if (finished) return Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant();
+            if (finished) return Convert.ToHexString(hash.GetCurrentHash());
             await Task.WhenAny(_writerDone.Task, Task.Delay(Poll, _cancel.Token)).ConfigureAwait(false);
         }
     }
