@@ -139,7 +139,7 @@ public abstract class EncryptedRecoveryTests(EncryptedRecoveryFixture fx) : IAsy
             var directory = instances.NewDataDirectory(fx.Folder);
             var result = await PointInTimeRecovery.RunAsync(new PointInTimeRequest
             {
-                Plan = plan, DataDirectory = directory, Port = port, WalTool = fx.Tool,
+                Plan = plan, DataDirectory = directory, Port = port, WalTool = fx.Tool, OpenArchive = source.OpenArchive,
                 Connection = new() { Host = "localhost", Port = port, Database = "postgres", User = PgTestCluster.SuperUser, Password = PgTestCluster.Password },
             }, NullReporter.Instance, default);
             return (result, source.Spool);

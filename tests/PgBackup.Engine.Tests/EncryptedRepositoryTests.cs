@@ -238,7 +238,7 @@ public sealed class EncryptedRepositoryTests(CanaryClusterFixture fixture, Azuri
         var tool = new Wal.WalArchiveTool(WalTool.CopyTo(Path.Combine(Targets.NewFolder(), "WalArchive")));
         var result = await PointInTimeRecovery.RunAsync(new PointInTimeRequest
         {
-            Plan = plan, DataDirectory = directory, Port = port, WalTool = tool,
+            Plan = plan, DataDirectory = directory, Port = port, WalTool = tool, OpenArchive = source.OpenArchive,
             Connection = new() { Host = "localhost", Port = port, Database = "postgres", User = PgTestCluster.SuperUser, Password = PgTestCluster.Password },
         }, NullReporter.Instance, default);
         try { Assert.Equal("20000", PgTestCluster.QueryAt(result.Port, "select count(*) from secrets", CanaryClusterFixture.Database)); }

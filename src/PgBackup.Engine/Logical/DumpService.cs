@@ -46,13 +46,13 @@ public static class DumpService
         var partial = writing.PartialPath;
 
         reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {what} into {finalPath}{(encryption != null ? ", encrypted" : "")}");
-        var dumped = encryption == null
-            ? await RunToolAsync(tool, request.Globals ? GlobalsArguments(partial, target) : DumpArguments(request, format, partial), target, activity, tablesToDump, reporter, ct, null,
-                result => ToolFailure(tool, result, finalPath, what)).ConfigureAwait(false)
+        var (dumped, stored) = encryption == null
+            ? (await RunToolAsync(tool, request.Globals ? GlobalsArguments(partial, target) : DumpArguments(request, format, partial), target, activity, tablesToDump, reporter, ct, null,
+                result => ToolFailure(tool, result, finalPath, what)).ConfigureAwait(false), null)
             : await DumpEncryptedAsync(request, format, tool, encryption, RepositoryEncryption.NameIn(request.Repository!, finalPath), partial, activity, tablesToDump, what, reporter, ct).ConfigureAwait(false);
 
         reporter.Progress(activity, "Computing SHA-256", 99);
-        var (sha, files) = await BackupChecksum.ComputeWithFilesAsync(partial, ct).ConfigureAwait(false);
+        var (sha, files) = stored != null ? (stored, null) : await BackupChecksum.ComputeWithFilesAsync(partial, ct).ConfigureAwait(false);
         var backup = Describe(request, info, tool, format, start, finalPath, dumped, sha, files, BackupChecksum.SizeOf(partial));
         backup.Repository = request.Path == null ? request.Repository!.Display : null;
         backup.Encrypted = encryption != null;
@@ -68,21 +68,17 @@ public static class DumpService
     /// encryption into the partial file; a Directory dump is written into a temporary folder on this machine, whose files
     /// are encrypted into the partial folder and which is removed afterwards.
     /// </summary>
-    private static async Task<int> DumpEncryptedAsync(DumpRequest request, DumpFormat format, PgTool tool, RepositoryEncryption encryption, string name, string partial,
+    /// <returns>The tables dumped, and for a single-file dump the SHA-256 of the encrypted file, hashed as it was written.</returns>
+    private static async Task<(int Dumped, string? Sha256)> DumpEncryptedAsync(DumpRequest request, DumpFormat format, PgTool tool, RepositoryEncryption encryption, string name, string partial,
         string activity, int tablesToDump, string what, IOperationReporter reporter, CancellationToken ct)
     {
         var target = request.Target;
         if (format != DumpFormat.Directory)
         {
-            await using var file = new FileStream(partial, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
+            await using var file = new FollowedFileTarget.ToFile(partial, encryption, name);
             var dumped = await RunToolAsync(tool, request.Globals ? GlobalsArguments(null, target) : DumpArguments(request, format, null), target, activity, tablesToDump, reporter, ct,
-                async stdout =>
-                {
-                    await using var encrypting = encryption.Encrypt(file, name, leaveOpen: true);
-                    await stdout.CopyToAsync(encrypting, 1 << 20, ct).ConfigureAwait(false);
-                }, result => ToolFailure(tool, result, partial, what)).ConfigureAwait(false);
-            file.Flush(flushToDisk: true);
-            return dumped;
+                stdout => stdout.CopyToAsync(file.Input, 1 << 20, ct), result => ToolFailure(tool, result, partial, what)).ConfigureAwait(false);
+            return (dumped, await file.CompleteAsync().ConfigureAwait(false));
         }
         var temp = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "pgbackup-dump-" + Guid.NewGuid().ToString("N"));
         try
@@ -94,7 +90,7 @@ public static class DumpService
             reporter.Progress(activity, "Encrypting into the repository", 95);
             Directory.CreateDirectory(partial);
             await encryption.EncryptTreeAsync(local, partial, name, ct).ConfigureAwait(false);
-            return dumped;
+            return (dumped, null);
         }
         finally { PartialBackup.DeletePath(temp); }
     }

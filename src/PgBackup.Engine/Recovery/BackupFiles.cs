@@ -43,7 +43,10 @@ public static class BackupFiles
     /// <param name="onBytes">Called with each chunk of bytes read, from worker threads.</param>
     /// <param name="verify">Check every file against the manifest (PgBackup.BackupFileDamaged names the first that does
     /// not match); false only when the caller has just verified the whole backup.</param>
-    public static void Restore(BaseBackup backup, string dataDirectory, Action<long>? onBytes, CancellationToken ct, bool verify = true)
+    /// <param name="openArchive">For an encrypted Tar backup: the plaintext of a tar file (by path) read from its file, decrypted
+    /// and authenticated as it is extracted.</param>
+    public static void Restore(BaseBackup backup, string dataDirectory, Action<long>? onBytes, CancellationToken ct, bool verify = true,
+        Func<string, Stream, Stream>? openArchive = null)
     {
         EnsureRestorable(backup);
         var check = verify ? ManifestCheck.Load(backup) : null;
@@ -56,9 +59,12 @@ public static class BackupFiles
             foreach (var archive in Directory.GetFiles(backup.Path, "*.tar*").Order(StringComparer.Ordinal))
             {
                 var name = Path.GetFileName(archive);
+                if (openArchive == null && IsEncrypted(archive))
+                    throw new PgBackupException("EncryptionKeyRequired", ErrorKind.PermissionDenied, $"'{archive}' is encrypted, and no key to read it was given.", archive,
+                        "Restore it through Restore-PgPointInTime with -Passphrase or -Certificate (or PGBACKUP_PASSPHRASE), which decrypts it.");
                 var destination = IsWalArchive(name) ? Path.Combine(dataDirectory, "pg_wal") : dataDirectory;
                 Directory.CreateDirectory(destination);
-                var extracted = Extract(archive, destination, IsWalArchive(name) ? null : check, CompressedTar.ManifestPrefix(name), onBytes, ct);
+                var extracted = Extract(archive, destination, IsWalArchive(name) ? null : check, CompressedTar.ManifestPrefix(name), onBytes, ct, openArchive);
                 controlFile ??= extracted;
             }
         }
@@ -69,6 +75,13 @@ public static class BackupFiles
         // pg_basebackup leaves these out of a backup, and a server cannot start without them.
         foreach (var folder in new[] { "pg_wal", "pg_replslot", "pg_stat_tmp", Path.Combine("pg_wal", "archive_status") })
             Directory.CreateDirectory(Path.Combine(dataDirectory, folder));
+    }
+
+    private static bool IsEncrypted(string path)
+    {
+        var start = new byte[8];
+        using (var file = File.OpenRead(path)) file.ReadAtLeast(start, start.Length, throwOnEndOfStream: false);
+        return Repository.Encryption.EncryptedContent.LooksEncrypted(start);
     }
 
     private static bool IsBaseArchive(string name) => name.StartsWith("base.tar", StringComparison.Ordinal);
@@ -119,13 +132,14 @@ public static class BackupFiles
     }
 
     /// <summary>Extracts one tar file (decompressed as its name says); returns where pg_control went, if it was in it.</summary>
-    private static string? Extract(string archive, string destination, ManifestCheck? check, string manifestPrefix, Action<long>? onBytes, CancellationToken ct)
+    private static string? Extract(string archive, string destination, ManifestCheck? check, string manifestPrefix, Action<long>? onBytes, CancellationToken ct,
+        Func<string, Stream, Stream>? openArchive)
     {
         var root = Path.GetFullPath(destination);
         string? controlFile = null;
         try
         {
-            using var input = CompressedTar.OpenRead(archive, file => new CountingStream(file, onBytes, ct));
+            using var input = CompressedTar.OpenRead(archive, file => new CountingStream(openArchive == null ? file : openArchive(archive, file), onBytes, ct));
             using var reader = new TarReader(input);
             while (ReadSource(() => reader.GetNextEntry()) is { } entry)
             {

@@ -20,6 +20,35 @@ public static class BlobBaseBackups
         LocalCopyAsync(backup, repository, null, folder, ct);
 
     /// <summary>
+    /// An encrypted Tar backup as a restore reads it without a decrypted copy: its files where they are (in a folder
+    /// repository) or downloaded as stored (from blob storage, into &lt;spool&gt;/backup), its manifest decrypted into
+    /// &lt;spool&gt;/manifest, and a function that reads a tar file's plaintext, authenticating it as it is read.
+    /// </summary>
+    public static async Task<(BaseBackup Backup, Func<string, Stream, Stream> OpenArchive)> EncryptedTarAsync(BaseBackup backup, RepositoryAddress? blobRepository,
+        RepositoryEncryption encryption, string spool, CancellationToken ct)
+    {
+        var folder = backup.Path;
+        string name;
+        if (blobRepository != null)
+        {
+            var store = BlobStore.Open(blobRepository);
+            folder = Path.Combine(spool, "backup");
+            await BlobCatalog.DownloadTreeAsync(store, backup, folder, ct).ConfigureAwait(false);
+            name = RepositoryEncryption.NameIn(blobRepository, BlobCatalog.KeyOf(store, backup));
+        }
+        else name = RepositoryEncryption.NameIn(RepositoryEncryption.RootOf(backup, null)!, backup.Path);
+        var manifest = Path.Combine(spool, "manifest", "backup_manifest");
+        Directory.CreateDirectory(Path.GetDirectoryName(manifest)!);
+        await encryption.DecryptTreeAsync(Path.Combine(folder, "backup_manifest"), manifest, name + "/backup_manifest", backup.Path.TrimEnd('/') + "/backup_manifest", ct).ConfigureAwait(false);
+        var copy = BackupMetadata.Copy(backup);
+        copy.Path = folder;
+        copy.ManifestPath = manifest;
+        copy.Repository = null;
+        copy.ArchiveChecksums = null;
+        return (copy, (path, file) => encryption.Decrypt(file, name + "/" + Path.GetFileName(path), backup.Path.TrimEnd('/') + "/" + Path.GetFileName(path)));
+    }
+
+    /// <summary>
     /// A plain local copy of a base backup in <paramref name="folder"/>: downloaded from <paramref name="blobRepository"/>
     /// when it lives there, decrypted with <paramref name="encryption"/> when its repository is encrypted.
     /// </summary>

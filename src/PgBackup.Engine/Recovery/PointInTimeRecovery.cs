@@ -22,6 +22,8 @@ public sealed record PointInTimeRequest
     /// <summary>Let the recovered instance archive into the original archive (it continues the cluster on a new timeline).</summary>
     public bool ContinueArchiving { get; init; }
     public string? ToolPath { get; init; }
+    /// <summary>For an encrypted Tar backup left encrypted (<see cref="RecoverySource.OpenArchive"/>): reads a tar file's plaintext.</summary>
+    public Func<string, Stream, Stream>? OpenArchive { get; init; }
 }
 
 /// <summary>
@@ -114,7 +116,7 @@ public static class PointInTimeRecovery
             {
                 var percent = (int)(Interlocked.Add(ref copied, n) * 30 / total);
                 if (Interlocked.Exchange(ref lastPercent, percent) != percent) reporter.Progress(activity, $"Restoring files ({copied >> 20} of {total >> 20} MB)", percent);
-            }, ct), ct);
+            }, ct, openArchive: request.OpenArchive), ct);
             await restore.ConfigureAwait(false);
             // The archived WAL is checked against its checksums from here on, on the core the single-threaded replay
             // leaves free (checking during the copy slowed both down).

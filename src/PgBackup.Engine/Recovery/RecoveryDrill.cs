@@ -111,7 +111,7 @@ public static class RecoveryDrill
                 var connection = request.Source with { Host = "localhost", Port = port, Database = "postgres", SslMode = null, SslRootCert = null };
                 recovered = await PointInTimeRecovery.RunAsync(new PointInTimeRequest
                 {
-                    Plan = plan, DataDirectory = directory, Port = port, Connection = connection, WalTool = request.WalTool, ToolPath = request.ToolPath,
+                    Plan = plan, DataDirectory = directory, Port = port, Connection = connection, WalTool = request.WalTool, ToolPath = request.ToolPath, OpenArchive = local.OpenArchive,
                 }, reporter, ct).ConfigureAwait(false);
                 report.Rto = rtoClock.Elapsed;
                 checks.Add(Check("Recovery", true, $"base backup {backup.Id} recovered to {recovered.ReachedLsn} on timeline {recovered.Timeline} (restore {Seconds(recovered.RestoreDuration)}, replay {Seconds(recovered.ReplayDuration)})"));

@@ -70,9 +70,18 @@ public sealed class RecoverySource : IDisposable
         }
     }
 
+    /// <summary>
+    /// For an encrypted Tar backup: its tar files stay encrypted (in the folder repository, or downloaded as they are
+    /// stored) and this reads each one's plaintext, so the restore decrypts while it extracts instead of writing a
+    /// decrypted copy first; null otherwise. Pass it to <see cref="PointInTimeRequest.OpenArchive"/>.
+    /// </summary>
+    public Func<string, Stream, Stream>? OpenArchive { get; private init; }
+    private RepositoryEncryption? _archiveEncryption;
+
     public void Dispose()
     {
         if (Spool != null) PartialBackup.DeletePath(Spool);
+        _archiveEncryption?.Dispose();
     }
 
     /// <param name="chosen">A backup the user picked (piped, or by id), from <paramref name="backupRepository"/>.</param>
@@ -92,10 +101,16 @@ public sealed class RecoverySource : IDisposable
         // Keys are checked before anything is read: the WAL's repository, and the backup's when that is another one.
         var walRoot = walRepository ?? backupRepository ?? (chosen != null ? RepositoryEncryption.RootOf(chosen, null) : null);
         var backupRoot = backupRepository ?? (chosen != null ? RepositoryEncryption.RootOf(chosen, null) : walRepository);
-        using var walEncryption = walRoot == null ? null : await RepositoryEncryption.OpenForReadingAsync(walRoot, keys, ct).ConfigureAwait(false);
+        var walEncryption = walRoot == null ? null : await RepositoryEncryption.OpenForReadingAsync(walRoot, keys, ct).ConfigureAwait(false);
         var sameRepository = backupRoot == null || walRoot == null || string.Equals(backupRoot.Display, walRoot.Display, StringComparison.Ordinal);
-        using var otherEncryption = sameRepository ? null : await RepositoryEncryption.OpenForReadingAsync(backupRoot!, keys, ct).ConfigureAwait(false);
+        RepositoryEncryption? otherEncryption;
+        try { otherEncryption = sameRepository ? null : await RepositoryEncryption.OpenForReadingAsync(backupRoot!, keys, ct).ConfigureAwait(false); }
+        catch { walEncryption?.Dispose(); throw; }
         var backupEncryption = sameRepository ? walEncryption : otherEncryption;
+        // Whichever the returned source reads its tar files with lives as long as the source; the others go at the end.
+        RepositoryEncryption? kept = null;
+        try
+        {
         var encrypted = walEncryption != null || backupEncryption != null;
         if (chosen == null)
         {
@@ -123,7 +138,14 @@ public sealed class RecoverySource : IDisposable
         try
         {
             var backup = chosen;
-            if (backupRepository is { IsBlob: true } || backupEncryption != null)
+            Func<string, Stream, Stream>? openArchive = null;
+            if (backupEncryption != null && chosen.Format == BaseBackupFormat.Tar)
+            {
+                // Only the manifest is decrypted here; the tar files are decrypted while the restore extracts them.
+                (backup, openArchive) = await BlobBaseBackups.EncryptedTarAsync(chosen, backupRepository is { IsBlob: true } ? backupRepository : null, backupEncryption, spool, ct).ConfigureAwait(false);
+                kept = backupEncryption;
+            }
+            else if (backupRepository is { IsBlob: true } || backupEncryption != null)
             {
                 reporter.Milestone($"{(backupEncryption != null ? "Decrypting" : "Downloading")} base backup {chosen.Id} from {backupRoot?.Display ?? chosen.Path} into {spool}.");
                 backup = await BlobBaseBackups.LocalCopyAsync(chosen, backupRepository is { IsBlob: true } ? backupRepository : null, backupEncryption, Path.Combine(spool, "backup"), ct).ConfigureAwait(false);
@@ -134,12 +156,18 @@ public sealed class RecoverySource : IDisposable
                 await DownloadWalAsync(walRoot!, chosen, spool, walEncryption, reporter, ct).ConfigureAwait(false);
                 wal = spool;
             }
-            return new RecoverySource([backup], true, wal, spool) { BackupPath = chosen.Path, Untried = untried };
+            return new RecoverySource([backup], true, wal, spool) { BackupPath = chosen.Path, Untried = untried, OpenArchive = openArchive, _archiveEncryption = kept };
         }
         catch
         {
             PartialBackup.DeletePath(spool);
             throw;
+        }
+        }
+        finally
+        {
+            if (walEncryption != kept) walEncryption?.Dispose();
+            if (otherEncryption != kept) otherEncryption?.Dispose();
         }
     }
 

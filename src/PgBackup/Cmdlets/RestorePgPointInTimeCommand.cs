@@ -126,6 +126,7 @@ public sealed class RestorePgPointInTimeCommand : PgCmdlet
                 Port = port,
                 Connection = connection,
                 WalTool = WalArchiveTool.InModuleFolder(ModuleFolder),
+                OpenArchive = _source.OpenArchive,
                 ListenAddresses = ListenAddress,
                 Force = Force,
                 ContinueArchiving = ContinueArchiving,
