@@ -51,7 +51,7 @@ internal sealed class WalEncryption : IDisposable
     public (string PlainSha256, string Sha256) Encrypt(string source, Stream output)
     {
         using var plainHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        using var hashing = new HashingWriteStream(output);
+        using var hashing = new PgBackup.Engine.Tools.HashingWriteStream(output);
         using (var input = new FileStream(source, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0, FileOptions.SequentialScan))
         using (var encrypting = EncryptedContent.Encrypt(hashing, _rsa, _key.KeyId, NameOf(Path.GetFileName(source)), leaveOpen: true))
         {
@@ -63,7 +63,7 @@ internal sealed class WalEncryption : IDisposable
                 encrypting.Write(buffer, 0, read);
             }
         }
-        return (Hex(plainHash.GetHashAndReset()), hashing.Hash());
+        return (Hex(plainHash.GetHashAndReset()), hashing.Sha256());
     }
 
     /// <summary>Decrypts an archived (already checksum-verified) file into <paramref name="destination"/>; a failed chunk throws <see cref="EncryptedContentException"/>.</summary>
@@ -101,33 +101,4 @@ internal sealed class WalEncryption : IDisposable
     private static string Hex(byte[] hash) => Convert.ToHexString(hash).ToLowerInvariant();
 
     public void Dispose() => _rsa.Dispose();
-
-    /// <summary>Passes writes through and hashes them, so the encrypted bytes are hashed as they are written, not read back.</summary>
-    private sealed class HashingWriteStream(Stream inner) : Stream
-    {
-        private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        public string Hash() => Hex(_hash.GetHashAndReset());
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() => inner.Flush();
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-
-        public override void Write(ReadOnlySpan<byte> buffer)
-        {
-            _hash.AppendData(buffer);
-            inner.Write(buffer);
-        }
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) _hash.Dispose();
-            base.Dispose(disposing);
-        }
-    }
 }

@@ -213,7 +213,7 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
             Assert.Contains("restored log file", File.ReadAllText(Path.Combine(directory, InstanceControl.LogFileName)));
             await InstanceControl.RemoveAsync(directory, force: true, null, NullReporter.Instance, default);
             Assert.False(File.Exists(credentials), "Removing the standby removes the credential it was given.");
-            Assert.Empty(Directory.GetDirectories(tools).Where(d => Path.GetFileName(d) != "uses"));
+            Assert.DoesNotContain(Directory.GetDirectories(tools), d => Path.GetFileName(d) != "uses");
         }
         finally { Environment.SetEnvironmentVariable(InstalledToolUses.RootVariable, null); }
     }

@@ -141,7 +141,7 @@ public sealed class EncryptedRepositoryTests(CanaryClusterFixture fixture, Azuri
         using var rsa = RSA.Create(2048);
         using var certificate = new CertificateRequest("CN=pgbackup-dr", rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1)
             .CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddYears(1));
-        using var publicOnly = new X509Certificate2(certificate.Export(X509ContentType.Cert));
+        using var publicOnly = X509CertificateLoader.LoadCertificate(certificate.Export(X509ContentType.Cert));
         var repository = NewRepository(blob: false);
         await CreateEncryptedAsync(repository, null, publicOnly);
 

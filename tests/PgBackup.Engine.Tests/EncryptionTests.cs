@@ -144,7 +144,7 @@ public sealed class EncryptionTests
         using var byEc = keyring.Unlock(new RepositoryKeys(null, [dr]), "r");
         Assert.Equal(keyring.PublicKeyInfo, byEc.ExportSubjectPublicKeyInfo());
 
-        using var publicOnly = new X509Certificate2(production.Export(X509ContentType.Cert));
+        using var publicOnly = X509CertificateLoader.LoadCertificate(production.Export(X509ContentType.Cert));
         var refused = Assert.Throws<PgBackupException>(() => keyring.Unlock(new RepositoryKeys(null, [publicOnly]), "r"));
         Assert.Equal("PgBackup.DecryptionFailed", refused.ErrorId);
         Assert.Contains("only its public part", refused.Message);

@@ -91,14 +91,13 @@ public abstract class FollowedFileTarget : IAsyncDisposable
     public sealed class ToFile : FollowedFileTarget
     {
         private readonly FileStream _file;
-        private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        private readonly HashingStream _hashing;
+        private readonly Tools.HashingWriteStream _hashing;
 
         /// <param name="name">The file's name in the repository, bound into its encryption.</param>
         public ToFile(string path, RepositoryEncryption? encryption, string name)
         {
             _file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
-            _hashing = new HashingStream(_file, _hash);
+            _hashing = new Tools.HashingWriteStream(_file);
             Open(_hashing, encryption, name);
         }
 
@@ -108,7 +107,7 @@ public abstract class FollowedFileTarget : IAsyncDisposable
         {
             await _file.FlushAsync().ConfigureAwait(false);
             _file.Flush(flushToDisk: true);
-            return Convert.ToHexString(_hash.GetHashAndReset()).ToLowerInvariant();
+            return _hashing.Sha256();
         }
 
         public override Task CommitAsync() => Task.CompletedTask;
@@ -117,41 +116,7 @@ public abstract class FollowedFileTarget : IAsyncDisposable
         {
             await base.DisposeAsync().ConfigureAwait(false);
             await _file.DisposeAsync().ConfigureAwait(false);
-            _hash.Dispose();
-        }
-    }
-
-    /// <summary>Passes writes through, hashing and counting them.</summary>
-    private sealed class HashingStream(Stream inner, IncrementalHash hash) : Stream
-    {
-        private long _length;
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => _length;
-        public override long Position { get => _length; set => throw new NotSupportedException(); }
-        public override void Flush() => inner.Flush();
-        public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-
-        public override void Write(ReadOnlySpan<byte> buffer)
-        {
-            hash.AppendData(buffer);
-            _length += buffer.Length;
-            inner.Write(buffer);
-        }
-
-        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
-        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
-        {
-            hash.AppendData(buffer.Span);
-            _length += buffer.Length;
-            return inner.WriteAsync(buffer, cancellationToken);
+            await _hashing.DisposeAsync().ConfigureAwait(false);
         }
     }
 }

@@ -100,66 +100,49 @@ public sealed class RepositoryEncryption : IDisposable
         RootOf(backup, blobRepository) is { } root ? await OpenForReadingAsync(root, keys, ct).ConfigureAwait(false) : null;
 
     /// <summary>Encrypts a local file, or every file of a local folder, into <paramref name="destination"/> as the repository's <paramref name="name"/>.</summary>
-    public async Task EncryptTreeAsync(string source, string destination, string name, CancellationToken ct)
-    {
-        if (File.Exists(source))
+    public Task EncryptTreeAsync(string source, string destination, string name, CancellationToken ct) =>
+        EachFileAsync(source, destination, name, name, async (input, output, fileName, _, token) =>
         {
-            await EncryptFileAsync(source, destination, name, ct).ConfigureAwait(false);
-            return;
-        }
-        CopyFolders(source, destination);
-        var files = Directory.GetFiles(source, "*", SearchOption.AllDirectories);
-        await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Environment.ProcessorCount), CancellationToken = ct }, async (file, token) =>
-        {
-            var relative = Path.GetRelativePath(source, file).Replace('\\', '/');
-            var target = Path.Combine(destination, relative);
-            await EncryptFileAsync(file, target, name + "/" + relative, token).ConfigureAwait(false);
-        }).ConfigureAwait(false);
-    }
-
-    /// <summary>Every folder of <paramref name="source"/>, empty ones included (a data directory needs pg_notify and the like), under <paramref name="destination"/>.</summary>
-    private static void CopyFolders(string source, string destination)
-    {
-        Directory.CreateDirectory(destination);
-        foreach (var folder in Directory.GetDirectories(source, "*", SearchOption.AllDirectories))
-            Directory.CreateDirectory(Path.Combine(destination, Path.GetRelativePath(source, folder)));
-    }
-
-    private async Task EncryptFileAsync(string source, string destination, string name, CancellationToken ct)
-    {
-        await using var input = new FileStream(source, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous);
-        await using var output = new FileStream(destination, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
-        await using (var encrypting = Encrypt(output, name, leaveOpen: true))
-            await input.CopyToAsync(encrypting, 1 << 20, ct).ConfigureAwait(false);
-        output.Flush(flushToDisk: true);
-    }
+            await using (var encrypting = Encrypt(output, fileName, leaveOpen: true))
+                await input.CopyToAsync(encrypting, 1 << 20, token).ConfigureAwait(false);
+            output.Flush(flushToDisk: true);
+        }, ct);
 
     /// <summary>
     /// Decrypts an encrypted file, or every file of an encrypted folder, into <paramref name="destination"/> (a local,
     /// temporary place), authenticating all of it; <paramref name="location"/> is how errors name the backup.
     /// </summary>
-    public async Task DecryptTreeAsync(string source, string destination, string name, string location, CancellationToken ct)
+    public Task DecryptTreeAsync(string source, string destination, string name, string location, CancellationToken ct) =>
+        EachFileAsync(source, destination, name, location, (input, output, fileName, fileLocation, token) => DecryptToAsync(input, fileName, fileLocation, output, token), ct);
+
+    /// <summary>
+    /// Runs <paramref name="transform"/> from <paramref name="source"/> (a file, or every file of a folder, several at once)
+    /// to the same place under <paramref name="destination"/>, with each file's name in the repository and in messages.
+    /// Every folder is made, empty ones included (a data directory needs pg_notify and the like).
+    /// </summary>
+    private static async Task EachFileAsync(string source, string destination, string name, string location,
+        Func<Stream, FileStream, string, string, CancellationToken, Task> transform, CancellationToken ct)
     {
+        static async Task OneAsync(string from, string to, string fileName, string fileLocation, Func<Stream, FileStream, string, string, CancellationToken, Task> transform, CancellationToken token)
+        {
+            await using var input = new FileStream(from, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous);
+            await using var output = new FileStream(to, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
+            await transform(input, output, fileName, fileLocation, token).ConfigureAwait(false);
+        }
         if (File.Exists(source))
         {
-            await DecryptFileAsync(source, destination, name, location, ct).ConfigureAwait(false);
+            await OneAsync(source, destination, name, location, transform, ct).ConfigureAwait(false);
             return;
         }
-        CopyFolders(source, destination);
-        var files = Directory.GetFiles(source, "*", SearchOption.AllDirectories);
-        await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Environment.ProcessorCount), CancellationToken = ct }, async (file, token) =>
-        {
-            var relative = Path.GetRelativePath(source, file).Replace('\\', '/');
-            var target = Path.Combine(destination, relative);
-            await DecryptFileAsync(file, target, name + "/" + relative, location.TrimEnd('/') + "/" + relative, token).ConfigureAwait(false);
-        }).ConfigureAwait(false);
-    }
-
-    private async Task DecryptFileAsync(string source, string destination, string name, string location, CancellationToken ct)
-    {
-        await using var input = new FileStream(source, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous);
-        await using var output = new FileStream(destination, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
-        await DecryptToAsync(input, name, location, output, ct).ConfigureAwait(false);
+        Directory.CreateDirectory(destination);
+        foreach (var folder in Directory.GetDirectories(source, "*", SearchOption.AllDirectories))
+            Directory.CreateDirectory(Path.Combine(destination, Path.GetRelativePath(source, folder)));
+        await Parallel.ForEachAsync(Directory.GetFiles(source, "*", SearchOption.AllDirectories),
+            new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Environment.ProcessorCount), CancellationToken = ct }, async (file, token) =>
+            {
+                var relative = Path.GetRelativePath(source, file).Replace('\\', '/');
+                await OneAsync(file, Path.Combine(destination, relative), name + "/" + relative, location.TrimEnd('/') + "/" + relative, transform, token).ConfigureAwait(false);
+            }).ConfigureAwait(false);
     }
 
     public static PgBackupException Tampered(EncryptedContentException ex, string location) =>
