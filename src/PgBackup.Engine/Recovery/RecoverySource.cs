@@ -111,58 +111,58 @@ public sealed class RecoverySource : IDisposable
         RepositoryEncryption? kept = null;
         try
         {
-        var encrypted = walEncryption != null || backupEncryption != null;
-        if (chosen == null)
-        {
-            var repository = walRepository ?? throw new ArgumentException("Without a chosen backup a repository is needed.", nameof(walRepository));
-            var listed = (await BackupCatalog.ListAsync(repository, (backupId != null ? new CatalogFilter() : serverFilter ?? new CatalogFilter()) with { Kind = BackupKind.Base },
-                reporter.Warning, null, ct).ConfigureAwait(false)).OfType<BaseBackup>().ToList();
-            if (backupId != null)
-                chosen = RecoveryChoices.ById(listed, repository.Display, backupId);
-            else
+            var encrypted = walEncryption != null || backupEncryption != null;
+            if (chosen == null)
             {
-                var candidates = RecoveryChoices.OfServer(listed, repository.Display, serverName ?? "the server");
-                if (!repository.IsBlob && !encrypted) return new RecoverySource(candidates, false, repository.Folder, null);
-                // Only one backup is downloaded: the newest the metadata says can reach the target.
-                var left = candidates.Where(c => tried == null || !tried.Contains(c.Id)).ToList();
-                chosen = Likeliest(left, target);
-                untried = left.Where(c => c.StopLsn < chosen.StopLsn).ToList();
-                reporter.Verbose($"Recovering from base backup {chosen.Id}, the newest in {repository.Display} that can reach {target}.");
+                var repository = walRepository ?? throw new ArgumentException("Without a chosen backup a repository is needed.", nameof(walRepository));
+                var listed = (await BackupCatalog.ListAsync(repository, (backupId != null ? new CatalogFilter() : serverFilter ?? new CatalogFilter()) with { Kind = BackupKind.Base },
+                    reporter.Warning, null, ct).ConfigureAwait(false)).OfType<BaseBackup>().ToList();
+                if (backupId != null)
+                    chosen = RecoveryChoices.ById(listed, repository.Display, backupId);
+                else
+                {
+                    var candidates = RecoveryChoices.OfServer(listed, repository.Display, serverName ?? "the server");
+                    if (!repository.IsBlob && !encrypted) return new RecoverySource(candidates, false, repository.Folder, null);
+                    // Only one backup is downloaded: the newest the metadata says can reach the target.
+                    var left = candidates.Where(c => tried == null || !tried.Contains(c.Id)).ToList();
+                    chosen = Likeliest(left, target);
+                    untried = left.Where(c => c.StopLsn < chosen.StopLsn).ToList();
+                    reporter.Verbose($"Recovering from base backup {chosen.Id}, the newest in {repository.Display} that can reach {target}.");
+                }
+                if (repository.IsBlob) backupRepository = repository;
             }
-            if (repository.IsBlob) backupRepository = repository;
-        }
-        if (backupRepository is not { IsBlob: true } && !blobWal && !encrypted)
-            return new RecoverySource([chosen], true, walRepository?.Folder ?? chosen.Repository, null) { BackupPath = chosen.Path };
+            if (backupRepository is not { IsBlob: true } && !blobWal && !encrypted)
+                return new RecoverySource([chosen], true, walRepository?.Folder ?? chosen.Repository, null) { BackupPath = chosen.Path };
 
-        var spool = BlobBaseBackups.NewSpool();
-        try
-        {
-            var backup = chosen;
-            Func<string, Stream, Stream>? openArchive = null;
-            if (backupEncryption != null && chosen.Format == BaseBackupFormat.Tar)
+            var spool = BlobBaseBackups.NewSpool();
+            try
             {
-                // Only the manifest is decrypted here; the tar files are decrypted while the restore extracts them.
-                (backup, openArchive) = await BlobBaseBackups.EncryptedTarAsync(chosen, backupRepository is { IsBlob: true } ? backupRepository : null, backupEncryption, spool, ct).ConfigureAwait(false);
-                kept = backupEncryption;
+                var backup = chosen;
+                Func<string, Stream, Stream>? openArchive = null;
+                if (backupEncryption != null && chosen.Format == BaseBackupFormat.Tar)
+                {
+                    // Only the manifest is decrypted here; the tar files are decrypted while the restore extracts them.
+                    (backup, openArchive) = await BlobBaseBackups.EncryptedTarAsync(chosen, backupRepository is { IsBlob: true } ? backupRepository : null, backupEncryption, spool, ct).ConfigureAwait(false);
+                    kept = backupEncryption;
+                }
+                else if (backupRepository is { IsBlob: true } || backupEncryption != null)
+                {
+                    reporter.Milestone($"{(backupEncryption != null ? "Decrypting" : "Downloading")} base backup {chosen.Id} from {backupRoot?.Display ?? chosen.Path} into {spool}.");
+                    backup = await BlobBaseBackups.LocalCopyAsync(chosen, backupRepository is { IsBlob: true } ? backupRepository : null, backupEncryption, Path.Combine(spool, "backup"), ct).ConfigureAwait(false);
+                }
+                string? wal = walRepository?.Folder ?? (backupRepository is { IsBlob: true } ? null : chosen.Repository);
+                if ((blobWal || walEncryption != null) && !string.IsNullOrEmpty(chosen.SystemIdentifier))
+                {
+                    await DownloadWalAsync(walRoot!, chosen, spool, walEncryption, reporter, ct).ConfigureAwait(false);
+                    wal = spool;
+                }
+                return new RecoverySource([backup], true, wal, spool) { BackupPath = chosen.Path, Untried = untried, OpenArchive = openArchive, _archiveEncryption = kept };
             }
-            else if (backupRepository is { IsBlob: true } || backupEncryption != null)
+            catch
             {
-                reporter.Milestone($"{(backupEncryption != null ? "Decrypting" : "Downloading")} base backup {chosen.Id} from {backupRoot?.Display ?? chosen.Path} into {spool}.");
-                backup = await BlobBaseBackups.LocalCopyAsync(chosen, backupRepository is { IsBlob: true } ? backupRepository : null, backupEncryption, Path.Combine(spool, "backup"), ct).ConfigureAwait(false);
+                PartialBackup.DeletePath(spool);
+                throw;
             }
-            string? wal = walRepository?.Folder ?? (backupRepository is { IsBlob: true } ? null : chosen.Repository);
-            if ((blobWal || walEncryption != null) && !string.IsNullOrEmpty(chosen.SystemIdentifier))
-            {
-                await DownloadWalAsync(walRoot!, chosen, spool, walEncryption, reporter, ct).ConfigureAwait(false);
-                wal = spool;
-            }
-            return new RecoverySource([backup], true, wal, spool) { BackupPath = chosen.Path, Untried = untried, OpenArchive = openArchive, _archiveEncryption = kept };
-        }
-        catch
-        {
-            PartialBackup.DeletePath(spool);
-            throw;
-        }
         }
         finally
         {

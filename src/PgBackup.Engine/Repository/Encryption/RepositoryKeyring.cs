@@ -145,14 +145,23 @@ public sealed class RepositoryKeyring
                     $"The certificate {certificate.Subject} ({certificate.Thumbprint}) is a recipient of '{repository}', but this machine has only its public part, which can write backups there but not read them.", certificate.Thumbprint,
                     "Give the certificate with its private key (a .pfx, a .pem with its key, or one in the certificate store that has its key), or the repository's passphrase.");
             byte[] kek;
-            if (certificate.GetRSAPrivateKey() is { } rsa)
-                using (rsa) kek = rsa.Decrypt(recipient.KeyExchange!, RSAEncryptionPadding.OaepSHA256);
-            else
+            try
             {
-                using var ec = certificate.GetECDiffieHellmanPrivateKey() ?? throw new CryptographicException("no usable private key");
-                using var ephemeral = ECDiffieHellman.Create();
-                ephemeral.ImportSubjectPublicKeyInfo(recipient.KeyExchange, out _);
-                kek = ec.DeriveKeyFromHash(ephemeral.PublicKey, HashAlgorithmName.SHA256, "pgbackup-repository-key"u8.ToArray(), KeyId);
+                if (certificate.GetRSAPrivateKey() is { } rsa)
+                    using (rsa) kek = rsa.Decrypt(recipient.KeyExchange!, RSAEncryptionPadding.OaepSHA256);
+                else
+                {
+                    using var ec = certificate.GetECDiffieHellmanPrivateKey() ?? throw new CryptographicException("the certificate has no usable private key");
+                    using var ephemeral = ECDiffieHellman.Create();
+                    ephemeral.ImportSubjectPublicKeyInfo(recipient.KeyExchange, out _);
+                    kek = ec.DeriveKeyFromHash(ephemeral.PublicKey, HashAlgorithmName.SHA256, "pgbackup-repository-key"u8.ToArray(), KeyId);
+                }
+            }
+            catch (CryptographicException ex)
+            {
+                throw new PgBackupException("DecryptionFailed", ErrorKind.PermissionDenied,
+                    $"The certificate {certificate.Subject} ({certificate.Thumbprint}) could not unwrap the key of '{repository}': {ex.Message}", certificate.Thumbprint,
+                    "Check that the certificate's private key is the one it was issued with and that this account may use it, or give the passphrase.", ex);
             }
             return Open(kek, recipient, Associated("certificate", recipient.Thumbprint), repository, certificate.Thumbprint);
         }
