@@ -59,25 +59,11 @@ internal sealed class BlobArchive : IDisposable
     {
         var length = new FileInfo(source).Length;
         var (sha256, md5) = Hash(source);
-        using var put = Send(() =>
-        {
-            var request = Request(HttpMethod.Put, name);
-            request.Headers.Add("x-ms-blob-type", "BlockBlob");
-            request.Headers.Add(ChecksumHeader, sha256);
-            // Only where no blob of that name is: of two pushes at once exactly one writes, the other compares.
-            request.Headers.IfNoneMatch.Add(EntityTagHeaderValue.Any);
-            request.Content = new StreamContent(new FileStream(source, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.SequentialScan));
-            request.Content.Headers.ContentLength = length;
-            request.Content.Headers.ContentMD5 = md5;
-            request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
-            return request;
-        }, $"archive {name}");
-        if (put.StatusCode == HttpStatusCode.Created) return 0;
-        if (put.StatusCode is not (HttpStatusCode.Conflict or HttpStatusCode.PreconditionFailed)) throw Refused(put, $"archive {name}");
+        if (PutIfAbsent(name, () => new StreamContent(new FileStream(source, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.SequentialScan)), length, md5,
+            (ChecksumHeader, sha256))) return 0;
 
         // PostgreSQL may archive a segment again after a crash between archiving and recording it.
-        using var head = Send(() => Request(HttpMethod.Head, name), $"read {name}");
-        if (!head.IsSuccessStatusCode) throw Refused(head, $"read {name}");
+        using var head = Head(name);
         var archived = head.Headers.TryGetValues(ChecksumHeader, out var values) ? values.FirstOrDefault() : null;
         if (archived == null || head.Content.Headers.ContentLength != length) archived = HashRemote(name);
         return archived == sha256 ? 0
@@ -99,28 +85,49 @@ internal sealed class BlobArchive : IDisposable
         var bytes = buffer.GetBuffer();
         var length = (int)buffer.Length;
         var md5 = MD5.HashData(bytes.AsSpan(0, length));
-        using var put = Send(() =>
-        {
-            var request = Request(HttpMethod.Put, name);
-            request.Headers.Add("x-ms-blob-type", "BlockBlob");
-            request.Headers.Add(ChecksumHeader, sha256);
-            request.Headers.Add(PlainChecksumHeader, plain);
-            if (WalEncryption.LineageOf(source) is { } lineage) request.Headers.Add(LineageHeader, lineage.Length == 0 ? "none" : lineage);
-            request.Headers.IfNoneMatch.Add(EntityTagHeaderValue.Any);
-            request.Content = new ByteArrayContent(bytes, 0, length);
-            request.Content.Headers.ContentMD5 = md5;
-            request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
-            return request;
-        }, $"archive {name}");
-        if (put.StatusCode == HttpStatusCode.Created) return 0;
-        if (put.StatusCode is not (HttpStatusCode.Conflict or HttpStatusCode.PreconditionFailed)) throw Refused(put, $"archive {name}");
-        using var head = Send(() => Request(HttpMethod.Head, name), $"read {name}");
-        if (!head.IsSuccessStatusCode) throw Refused(head, $"read {name}");
+        var lineage = WalEncryption.LineageOf(source);
+        (string, string)[] metadata = lineage == null
+            ? [(ChecksumHeader, sha256), (PlainChecksumHeader, plain)]
+            : [(ChecksumHeader, sha256), (PlainChecksumHeader, plain), (LineageHeader, lineage.Length == 0 ? "none" : lineage)];
+        if (PutIfAbsent(name, () => new ByteArrayContent(bytes, 0, length), length, md5, metadata)) return 0;
+        using var head = Head(name);
         var archived = head.Headers.TryGetValues(PlainChecksumHeader, out var values) ? values.FirstOrDefault() : null;
         return archived == plain ? 0
             : error(4, archived == null
                 ? $"{name} is already archived in {_location} without a record of its plaintext's SHA-256, so it cannot be compared; refusing to overwrite"
                 : $"{name} is already archived in {_location} with different content (plaintext sha256 {archived}, new {plain}); refusing to overwrite");
+    }
+
+    /// <summary>
+    /// Put Blob with the SHA-256 (and other values) in its metadata and Content-MD5 checked by the service, only where no
+    /// blob of that name is: of two pushes at once exactly one writes, the other compares.
+    /// </summary>
+    /// <returns>True when this call wrote the blob; false when one of that name is there already.</returns>
+    private bool PutIfAbsent(string name, Func<HttpContent> content, long length, byte[] md5, params (string Name, string Value)[] metadata)
+    {
+        using var put = Send(() =>
+        {
+            var request = Request(HttpMethod.Put, name);
+            request.Headers.Add("x-ms-blob-type", "BlockBlob");
+            foreach (var (header, value) in metadata) request.Headers.Add(header, value);
+            request.Headers.IfNoneMatch.Add(EntityTagHeaderValue.Any);
+            request.Content = content();
+            request.Content.Headers.ContentLength = length;
+            request.Content.Headers.ContentMD5 = md5;
+            request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+            return request;
+        }, $"archive {name}");
+        if (put.StatusCode == HttpStatusCode.Created) return true;
+        if (put.StatusCode is not (HttpStatusCode.Conflict or HttpStatusCode.PreconditionFailed)) throw Refused(put, $"archive {name}");
+        return false;
+    }
+
+    /// <summary>The properties and metadata of an archived blob.</summary>
+    private HttpResponseMessage Head(string name)
+    {
+        var head = Send(() => Request(HttpMethod.Head, name), $"read {name}");
+        if (head.IsSuccessStatusCode) return head;
+        using (head) throw Refused(head, $"read {name}");
     }
 
     /// <returns>0 when fetched and checked (and, in an encrypted archive, decrypted); 1 when the archive does not hold <paramref name="name"/>.</returns>
