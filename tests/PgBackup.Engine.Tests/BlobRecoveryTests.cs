@@ -197,20 +197,8 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
             Assert.True(File.Exists(credentials));
 
             // Stopped, the standby misses WAL that the primary then recycles (wal_keep_size 0, no slot): only the archive has it.
-            await InstanceControl.StopAsync(directory, StopMode.Fast, TimeSpan.FromSeconds(60), null, NullReporter.Instance, default);
-            for (var i = 0; i < 4; i++) fx.Cluster.Psql("insert into ledger select 1000 + g from generate_series(1, 200) g on conflict do nothing; select pg_switch_wal()");
-            fx.Cluster.Psql("delete from ledger where id > 1000");
-            var lsn = fx.Cluster.Psql("select pg_current_wal_lsn()");
-            fx.Cluster.ArchiveCurrentSegment();
-            fx.Cluster.Psql("checkpoint");
-            await InstanceControl.StartAsync(directory, port, TimeSpan.FromSeconds(60), null, NullReporter.Instance, default);
-            var deadline = DateTime.UtcNow.AddSeconds(60);
-            while (PgTestCluster.QueryAt(port, $"select pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn") != "t")
-            {
-                Assert.True(DateTime.UtcNow < deadline, "the standby did not catch up through the archive within 60 s");
-                await Task.Delay(200);
-            }
-            Assert.Contains("restored log file", File.ReadAllText(Path.Combine(directory, InstanceControl.LogFileName)));
+            await RecoveredInstances.CatchUpThroughArchiveAsync(fx.Cluster, directory, port,
+                "insert into ledger select 1000 + g from generate_series(1, 200) g on conflict do nothing", "delete from ledger where id > 1000");
             await InstanceControl.RemoveAsync(directory, force: true, null, NullReporter.Instance, default);
             Assert.False(File.Exists(credentials), "Removing the standby removes the credential it was given.");
             Assert.DoesNotContain(Directory.GetDirectories(tools), d => Path.GetFileName(d) != "uses");

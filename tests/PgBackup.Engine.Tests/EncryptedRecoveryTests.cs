@@ -283,20 +283,8 @@ public abstract class EncryptedRecoveryTests(EncryptedRecoveryFixture fx) : IAsy
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(keyFile));
 
         // Stopped, the standby misses WAL that the primary then recycles (no slot): only the archive has it.
-        await InstanceControl.StopAsync(directory, StopMode.Fast, TimeSpan.FromSeconds(60), null, NullReporter.Instance, default);
-        for (var i = 0; i < 4; i++) fx.Cluster.Psql("insert into ledger select 1000 + g, 'x' from generate_series(1, 200) g on conflict do nothing; select pg_switch_wal()");
-        fx.Cluster.Psql("delete from ledger where id > 1000");
-        var lsn = fx.Cluster.Psql("select pg_current_wal_lsn()");
-        fx.Cluster.ArchiveCurrentSegment();
-        fx.Cluster.Psql("checkpoint");
-        await InstanceControl.StartAsync(directory, port, TimeSpan.FromSeconds(60), null, NullReporter.Instance, default);
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (PgTestCluster.QueryAt(port, $"select pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn") != "t")
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the standby did not catch up through the encrypted archive within 60 s");
-            await Task.Delay(200);
-        }
-        Assert.Contains("restored log file", File.ReadAllText(Path.Combine(directory, InstanceControl.LogFileName)));
+        await RecoveredInstances.CatchUpThroughArchiveAsync(fx.Cluster, directory, port,
+            "insert into ledger select 1000 + g, 'x' from generate_series(1, 200) g on conflict do nothing", "delete from ledger where id > 1000");
         await InstanceControl.RemoveAsync(directory, force: true, null, NullReporter.Instance, default);
         Assert.False(File.Exists(keyFile), "Removing the standby removes its key file.");
     }

@@ -3,6 +3,7 @@ using PgBackup.Engine;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Instance;
 using PgBackup.Testing;
+using Xunit;
 
 namespace PgBackup.Engine.Tests;
 
@@ -98,4 +99,27 @@ public sealed class RecoveredInstances
 
     /// <summary>The ids in the ledger table of the instance on <paramref name="port"/>, in order.</summary>
     public static int[] Ledger(int port) => (int[])Scalar(port, "select coalesce(array_agg(id order by id), '{}') from ledger");
+
+    /// <summary>
+    /// Stops the standby in <paramref name="directory"/>, makes the primary write (<paramref name="writeSql"/>, four times,
+    /// each followed by a WAL switch) and recycle WAL the standby then misses (no slot, wal_keep_size 0), starts the
+    /// standby again and waits until it has replayed all of it, which only the archive still has; asserts it restored from there.
+    /// </summary>
+    public static async Task CatchUpThroughArchiveAsync(PgTestCluster primary, string directory, int port, string writeSql, string cleanupSql)
+    {
+        await InstanceControl.StopAsync(directory, StopMode.Fast, TimeSpan.FromSeconds(60), null, NullReporter.Instance, default);
+        for (var i = 0; i < 4; i++) primary.Psql(writeSql + "; select pg_switch_wal()");
+        primary.Psql(cleanupSql);
+        var lsn = primary.Psql("select pg_current_wal_lsn()");
+        primary.ArchiveCurrentSegment();
+        primary.Psql("checkpoint");
+        await InstanceControl.StartAsync(directory, port, TimeSpan.FromSeconds(60), null, NullReporter.Instance, default);
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (PgTestCluster.QueryAt(port, $"select pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn") != "t")
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the standby did not catch up through the archive within 60 s");
+            await Task.Delay(200);
+        }
+        Assert.Contains("restored log file", File.ReadAllText(Path.Combine(directory, InstanceControl.LogFileName)));
+    }
 }
