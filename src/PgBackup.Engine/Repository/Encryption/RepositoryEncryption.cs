@@ -156,18 +156,8 @@ public sealed class RepositoryEncryption : IDisposable
     }
 
     /// <summary>Turns the format's own errors into BackupTampered while the plaintext is read.</summary>
-    private sealed class TamperReportingStream(DecryptingStream inner, string location) : Stream
+    private sealed class TamperReportingStream(DecryptingStream inner, string location) : Tools.ForwardReadStream(inner)
     {
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
         public override int Read(byte[] buffer, int offset, int count)
         {
             try { return inner.Read(buffer, offset, count); }
@@ -182,11 +172,5 @@ public sealed class RepositoryEncryption : IDisposable
 
         public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
             ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) inner.Dispose();
-            base.Dispose(disposing);
-        }
     }
 }
