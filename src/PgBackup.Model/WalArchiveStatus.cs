@@ -22,6 +22,11 @@ public sealed class WalArchiveStatus
     public string SystemIdentifier { get; set; } = "";
     public string ArchiveFolder { get; set; } = "";
     public uint Timeline { get; set; }
+    /// <summary>
+    /// Why the archive could not be read (a storage endpoint that does not answer, a credential refused); the archive's
+    /// side (segments, gaps, checksums) is then unknown and left empty, and only the server's side is reported. Null normally.
+    /// </summary>
+    public string? ArchiveError { get; set; }
 
     /// <summary>The oldest and newest complete segment of this timeline in the archive; null when it holds none (yet).</summary>
     public string? FirstSegment { get; set; }

@@ -55,6 +55,7 @@ internal static class AheadPusher
     {
         var spool = Path.Combine(walFolder, SpoolName);
         var status = Path.Combine(walFolder, "archive_status");
+        Directory.CreateDirectory(spool);
         using var worker = TryLock(Path.Combine(spool, WorkerLock));
         if (worker == null) return 0; // another pusher runs
         LogToSpool(spool);

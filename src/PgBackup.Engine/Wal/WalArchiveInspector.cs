@@ -44,16 +44,26 @@ public static class WalArchiveInspector
             server = await ReadServerStateAsync(connection, ct).ConfigureAwait(false);
 
             var archive = RepositoryLayout.ArchiveStore(repository, server.SystemIdentifier);
-            // Listed after the server was asked, so whatever it reports as archived is already in the listing.
-            if (!await Task.Run(() => archive.Exists, ct).ConfigureAwait(false))
-                throw new PgBackupException("WalArchiveNotFound", ErrorKind.ObjectNotFound,
-                    $"The repository {repository} holds no WAL archive for {target.Display} (system identifier {server.SystemIdentifier}): {archive.Location} does not exist.", archive.Location,
-                    $"Check -Repository, or set up archiving into it: Enable-PgWalArchiving -Server {target.Host}{(target.Port != 5432 ? $" -Port {target.Port}" : "")} -Repository {repository}");
-            inventory = WalInventory.Read(archive, server.SegmentSize, reporter.Warning);
+            backlog = await ReadBacklogAsync(connection, target, reporter, ct).ConfigureAwait(false);
+            try
+            {
+                // Listed after the server was asked, so whatever it reports as archived is already in the listing.
+                if (!await Task.Run(() => archive.Exists, ct).ConfigureAwait(false))
+                    throw new PgBackupException("WalArchiveNotFound", ErrorKind.ObjectNotFound,
+                        $"The repository {repository} holds no WAL archive for {target.Display} (system identifier {server.SystemIdentifier}): {archive.Location} does not exist.", archive.Location,
+                        $"Check -Repository, or set up archiving into it: Enable-PgWalArchiving -Server {target.Host}{(target.Port != 5432 ? $" -Port {target.Port}" : "")} -Repository {repository}");
+                inventory = WalInventory.Read(archive, server.SegmentSize, reporter.Warning);
+            }
+            catch (PgBackupException ex) when (ex.ErrorId is "PgBackup.StorageUnavailable" or "PgBackup.StorageFailed" or "PgBackup.StorageAccessDenied")
+            {
+                // When the repository is out of reach the backlog grows, which is exactly when monitoring needs to see it.
+                reporter.Warning($"The WAL archive {archive.Location} cannot be read now, so only the server's side (archiver, backlog) is reported: {ex.Message}");
+                reporter.ProgressCompleted(activity);
+                return [ServerSide(new WalArchiveStatus { ArchiveFolder = archive.Location, Timeline = server.Timeline, ArchiveError = ex.Message }, target, server, null, backlog, reporter)];
+            }
             live = LiveState(inventory, server);
             if (live.UnarchivedBytes > 0)
                 live = live with { StatusFileTimes = await ReadStatusFileTimesAsync(connection, live, reporter, ct).ConfigureAwait(false) };
-            backlog = await ReadBacklogAsync(connection, target, reporter, ct).ConfigureAwait(false);
         }
         catch (NpgsqlException ex) when (!ct.IsCancellationRequested)
         {
@@ -69,28 +79,7 @@ public static class WalArchiveInspector
             status.Port = target.Port;
             status.SystemIdentifier = server.SystemIdentifier;
         }
-        var current = statuses.Single(s => s.Timeline == server.Timeline);
-        current.InRecovery = server.InRecovery;
-        current.ArchivedCount = server.ArchivedCount;
-        current.LastArchivedWal = server.LastArchivedWal;
-        current.LastArchivedTime = server.LastArchivedTime;
-        current.FailedCount = server.FailedCount;
-        current.LastFailedWal = server.LastFailedWal;
-        current.LastFailedTime = server.LastFailedTime;
-        current.CurrentLsn = server.CurrentLsn;
-        current.CurrentSegment = live.CurrentSegment?.ToString();
-        current.UnarchivedBytes = live.UnarchivedBytes;
-        current.RecoveryPointObjective = RecoveryPointObjective(live, server.LastArchivedTime, server.Now);
-        current.ReadySegments = backlog.ReadySegments;
-        current.OldestReadySegment = backlog.OldestReadySegment;
-        current.OldestReadyAge = backlog.OldestReadyAge;
-        current.PgWalBytes = backlog.PgWalBytes;
-        current.PgWalDiskFreeBytes = backlog.DiskFreeBytes;
-        current.PgWalDiskBytes = backlog.DiskBytes;
-        current.DroppedSegments = backlog.Dropped;
-        if (backlog.Dropped is { Length: > 0 } gone)
-            reporter.Warning($"{gone.Length} WAL segment(s) of {target.Display} were dropped unarchived by the guard against a full pg_wal ({gone[0]}{(gone.Length > 1 ? $" to {gone[^1]}" : "")}): point-in-time recovery cannot pass them. Take a new base backup; delete pgbackup_dropped_wal.log in the data directory once you have.");
-
+        var current = ServerSide(statuses.Single(s => s.Timeline == server.Timeline), target, server, live, backlog, reporter);
         reporter.ProgressCompleted(activity);
         reporter.Milestone($"WAL archive of {target.Display} on timeline {server.Timeline}: {current.SegmentCount} segments up to {current.LastSegment ?? "none"}, " +
             $"{statuses.Sum(s => s.Gaps.Sum(g => g.MissingCount))} missing, {current.UnarchivedBytes?.ToString(CultureInfo.InvariantCulture) ?? "unknown"} bytes not archived" +
@@ -160,6 +149,36 @@ public static class WalArchiveInspector
             ?? StatusTime(live.FirstUnarchived)
             ?? lastArchivedTime;
         return oldestUnarchivedWrite is { } since ? (now - since < TimeSpan.Zero ? TimeSpan.Zero : now - since) : null;
+    }
+
+    /// <summary>The server's live state on the status of its current timeline; <paramref name="live"/> is null when the archive could not be read.</summary>
+    private static WalArchiveStatus ServerSide(WalArchiveStatus current, ConnectionTarget target, ServerWalState server, LiveArchiveState? live, WalBacklog backlog,
+        IOperationReporter reporter)
+    {
+        current.Server = target.Host;
+        current.Port = target.Port;
+        current.SystemIdentifier = server.SystemIdentifier;
+        current.InRecovery = server.InRecovery;
+        current.ArchivedCount = server.ArchivedCount;
+        current.LastArchivedWal = server.LastArchivedWal;
+        current.LastArchivedTime = server.LastArchivedTime;
+        current.FailedCount = server.FailedCount;
+        current.LastFailedWal = server.LastFailedWal;
+        current.LastFailedTime = server.LastFailedTime;
+        current.CurrentLsn = server.CurrentLsn;
+        current.CurrentSegment = live?.CurrentSegment?.ToString();
+        current.UnarchivedBytes = live?.UnarchivedBytes;
+        current.RecoveryPointObjective = live == null ? null : RecoveryPointObjective(live, server.LastArchivedTime, server.Now);
+        current.ReadySegments = backlog.ReadySegments;
+        current.OldestReadySegment = backlog.OldestReadySegment;
+        current.OldestReadyAge = backlog.OldestReadyAge;
+        current.PgWalBytes = backlog.PgWalBytes;
+        current.PgWalDiskFreeBytes = backlog.DiskFreeBytes;
+        current.PgWalDiskBytes = backlog.DiskBytes;
+        current.DroppedSegments = backlog.Dropped;
+        if (backlog.Dropped is { Length: > 0 } gone)
+            reporter.Warning($"{gone.Length} WAL segment(s) of {target.Display} were dropped unarchived by the guard against a full pg_wal ({gone[0]}{(gone.Length > 1 ? $" to {gone[^1]}" : "")}): point-in-time recovery cannot pass them. Take a new base backup; delete pgbackup_dropped_wal.log in the data directory once you have.");
+        return current;
     }
 
     /// <summary>Where the archive stands against the server's write position, on the server's current timeline.</summary>

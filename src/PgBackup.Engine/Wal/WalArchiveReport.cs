@@ -52,10 +52,18 @@ public static class WalArchiveReport
             systemIdentifier = (await ServerSession.ScalarAsync<long>(connection, "select system_identifier from pg_control_system()", ct).ConfigureAwait(false))
                 .ToString(CultureInfo.InvariantCulture);
 
-        var oldest = repository.IsBlob || Directory.Exists(repository.Folder)
-            ? (await BackupCatalog.ListAsync(repository, new CatalogFilter(Kind: BackupKind.Base), reporter.Warning, null, ct).ConfigureAwait(false)).OfType<BaseBackup>()
-                .Where(b => b.SystemIdentifier == systemIdentifier && !string.IsNullOrEmpty(b.StartSegment)).MinBy(b => b.StartLsn)
-            : null;
+        BaseBackup? oldest = null;
+        try
+        {
+            if (repository.IsBlob || Directory.Exists(repository.Folder))
+                oldest = (await BackupCatalog.ListAsync(repository, new CatalogFilter(Kind: BackupKind.Base), reporter.Warning, null, ct).ConfigureAwait(false)).OfType<BaseBackup>()
+                    .Where(b => b.SystemIdentifier == systemIdentifier && !string.IsNullOrEmpty(b.StartSegment)).MinBy(b => b.StartLsn);
+        }
+        catch (PgBackupException ex) when (ex.ErrorId is "PgBackup.StorageUnavailable" or "PgBackup.StorageFailed")
+        {
+            // The archive is out of reach too; the inspection still reports the server's side.
+            reporter.Verbose($"The backups in {repository} cannot be listed now: {ex.Message}");
+        }
         if (oldest != null) reporter.Verbose($"Checking the archive from {oldest.StartSegment}, where the oldest kept base backup ({oldest.Id}) starts.");
         return await WalArchiveInspector.InspectServerAsync(target, repository, oldest == null ? null : WalSegmentName.Parse(oldest.StartSegment),
             verifyChecksums, reporter, ct).ConfigureAwait(false);
