@@ -20,6 +20,8 @@ public sealed class WalArchivingResult
     public string ArchiveCommand { get; set; } = "";
     /// <summary>archive_timeout in effect now; null when it is 0 (no forced segment switch).</summary>
     public TimeSpan? ArchiveTimeout { get; set; }
+    /// <summary>How many segments a background pusher archives at once ahead of the server (-ArchiveParallel); 1 when none are pushed ahead.</summary>
+    public int ArchiveParallel { get; set; } = 1;
     /// <summary>Settings that were changed but take effect only after the server restarts.</summary>
     public string[] PendingRestart { get; set; } = [];
     public bool Restarted { get; set; }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using PgBackup.Engine.Tools;
@@ -36,46 +37,118 @@ internal static class Program
 
     private const string PlainPrefix = "plain-sha256 ";
     private const string LineagePrefix = "lineage ";
-    private static WalEncryption? encryption;
+    /// <summary>Each thread its own key object: pushes and fetches run on several threads with --parallel.</summary>
+    [ThreadStatic] private static WalEncryption? threadEncryption;
+    private static Func<WalEncryption>? loadEncryption;
+    private static WalEncryption? Encryption => loadEncryption == null ? null : threadEncryption ??= loadEncryption();
+
+    /// <summary>Set on threads that fetch ahead: their failures are not PostgreSQL's to read.</summary>
+    [ThreadStatic] internal static bool Quiet;
 
     private static int Main(string[] args)
     {
-        var keyOption = Array.FindIndex(args, a => a is WalEncryption.EncryptOption or WalEncryption.DecryptOption);
-        if (keyOption > 0)
+        var keyFile = TakeOption(ref args, WalEncryption.EncryptOption) ?? TakeOption(ref args, WalEncryption.DecryptOption);
+        if (keyFile != null)
         {
-            if (keyOption + 1 >= args.Length) return Error(Usage, $"{args[keyOption]} needs the path of a key file");
-            var decrypt = args[keyOption] == WalEncryption.DecryptOption;
-            if (decrypt != args[0] is "fetch") return Error(Usage, $"{args[keyOption]} belongs to {(decrypt ? "fetch" : "push")}");
-            var keyFile = args[keyOption + 1];
-            args = [.. args[..keyOption], .. args[(keyOption + 2)..]];
-            try { encryption = WalEncryption.Load(keyFile, decrypt); }
+            var decrypt = args[0] is "fetch";
+            try
+            {
+                using var probe = WalEncryption.Load(keyFile, decrypt);
+                loadEncryption = () => WalEncryption.Load(keyFile, decrypt);
+            }
             catch (Exception ex) { return Error(decrypt ? AbortRecovery : Failed, ex.Message); }
         }
+        var parallel = 1;
+        if (TakeOption(ref args, ParallelOption) is { } degree &&
+            (!int.TryParse(degree, NumberStyles.None, CultureInfo.InvariantCulture, out parallel) || parallel is < 1 or > 32))
+            return Error(Usage, $"{ParallelOption} needs a number from 1 to 32, not '{degree}'");
         // The guard against a full pg_wal is an option of push only, in either form.
         long? dropAbove = null;
         if (args is ["push", ..] && args.Length >= 2 && args[^2] == DropGuard.Option)
         {
-            if (!long.TryParse(args[^1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var limit))
+            if (!long.TryParse(args[^1], NumberStyles.None, CultureInfo.InvariantCulture, out var limit))
                 return Error(Usage, $"{DropGuard.Option} needs a number of bytes, not '{args[^1]}'");
             dropAbove = limit;
             args = args[..^2];
         }
         if (dropAbove is { } above && args is ["push", var guarded, ..])
-            return DropGuard.Apply(guarded, above, Main(args), Error);
+            return DropGuard.Apply(guarded, above, Push(args, parallel, keyFile), Error);
         return args switch
         {
-            ["push", var source, var url, "--credentials", var file] => Run(() => PushToBlob(source, url, file), Failed, $"could not archive '{source}' into {WithoutQuery(url)}"),
-            ["fetch", var url, var name, var destination, "--credentials", var file, .. var rest] when rest is [] or ["--standby"] =>
-                Run(() => FetchFromBlob(url, name, destination, file), rest.Length > 0 ? Failed : AbortRecovery, $"could not fetch '{name}' from {WithoutQuery(url)} to '{destination}'"),
-            ["check", var url, "--credentials", var file] => Run(() => { using var blob = new BlobArchive(url, file); blob.Check(); return Ok; }, Failed, $"{WithoutQuery(url)} is not usable"),
-            ["push", var source, var folder] => Run(() => Push(source, folder), Failed, $"could not archive '{source}' into '{folder}'"),
-            ["fetch", var folder, var name, var destination] => Run(() => Fetch(folder, name, destination), AbortRecovery,
-                $"could not fetch '{name}' from '{folder}' to '{destination}'"),
+            ["push", ..] => Push(args, parallel, keyFile),
+            [AheadPusher.WorkerCommand, var walFolder, var location, .. var rest] when rest is [] or [CredentialsOption, _] =>
+                Run(() => AheadPusher.Work(walFolder, parallel, Pusher(location, rest.Length > 0 ? rest[1] : null)), Failed, $"the background pusher for '{walFolder}' stopped"),
+            ["fetch", var location, var name, var destination, .. var rest] when rest is [] or [CredentialsOption, _] or [CredentialsOption, _, "--standby"] =>
+                Fetch(location, name, destination, rest.Length > 0 ? rest[1] : null, standby: rest.Length > 2, parallel),
             ["fetch", ..] => Error(AbortRecovery, "fetch needs three arguments: <archiveFolder> <fileName> <destinationPath>"),
+            ["check", var url, CredentialsOption, var file] => Run(() => { using var blob = new BlobArchive(url, file); blob.Check(); return Ok; }, Failed, $"{WithoutQuery(url)} is not usable"),
             ["--version"] => Version(),
-            _ => Error(Usage, "usage: pgbackup-wal push <sourcePath> <archiveFolder|archiveUrl --credentials <file>> | " +
-                              "pgbackup-wal fetch <archiveFolder|archiveUrl> <fileName> <destinationPath> [--credentials <file> [--standby]] | pgbackup-wal check <archiveUrl> --credentials <file>"),
+            _ => Error(Usage, "usage: pgbackup-wal push <sourcePath> <archiveFolder|archiveUrl --credentials <file>> [--parallel <n>] | " +
+                              "pgbackup-wal fetch <archiveFolder|archiveUrl> <fileName> <destinationPath> [--credentials <file> [--standby]] [--parallel <n>] | pgbackup-wal check <archiveUrl> --credentials <file>"),
         };
+    }
+
+    private const string CredentialsOption = "--credentials";
+    private const string ParallelOption = "--parallel";
+
+    /// <summary>Removes "option value" from the arguments and returns the value; null when the option is not there.</summary>
+    private static string? TakeOption(ref string[] args, string option)
+    {
+        var at = Array.IndexOf(args, option);
+        if (at < 1) return null;
+        if (at + 1 >= args.Length) throw new ArgumentException($"{option} needs a value");
+        var value = args[at + 1];
+        args = [.. args[..at], .. args[(at + 2)..]];
+        return value;
+    }
+
+    private static int Push(string[] args, int parallel, string? keyFile)
+    {
+        if (args is not ["push", var source, var location, .. var rest] || rest is not ([] or [CredentialsOption, _]))
+            return Error(Usage, "push needs <sourcePath> <archiveFolder>, or <sourcePath> <archiveUrl> --credentials <file>");
+        var credentials = rest.Length > 0 ? rest[1] : null;
+        var what = credentials == null ? $"could not archive '{source}' into '{location}'" : $"could not archive '{source}' into {WithoutQuery(location)}";
+        return Run(() =>
+        {
+            var walFolder = Path.GetDirectoryName(Path.GetFullPath(source))!;
+            Prefetcher.RemoveLeftovers(walFolder);
+            var push = Pusher(location, credentials);
+            if (parallel <= 1) return push(source);
+            string[] worker = [AheadPusher.WorkerCommand, walFolder, location, .. rest, ParallelOption, parallel.ToString(CultureInfo.InvariantCulture)];
+            if (keyFile != null) worker = [.. worker, WalEncryption.EncryptOption, keyFile];
+            return AheadPusher.Push(source, () => push(source), worker);
+        }, Failed, what);
+    }
+
+    /// <summary>Pushes one file into a folder or a blob archive (one client for all of a process's pushes).</summary>
+    private static Func<string, int> Pusher(string location, string? credentialsFile)
+    {
+        if (credentialsFile == null) return source => PushToFolder(source, location);
+        var blob = new Lazy<BlobArchive>(() => new BlobArchive(location, credentialsFile));
+        return source => PushToBlob(source, blob.Value);
+    }
+
+    /// <summary>
+    /// From a blob archive a storage failure aborts a recovery (exit 200), since "not found" would end it early at the
+    /// wrong point; with --standby it is "not found" (exit 1) instead, so a standby goes back to streaming rather than
+    /// shutting down.
+    /// </summary>
+    private static int Fetch(string location, string name, string destination, string? credentialsFile, bool standby, int parallel)
+    {
+        if (name.Length == 0 || name != Path.GetFileName(name) || name is "." or "..")
+            return Error(AbortRecovery, $"'{name}' is not a file name");
+        var what = credentialsFile == null ? $"could not fetch '{name}' from '{location}' to '{destination}'" : $"could not fetch '{name}' from {WithoutQuery(location)} to '{destination}'";
+        return Run(() =>
+        {
+            Func<string, string, int> fetch;
+            if (credentialsFile == null) fetch = (file, to) => FetchFromFolder(location, file, to);
+            else
+            {
+                var blob = new BlobArchive(location, credentialsFile);
+                fetch = (file, to) => blob.Fetch(file, to, AbortRecovery, Error, Encryption);
+            }
+            return parallel <= 1 ? fetch(name, destination) : Prefetcher.Fetch(name, destination, parallel, fetch);
+        }, standby ? Failed : AbortRecovery, what);
     }
 
     private static int Run(Func<int> command, int failureCode, string what)
@@ -84,7 +157,7 @@ internal static class Program
         catch (Exception ex) { return Error(failureCode, what + ": " + ex.Message); }
     }
 
-    private static int Push(string source, string folder)
+    private static int PushToFolder(string source, string folder)
     {
         var name = Path.GetFileName(source);
         if (name.Length == 0) return Error(Failed, $"'{source}' does not name a file");
@@ -93,8 +166,15 @@ internal static class Program
         Directory.CreateDirectory(folder);
         var destination = Path.Combine(folder, name);
         var sidecar = destination + SidecarSuffix;
+        var encryption = Encryption;
+        int Compare() => encryption == null ? AlreadyArchived(source, sourceInfo.Length, destination, sidecar, name, folder) : AlreadyArchivedEncrypted(source, sidecar, name, folder);
+        var replace = false;
         if (File.Exists(destination))
-            return encryption == null ? AlreadyArchived(source, sourceInfo.Length, destination, sidecar, name, folder) : AlreadyArchivedEncrypted(source, sidecar, name, folder);
+        {
+            var compared = Compare();
+            if (compared != Uncommitted) return compared;
+            replace = true;
+        }
 
         // The temporary names carry our pid, so a leftover from a crashed push never blocks this one.
         var temporary = destination + ".tmp." + Environment.ProcessId;
@@ -113,10 +193,16 @@ internal static class Program
                 var lineage = WalEncryption.LineageOf(source);
                 WriteDurably(sidecarTemporary, SidecarLine(hash, name) + PlainPrefix + plain + "\n" + (lineage != null ? LineagePrefix + lineage + "\n" : ""));
             }
-            // The segment goes into place before its sidecar, and never over a file that is there: of several pushes of
-            // one name at the same moment exactly one puts its file in place, and the others compare with it.
-            if (!DurableFiles.TryMoveNew(temporary, destination))
-                return encryption == null ? AlreadyArchived(source, sourceInfo.Length, destination, sidecar, name, folder) : AlreadyArchivedEncrypted(source, sidecar, name, folder);
+            // The segment goes into place before its sidecar, and never over a file that is there (unless it is the
+            // uncommitted leftover of a push that died): of several pushes of one name at the same moment exactly one puts
+            // its file in place, and the others compare with it.
+            if (replace) File.Move(temporary, destination, overwrite: true);
+            else if (!DurableFiles.TryMoveNew(temporary, destination))
+            {
+                var compared = Compare();
+                if (compared != Uncommitted) return compared;
+                File.Move(temporary, destination, overwrite: true);
+            }
             File.Move(sidecarTemporary, sidecar, overwrite: true);
             DurableFiles.SyncDirectory(folder);
             return Ok;
@@ -127,6 +213,14 @@ internal static class Program
             File.Delete(sidecarTemporary);
         }
     }
+
+    /// <summary>
+    /// An encrypted segment without its sidecar: the push that put it there died before committing it (it writes the
+    /// sidecar right after), so it was never acknowledged, and since it cannot be compared without the private key, it is
+    /// replaced. A push that is merely slow gets <see cref="UncommittedAfter"/> to finish.
+    /// </summary>
+    private const int Uncommitted = -1;
+    private static readonly TimeSpan UncommittedAfter = TimeSpan.FromSeconds(10);
 
     /// <summary>
     /// PostgreSQL may archive a segment again after a crash between archiving and recording it: the same content is
@@ -164,11 +258,20 @@ internal static class Program
     {
         var sourceHash = WalEncryption.PlainSha256Of(source);
         string? recorded = null;
-        for (var attempt = 0; attempt < 50 && recorded == null; attempt++)
+        var sidecarThere = false;
+        var archived = new FileInfo(Path.Combine(folder, name));
+        for (var attempt = 0; recorded == null; attempt++)
         {
-            try { recorded = File.ReadAllLines(sidecar).FirstOrDefault(l => l.StartsWith(PlainPrefix, StringComparison.Ordinal))?[PlainPrefix.Length..].Trim(); }
+            try
+            {
+                recorded = File.ReadAllLines(sidecar).FirstOrDefault(l => l.StartsWith(PlainPrefix, StringComparison.Ordinal))?[PlainPrefix.Length..].Trim();
+                sidecarThere = true;
+            }
             catch (FileNotFoundException) { }
-            if (recorded == null) Thread.Sleep(100);
+            if (recorded != null || (sidecarThere && attempt >= 50)) break;
+            archived.Refresh();
+            if (!sidecarThere && archived.Exists && DateTime.UtcNow - archived.LastWriteTimeUtc > UncommittedAfter) return Uncommitted;
+            Thread.Sleep(100);
         }
         if (recorded == sourceHash) return Ok;
         return Error(Conflict, recorded == null
@@ -176,31 +279,16 @@ internal static class Program
             : $"{name} is already archived in '{folder}' with different content (plaintext sha256 {recorded}, new {sourceHash}); refusing to overwrite");
     }
 
-    private static int PushToBlob(string source, string url, string credentialsFile)
+    private static int PushToBlob(string source, BlobArchive blob)
     {
         var name = Path.GetFileName(source);
         if (name.Length == 0) return Error(Failed, $"'{source}' does not name a file");
         if (!File.Exists(source)) return Error(Failed, $"the file to archive, '{source}', does not exist");
-        using var blob = new BlobArchive(url, credentialsFile);
-        return encryption == null ? blob.Push(source, name, Error) : blob.PushEncrypted(source, name, encryption, Error);
+        return Encryption is { } encryption ? blob.PushEncrypted(source, name, encryption, Error) : blob.Push(source, name, Error);
     }
 
-    /// <summary>
-    /// A storage failure aborts a recovery (exit 200), since "not found" would end it early at the wrong point; with
-    /// --standby it is "not found" (exit 1) instead, so a standby goes back to streaming rather than shutting down.
-    /// </summary>
-    private static int FetchFromBlob(string url, string name, string destination, string credentialsFile)
+    private static int FetchFromFolder(string folder, string name, string destination)
     {
-        if (name.Length == 0 || name != Path.GetFileName(name) || name is "." or "..")
-            return Error(AbortRecovery, $"'{name}' is not a file name");
-        using var blob = new BlobArchive(url, credentialsFile);
-        return blob.Fetch(name, destination, AbortRecovery, Error, encryption);
-    }
-
-    private static int Fetch(string folder, string name, string destination)
-    {
-        if (name.Length == 0 || name != Path.GetFileName(name) || name is "." or "..")
-            return Error(AbortRecovery, $"'{name}' is not a file name");
         var source = Path.Combine(folder, name);
         if (!File.Exists(source)) return Failed; // PostgreSQL asks for files that do not exist (the next segment, .history files) all the time.
 
@@ -221,6 +309,7 @@ internal static class Program
     /// <summary>Puts a fetched, checked file where PostgreSQL wants it: decrypted (and authenticated) first in an encrypted archive.</summary>
     internal static int Deliver(string fetched, string name, string destination, string what)
     {
+        var encryption = Encryption;
         if (encryption == null)
         {
             // An encrypted file handed to PostgreSQL as WAL would fail in confusing ways; it needs the standby's key file.
@@ -304,7 +393,7 @@ internal static class Program
 
     private static int Error(int code, string message)
     {
-        Console.Error.WriteLine("pgbackup-wal: " + message.ReplaceLineEndings(" "));
+        if (!Quiet) Console.Error.WriteLine("pgbackup-wal: " + message.ReplaceLineEndings(" "));
         return code;
     }
 }

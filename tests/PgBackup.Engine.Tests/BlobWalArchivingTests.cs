@@ -49,8 +49,9 @@ public sealed class BlobWalArchivingTests(AzuriteFixture azurite) : IClassFixtur
         var command = cluster.Psql("show archive_command");
         Assert.DoesNotContain("sig=", command);
         Assert.DoesNotContain(sas, command);
-        Assert.True(WalArchiveTool.TryParseArchiveCommand(command, out var location, out var credentialsFile));
-        Assert.Equal(result.Repository, location);
+        Assert.True(WalArchiveTool.TryParseArchiveCommand(command, out ArchiveCommandParts? parts));
+        Assert.Equal(result.Repository, parts.Location);
+        var (location, credentialsFile) = (parts.Location, parts.CredentialsFile);
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(credentialsFile!));
         Assert.Equal("postgres", ProcessRunner.Run("stat", ["-c", "%U", credentialsFile!]).StdOut.Trim());
         Assert.DoesNotContain(cluster.DataDirectory, credentialsFile!);

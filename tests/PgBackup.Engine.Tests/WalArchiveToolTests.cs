@@ -291,12 +291,16 @@ public sealed class WalArchiveToolTests : IDisposable
         Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(restored));
 
         // Disable-PgWalArchiving and the inspection know both forms, for folders and for blob archives.
-        Assert.True(WalArchiveTool.TryParseArchiveCommand(command, out var folder));
-        Assert.Equal(Archive, folder);
+        Assert.True(WalArchiveTool.TryParseArchiveCommand(command, out ArchiveCommandParts? folder));
+        Assert.Equal(Archive, folder.Location);
         Assert.True(WalArchiveTool.TryParseArchiveCommand(tool.ArchiveCommand("https://a.blob.core.windows.net/c/wal/1", "/var/lib/postgresql/.pgbackup/1-archive.json"),
-            out var url, out var credentials));
-        Assert.Equal("https://a.blob.core.windows.net/c/wal/1", url);
-        Assert.Equal("/var/lib/postgresql/.pgbackup/1-archive.json", credentials);
+            out ArchiveCommandParts? blob));
+        Assert.Equal("https://a.blob.core.windows.net/c/wal/1", blob.Location);
+        Assert.Equal("/var/lib/postgresql/.pgbackup/1-archive.json", blob.CredentialsFile);
+        // Every option read back, in the order the commands write them.
+        Assert.True(WalArchiveTool.TryParseArchiveCommand(tool.ArchiveCommand(Archive, "/c.json", dropBacklogAbove: 1024, keyFile: "/k.json", parallel: 4), out ArchiveCommandParts? all));
+        Assert.Equal(new ArchiveCommandParts(Archive, "/c.json", 1024, "/k.json", 4), all);
+        Assert.Contains(" --parallel 4", tool.RestoreCommand(Archive, prefetch: 4));
         // A server on another OS cannot run this machine's native build: its commands use the portable tool.
         Assert.False(tool.ForServer(ServerOs.Windows).IsNative);
     }
@@ -312,8 +316,8 @@ public sealed class WalArchiveToolTests : IDisposable
         Assert.Equal(@"'/usr/share/dotnet/dotnet' '/opt/pg backup/WalArchive/pgbackup-wal.dll' fetch '/srv/it'\''s 50%% full/wal/7301234567890123456' '%f' '%p'",
             tool.RestoreCommand(folder));
         Assert.Equal(@"cp '/srv/it'\''s 50%% full/wal/7301234567890123456/%f' '%p'", tool.CopyRestoreCommand(folder));
-        Assert.True(WalArchiveTool.TryParseArchiveCommand(tool.ArchiveCommand(folder), out var parsed));
-        Assert.Equal(folder, parsed);
+        Assert.True(WalArchiveTool.TryParseArchiveCommand(tool.ArchiveCommand(folder), out ArchiveCommandParts? parsed));
+        Assert.Equal(folder, parsed.Location);
         Assert.Throws<PgBackupException>(() => tool.ArchiveCommand("/srv/two\nlines"));
     }
 
@@ -330,8 +334,8 @@ public sealed class WalArchiveToolTests : IDisposable
         Assert.Equal(@"""C:\Program Files\dotnet\dotnet.exe"" ""C:\Program Files\PowerShell\Modules\PgBackup\0.1.0\WalArchive\pgbackup-wal.dll"" fetch ""D:\pg backup\wal\7301234567890123456"" ""%f"" ""%p""",
             windows.RestoreCommand(folder));
         Assert.Equal(@"copy /Y ""D:\pg backup\wal\7301234567890123456\%f"" ""%p""", windows.CopyRestoreCommand(folder));
-        Assert.True(WalArchiveTool.TryParseArchiveCommand(windows.ArchiveCommand(folder), out var parsed));
-        Assert.Equal(folder, parsed);
+        Assert.True(WalArchiveTool.TryParseArchiveCommand(windows.ArchiveCommand(folder), out ArchiveCommandParts? parsed));
+        Assert.Equal(folder, parsed.Location);
         Assert.Equal("PgBackup.InvalidWalArchivePath", Assert.Throws<PgBackupException>(() => windows.ArchiveCommand(@"D:\50% full")).ErrorId);
         Assert.Equal("PgBackup.InvalidWalArchivePath", Assert.Throws<PgBackupException>(() => windows.ArchiveCommand("D:\\a\"b")).ErrorId);
     }
@@ -339,10 +343,10 @@ public sealed class WalArchiveToolTests : IDisposable
     [Fact]
     public void Commands_of_other_tools_are_not_taken_for_pgbackup()
     {
-        Assert.False(WalArchiveTool.TryParseArchiveCommand("", out _));
-        Assert.False(WalArchiveTool.TryParseArchiveCommand("test ! -f /mnt/server/archivedir/%f && cp %p /mnt/server/archivedir/%f", out _));
-        Assert.False(WalArchiveTool.TryParseArchiveCommand("pgbackrest --stanza=main archive-push %p", out _));
-        Assert.False(WalArchiveTool.TryParseArchiveCommand("'/usr/bin/dotnet' '/x/pgbackup-wal.dll' fetch '/a' '%f' '%p'", out _));
+        Assert.False(WalArchiveTool.TryParseArchiveCommand("", out ArchiveCommandParts? _));
+        Assert.False(WalArchiveTool.TryParseArchiveCommand("test ! -f /mnt/server/archivedir/%f && cp %p /mnt/server/archivedir/%f", out ArchiveCommandParts? _));
+        Assert.False(WalArchiveTool.TryParseArchiveCommand("pgbackrest --stanza=main archive-push %p", out ArchiveCommandParts? _));
+        Assert.False(WalArchiveTool.TryParseArchiveCommand("'/usr/bin/dotnet' '/x/pgbackup-wal.dll' fetch '/a' '%f' '%p'", out ArchiveCommandParts? _));
     }
 
     [Fact]

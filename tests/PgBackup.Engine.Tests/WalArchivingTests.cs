@@ -238,8 +238,8 @@ public sealed class WalArchivingTests(PlainArchivingClusterFixture plain) : ICla
             // While archive_mode is off, PostgreSQL shows archive_command as "(disabled)"; the file holds what was set.
             Assert.Equal("(disabled)", plain.Cluster.Psql("show archive_command"));
             Assert.Equal(result.ArchiveCommand, plain.Cluster.Psql("select setting from pg_file_settings where name = 'archive_command'"));
-            Assert.True(WalArchiveTool.TryParseArchiveCommand(result.ArchiveCommand, out var configured));
-            Assert.Equal(result.Repository, configured);
+            Assert.True(WalArchiveTool.TryParseArchiveCommand(result.ArchiveCommand, out ArchiveCommandParts? configured));
+            Assert.Equal(result.Repository, configured.Location);
             var pending = await Assert.ThrowsAsync<PgBackupException>(() => ArchivingService.EnsureArchivingAsync(target, default));
             Assert.Equal("PgBackup.ArchivingNotEnabled", pending.ErrorId);
             Assert.Contains("restart", pending.Message);

@@ -159,6 +159,12 @@ public static class StandbyBuilder
     }
 
     /// <summary>
+    /// Segments the standby's restore_command fetches ahead, at once, when it catches up through the archive (the tool's
+    /// prefetch spool in pg_wal): a standby far behind replays from local copies instead of one round trip per segment.
+    /// </summary>
+    internal const int PrefetchSegments = 4;
+
+    /// <summary>
     /// The archive is the upstream cluster's: a folder archive as the upstream's archive_command names it (or under the
     /// repository); a blob archive through pgbackup-wal with a credentials file of the standby's own, in --standby mode so
     /// that a storage outage sends the standby back to streaming instead of shutting it down. From an encrypted repository
@@ -181,13 +187,13 @@ public static class StandbyBuilder
         if (!repository.IsBlob)
         {
             var folder = state.ArchiveFolder != null && state.CredentialsFile == null ? state.ArchiveFolder : RepositoryLayout.ArchiveFolder(repository.Folder!, systemIdentifier);
-            return (tool.RestoreCommand(folder, keyFile), null, keyFile);
+            return (tool.RestoreCommand(folder, keyFile, PrefetchSegments), null, keyFile);
         }
         var file = await WalCredentialsFile.PathForAsync(standbyUser, systemIdentifier, WalCredentialsFile.StandbyPurpose(request.DataDirectory), ct).ConfigureAwait(false);
         try { await WalCredentialsFile.WriteAsync(file, BlobStore.WalCredentials(repository).Serialize(), standbyUser, ct).ConfigureAwait(false); }
         catch { WalCredentialsFile.Remove(keyFile); throw; }
         reporter.Verbose($"The standby fetches archived WAL from {BlobWalArchiveStore.UrlOf(repository, systemIdentifier)} with the credential in {file}.");
-        return (tool.RestoreCommand(BlobWalArchiveStore.UrlOf(repository, systemIdentifier), file, standby: true, keyFile), file, keyFile);
+        return (tool.RestoreCommand(BlobWalArchiveStore.UrlOf(repository, systemIdentifier), file, standby: true, keyFile, PrefetchSegments), file, keyFile);
     }
 
     private static void CheckDataDirectory(string directory, bool force)

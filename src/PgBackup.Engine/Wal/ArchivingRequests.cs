@@ -32,6 +32,11 @@ public sealed record EnableArchivingRequest
     /// pg_wal, the segment is acknowledged without being archived (and recorded). Null: never (the default).
     /// </summary>
     public long? DropBacklogAbove { get; init; }
+    /// <summary>
+    /// Above 1: when the server asks for one segment, a background pusher also archives the next ready ones, this many at
+    /// a time; each is still acknowledged only once it is committed with its checksum. 1: only the segment asked for.
+    /// </summary>
+    public int ArchiveParallel { get; init; } = 1;
 }
 
 /// <summary>Undo Enable-PgWalArchiving (Disable-PgWalArchiving).</summary>
@@ -69,6 +74,8 @@ public sealed record ArchivingState
     public string? KeyFile { get; init; }
     /// <summary>The limit of the guard that drops segments when pg_wal's backlog passes it, when archive_command sets one.</summary>
     public long? DropBacklogAbove { get; init; }
+    /// <summary>How many segments the background pusher archives at once (archive_command's --parallel); 1 when it pushes none ahead.</summary>
+    public int ArchiveParallel { get; init; } = 1;
     /// <summary>Settings changed in the configuration that wait for a restart (pg_settings.pending_restart).</summary>
     public string[] PendingRestart { get; init; } = [];
     /// <summary>Null when this role may not call pg_control_system().</summary>

@@ -75,9 +75,7 @@ public static class ArchivingService
                         : await PrepareArchiveFolderAsync(RepositoryLayout.ArchiveFolder(request.Repository.Folder!, before.SystemIdentifier!), owner, reporter, ct).ConfigureAwait(false);
                     var folder = archive.Location;
                     archive = await PrepareEncryptionAsync(archive, request.Repository, before.SystemIdentifier!, server.DataDirectory, target, local, owner, reporter, ct).ConfigureAwait(false);
-                    var command = archive.CredentialsFile != null
-                        ? tool.ArchiveCommand(folder, archive.CredentialsFile, request.DropBacklogAbove, archive.KeyFile)
-                        : tool.ArchiveCommand(folder, request.DropBacklogAbove, archive.KeyFile);
+                    var command = tool.ArchiveCommand(folder, archive.CredentialsFile, request.DropBacklogAbove, archive.KeyFile, request.ArchiveParallel);
                     if (request.DropBacklogAbove is { } drop)
                         reporter.Warning($"With the guard set, a segment whose push fails while more than {drop} bytes of WAL wait in pg_wal is dropped: PostgreSQL recycles it unarchived, and point-in-time recovery cannot pass it. Get-PgWalArchive reports every dropped segment.");
                     if (local)
@@ -242,6 +240,10 @@ public static class ArchivingService
         if (r.DropBacklogAbove is < 0)
             throw new PgBackupException("InvalidDropBacklogAbove", ErrorKind.InvalidArgument, $"-DropBacklogAbove must not be negative, not {r.DropBacklogAbove}.", r.DropBacklogAbove,
                 "Pass the number of bytes of WAL that may wait in pg_wal before segments are dropped, such as 50GB; leave it out never to drop WAL.");
+        if (r.ArchiveParallel is < 1 or > WalArchiveTool.MaxParallel)
+            throw new PgBackupException("InvalidArchiveParallel", ErrorKind.InvalidArgument,
+                $"-ArchiveParallel must be from 1 to {WalArchiveTool.MaxParallel}, not {r.ArchiveParallel}.", r.ArchiveParallel,
+                "Pass how many segments may be archived at once, such as 4; 1 archives only the segment the server asks for.");
         if (r.VerifyTimeout <= TimeSpan.Zero)
             throw new PgBackupException("InvalidTimeout", ErrorKind.InvalidArgument, $"The verification timeout must be positive, not {r.VerifyTimeout}.", r.VerifyTimeout,
                 "Pass a positive timeout.");
@@ -313,7 +315,7 @@ public static class ArchivingService
                     "select coalesce((select setting from pg_file_settings where name = 'archive_command' and error is null order by seqno desc limit 1), '')", ct).ConfigureAwait(false)
                 : null;
         }
-        var ours = WalArchiveTool.TryParseArchiveCommand(command, out var folder, out var credentialsFile, out var dropAbove, out var keyFile);
+        var ours = WalArchiveTool.TryParseArchiveCommand(command, out ArchiveCommandParts? parts);
         var timeout = long.TryParse(settings.GetValueOrDefault("archive_timeout"), NumberStyles.Integer, CultureInfo.InvariantCulture, out var seconds) && seconds > 0
             ? TimeSpan.FromSeconds(seconds) : (TimeSpan?)null;
         return new ArchivingState
@@ -324,10 +326,11 @@ public static class ArchivingService
             ArchiveLibrary = settings.GetValueOrDefault("archive_library"),
             ArchiveTimeout = timeout,
             IsPgBackupCommand = ours,
-            ArchiveFolder = folder,
-            CredentialsFile = credentialsFile,
-            KeyFile = keyFile,
-            DropBacklogAbove = dropAbove,
+            ArchiveFolder = parts?.Location,
+            CredentialsFile = parts?.CredentialsFile,
+            KeyFile = parts?.KeyFile,
+            DropBacklogAbove = parts?.DropBacklogAbove,
+            ArchiveParallel = parts?.Parallel ?? 1,
             PendingRestart = [.. pending],
             SystemIdentifier = systemIdentifier,
         };
@@ -343,6 +346,7 @@ public static class ArchivingService
         WalLevel = state.WalLevel,
         ArchiveCommand = state.ArchiveCommand ?? "",
         ArchiveTimeout = state.ArchiveTimeout,
+        ArchiveParallel = state.ArchiveParallel,
         PendingRestart = state.PendingRestart,
         Restarted = restarted,
     };

@@ -92,13 +92,21 @@ public sealed class WalArchiveTool
     /// <summary>The option of push that drops segments when pg_wal's backlog passes a number of bytes (the tool's DropGuard).</summary>
     public const string DropOption = "--drop-backlog-above";
 
-    /// <summary>The archive_command value: pgbackup-wal push %p &lt;archiveFolder&gt; [--encrypt &lt;key file&gt;] [--drop-backlog-above &lt;bytes&gt;].</summary>
-    public string ArchiveCommand(string archiveFolder, long? dropBacklogAbove = null, string? keyFile = null) =>
-        string.Join(' ', Start, "push", Quote("%p", escapePercent: false), Quote(archiveFolder)) + Key(EncryptOption, keyFile) + Drop(dropBacklogAbove);
+    /// <summary>
+    /// The archive_command value: pgbackup-wal push %p &lt;archiveFolder | archiveUrl --credentials &lt;file&gt;&gt; [--encrypt &lt;key file&gt;]
+    /// [--parallel &lt;n&gt;] [--drop-backlog-above &lt;bytes&gt;].
+    /// </summary>
+    /// <param name="credentialsFile">For a blob archive: the file the tool reads its credential from.</param>
+    /// <param name="parallel">Above 1: a background pusher archives the next ready segments this many at a time (the tool's AheadPusher).</param>
+    public string ArchiveCommand(string archiveLocation, string? credentialsFile = null, long? dropBacklogAbove = null, string? keyFile = null, int parallel = 1) =>
+        string.Join(' ', Start, "push", Quote("%p", escapePercent: false), Quote(archiveLocation)) +
+        (credentialsFile != null ? $" {CredentialsOption} {Quote(credentialsFile)}" : "") + Key(EncryptOption, keyFile) + Parallel(parallel) + Drop(dropBacklogAbove);
 
-    /// <summary>The archive_command value for a blob archive: pgbackup-wal push %p &lt;archiveUrl&gt; --credentials &lt;file&gt; [--encrypt &lt;key file&gt;] [--drop-backlog-above &lt;bytes&gt;].</summary>
-    public string ArchiveCommand(string archiveUrl, string credentialsFile, long? dropBacklogAbove = null, string? keyFile = null) =>
-        string.Join(' ', Start, "push", Quote("%p", escapePercent: false), Quote(archiveUrl), CredentialsOption, Quote(credentialsFile)) + Key(EncryptOption, keyFile) + Drop(dropBacklogAbove);
+    /// <summary>The option of push (segments pushed ahead in the background) and fetch (segments prefetched) that sets how many run at once.</summary>
+    public const string ParallelOption = "--parallel";
+    public const int MaxParallel = 32;
+
+    private static string Parallel(int n) => n > 1 ? $" {ParallelOption} {n.ToString(System.Globalization.CultureInfo.InvariantCulture)}" : "";
 
     private static string Drop(long? bytes) => bytes is { } b ? $" {DropOption} {b.ToString(System.Globalization.CultureInfo.InvariantCulture)}" : "";
 
@@ -108,17 +116,18 @@ public sealed class WalArchiveTool
     public const string EncryptOption = "--encrypt";
     public const string DecryptOption = "--decrypt";
 
-    /// <summary>The restore_command value: pgbackup-wal fetch &lt;archiveFolder&gt; %f %p [--decrypt &lt;key file&gt;].</summary>
-    public string RestoreCommand(string archiveFolder, string? keyFile = null) =>
-        string.Join(' ', Start, "fetch", Quote(archiveFolder), Quote("%f", escapePercent: false), Quote("%p", escapePercent: false)) + Key(DecryptOption, keyFile);
+    /// <summary>The restore_command value: pgbackup-wal fetch &lt;archiveFolder&gt; %f %p [--decrypt &lt;key file&gt;] [--parallel &lt;n&gt;].</summary>
+    /// <param name="prefetch">Above 1: each fetch that misses the prefetch spool also fetches the next segments, this many at once.</param>
+    public string RestoreCommand(string archiveFolder, string? keyFile = null, int prefetch = 1) =>
+        string.Join(' ', Start, "fetch", Quote(archiveFolder), Quote("%f", escapePercent: false), Quote("%p", escapePercent: false)) + Key(DecryptOption, keyFile) + Parallel(prefetch);
 
     /// <summary>
     /// The restore_command value for a blob archive. <paramref name="standby"/>: a storage outage is "not in the archive"
     /// (the standby goes back to streaming) instead of aborting recovery.
     /// </summary>
-    public string RestoreCommand(string archiveUrl, string credentialsFile, bool standby, string? keyFile = null) =>
+    public string RestoreCommand(string archiveUrl, string credentialsFile, bool standby, string? keyFile = null, int prefetch = 1) =>
         string.Join(' ', Start, "fetch", Quote(archiveUrl), Quote("%f", escapePercent: false), Quote("%p", escapePercent: false),
-            CredentialsOption, Quote(credentialsFile)) + (standby ? " --standby" : "") + Key(DecryptOption, keyFile);
+            CredentialsOption, Quote(credentialsFile)) + (standby ? " --standby" : "") + Key(DecryptOption, keyFile) + Parallel(prefetch);
 
     /// <summary>The command line (program first) that makes the tool prove it can write, read and delete in a blob archive.</summary>
     public string[] CheckCommand(string archiveUrl, string credentialsFile) => [.. Invocation, "check", archiveUrl, CredentialsOption, credentialsFile];
@@ -155,35 +164,29 @@ public sealed class WalArchiveTool
     }
 
     /// <summary>
-    /// Recognises a command written by <see cref="ArchiveCommand(string)"/> or <see cref="ArchiveCommand(string, string)"/>
-    /// (for either OS) and returns where it archives: a folder, or a blob archive's URL with its credentials file.
+    /// Recognises a command written by <see cref="ArchiveCommand"/> (for either OS, the portable or the native tool) and
+    /// returns what it says: where it archives, and with which options.
     /// </summary>
-    public static bool TryParseArchiveCommand(string? command, out string? archiveLocation) => TryParseArchiveCommand(command, out archiveLocation, out _, out _);
-
-    public static bool TryParseArchiveCommand(string? command, out string? archiveLocation, out string? credentialsFile) =>
-        TryParseArchiveCommand(command, out archiveLocation, out credentialsFile, out _);
-
-    /// <param name="dropBacklogAbove">The guard's limit in bytes, when the command sets one.</param>
-    public static bool TryParseArchiveCommand(string? command, out string? archiveLocation, out string? credentialsFile, out long? dropBacklogAbove) =>
-        TryParseArchiveCommand(command, out archiveLocation, out credentialsFile, out dropBacklogAbove, out _);
-
-    /// <param name="keyFile">The key file of an encrypted repository's archive, when the command encrypts.</param>
-    public static bool TryParseArchiveCommand(string? command, out string? archiveLocation, out string? credentialsFile, out long? dropBacklogAbove, out string? keyFile)
+    public static bool TryParseArchiveCommand(string? command, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out ArchiveCommandParts? parts)
     {
-        archiveLocation = null;
-        credentialsFile = null;
-        dropBacklogAbove = null;
-        keyFile = null;
+        parts = null;
         if (string.IsNullOrWhiteSpace(command) || !command.Contains(Marker, StringComparison.OrdinalIgnoreCase)) return false;
         var words = Split(command);
         // The portable form runs the dll through a dotnet host; the native form is the program itself.
         if (words.Count > 1 && IsTool(words[1], FileName)) words.RemoveAt(0);
         else if (words.Count == 0 || !(IsTool(words[0], "pgbackup-wal") || IsTool(words[0], "pgbackup-wal.exe"))) return false;
+        // The options in the order ArchiveCommand writes them, taken from the end.
         long? drop = null;
         if (words.Count > 2 && words[^2] == DropOption)
         {
             if (!long.TryParse(words[^1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var limit)) return false;
             drop = limit;
+            words.RemoveRange(words.Count - 2, 2);
+        }
+        var parallel = 1;
+        if (words.Count > 2 && words[^2] == ParallelOption)
+        {
+            if (!int.TryParse(words[^1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out parallel) || parallel < 1) return false;
             words.RemoveRange(words.Count - 2, 2);
         }
         string? key = null;
@@ -199,10 +202,7 @@ public sealed class WalArchiveTool
             _ => ((string?)null, (string?)null),
         };
         if (location == null) return false;
-        archiveLocation = location;
-        credentialsFile = credentials;
-        dropBacklogAbove = drop;
-        keyFile = key;
+        parts = new ArchiveCommandParts(location, credentials, drop, key, parallel);
         return true;
     }
 
@@ -297,3 +297,11 @@ public sealed class WalArchiveTool
             "Install the .NET runtime 8 or later on the database server (Debian/Ubuntu: apt-get install dotnet-runtime-8.0; Windows: winget install Microsoft.DotNet.Runtime.8), or set DOTNET_HOST_PATH to its dotnet executable.");
     }
 }
+
+/// <summary>What a PgBackup archive_command says.</summary>
+/// <param name="Location">The archive folder, or a blob archive's URL.</param>
+/// <param name="CredentialsFile">The file a blob archive's credential is read from.</param>
+/// <param name="DropBacklogAbove">The guard's limit in bytes, when the command sets one.</param>
+/// <param name="KeyFile">The key file of an encrypted repository's archive, when the command encrypts.</param>
+/// <param name="Parallel">How many segments the background pusher archives at once; 1 when nothing is pushed ahead.</param>
+public sealed record ArchiveCommandParts(string Location, string? CredentialsFile, long? DropBacklogAbove, string? KeyFile, int Parallel);

@@ -32,6 +32,11 @@ public sealed class EnablePgWalArchivingCommand : PgServerCmdlet
     [ValidateRange(0, long.MaxValue)]
     public long? DropBacklogAbove { get; set; }
 
+    /// <summary>Segments archived at once by a background pusher ahead of the server; 1 (the default) archives only the one the server asks for.</summary>
+    [Parameter]
+    [ValidateRange(1, WalArchiveTool.MaxParallel)]
+    public int ArchiveParallel { get; set; } = 1;
+
     protected override void ProcessRecord()
     {
         var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
@@ -57,6 +62,7 @@ public sealed class EnablePgWalArchivingCommand : PgServerCmdlet
                 Force = Force,
                 ToolInstallRoot = WalToolInstallation.Root,
                 DropBacklogAbove = DropBacklogAbove,
+                ArchiveParallel = ArchiveParallel,
             };
             WriteObject(RunEngine((reporter, ct) => ArchivingService.EnableAsync(request, reporter, ct)));
         }
