@@ -17,28 +17,8 @@ public static class BlobBench
         var pgbackrest = new[] { "/usr/bin/pgbackrest" }.FirstOrDefault(File.Exists)
             ?? throw new InvalidOperationException("pgBackRest is needed for this benchmark: apt-get install -y pgbackrest");
 
-        // A certificate for 127.0.0.1 that this process trusts and pgBackRest is told not to verify
-        // (repo1-storage-verify-tls=n), as the issue's set-up says. .NET reads SSL_CERT_FILE natively, at start-up, so the
-        // benchmark runs again as a child process that has it.
-        var cert = Environment.GetEnvironmentVariable("PGBACKUP_BENCH_CERT");
-        if (cert == null)
-        {
-            cert = Path.Combine(work, "azurite.pem");
-            PhysicalBench.Check(ProcessRunner.Run("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", cert + ".key", "-out", cert, "-days", "2",
-                "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]));
-            var bundle = Path.Combine(work, "ca-bundle.pem");
-            File.WriteAllText(bundle, File.ReadAllText("/etc/ssl/certs/ca-certificates.crt") + File.ReadAllText(cert));
-            var self = new System.Diagnostics.ProcessStartInfo(Environment.ProcessPath!) { UseShellExecute = false };
-            foreach (var a in Environment.GetCommandLineArgs()) self.ArgumentList.Add(a);
-            if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet") { } else self.ArgumentList.RemoveAt(0);
-            self.Environment["SSL_CERT_FILE"] = bundle;
-            self.Environment["PGBACKUP_BENCH_CERT"] = cert;
-            using var child = System.Diagnostics.Process.Start(self)!;
-            child.WaitForExit();
-            Directory.Delete(work, recursive: true);
-            if (child.ExitCode != 0) throw new InvalidOperationException($"The benchmark failed (exit code {child.ExitCode}).");
-            return;
-        }
+        var cert = TrustedCertificate(work);
+        if (cert == null) return;
         var key = cert + ".key";
 
         using var azurite = AzuriteServer.Launch(cert, key);
@@ -50,15 +30,8 @@ public static class BlobBench
         using var cluster = PgTestCluster.Start("blobbench", new Dictionary<string, string> { ["max_wal_size"] = "4GB" });
         File.WriteAllText(conf, $"""
             [global]
-            repo1-type=azure
+            {PgBackRestAzureRepository(azurite)}
             repo1-path=/bench
-            repo1-azure-account={AzuriteServer.Account}
-            repo1-azure-key={AzuriteServer.AccountKey}
-            repo1-azure-container=pgbackrest
-            repo1-azure-uri-style=path
-            repo1-storage-host=127.0.0.1
-            repo1-storage-port={azurite.Port}
-            repo1-storage-verify-tls=n
             repo1-retention-full=1
             log-path={work}/pgbackrest-log
             lock-path={work}/pgbackrest-lock
@@ -82,16 +55,62 @@ public static class BlobBench
         Directory.Delete(work, recursive: true);
     }
 
+    /// <summary>
+    /// A certificate for 127.0.0.1 that this process trusts and pgBackRest is told not to verify
+    /// (repo1-storage-verify-tls=n), as the issue's set-up says. .NET reads SSL_CERT_FILE natively, at start-up, so the
+    /// benchmark runs again as a child process that has it: in the child this returns the certificate (its key is
+    /// &lt;certificate&gt;.key); in the parent it makes them in <paramref name="work"/>, runs the child, deletes
+    /// <paramref name="work"/> and returns null.
+    /// </summary>
+    internal static string? TrustedCertificate(string work)
+    {
+        var cert = Environment.GetEnvironmentVariable("PGBACKUP_BENCH_CERT");
+        if (cert != null) return cert;
+        cert = Path.Combine(work, "azurite.pem");
+        PhysicalBench.Check(ProcessRunner.Run("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", cert + ".key", "-out", cert, "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]));
+        var bundle = Path.Combine(work, "ca-bundle.pem");
+        File.WriteAllText(bundle, File.ReadAllText("/etc/ssl/certs/ca-certificates.crt") + File.ReadAllText(cert));
+        var self = new System.Diagnostics.ProcessStartInfo(Environment.ProcessPath!) { UseShellExecute = false };
+        foreach (var a in Environment.GetCommandLineArgs()) self.ArgumentList.Add(a);
+        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet") { } else self.ArgumentList.RemoveAt(0);
+        self.Environment["SSL_CERT_FILE"] = bundle;
+        self.Environment["PGBACKUP_BENCH_CERT"] = cert;
+        using var child = System.Diagnostics.Process.Start(self)!;
+        child.WaitForExit();
+        Directory.Delete(work, recursive: true);
+        if (child.ExitCode != 0) throw new InvalidOperationException($"The benchmark failed (exit code {child.ExitCode}).");
+        return null;
+    }
+
+    /// <summary>The lines of a pgBackRest configuration that put repo1 in Azurite's container "pgbackrest" (created by the caller).</summary>
+    internal static string PgBackRestAzureRepository(AzuriteServer azurite) => string.Join('\n',
+        "repo1-type=azure",
+        $"repo1-azure-account={AzuriteServer.Account}",
+        $"repo1-azure-key={AzuriteServer.AccountKey}",
+        "repo1-azure-container=pgbackrest",
+        "repo1-azure-uri-style=path",
+        "repo1-storage-host=127.0.0.1",
+        $"repo1-storage-port={azurite.Port}",
+        "repo1-storage-verify-tls=n");
+
+    /// <summary>The credentials file pgbackup-wal reads for Azurite's account, readable by the postgres user only.</summary>
+    internal static string WriteWalCredentials(string work)
+    {
+        var credentials = Path.Combine(work, "wal-credentials.json");
+        File.WriteAllText(credentials, $"{{\"accountName\": \"{AzuriteServer.Account}\", \"accountKey\": \"{AzuriteServer.AccountKey}\"}}");
+        PhysicalBench.Chown(credentials);
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(credentials, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        return credentials;
+    }
+
     private static void WalPush(PgTestCluster cluster, AzuriteServer azurite, BlobServiceClient service, string work, string conf, string pgbackrest, string bundle, int rounds)
     {
         var staging = PhysicalBench.StageSegments(cluster, work);
         var tool = PhysicalBench.WalTool();
         var native = PhysicalBench.NativeWalTool();
         var dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "/usr/share/dotnet/dotnet";
-        var credentials = Path.Combine(work, "wal-credentials.json");
-        File.WriteAllText(credentials, $"{{\"accountName\": \"{AzuriteServer.Account}\", \"accountKey\": \"{AzuriteServer.AccountKey}\"}}");
-        PhysicalBench.Chown(credentials);
-        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(credentials, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        var credentials = WriteWalCredentials(work);
         string Container(string dest) => "w" + Path.GetFileName(dest).Replace("-", "", StringComparison.Ordinal);
         string[] AsServer(params string[] argv) => ["env", "SSL_CERT_FILE=" + bundle, .. argv];
         PhysicalBench.PerSegment(staging, work, rounds, "run as the postgres user; Azurite on loopback over HTTPS",
