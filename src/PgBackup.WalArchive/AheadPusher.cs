@@ -24,6 +24,8 @@ internal static class AheadPusher
     public const string SpoolName = "pgbackup_archive_spool";
     private const string WorkerLock = "worker.lock";
     private const string WorkerLog = "worker.log";
+    /// <summary>The archive the running pusher pushes into, and the request to stop it.</summary>
+    private const string WorkerArchive = "worker.archive", WorkerStop = "worker.stop";
     /// <summary>The pusher ends after this long with nothing to push; the next call starts another.</summary>
     private static readonly TimeSpan IdleExit = TimeSpan.FromSeconds(3);
     private static readonly TimeSpan LongestBackoff = TimeSpan.FromSeconds(30);
@@ -31,18 +33,19 @@ internal static class AheadPusher
     /// <summary>The foreground: PostgreSQL's call for one file.</summary>
     /// <param name="pushNow">Pushes the file in this process, as without --parallel.</param>
     /// <param name="workerArguments">The arguments that start the background pusher for this archive.</param>
-    public static int Push(string source, Func<int> pushNow, string[] workerArguments)
+    /// <param name="archive">Where this command archives: a pusher for another archive (archive_command changed) is told to stop.</param>
+    public static int Push(string source, string archive, Func<int> pushNow, string[] workerArguments)
     {
         var full = Path.GetFullPath(source);
         var spool = Path.Combine(Path.GetDirectoryName(full)!, SpoolName);
         try { Directory.CreateDirectory(spool); }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return pushNow(); }
         var name = Path.GetFileName(full);
-        StartWorker(spool, workerArguments);
+        StartWorker(spool, archive, workerArguments);
         using var claim = Claim(spool, name);
-        if (TakeAcknowledgement(spool, name, full)) return 0;
+        if (TakeAcknowledgement(spool, name, full, archive)) return 0;
         var file = new FileInfo(full);
-        var identity = file.Exists ? Identity(file) : null;
+        var identity = file.Exists ? Identity(file, archive) : null;
         var result = pushNow();
         // Until PostgreSQL marks the file done, the pusher could take it up again: the .ok says it is committed.
         if (result == 0 && identity != null) File.WriteAllText(Path.Combine(spool, name + ".ok"), identity);
@@ -51,7 +54,7 @@ internal static class AheadPusher
 
     /// <summary>The background pusher (pgbackup-wal push-ahead &lt;pg_wal&gt; &lt;archive&gt; ... --parallel &lt;n&gt;).</summary>
     /// <param name="push">Pushes one file of pg_wal, with the same result codes as push.</param>
-    public static int Work(string walFolder, int parallel, Func<string, int> push)
+    public static int Work(string walFolder, string archive, int parallel, Func<string, int> push)
     {
         var spool = Path.Combine(walFolder, SpoolName);
         var status = Path.Combine(walFolder, "archive_status");
@@ -59,6 +62,9 @@ internal static class AheadPusher
         using var worker = TryLock(Path.Combine(spool, WorkerLock));
         if (worker == null) return 0; // another pusher runs
         LogToSpool(spool);
+        var stop = Path.Combine(spool, WorkerStop);
+        File.Delete(stop);
+        File.WriteAllText(Path.Combine(spool, WorkerArchive), archive);
 
         var gate = new object();
         var inFlight = new HashSet<string>(StringComparer.Ordinal);
@@ -66,7 +72,7 @@ internal static class AheadPusher
         using var slots = new SemaphoreSlim(parallel);
         var idle = Stopwatch.StartNew();
         var sweep = Stopwatch.StartNew();
-        while (Directory.Exists(status))
+        while (Directory.Exists(status) && !File.Exists(stop))
         {
             var started = 0;
             foreach (var name in ReadyFiles(status))
@@ -81,7 +87,7 @@ internal static class AheadPusher
                 {
                     try
                     {
-                        var result = PushOne(spool, status, walFolder, name, push);
+                        var result = PushOne(spool, status, walFolder, name, archive, push);
                         lock (gate)
                         {
                             if (result is 0 or null) failures.Remove(name);
@@ -110,7 +116,13 @@ internal static class AheadPusher
                 Sweep(spool, status);
                 sweep.Restart();
             }
-            Thread.Sleep(busy ? 2 : 10);
+            if (started > 0) continue;
+            // Every slot taken: wait for a push to end rather than list archive_status again meanwhile.
+            if (slots.CurrentCount == 0)
+            {
+                if (slots.Wait(100)) slots.Release();
+            }
+            else Thread.Sleep(10);
         }
         for (var i = 0; i < parallel; i++) slots.Wait();
         Sweep(spool, status);
@@ -118,34 +130,35 @@ internal static class AheadPusher
     }
 
     /// <returns>The push's result; null when the file needs no push from here (taken by the foreground, or already done).</returns>
-    private static int? PushOne(string spool, string status, string walFolder, string name, Func<string, int> push)
+    private static int? PushOne(string spool, string status, string walFolder, string name, string archive, Func<string, int> push)
     {
         using var claim = TryLock(Path.Combine(spool, name + ".lock"));
         if (claim == null || !File.Exists(Path.Combine(status, name + ".ready")) || File.Exists(Path.Combine(spool, name + ".ok"))) return null;
         var source = new FileInfo(Path.Combine(walFolder, name));
         if (!source.Exists) return null;
         // What the file is as the push reads it: a later call trusts the .ok only for the same file.
-        var identity = Identity(source);
+        var identity = Identity(source, archive);
         var result = push(source.FullName);
         if (result == 0) File.WriteAllText(Path.Combine(spool, name + ".ok"), identity);
         return result;
     }
 
     /// <summary>True, and the .ok consumed, when the pusher committed this very file; a stale .ok is removed.</summary>
-    private static bool TakeAcknowledgement(string spool, string name, string source)
+    private static bool TakeAcknowledgement(string spool, string name, string source, string archive)
     {
         var marker = Path.Combine(spool, name + ".ok");
         string recorded;
         try { recorded = File.ReadAllText(marker); }
         catch (FileNotFoundException) { return false; }
         var info = new FileInfo(source);
-        var matches = info.Exists && recorded == Identity(info);
+        var matches = info.Exists && recorded == Identity(info, archive);
         File.Delete(marker);
         return matches;
     }
 
-    private static string Identity(FileInfo file) =>
-        file.Length.ToString(CultureInfo.InvariantCulture) + " " + file.LastWriteTimeUtc.Ticks.ToString(CultureInfo.InvariantCulture);
+    /// <summary>The file as the push read it, and the archive it went to: an .ok says "this file is committed there".</summary>
+    private static string Identity(FileInfo file, string archive) =>
+        file.Length.ToString(CultureInfo.InvariantCulture) + " " + file.LastWriteTimeUtc.Ticks.ToString(CultureInfo.InvariantCulture) + "\n" + archive;
 
     /// <summary>The ready files in PostgreSQL's order: timeline history files first, then by name.</summary>
     private static IEnumerable<string> ReadyFiles(string status)
@@ -167,20 +180,35 @@ internal static class AheadPusher
             if (extension is not (".ok" or ".lock") || file == WorkerLock) continue;
             var name = file[..^extension.Length];
             if (File.Exists(Path.Combine(status, name + ".ready"))) continue;
-            using (var claim = TryLock(Path.Combine(spool, name + ".lock")))
+            try
             {
-                if (claim == null) continue;
-                File.Delete(Path.Combine(spool, name + ".ok"));
+                using (var claim = TryLock(Path.Combine(spool, name + ".lock")))
+                {
+                    if (claim == null) continue;
+                    File.Delete(Path.Combine(spool, name + ".ok"));
+                }
+                File.Delete(Path.Combine(spool, name + ".lock"));
             }
-            File.Delete(Path.Combine(spool, name + ".lock"));
+            catch (IOException) { } // taken again meanwhile (Windows refuses to delete an open file): the next sweep
+
         }
     }
 
     /// <summary>Starts the background pusher unless one runs; it exits at once if another won the race to start.</summary>
-    private static void StartWorker(string spool, string[] arguments)
+    private static void StartWorker(string spool, string archive, string[] arguments)
     {
         using (var probe = TryLock(Path.Combine(spool, WorkerLock)))
-            if (probe == null) return;
+        {
+            if (probe == null)
+            {
+                // A pusher for another archive (archive_command was changed) ends after its pushes in flight; the next call starts ours.
+                string? running = null;
+                try { running = File.ReadAllText(Path.Combine(spool, WorkerArchive)); }
+                catch (FileNotFoundException) { }
+                if (running != null && running != archive) File.WriteAllText(Path.Combine(spool, WorkerStop), "");
+                return;
+            }
+        }
         var start = new ProcessStartInfo(Environment.ProcessPath!)
         {
             UseShellExecute = false,

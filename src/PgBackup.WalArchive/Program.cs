@@ -77,7 +77,7 @@ internal static class Program
         {
             ["push", ..] => Push(args, parallel, keyFile),
             [AheadPusher.WorkerCommand, var walFolder, var location, .. var rest] when rest is [] or [CredentialsOption, _] =>
-                Run(() => AheadPusher.Work(walFolder, parallel, Pusher(location, rest.Length > 0 ? rest[1] : null)), Failed, $"the background pusher for '{walFolder}' stopped"),
+                Run(() => AheadPusher.Work(walFolder, location, parallel, Pusher(location, rest.Length > 0 ? rest[1] : null)), Failed, $"the background pusher for '{walFolder}' stopped"),
             ["fetch", var location, var name, var destination, .. var rest] when rest is [] or [CredentialsOption, _] or [CredentialsOption, _, "--standby"] =>
                 Fetch(location, name, destination, rest.Length > 0 ? rest[1] : null, standby: rest.Length > 2, parallel),
             ["fetch", ..] => Error(AbortRecovery, "fetch needs three arguments: <archiveFolder> <fileName> <destinationPath>"),
@@ -116,7 +116,7 @@ internal static class Program
             if (parallel <= 1) return push(source);
             string[] worker = [AheadPusher.WorkerCommand, walFolder, location, .. rest, ParallelOption, parallel.ToString(CultureInfo.InvariantCulture)];
             if (keyFile != null) worker = [.. worker, WalEncryption.EncryptOption, keyFile];
-            return AheadPusher.Push(source, () => push(source), worker);
+            return AheadPusher.Push(source, location, () => push(source), worker);
         }, Failed, what);
     }
 

@@ -180,6 +180,23 @@ public abstract class ParallelWalArchivingTests : IDisposable
     }
 
     [Fact]
+    public async Task After_archive_command_changes_nothing_is_acknowledged_from_the_old_archive()
+    {
+        var data = Path.Combine(folder, "moved");
+        var segments = FakeWal(data, 6);
+        var old = Archive(NewRepository(), "7300000000000000003");
+        var pusher = StartNative(["push-ahead", Path.Combine(data, "pg_wal"), .. old, WalArchiveTool.ParallelOption, "2"]);
+        var spool = Path.Combine(data, "pg_wal", "pgbackup_archive_spool");
+        await WaitForAsync(() => Directory.Exists(spool) && Directory.GetFiles(spool, "*.ok").Length == segments.Length, () => "the pusher did not push ahead into the old archive");
+
+        // Enable-PgWalArchiving into another repository: the server's calls now name the new archive.
+        var moved = Archive(NewRepository(), "7300000000000000003");
+        ArchiveAsPostgresWould(segments, moved, parallel: 2);
+        AssertArchived(segments, moved);
+        Assert.True(pusher.WaitForExit(TimeSpan.FromSeconds(10)), "the pusher for the old archive was told to stop");
+    }
+
+    [Fact]
     public void Two_pushers_racing_on_one_segment_archive_it_once_and_both_succeed()
     {
         var archive = Archive(NewRepository(), "7300000000000000002");

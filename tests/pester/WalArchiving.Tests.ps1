@@ -158,6 +158,25 @@ select coalesce(string_agg(name, ','), '') from pg_file_settings where sourcefil
             $null = Get-PgWalArchive -Server $server -Repository $repo -MaxBacklog 0 -ErrorAction Stop -WarningAction SilentlyContinue
             $null = Disable-PgWalArchiving -Server $server -Restart -Confirm:$false -ErrorAction Stop
         }
+
+        It 'archives ahead of the server with -ArchiveParallel, and refuses a degree out of range' {
+            $repo = New-PgTestRepository
+            { Enable-PgWalArchiving -Server $server -Repository $repo -ArchiveParallel 0 -Confirm:$false } |
+                Should -Throw -ErrorId 'ParameterArgumentValidationError,PgBackup.Commands.EnablePgWalArchivingCommand'
+            $failedBefore = [long] (Invoke-PgTestSql -Cluster $archiving -Sql 'select failed_count from pg_stat_archiver')
+            $result = Enable-PgWalArchiving -Server $server -Repository $repo -ArchiveParallel 3 -Restart -Confirm:$false -ErrorAction Stop
+            $result.ArchiveParallel | Should -Be 3
+            $result.ArchiveCommand | Should -BeLikeExactly '* --parallel 3'
+            Switch-TestWal -Times 8
+            Wait-TestArchiver
+            Test-Path -LiteralPath (Join-Path $archiving.DataDirectory 'pg_wal' 'pgbackup_archive_spool') | Should -BeTrue -Because 'the background pusher ran'
+            $status = Get-PgWalArchive -Server $server -Repository $repo -Verify -ErrorAction Stop -WarningAction SilentlyContinue
+            $status.Gaps | Should -BeNullOrEmpty
+            $status.ChecksumFailures | Should -BeNullOrEmpty
+            $status.FailedCount | Should -Be $failedBefore -Because 'no push failed'
+            $status.ArchiveError | Should -BeNullOrEmpty
+            $null = Disable-PgWalArchiving -Server $server -Restart -Confirm:$false -ErrorAction Stop
+        }
     }
 
     Context 'on a server that does not archive' {

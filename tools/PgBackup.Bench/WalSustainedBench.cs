@@ -16,7 +16,6 @@ using PgBackup.Testing;
 /// </summary>
 public static class WalSustainedBench
 {
-    private const int Scale = 10;
     private const string Clients = "4", Threads = "2";
     private static readonly TimeSpan SampleEvery = TimeSpan.FromMilliseconds(200);
     private static readonly TimeSpan DrainLimit = TimeSpan.FromMinutes(15);
@@ -45,7 +44,7 @@ public static class WalSustainedBench
 
         // pgBackRest's asynchronous archiving: archive-push hands the segment to a background process that pushes the next
         // ready ones too, process-max of them at once, and answers PostgreSQL from its spool.
-        string PgBackRest(PgTestCluster cluster, string dir, string repository)
+        string PgBackRest(PgTestCluster cluster, string dir, string repository, string compress = "lz4")
         {
             var conf = Path.Combine(dir, "pgbackrest.conf");
             File.WriteAllText(conf, $"""
@@ -53,7 +52,7 @@ public static class WalSustainedBench
                 {repository}
                 archive-async=y
                 process-max=2
-                compress-type=lz4
+                compress-type={compress}
                 spool-path={dir}/pgbackrest-spool
                 log-path={dir}/pgbackrest-log
                 lock-path={dir}/pgbackrest-lock
@@ -91,14 +90,25 @@ public static class WalSustainedBench
                 service.GetBlobContainerClient(container).Create();
                 return ((string)tool.ArchiveCommand($"{azurite.ServiceUrl}/{container}/wal/1", credentials, parallel: 2), () => Blobs(container, "wal/1/"));
             }),
+            new("PgBackup, Azurite, --parallel 4", (_, dir) =>
+            {
+                var container = "w" + Guid.NewGuid().ToString("N")[..16];
+                service.GetBlobContainerClient(container).Create();
+                return ((string)tool.ArchiveCommand($"{azurite.ServiceUrl}/{container}/wal/1", credentials, parallel: 4), () => Blobs(container, "wal/1/"));
+            }),
             new("pgBackRest, Azurite, archive-async, process-max 2, lz4", (cluster, dir) =>
             {
                 var path = "s" + Guid.NewGuid().ToString("N")[..16];
                 return (PgBackRest(cluster, dir, BlobBench.PgBackRestAzureRepository(azurite) + $"\nrepo1-path=/{path}"), () => Blobs("pgbackrest", path + "/archive/"));
             }),
+            new("pgBackRest, Azurite, archive-async, process-max 2, compress none", (cluster, dir) =>
+            {
+                var path = "s" + Guid.NewGuid().ToString("N")[..16];
+                return (PgBackRest(cluster, dir, BlobBench.PgBackRestAzureRepository(azurite) + $"\nrepo1-path=/{path}", "none"), () => Blobs("pgbackrest", path + "/archive/"));
+            }),
         ];
 
-        Console.WriteLine($"Sustained WAL archiving: pgbench -c {Clients} -j {Threads} -T {seconds} -n at scale {Scale}, a fresh cluster per case " +
+        Console.WriteLine($"Sustained WAL archiving: pgbench -c {Clients} -j {Threads} -T {seconds} -n with a script that writes 5000 wide rows per transaction (about 1.5 MB of WAL), a fresh cluster per case " +
             $"(max_wal_size 4GB, wal_compression off; the test clusters run with fsync off and synchronous_commit off); " +
             $"PostgreSQL {PgTestCluster.MajorVersion}; {Environment.ProcessorCount} cores; Azurite on loopback over HTTPS");
         var results = new List<Result>();
@@ -129,7 +139,12 @@ public static class WalSustainedBench
     {
         using var cluster = PgTestCluster.Start("walsustained", new Dictionary<string, string> { ["max_wal_size"] = "4GB", ["wal_compression"] = "off" });
         cluster.CreateDatabase("bench");
-        cluster.RunTool("pgbench", "-i", "-q", "-s", Scale.ToString(CultureInfo.InvariantCulture), "bench");
+        // A write-heavy load, so that archiving and not the workload is what can fall behind: each client fills a table of its
+        // own with 5000 wide rows per transaction (about 1.5 MB of WAL), emptied first so that nothing grows but the WAL.
+        for (var client = 0; client < int.Parse(Clients, CultureInfo.InvariantCulture); client++)
+            cluster.Psql($"create table w_{client}(i int, pad text)", "bench");
+        var script = Path.Combine(dir, "wal-load.sql");
+        File.WriteAllText(script, "truncate w_:client_id;\ninsert into w_:client_id select g, repeat(md5(g::text), 8) from generate_series(1, 5000) g;\n");
         PhysicalBench.Chown(dir);
         var (command, list) = c.Prepare(cluster, dir);
         cluster.Psql("alter system set archive_mode = on");
@@ -149,7 +164,7 @@ public static class WalSustainedBench
         var clock = Stopwatch.StartNew();
         var pgbench = Task.Run(() => ProcessRunner.Run(Path.Combine(PgTestCluster.BinDirectory, "pgbench"),
             ["-h", cluster.Host, "-p", cluster.Port.ToString(CultureInfo.InvariantCulture), "-U", PgTestCluster.SuperUser,
-             "-c", Clients, "-j", Threads, "-T", seconds.ToString(CultureInfo.InvariantCulture), "-n", "bench"],
+             "-c", Clients, "-j", Threads, "-T", seconds.ToString(CultureInfo.InvariantCulture), "-n", "-f", script, "bench"],
             new Dictionary<string, string?> { ["PGPASSFILE"] = PgTestCluster.PgPassFile }, timeout: TimeSpan.FromSeconds(seconds) + TimeSpan.FromMinutes(5)));
         while (!pgbench.Wait(SampleEvery))
         {
