@@ -238,4 +238,38 @@ Describe 'Blob repositories (Azurite)' -Tag 'Integration' {
             $null = Disable-PgWalArchiving -Server $server -Confirm:$false -ErrorAction SilentlyContinue
         }
     }
+
+    It 'archives ahead into a container with -ArchiveParallel, and reports the backlog while the container is out of reach' {
+        # An Azurite of its own, which goes away for good.
+        $doomed = Start-PgTestAzurite
+        try {
+            $env:AZURE_STORAGE_CONNECTION_STRING = $doomed.ConnectionString
+            $repo = $doomed.NewContainerUrl()
+            $enabled = Enable-PgWalArchiving -Server $server -Repository $repo -ArchiveParallel 2 -Restart -Confirm:$false -ErrorAction Stop
+            $enabled.ArchiveParallel | Should -Be 2
+            $null = Save-PgTestWalSegment -Cluster $cluster
+            (Get-PgWalArchive -Server $server -Repository $repo -ErrorAction Stop | Where-Object { $null -ne $_.InRecovery }).ArchiveError | Should -BeNullOrEmpty
+
+            Stop-PgTestAzurite -Azurite $doomed
+            $failedBefore = [long] (Invoke-PgTestSql -Cluster $cluster -Sql 'select failed_count from pg_stat_archiver')
+            $null = Invoke-PgTestSql -Cluster $cluster -Database shop -Sql 'create table if not exists backlog_probe(id int); insert into backlog_probe values (1); select pg_switch_wal()'
+            Wait-PgTestCondition -What 'the archiver failing' -Seconds 90 -Condition {
+                [long] (Invoke-PgTestSql -Cluster $cluster -Sql 'select failed_count from pg_stat_archiver') -gt $failedBefore
+            }
+            $status = Get-PgWalArchive -Server $server -Repository $repo -MaxBacklog 0 -ErrorVariable limit -ErrorAction SilentlyContinue -WarningVariable warned -WarningAction SilentlyContinue
+            $status | Should -HaveCount 1
+            $status.ArchiveError | Should -Not -BeNullOrEmpty
+            $status.ReadySegments | Should -BeGreaterOrEqual 1
+            $status.SegmentCount | Should -Be 0 -Because 'what the archive holds is unknown while it cannot be read'
+            ($warned -join "`n") | Should -BeLike '*cannot be read now*'
+            $limit | Should -HaveCount 1 -Because (Format-PgTestError $limit)
+            $limit[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.WalBacklogExceeded,*'
+        }
+        finally {
+            $env:AZURE_STORAGE_CONNECTION_STRING = $azurite.ConnectionString
+            # No restart: a server that shuts down retries the failing pushes first, which takes minutes here.
+            $null = Disable-PgWalArchiving -Server $server -Confirm:$false -ErrorAction SilentlyContinue -WarningAction SilentlyContinue
+            Stop-PgTestAzurite -Azurite $doomed
+        }
+    }
 }

@@ -39,11 +39,7 @@ public static class BlobBench
             start-fast=y
             archive-check=n
 
-            [bench]
-            pg1-path={cluster.DataDirectory}
-            pg1-port={cluster.Port}
-            pg1-socket-path={cluster.SocketDirectory}
-            pg1-user=postgres
+            {PhysicalBench.Stanza(cluster)}
             """);
         PhysicalBench.Chown(work);
         PhysicalBench.AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", "--no-online", "stanza-create");

@@ -135,10 +135,6 @@ public static class EncryptionBench
         repo1-retention-full=1
         archive-check=n
 
-        [bench]
-        pg1-path={cluster.DataDirectory}
-        pg1-port={cluster.Port}
-        pg1-socket-path={cluster.SocketDirectory}
-        pg1-user=postgres
+        {PhysicalBench.Stanza(cluster)}
         """;
 }

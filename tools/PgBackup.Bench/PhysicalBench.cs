@@ -156,12 +156,17 @@ public static class PhysicalBench
             start-fast=y
             repo1-retention-full=1
 
-            [bench]
-            pg1-path={cluster.DataDirectory}
-            pg1-port={cluster.Port}
-            pg1-socket-path={cluster.SocketDirectory}
-            pg1-user=postgres
+            {PhysicalBench.Stanza(cluster)}
             """);
+
+    /// <summary>The [bench] stanza of a pgbackrest.conf, for the cluster every pgBackRest case backs up or archives.</summary>
+    internal static string Stanza(PgTestCluster cluster) => $"""
+        [bench]
+        pg1-path={cluster.DataDirectory}
+        pg1-port={cluster.Port}
+        pg1-socket-path={cluster.SocketDirectory}
+        pg1-user=postgres
+        """;
 
     /// <summary>Only the per-segment cost of the archive commands into a folder, on a small cluster.</summary>
     public static void RunArchiveCommands(int rounds)

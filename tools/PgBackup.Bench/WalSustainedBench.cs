@@ -58,11 +58,7 @@ public static class WalSustainedBench
                 lock-path={dir}/pgbackrest-lock
                 log-level-console=warn
 
-                [bench]
-                pg1-path={cluster.DataDirectory}
-                pg1-port={cluster.Port}
-                pg1-socket-path={cluster.SocketDirectory}
-                pg1-user=postgres
+                {PhysicalBench.Stanza(cluster)}
                 """);
             PhysicalBench.Chown(dir);
             PhysicalBench.AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", "stanza-create");
