@@ -47,10 +47,20 @@ internal static class Program
 
     private static int Main(string[] args)
     {
-        var keyFile = TakeOption(ref args, WalEncryption.EncryptOption) ?? TakeOption(ref args, WalEncryption.DecryptOption);
+        string? keyFile, encryptKey, decryptKey, degree;
+        try
+        {
+            encryptKey = TakeOption(ref args, WalEncryption.EncryptOption);
+            decryptKey = TakeOption(ref args, WalEncryption.DecryptOption);
+            degree = TakeOption(ref args, ParallelOption);
+        }
+        catch (ArgumentException ex) { return Error(UsageFor(args), ex.Message); }
+        keyFile = encryptKey ?? decryptKey;
         if (keyFile != null)
         {
-            var decrypt = args[0] is "fetch";
+            var decrypt = decryptKey != null;
+            if (encryptKey != null && decryptKey != null || decrypt != args is ["fetch", ..])
+                return Error(UsageFor(args), $"{WalEncryption.EncryptOption} belongs to push and {WalEncryption.DecryptOption} to fetch");
             try
             {
                 using var probe = WalEncryption.Load(keyFile, decrypt);
@@ -59,9 +69,9 @@ internal static class Program
             catch (Exception ex) { return Error(decrypt ? AbortRecovery : Failed, ex.Message); }
         }
         var parallel = 1;
-        if (TakeOption(ref args, ParallelOption) is { } degree &&
+        if (degree != null &&
             (!int.TryParse(degree, NumberStyles.None, CultureInfo.InvariantCulture, out parallel) || parallel is < 1 or > 32))
-            return Error(Usage, $"{ParallelOption} needs a number from 1 to 32, not '{degree}'");
+            return Error(UsageFor(args), $"{ParallelOption} needs a number from 1 to 32, not '{degree}'");
         // The guard against a full pg_wal is an option of push only, in either form.
         long? dropAbove = null;
         if (args is ["push", ..] && args.Length >= 2 && args[^2] == DropGuard.Option)
@@ -87,6 +97,9 @@ internal static class Program
                               "pgbackup-wal fetch <archiveFolder|archiveUrl> <fileName> <destinationPath> [--credentials <file> [--standby]] [--parallel <n>] | pgbackup-wal check <archiveUrl> --credentials <file>"),
         };
     }
+
+    /// <summary>A usage error; for fetch one that aborts recovery, since a low exit code would read as "not in the archive".</summary>
+    private static int UsageFor(string[] args) => args is ["fetch", ..] ? AbortRecovery : Usage;
 
     private const string CredentialsOption = "--credentials";
     private const string ParallelOption = "--parallel";

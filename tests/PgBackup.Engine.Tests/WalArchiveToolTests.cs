@@ -341,6 +341,20 @@ public sealed class WalArchiveToolTests : IDisposable
     }
 
     [Fact]
+    public void Options_in_the_wrong_place_are_usage_errors_and_a_fetch_never_reports_them_as_a_missing_file()
+    {
+        Assert.Equal(2, WalTool.Run("push", "a", "b", "--encrypt").ExitCode);
+        Assert.Equal(2, WalTool.Run("push", "a", "b", "--decrypt", "k").ExitCode);
+        Assert.Equal(2, WalTool.Run("push", "a", "b", "--parallel", "0").ExitCode);
+        // Exit codes up to 125 tell PostgreSQL "not in the archive", which ends recovery early; a broken fetch aborts it.
+        var fetch = WalTool.Run("fetch", "a", "b", "c", "--encrypt", "k");
+        Assert.Equal(200, fetch.ExitCode);
+        Assert.Contains("belongs to push", fetch.StdErr);
+        Assert.Equal(200, WalTool.Run("fetch", "a", "b", "c", "--parallel").ExitCode);
+        Assert.Equal(200, WalTool.Run("fetch", "a", "b", "c", "--parallel", "x").ExitCode);
+    }
+
+    [Fact]
     public void Commands_of_other_tools_are_not_taken_for_pgbackup()
     {
         Assert.False(WalArchiveTool.TryParseArchiveCommand("", out ArchiveCommandParts? _));
