@@ -41,9 +41,17 @@ internal static class AheadPusher
         try { Directory.CreateDirectory(spool); }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return pushNow(); }
         var name = Path.GetFileName(full);
+        var asked = DateTime.UtcNow;
         StartWorker(spool, archive, workerArguments);
         using var claim = Claim(spool, name);
         if (TakeAcknowledgement(spool, name, full, archive)) return 0;
+        // The pusher failed on this file while this call waited for it: report that rather than spend another round of
+        // retries (a server that shuts down waits for the running archive_command).
+        if (TakeFailure(spool, name, asked) is { } failure)
+        {
+            Console.Error.WriteLine("pgbackup-wal: " + failure);
+            return 1;
+        }
         var file = new FileInfo(full);
         var identity = file.Exists ? Identity(file, archive) : null;
         var result = pushNow();
@@ -138,9 +146,28 @@ internal static class AheadPusher
         if (!source.Exists) return null;
         // What the file is as the push reads it: a later call trusts the .ok only for the same file.
         var identity = Identity(source, archive);
-        var result = push(source.FullName);
+        Program.LastError = null;
+        int result;
+        try { result = push(source.FullName); }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or HttpRequestException or ArgumentException)
+        {
+            result = Program.Error(1, $"could not archive {name} into {Program.WithoutQuery(archive)}: {ex.Message}");
+        }
         if (result == 0) File.WriteAllText(Path.Combine(spool, name + ".ok"), identity);
+        else File.WriteAllText(Path.Combine(spool, name + ".failed"), Program.LastError ?? $"the background pusher could not archive {name} (exit code {result})");
         return result;
+    }
+
+    /// <summary>The pusher's failure on this file since <paramref name="since"/>, consumed; null when there is none that recent.</summary>
+    private static string? TakeFailure(string spool, string name, DateTime since)
+    {
+        var marker = new FileInfo(Path.Combine(spool, name + ".failed"));
+        if (!marker.Exists) return null;
+        string? text = null;
+        try { if (marker.LastWriteTimeUtc >= since) text = File.ReadAllText(marker.FullName); }
+        catch (FileNotFoundException) { }
+        File.Delete(marker.FullName);
+        return text;
     }
 
     /// <summary>True, and the .ok consumed, when the pusher committed this very file; a stale .ok is removed.</summary>
@@ -177,7 +204,7 @@ internal static class AheadPusher
         {
             var file = Path.GetFileName(path);
             var extension = Path.GetExtension(file);
-            if (extension is not (".ok" or ".lock") || file == WorkerLock) continue;
+            if (extension is not (".ok" or ".failed" or ".lock") || file == WorkerLock) continue;
             var name = file[..^extension.Length];
             if (File.Exists(Path.Combine(status, name + ".ready"))) continue;
             try
@@ -186,6 +213,7 @@ internal static class AheadPusher
                 {
                     if (claim == null) continue;
                     File.Delete(Path.Combine(spool, name + ".ok"));
+                    File.Delete(Path.Combine(spool, name + ".failed"));
                 }
                 File.Delete(Path.Combine(spool, name + ".lock"));
             }

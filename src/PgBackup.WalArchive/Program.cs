@@ -404,9 +404,13 @@ internal static class Program
         return Ok;
     }
 
-    private static int Error(int code, string message)
+    /// <summary>The last failure reported on this thread, which the background pusher hands to the call that waits for its file.</summary>
+    [ThreadStatic] internal static string? LastError;
+
+    internal static int Error(int code, string message)
     {
-        if (!Quiet) Console.Error.WriteLine("pgbackup-wal: " + message.ReplaceLineEndings(" "));
+        LastError = message.ReplaceLineEndings(" ");
+        if (!Quiet) Console.Error.WriteLine("pgbackup-wal: " + LastError);
         return code;
     }
 }
