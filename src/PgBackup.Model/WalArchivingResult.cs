@@ -22,6 +22,8 @@ public sealed class WalArchivingResult
     public TimeSpan? ArchiveTimeout { get; set; }
     /// <summary>How many segments a background pusher archives at once ahead of the server (-ArchiveParallel); 1 when none are pushed ahead.</summary>
     public int ArchiveParallel { get; set; } = 1;
+    /// <summary>Segments are stored compressed (-CompressWal).</summary>
+    public bool CompressWal { get; set; }
     /// <summary>Settings that were changed but take effect only after the server restarts.</summary>
     public string[] PendingRestart { get; set; } = [];
     public bool Restarted { get; set; }

@@ -62,8 +62,12 @@ internal sealed class BlobArchive : IDisposable
         if (PutIfAbsent(name, () => new StreamContent(new FileStream(source, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.SequentialScan)), length, md5,
             (ChecksumHeader, sha256))) return 0;
 
-        // PostgreSQL may archive a segment again after a crash between archiving and recording it.
+        // PostgreSQL may archive a segment again after a crash between archiving and recording it. A blob stored
+        // compressed (or encrypted) is compared by the SHA-256 of its plaintext.
         using var head = Head(name);
+        if (head.Headers.TryGetValues(PlainChecksumHeader, out var plainValues))
+            return plainValues.FirstOrDefault() == sha256 ? 0
+                : error(4, $"{name} is already archived in {_location} with different content (plaintext sha256 {plainValues.FirstOrDefault()}, new {sha256}); refusing to overwrite");
         var archived = head.Headers.TryGetValues(ChecksumHeader, out var values) ? values.FirstOrDefault() : null;
         if (archived == null || head.Content.Headers.ContentLength != length) archived = HashRemote(name);
         return archived == sha256 ? 0
@@ -74,24 +78,27 @@ internal sealed class BlobArchive : IDisposable
     private const string LineageHeader = "x-ms-meta-lineage";
 
     /// <summary>
-    /// Push into an encrypted archive: the segment is encrypted in memory (one segment, so Content-MD5 and the length are
-    /// known before the request), stored with the SHA-256 of the encrypted bytes and of the plaintext, by which a repeated
-    /// push of the same segment is recognised.
+    /// Push into an encrypted archive, or compressed: the segment is transformed in memory (one segment, so Content-MD5
+    /// and the length are known before the request), stored with the SHA-256 of the stored bytes and of the plaintext, by
+    /// which a repeated push of the same segment is recognised.
     /// </summary>
-    public int PushEncrypted(string source, string name, WalEncryption encryption, Func<int, string, int> error)
+    public int PushTransformed(string source, string name, WalEncryption? encryption, bool compress, Func<int, string, int> error)
     {
         using var buffer = new MemoryStream();
-        var (plain, sha256) = encryption.Encrypt(source, buffer);
+        var (plain, sha256) = Program.Transform(source, buffer, encryption, compress);
         var bytes = buffer.GetBuffer();
         var length = (int)buffer.Length;
         var md5 = MD5.HashData(bytes.AsSpan(0, length));
-        var lineage = WalEncryption.LineageOf(source);
+        var lineage = encryption != null ? WalEncryption.LineageOf(source) : null;
         (string, string)[] metadata = lineage == null
             ? [(ChecksumHeader, sha256), (PlainChecksumHeader, plain)]
             : [(ChecksumHeader, sha256), (PlainChecksumHeader, plain), (LineageHeader, lineage.Length == 0 ? "none" : lineage)];
         if (PutIfAbsent(name, () => new ByteArrayContent(bytes, 0, length), length, md5, metadata)) return 0;
         using var head = Head(name);
         var archived = head.Headers.TryGetValues(PlainChecksumHeader, out var values) ? values.FirstOrDefault() : null;
+        // A blob stored as it is (before compression was turned on) holds the plaintext's SHA-256 as its own.
+        if (archived == null && !head.Headers.Contains(LineageHeader) && head.Headers.TryGetValues(ChecksumHeader, out var stored) && encryption == null)
+            archived = stored.FirstOrDefault();
         return archived == plain ? 0
             : error(4, archived == null
                 ? $"{name} is already archived in {_location} without a record of its plaintext's SHA-256, so it cannot be compared; refusing to overwrite"

@@ -55,6 +55,13 @@ internal static class Program
             degree = TakeOption(ref args, ParallelOption);
         }
         catch (ArgumentException ex) { return Error(UsageFor(args), ex.Message); }
+        var compressAt = Array.IndexOf(args, Engine.Repository.WalCompression.Option);
+        if (compressAt > 0)
+        {
+            if (args[0] is not ("push" or AheadPusher.WorkerCommand)) return Error(UsageFor(args), $"{Engine.Repository.WalCompression.Option} belongs to push");
+            Compress = true;
+            args = [.. args[..compressAt], .. args[(compressAt + 1)..]];
+        }
         keyFile = encryptKey ?? decryptKey;
         if (keyFile != null)
         {
@@ -129,6 +136,7 @@ internal static class Program
             if (parallel <= 1) return push(source);
             string[] worker = [AheadPusher.WorkerCommand, walFolder, location, .. rest, ParallelOption, parallel.ToString(CultureInfo.InvariantCulture)];
             if (keyFile != null) worker = [.. worker, WalEncryption.EncryptOption, keyFile];
+            if (Compress) worker = [.. worker, Engine.Repository.WalCompression.Option];
             return AheadPusher.Push(source, location, () => push(source), worker);
         }, Failed, what);
     }
@@ -180,7 +188,9 @@ internal static class Program
         var destination = Path.Combine(folder, name);
         var sidecar = destination + SidecarSuffix;
         var encryption = Encryption;
-        int Compare() => encryption == null ? AlreadyArchived(source, sourceInfo.Length, destination, sidecar, name, folder) : AlreadyArchivedEncrypted(source, sidecar, name, folder);
+        var compress = Compress && Engine.Repository.WalCompression.Applies(name);
+        // What is archived decides how to compare, not how this push would write: the setting may have changed since.
+        int Compare() => IsTransformed(destination) ? AlreadyArchivedTransformed(source, sidecar, name, folder) : AlreadyArchived(source, sourceInfo.Length, destination, sidecar, name, folder);
         var replace = false;
         if (File.Exists(destination))
         {
@@ -194,16 +204,16 @@ internal static class Program
         var sidecarTemporary = sidecar + ".tmp." + Environment.ProcessId;
         try
         {
-            if (encryption == null) WriteDurably(sidecarTemporary, SidecarLine(CopyHashed(source, temporary, flushToDisk: true), name));
+            if (encryption == null && !compress) WriteDurably(sidecarTemporary, SidecarLine(CopyHashed(source, temporary, flushToDisk: true), name));
             else
             {
                 string plain, hash;
                 using (var output = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 0))
                 {
-                    (plain, hash) = encryption.Encrypt(source, output);
+                    (plain, hash) = Transform(source, output, encryption, compress);
                     output.Flush(flushToDisk: true);
                 }
-                var lineage = WalEncryption.LineageOf(source);
+                var lineage = encryption != null ? WalEncryption.LineageOf(source) : null;
                 WriteDurably(sidecarTemporary, SidecarLine(hash, name) + PlainPrefix + plain + "\n" + (lineage != null ? LineagePrefix + lineage + "\n" : ""));
             }
             // The segment goes into place before its sidecar, and never over a file that is there (unless it is the
@@ -228,9 +238,9 @@ internal static class Program
     }
 
     /// <summary>
-    /// An encrypted segment without its sidecar: the push that put it there died before committing it (it writes the
-    /// sidecar right after), so it was never acknowledged, and since it cannot be compared without the private key, it is
-    /// replaced. A push that is merely slow gets <see cref="UncommittedAfter"/> to finish.
+    /// An encrypted (or compressed) segment without its sidecar: the push that put it there died before committing it (it
+    /// writes the sidecar right after), so it was never acknowledged, and since it cannot be compared without the private
+    /// key (or decompressing it), it is replaced. A push that is merely slow gets <see cref="UncommittedAfter"/> to finish.
     /// </summary>
     private const int Uncommitted = -1;
     private static readonly TimeSpan UncommittedAfter = TimeSpan.FromSeconds(10);
@@ -267,7 +277,7 @@ internal static class Program
     /// In an encrypted archive the same segment encrypts to other bytes every time, so a repeated push is compared by the
     /// SHA-256 of the plaintext recorded beside it. A push racing this one may not have written its sidecar yet: wait briefly.
     /// </summary>
-    private static int AlreadyArchivedEncrypted(string source, string sidecar, string name, string folder)
+    private static int AlreadyArchivedTransformed(string source, string sidecar, string name, string folder)
     {
         var sourceHash = WalEncryption.PlainSha256Of(source);
         string? recorded = null;
@@ -297,7 +307,8 @@ internal static class Program
         var name = Path.GetFileName(source);
         if (name.Length == 0) return Error(Failed, $"'{source}' does not name a file");
         if (!File.Exists(source)) return Error(Failed, $"the file to archive, '{source}', does not exist");
-        return Encryption is { } encryption ? blob.PushEncrypted(source, name, encryption, Error) : blob.Push(source, name, Error);
+        var compress = Compress && Engine.Repository.WalCompression.Applies(name);
+        return Encryption is { } encryption || compress ? blob.PushTransformed(source, name, Encryption, compress, Error) : blob.Push(source, name, Error);
     }
 
     private static int FetchFromFolder(string folder, string name, string destination)
@@ -319,24 +330,32 @@ internal static class Program
         finally { File.Delete(temporary); }
     }
 
-    /// <summary>Puts a fetched, checked file where PostgreSQL wants it: decrypted (and authenticated) first in an encrypted archive.</summary>
+    /// <summary>
+    /// Puts a fetched, checked file where PostgreSQL wants it: decrypted (and authenticated) first in an encrypted archive,
+    /// then decompressed when it was stored compressed.
+    /// </summary>
     internal static int Deliver(string fetched, string name, string destination, string what)
     {
         var encryption = Encryption;
-        if (encryption == null)
-        {
-            // An encrypted file handed to PostgreSQL as WAL would fail in confusing ways; it needs the standby's key file.
-            var start = new byte[8];
-            using (var peek = File.OpenRead(fetched)) peek.ReadAtLeast(start, start.Length, throwOnEndOfStream: false);
-            if (Engine.Repository.Encryption.EncryptedContent.LooksEncrypted(start))
-                return Error(AbortRecovery, $"{what} is encrypted and restore_command gives no key file ({WalEncryption.DecryptOption}); New-PgStandby -Passphrase or -Certificate writes one");
-            File.Move(fetched, destination, overwrite: true);
-            return Ok;
-        }
         var plain = destination + ".plain.tmp";
+        var expanded = destination + ".expanded.tmp";
         try
         {
-            encryption.Decrypt(fetched, name, plain);
+            if (encryption == null)
+            {
+                // An encrypted file handed to PostgreSQL as WAL would fail in confusing ways; it needs the standby's key file.
+                var start = new byte[8];
+                using (var peek = File.OpenRead(fetched)) peek.ReadAtLeast(start, start.Length, throwOnEndOfStream: false);
+                if (Engine.Repository.Encryption.EncryptedContent.LooksEncrypted(start))
+                    return Error(AbortRecovery, $"{what} is encrypted and restore_command gives no key file ({WalEncryption.DecryptOption}); New-PgStandby -Passphrase or -Certificate writes one");
+                plain = fetched;
+            }
+            else encryption.Decrypt(fetched, name, plain);
+            if (Engine.Repository.WalCompression.IsCompressed(plain))
+            {
+                Engine.Repository.WalCompression.DecompressFile(plain, expanded);
+                plain = expanded;
+            }
             File.Move(plain, destination, overwrite: true);
             return Ok;
         }
@@ -344,7 +363,60 @@ internal static class Program
         {
             return Error(AbortRecovery, $"TAMPERED ARCHIVE: {what} {ex.Detail}; not handing it to PostgreSQL");
         }
-        finally { File.Delete(plain); }
+        catch (InvalidDataException ex)
+        {
+            return Error(AbortRecovery, $"DAMAGED ARCHIVE: {what} does not decompress ({ex.Message}); not handing it to PostgreSQL");
+        }
+        finally
+        {
+            File.Delete(destination + ".plain.tmp");
+            File.Delete(expanded);
+        }
+    }
+
+    /// <summary>Set by push --compress: segments are stored compressed (<see cref="Engine.Repository.WalCompression"/>).</summary>
+    private static bool Compress;
+
+    /// <summary>Writes what an encrypted or compressing archive stores of <paramref name="source"/>.</summary>
+    /// <returns>The SHA-256 of the plaintext and of the bytes written.</returns>
+    internal static (string PlainSha256, string Sha256) Transform(string source, Stream output, WalEncryption? encryption, bool compress)
+    {
+        if (encryption != null) return encryption.Encrypt(source, output, compress);
+        using var hashing = new HashingWriteStream(output);
+        var plain = CopyInto(source, hashing, compress);
+        return (plain, hashing.Sha256());
+    }
+
+    /// <summary>Copies a file into <paramref name="output"/>, compressed when asked; returns the SHA-256 of what was read.</summary>
+    internal static string CopyInto(string source, Stream output, bool compress)
+    {
+        using var plainHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        using (var input = new FileStream(source, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0, FileOptions.SequentialScan))
+        using (var compressing = compress ? Engine.Repository.WalCompression.Compressing(output) : null)
+        {
+            var target = compressing ?? output;
+            var buffer = new byte[BufferSize];
+            int read;
+            while ((read = input.Read(buffer, 0, buffer.Length)) > 0)
+            {
+                plainHash.AppendData(buffer, 0, read);
+                target.Write(buffer, 0, read);
+            }
+        }
+        return Convert.ToHexString(plainHash.GetHashAndReset()).ToLowerInvariant();
+    }
+
+    /// <summary>True when an archived file holds other bytes than the plaintext (encrypted or compressed).</summary>
+    private static bool IsTransformed(string path)
+    {
+        var start = new byte[8];
+        try
+        {
+            using var peek = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, bufferSize: 1);
+            peek.ReadAtLeast(start, start.Length, throwOnEndOfStream: false);
+        }
+        catch (FileNotFoundException) { return false; }
+        return Engine.Repository.Encryption.EncryptedContent.LooksEncrypted(start) || Engine.Repository.WalCompression.LooksCompressed(start);
     }
 
     private static string CopyHashed(string source, string destination, bool flushToDisk)

@@ -48,22 +48,14 @@ internal sealed class WalEncryption : IDisposable
 
     /// <summary>Encrypts <paramref name="source"/> into <paramref name="output"/>.</summary>
     /// <returns>The SHA-256 of the plaintext and of the encrypted bytes written.</returns>
-    public (string PlainSha256, string Sha256) Encrypt(string source, Stream output)
+    /// <param name="compress">Compress first (<see cref="PgBackup.Engine.Repository.WalCompression"/>), then encrypt.</param>
+    public (string PlainSha256, string Sha256) Encrypt(string source, Stream output, bool compress = false)
     {
-        using var plainHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         using var hashing = new PgBackup.Engine.Tools.HashingWriteStream(output);
-        using (var input = new FileStream(source, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0, FileOptions.SequentialScan))
+        string plain;
         using (var encrypting = EncryptedContent.Encrypt(hashing, _rsa, _key.KeyId, NameOf(Path.GetFileName(source)), leaveOpen: true))
-        {
-            var buffer = new byte[1 << 20];
-            int read;
-            while ((read = input.Read(buffer, 0, buffer.Length)) > 0)
-            {
-                plainHash.AppendData(buffer, 0, read);
-                encrypting.Write(buffer, 0, read);
-            }
-        }
-        return (Hex(plainHash.GetHashAndReset()), hashing.Sha256());
+            plain = Program.CopyInto(source, encrypting, compress);
+        return (plain, hashing.Sha256());
     }
 
     /// <summary>Decrypts an archived (already checksum-verified) file into <paramref name="destination"/>; a failed chunk throws <see cref="EncryptedContentException"/>.</summary>

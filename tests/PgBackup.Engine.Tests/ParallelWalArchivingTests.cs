@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using PgBackup.Engine.Instance;
+using PgBackup.Engine.Physical;
+using PgBackup.Engine.Recovery;
 using PgBackup.Engine.Repository;
 using PgBackup.Engine.Repository.Blob;
 using PgBackup.Engine.Wal;
@@ -323,6 +325,67 @@ public abstract class ParallelWalArchivingTests : IDisposable
         var spooled = Directory.GetFiles(Path.Combine(directory, "pg_wal", "pgbackup_prefetch")).Select(Path.GetFileName).ToArray();
         Assert.Contains(names[6], spooled);
         Assert.DoesNotContain(damaged, spooled);
+    }
+
+    [Fact]
+    public async Task Compressed_segments_are_stored_smaller_and_a_point_in_time_recovery_replays_them()
+    {
+        var cluster = Start("walpar-compress");
+        var repository = NewRepository();
+        var target = Targets.For(cluster);
+        var enabled = await ArchivingService.EnableAsync(new EnableArchivingRequest
+        {
+            Target = target, Repository = repository, Tool = Tool(), Restart = true, ArchiveParallel = 2, CompressWal = true,
+        }, NullReporter.Instance, default);
+        Assert.True(enabled.CompressWal);
+        Assert.Contains($" {WalCompression.Option} --parallel 2", enabled.ArchiveCommand);
+        Assert.True((await ArchivingService.GetArchivingStateAsync(target, default)).CompressWal);
+
+        cluster.Psql("create table ledger(id int primary key)");
+        var backup = await BaseBackupService.BackupAsync(new BaseBackupRequest { Target = target, Repository = repository, Format = BaseBackupFormat.Tar },
+            NullReporter.Instance, default);
+        for (var i = 1; i <= 3; i++) cluster.Psql($"insert into ledger values ({i})");
+        var committed = DateTimeOffset.Parse(cluster.Psql("select clock_timestamp()"), System.Globalization.CultureInfo.InvariantCulture);
+        await Task.Delay(50);
+        WriteSegments(cluster, 1);
+        for (var i = 4; i <= 5; i++) cluster.Psql($"insert into ledger values ({i})");
+        var last = cluster.ArchiveCurrentSegment();
+
+        // Stored compressed, smaller, and checked by the inspection like any other file.
+        var store = RepositoryLayout.ArchiveStore(repository, enabled.SystemIdentifier);
+        var files = store.List().Where(f => f.Name.Length == 24).ToList();
+        Assert.All(files.Where(f => string.CompareOrdinal(f.Name, backup.StartSegment) > 0), f =>
+        {
+            using var stored = store.OpenRead(f.Name);
+            var start = new byte[WalCompression.MagicLength];
+            stored.ReadExactly(start);
+            Assert.True(WalCompression.LooksCompressed(start), f.Name);
+            Assert.True(f.SizeBytes < 16L * 1024 * 1024, $"{f.Name}: {f.SizeBytes} bytes");
+        });
+        var status = Assert.Single(await WalArchiveReport.ForServerAsync(target, repository, verifyChecksums: true, NullReporter.Instance, default));
+        Assert.Empty(status.ChecksumFailures!);
+        Assert.Empty(status.Gaps);
+
+        // A standby's fetch hands PostgreSQL the segment as it was written.
+        var archive = Archive(repository, enabled.SystemIdentifier);
+        var fetched = Path.Combine(folder, "fetched-" + last);
+        var fetch = WalTool.Run(["fetch", archive[0], last, fetched, .. archive[1..]]);
+        Assert.True(fetch.ExitCode == 0, fetch.StdErr);
+        Assert.Equal(16L * 1024 * 1024, new FileInfo(fetched).Length);
+
+        var recoveryTarget = RecoveryTarget.AtTime(committed);
+        recoveryTarget.Timeline = "current";
+        using var source = await RecoverySource.PrepareAsync(backup, repository.IsBlob ? repository : null, repository, null, null, null, recoveryTarget,
+            Engine.Repository.Encryption.RepositoryKeys.None, NullReporter.Instance, default);
+        var plan = await RecoveryPlanner.PlanAsync(new RecoveryPlanRequest { Candidates = source.Candidates, BackupChosen = source.Chosen, Target = recoveryTarget, Repository = source.Repository },
+            NullReporter.Instance, default);
+        var port = InstanceControl.FreePort();
+        var result = await PointInTimeRecovery.RunAsync(new PointInTimeRequest
+        {
+            Plan = plan, DataDirectory = recovered.NewDataDirectory(folder), Port = port, WalTool = Tool(),
+            Connection = new() { Host = "localhost", Port = port, Database = "postgres", User = PgTestCluster.SuperUser, Password = PgTestCluster.Password },
+        }, NullReporter.Instance, default);
+        Assert.Equal([1, 2, 3], RecoveredInstances.Ledger(result.Port));
     }
 
     /// <summary>Other bytes under the segment's name, its recorded checksum left as it was.</summary>

@@ -425,6 +425,43 @@ public sealed class EncryptedWalArchiveToolTests : IDisposable
     }
 
     [Fact]
+    public void Compressed_then_encrypted_a_segment_comes_back_as_it_was_and_a_damaged_one_aborts_recovery()
+    {
+        // Real WAL compresses; random bytes would not: half a segment of zeros, as a segment not yet filled has.
+        var source = Path.Combine(root, "pg_wal", Segment);
+        Directory.CreateDirectory(Path.GetDirectoryName(source)!);
+        File.WriteAllBytes(source, [.. System.Security.Cryptography.RandomNumberGenerator.GetBytes(8 << 20), .. new byte[8 << 20]]);
+        var push = KeyFile(withPrivateKey: false);
+        var (exit, _, stderr) = WalTool.Run("push", source, Archive, "--encrypt", push, WalCompression.Option);
+        Assert.True(exit == 0, stderr);
+        Assert.True(new FileInfo(Path.Combine(Archive, Segment)).Length < 12L << 20, "compressed before it was encrypted");
+        // The same segment again, with or without compression, is the same segment.
+        Assert.Equal(0, WalTool.Run("push", source, Archive, "--encrypt", push).ExitCode);
+        var fetched = Path.Combine(root, "fetched");
+        var fetch = WalTool.Run("fetch", Archive, Segment, fetched, "--decrypt", KeyFile(withPrivateKey: true));
+        Assert.True(fetch.ExitCode == 0, fetch.StdErr);
+        Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(fetched));
+
+        // Compressed alone, into a folder archive: a flipped byte with its sidecar rewritten to match still aborts recovery.
+        var plainArchive = Path.Combine(root, "plain archive");
+        Assert.Equal(0, WalTool.Run("push", source, plainArchive, WalCompression.Option).ExitCode);
+        Assert.Equal(0, WalTool.Run("push", source, plainArchive).ExitCode);
+        Assert.Equal(0, WalTool.Run("fetch", plainArchive, Segment, fetched + "2").ExitCode);
+        Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(fetched + "2"));
+        var path = Path.Combine(plainArchive, Segment);
+        var bytes = File.ReadAllBytes(path);
+        bytes[bytes.Length / 3] ^= 0x10;
+        File.WriteAllBytes(path, bytes);
+        File.WriteAllText(path + ".sha256", WalTool.Sha256(path) + "  " + Segment + "\nplain-sha256 " + WalTool.Sha256(source) + "\n");
+        var damaged = WalTool.Run("fetch", plainArchive, Segment, fetched + "3");
+        Assert.Equal(200, damaged.ExitCode);
+        Assert.Contains("DAMAGED ARCHIVE", damaged.StdErr);
+        Assert.False(File.Exists(fetched + "3"));
+        // --compress belongs to push.
+        Assert.Equal(200, WalTool.Run("fetch", plainArchive, Segment, fetched + "4", WalCompression.Option).ExitCode);
+    }
+
+    [Fact]
     public void An_encrypted_segment_a_killed_push_left_without_its_sidecar_is_replaced_and_fetched_whole()
     {
         var source = WalTool.WriteRandomFile(Path.Combine(root, "pg_wal", Segment));

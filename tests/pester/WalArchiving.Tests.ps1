@@ -159,14 +159,15 @@ select coalesce(string_agg(name, ','), '') from pg_file_settings where sourcefil
             $null = Disable-PgWalArchiving -Server $server -Restart -Confirm:$false -ErrorAction Stop
         }
 
-        It 'archives ahead of the server with -ArchiveParallel, and refuses a degree out of range' {
+        It 'archives ahead of the server with -ArchiveParallel, compressed with -CompressWal, and refuses a degree out of range' {
             $repo = New-PgTestRepository
             { Enable-PgWalArchiving -Server $server -Repository $repo -ArchiveParallel 0 -Confirm:$false } |
                 Should -Throw -ErrorId 'ParameterArgumentValidationError,PgBackup.Commands.EnablePgWalArchivingCommand'
             $failedBefore = [long] (Invoke-PgTestSql -Cluster $archiving -Sql 'select failed_count from pg_stat_archiver')
-            $result = Enable-PgWalArchiving -Server $server -Repository $repo -ArchiveParallel 3 -Restart -Confirm:$false -ErrorAction Stop
+            $result = Enable-PgWalArchiving -Server $server -Repository $repo -ArchiveParallel 3 -CompressWal -Restart -Confirm:$false -ErrorAction Stop
             $result.ArchiveParallel | Should -Be 3
-            $result.ArchiveCommand | Should -BeLikeExactly '* --parallel 3'
+            $result.CompressWal | Should -BeTrue
+            $result.ArchiveCommand | Should -BeLikeExactly '* --compress --parallel 3'
             Switch-TestWal -Times 8
             Wait-TestArchiver
             Test-Path -LiteralPath (Join-Path $archiving.DataDirectory 'pg_wal' 'pgbackup_archive_spool') | Should -BeTrue -Because 'the background pusher ran'
@@ -175,6 +176,8 @@ select coalesce(string_agg(name, ','), '') from pg_file_settings where sourcefil
             $status.ChecksumFailures | Should -BeNullOrEmpty
             $status.FailedCount | Should -Be $failedBefore -Because 'no push failed'
             $status.ArchiveError | Should -BeNullOrEmpty
+            $segment = Get-ChildItem -LiteralPath $result.Repository -File | Where-Object Name -Match '^[0-9A-F]{24}$' | Select-Object -Last 1
+            [System.Text.Encoding]::ASCII.GetString([System.IO.File]::ReadAllBytes($segment.FullName), 0, 7) | Should -BeExactly 'PGBKWZ1'
             $null = Disable-PgWalArchiving -Server $server -Restart -Confirm:$false -ErrorAction Stop
         }
     }

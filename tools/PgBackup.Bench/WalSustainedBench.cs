@@ -64,11 +64,11 @@ public static class WalSustainedBench
             PhysicalBench.AsPostgres(pgbackrest, $"--config={conf}", "--stanza=bench", "stanza-create");
             return $"{pgbackrest} --config={conf} --stanza=bench archive-push %p";
         }
-        (string, Func<IEnumerable<string>>) PgBackupFolder(string dir, int parallel)
+        (string, Func<IEnumerable<string>>) PgBackupFolder(string dir, int parallel, bool compress = false)
         {
             var archive = Directory.CreateDirectory(Path.Combine(dir, "archive")).FullName;
             PhysicalBench.Chown(dir);
-            return ((string)tool.ArchiveCommand(archive, parallel: parallel), () => Directory.GetFiles(archive).Select(f => Path.GetFileName(f)));
+            return ((string)tool.ArchiveCommand(archive, parallel: parallel, compress: compress), () => Directory.GetFiles(archive).Select(f => Path.GetFileName(f)));
         }
         IEnumerable<string> Blobs(string container, string prefix) =>
             service.GetBlobContainerClient(container).GetBlobs(new Azure.Storage.Blobs.Models.GetBlobsOptions { Prefix = prefix }).Select(b => b.Name[(b.Name.LastIndexOf('/') + 1)..]);
@@ -76,6 +76,7 @@ public static class WalSustainedBench
         Case[] cases =
         [
             new("PgBackup, folder, --parallel 2", (_, dir) => PgBackupFolder(dir, 2)),
+            new("PgBackup, folder, --parallel 2 --compress", (_, dir) => PgBackupFolder(dir, 2, compress: true)),
             new("PgBackup, folder, synchronous (parallel 1)", (_, dir) => PgBackupFolder(dir, 1)),
             new("pgBackRest, folder, archive-async, process-max 2, lz4", (cluster, dir) =>
                 (PgBackRest(cluster, dir, $"repo1-path={dir}/repo"),
@@ -85,6 +86,12 @@ public static class WalSustainedBench
                 var container = "w" + Guid.NewGuid().ToString("N")[..16];
                 service.GetBlobContainerClient(container).Create();
                 return ((string)tool.ArchiveCommand($"{azurite.ServiceUrl}/{container}/wal/1", credentials, parallel: 2), () => Blobs(container, "wal/1/"));
+            }),
+            new("PgBackup, Azurite, --parallel 2 --compress", (_, dir) =>
+            {
+                var container = "w" + Guid.NewGuid().ToString("N")[..16];
+                service.GetBlobContainerClient(container).Create();
+                return ((string)tool.ArchiveCommand($"{azurite.ServiceUrl}/{container}/wal/1", credentials, parallel: 2, compress: true), () => Blobs(container, "wal/1/"));
             }),
             new("PgBackup, Azurite, --parallel 4", (_, dir) =>
             {
@@ -126,7 +133,7 @@ public static class WalSustainedBench
                 $"{r.MaxReady} | {r.Failed} | {r.Check} |");
         }
         Console.WriteLine();
-        Console.WriteLine("pgBackRest compresses with lz4 here (its default is gz); pgbackup-wal does not compress WAL. The window is pgbench's run; " +
+        Console.WriteLine("pgBackRest compresses with lz4 here (its default is gz); pgbackup-wal compresses with --compress (zlib, fastest level). The window is pgbench's run; " +
             "the drain is from its end until no .ready file is left. Segments archived count pg_stat_archiver.archived_count from the start of the window.");
         Directory.Delete(work, recursive: true);
     }

@@ -122,7 +122,8 @@ public sealed class RecoverySource : IDisposable
                 else
                 {
                     var candidates = RecoveryChoices.OfServer(listed, repository.Display, serverName ?? "the server");
-                    if (!repository.IsBlob && !encrypted) return new RecoverySource(candidates, false, repository.Folder, null);
+                    if (!repository.IsBlob && !encrypted && !HoldsCompressedWal(repository.Folder, candidates.Select(c => c.SystemIdentifier).FirstOrDefault()))
+                        return new RecoverySource(candidates, false, repository.Folder, null);
                     // Only one backup is downloaded: the newest the metadata says can reach the target.
                     var left = candidates.Where(c => tried == null || !tried.Contains(c.Id)).ToList();
                     chosen = Likeliest(left, target);
@@ -131,7 +132,9 @@ public sealed class RecoverySource : IDisposable
                 }
                 if (repository.IsBlob) backupRepository = repository;
             }
-            if (backupRepository is not { IsBlob: true } && !blobWal && !encrypted)
+            // PostgreSQL and pg_waldump read WAL from a folder of plain files: compressed segments are expanded into the spool first.
+            var compressedWal = !blobWal && HoldsCompressedWal(walRepository?.Folder ?? chosen.Repository, chosen.SystemIdentifier);
+            if (backupRepository is not { IsBlob: true } && !blobWal && !encrypted && !compressedWal)
                 return new RecoverySource([chosen], true, walRepository?.Folder ?? chosen.Repository, null) { BackupPath = chosen.Path };
 
             var spool = BlobBaseBackups.NewSpool();
@@ -151,7 +154,7 @@ public sealed class RecoverySource : IDisposable
                     backup = await BlobBaseBackups.LocalCopyAsync(chosen, backupRepository is { IsBlob: true } ? backupRepository : null, backupEncryption, Path.Combine(spool, "backup"), ct).ConfigureAwait(false);
                 }
                 string? wal = walRepository?.Folder ?? (backupRepository is { IsBlob: true } ? null : chosen.Repository);
-                if ((blobWal || walEncryption != null) && !string.IsNullOrEmpty(chosen.SystemIdentifier))
+                if ((blobWal || walEncryption != null || compressedWal) && !string.IsNullOrEmpty(chosen.SystemIdentifier))
                 {
                     await DownloadWalAsync(walRoot!, chosen, spool, walEncryption, reporter, ct).ConfigureAwait(false);
                     wal = spool;
@@ -200,8 +203,78 @@ public sealed class RecoverySource : IDisposable
         var folder = RepositoryLayout.ArchiveFolder(spool, backup.SystemIdentifier);
         void Progress(int done) => reporter.Progress(activity, $"{done} of {names.Count} files", names.Count == 0 ? 100 : done * 100 / names.Count);
         if (encryption != null) await DecryptWalAsync(archive, names, folder, encryption, Progress, ct).ConfigureAwait(false);
-        else await ((BlobWalArchiveStore)archive).DownloadAsync(names, folder, Progress, ct).ConfigureAwait(false);
+        else if (archive is BlobWalArchiveStore blob) await blob.DownloadAsync(names, folder, Progress, ct).ConfigureAwait(false);
+        else await CopyWalAsync(archive.Location, names, folder, Progress, ct).ConfigureAwait(false);
+        await ExpandCompressedWalAsync(folder, names, ct).ConfigureAwait(false);
         reporter.ProgressCompleted(activity);
+    }
+
+    /// <summary>True when the archive folder of <paramref name="systemIdentifier"/> in a folder repository holds a compressed segment.</summary>
+    private static bool HoldsCompressedWal(string? repositoryFolder, string? systemIdentifier)
+    {
+        if (string.IsNullOrEmpty(repositoryFolder) || string.IsNullOrEmpty(systemIdentifier)) return false;
+        var archive = RepositoryLayout.ArchiveFolder(repositoryFolder, systemIdentifier);
+        if (!Directory.Exists(archive)) return false;
+        return Directory.EnumerateFiles(archive).Where(f => WalCompression.Applies(Path.GetFileName(f))).Any(WalCompression.IsCompressed);
+    }
+
+    /// <summary>Copies archived WAL files with their sidecars from a folder archive (their checksums are checked when they are expanded or replayed).</summary>
+    private static async Task CopyWalAsync(string archive, IReadOnlyCollection<string> names, string folder, Action<int> progress, CancellationToken ct)
+    {
+        Directory.CreateDirectory(folder);
+        var done = 0;
+        await Parallel.ForEachAsync(names, new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = ct }, async (name, token) =>
+        {
+            await using (var input = new FileStream(Path.Combine(archive, name), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous))
+            await using (var output = new FileStream(Path.Combine(folder, name), FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous))
+                await input.CopyToAsync(output, 1 << 20, token).ConfigureAwait(false);
+            var sidecar = Path.Combine(archive, name + FolderWalArchiveStore.SidecarSuffix);
+            if (File.Exists(sidecar)) File.Copy(sidecar, Path.Combine(folder, name + FolderWalArchiveStore.SidecarSuffix), overwrite: true);
+            progress(Interlocked.Increment(ref done));
+        }).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Replaces every compressed segment in the spool by its plaintext, with a sidecar of the plaintext's SHA-256; the
+    /// compressed bytes are checked against their recorded SHA-256 first, so a damaged file stops the recovery here.
+    /// </summary>
+    private static async Task ExpandCompressedWalAsync(string folder, IReadOnlyCollection<string> names, CancellationToken ct)
+    {
+        var damaged = new System.Collections.Concurrent.ConcurrentBag<string>();
+        await Parallel.ForEachAsync(names.Where(WalCompression.Applies), new ParallelOptions { MaxDegreeOfParallelism = 2, CancellationToken = ct }, async (name, token) =>
+        {
+            var path = Path.Combine(folder, name);
+            if (!WalCompression.IsCompressed(path)) return;
+            var sidecar = path + FolderWalArchiveStore.SidecarSuffix;
+            var recorded = File.Exists(sidecar) ? (await File.ReadAllTextAsync(sidecar, token).ConfigureAwait(false)).Split(' ', 2)[0].Trim() : null;
+            await using (var stored = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous))
+            {
+                var actual = Convert.ToHexString(await System.Security.Cryptography.SHA256.HashDataAsync(stored, token).ConfigureAwait(false)).ToLowerInvariant();
+                if (recorded != actual)
+                {
+                    damaged.Add($"{name} (sha256 {actual}, recorded {recorded ?? "none"})");
+                    return;
+                }
+            }
+            var expanded = path + ".expanded";
+            try { WalCompression.DecompressFile(path, expanded); }
+            catch (InvalidDataException ex)
+            {
+                damaged.Add($"{name} ({ex.Message})");
+                File.Delete(expanded);
+                return;
+            }
+            File.Move(expanded, path, overwrite: true);
+            await using (var plain = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous))
+            {
+                var sha = Convert.ToHexString(await System.Security.Cryptography.SHA256.HashDataAsync(plain, token).ConfigureAwait(false)).ToLowerInvariant();
+                await File.WriteAllTextAsync(sidecar, sha + "  " + name + "\n", token).ConfigureAwait(false);
+            }
+        }).ConfigureAwait(false);
+        if (!damaged.IsEmpty)
+            throw new PgBackupException("WalSegmentDamaged", ErrorKind.InvalidData,
+                $"The WAL archive holds damaged files that this recovery needs, so nothing was recovered: {string.Join(" ", damaged.Order(StringComparer.Ordinal).Take(3))}", folder,
+                "Restore the damaged segments from another copy of the archive, or recover to a point before the first of them (Get-PgWalArchive -Verify lists them).");
     }
 
     /// <summary>Decrypts archived WAL files into a folder archive, each with a sidecar of its plaintext's SHA-256, a few at a time.</summary>

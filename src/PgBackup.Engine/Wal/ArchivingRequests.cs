@@ -37,6 +37,8 @@ public sealed record EnableArchivingRequest
     /// a time; each is still acknowledged only once it is committed with its checksum. 1: only the segment asked for.
     /// </summary>
     public int ArchiveParallel { get; init; } = 1;
+    /// <summary>Store segments compressed (zlib, fastest level): fewer bytes to the repository, decompressed on every read.</summary>
+    public bool CompressWal { get; init; }
 }
 
 /// <summary>Undo Enable-PgWalArchiving (Disable-PgWalArchiving).</summary>
@@ -76,6 +78,8 @@ public sealed record ArchivingState
     public long? DropBacklogAbove { get; init; }
     /// <summary>How many segments the background pusher archives at once (archive_command's --parallel); 1 when it pushes none ahead.</summary>
     public int ArchiveParallel { get; init; } = 1;
+    /// <summary>archive_command stores segments compressed (--compress).</summary>
+    public bool CompressWal { get; init; }
     /// <summary>Settings changed in the configuration that wait for a restart (pg_settings.pending_restart).</summary>
     public string[] PendingRestart { get; init; } = [];
     /// <summary>Null when this role may not call pg_control_system().</summary>

@@ -75,7 +75,7 @@ public static class ArchivingService
                         : await PrepareArchiveFolderAsync(RepositoryLayout.ArchiveFolder(request.Repository.Folder!, before.SystemIdentifier!), owner, reporter, ct).ConfigureAwait(false);
                     var folder = archive.Location;
                     archive = await PrepareEncryptionAsync(archive, request.Repository, before.SystemIdentifier!, server.DataDirectory, target, local, owner, reporter, ct).ConfigureAwait(false);
-                    var command = tool.ArchiveCommand(folder, archive.CredentialsFile, request.DropBacklogAbove, archive.KeyFile, request.ArchiveParallel);
+                    var command = tool.ArchiveCommand(folder, archive.CredentialsFile, request.DropBacklogAbove, archive.KeyFile, request.ArchiveParallel, request.CompressWal);
                     if (request.DropBacklogAbove is { } drop)
                         reporter.Warning($"With the guard set, a segment whose push fails while more than {drop} bytes of WAL wait in pg_wal is dropped: PostgreSQL recycles it unarchived, and point-in-time recovery cannot pass it. Get-PgWalArchive reports every dropped segment.");
                     if (local)
@@ -331,6 +331,7 @@ public static class ArchivingService
             KeyFile = parts?.KeyFile,
             DropBacklogAbove = parts?.DropBacklogAbove,
             ArchiveParallel = parts?.Parallel ?? 1,
+            CompressWal = parts?.Compress ?? false,
             PendingRestart = [.. pending],
             SystemIdentifier = systemIdentifier,
         };
@@ -347,6 +348,7 @@ public static class ArchivingService
         ArchiveCommand = state.ArchiveCommand ?? "",
         ArchiveTimeout = state.ArchiveTimeout,
         ArchiveParallel = state.ArchiveParallel,
+        CompressWal = state.CompressWal,
         PendingRestart = state.PendingRestart,
         Restarted = restarted,
     };

@@ -98,9 +98,12 @@ public sealed class WalArchiveTool
     /// </summary>
     /// <param name="credentialsFile">For a blob archive: the file the tool reads its credential from.</param>
     /// <param name="parallel">Above 1: a background pusher archives the next ready segments this many at a time (the tool's AheadPusher).</param>
-    public string ArchiveCommand(string archiveLocation, string? credentialsFile = null, long? dropBacklogAbove = null, string? keyFile = null, int parallel = 1) =>
+    /// <param name="compress">Segments are stored compressed (<see cref="Repository.WalCompression"/>).</param>
+    public string ArchiveCommand(string archiveLocation, string? credentialsFile = null, long? dropBacklogAbove = null, string? keyFile = null, int parallel = 1,
+        bool compress = false) =>
         string.Join(' ', Start, "push", Quote("%p", escapePercent: false), Quote(archiveLocation)) +
-        (credentialsFile != null ? $" {CredentialsOption} {Quote(credentialsFile)}" : "") + Key(EncryptOption, keyFile) + Parallel(parallel) + Drop(dropBacklogAbove);
+        (credentialsFile != null ? $" {CredentialsOption} {Quote(credentialsFile)}" : "") + Key(EncryptOption, keyFile) +
+        (compress ? " " + Repository.WalCompression.Option : "") + Parallel(parallel) + Drop(dropBacklogAbove);
 
     /// <summary>The option of push (segments pushed ahead in the background) and fetch (segments prefetched) that sets how many run at once.</summary>
     public const string ParallelOption = "--parallel";
@@ -189,6 +192,8 @@ public sealed class WalArchiveTool
             if (!int.TryParse(words[^1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out parallel) || parallel < 1) return false;
             words.RemoveRange(words.Count - 2, 2);
         }
+        var compress = words.Count > 1 && words[^1] == Repository.WalCompression.Option;
+        if (compress) words.RemoveAt(words.Count - 1);
         string? key = null;
         if (words.Count > 2 && words[^2] == EncryptOption)
         {
@@ -202,7 +207,7 @@ public sealed class WalArchiveTool
             _ => ((string?)null, (string?)null),
         };
         if (location == null) return false;
-        parts = new ArchiveCommandParts(location, credentials, drop, key, parallel);
+        parts = new ArchiveCommandParts(location, credentials, drop, key, parallel, compress);
         return true;
     }
 
@@ -304,4 +309,5 @@ public sealed class WalArchiveTool
 /// <param name="DropBacklogAbove">The guard's limit in bytes, when the command sets one.</param>
 /// <param name="KeyFile">The key file of an encrypted repository's archive, when the command encrypts.</param>
 /// <param name="Parallel">How many segments the background pusher archives at once; 1 when nothing is pushed ahead.</param>
-public sealed record ArchiveCommandParts(string Location, string? CredentialsFile, long? DropBacklogAbove, string? KeyFile, int Parallel);
+/// <param name="Compress">Segments are stored compressed.</param>
+public sealed record ArchiveCommandParts(string Location, string? CredentialsFile, long? DropBacklogAbove, string? KeyFile, int Parallel, bool Compress = false);

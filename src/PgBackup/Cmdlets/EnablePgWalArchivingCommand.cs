@@ -37,6 +37,10 @@ public sealed class EnablePgWalArchivingCommand : PgServerCmdlet
     [ValidateRange(1, WalArchiveTool.MaxParallel)]
     public int ArchiveParallel { get; set; } = 1;
 
+    /// <summary>Store WAL segments compressed; every reader decompresses them.</summary>
+    [Parameter]
+    public SwitchParameter CompressWal { get; set; }
+
     protected override void ProcessRecord()
     {
         var settings = LoadSettings(BoundSettings(("Repository", nameof(Repository))));
@@ -63,6 +67,7 @@ public sealed class EnablePgWalArchivingCommand : PgServerCmdlet
                 ToolInstallRoot = WalToolInstallation.Root,
                 DropBacklogAbove = DropBacklogAbove,
                 ArchiveParallel = ArchiveParallel,
+                CompressWal = CompressWal,
             };
             WriteObject(RunEngine((reporter, ct) => ArchivingService.EnableAsync(request, reporter, ct)));
         }
