@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using PgBackup.Engine.Connection;
 using PgBackup.Engine.Instance;
 using PgBackup.Engine.Physical;
 using PgBackup.Engine.Recovery;
@@ -42,6 +43,12 @@ public abstract class ParallelWalArchivingTests : IDisposable
     }
 
     private WalArchiveTool Tool() => new(WalTool.CopyTo(Path.Combine(folder, "module", "WalArchive")));
+
+    private Task<WalArchivingResult> EnableAsync(ConnectionTarget target, RepositoryAddress repository, int parallel = 1, long? dropBacklogAbove = null, bool compress = false) =>
+        ArchivingService.EnableAsync(new EnableArchivingRequest
+        {
+            Target = target, Repository = repository, Tool = Tool(), Restart = true, ArchiveParallel = parallel, DropBacklogAbove = dropBacklogAbove, CompressWal = compress,
+        }, NullReporter.Instance, default);
 
     /// <summary>The archive's location and, for Blob, a credentials file, as pgbackup-wal takes them on its command line.</summary>
     private string[] Archive(RepositoryAddress repository, string systemIdentifier)
@@ -137,10 +144,7 @@ public abstract class ParallelWalArchivingTests : IDisposable
     {
         var cluster = Start("walpar-busy");
         var repository = NewRepository();
-        var result = await ArchivingService.EnableAsync(new EnableArchivingRequest
-        {
-            Target = Targets.For(cluster), Repository = repository, Tool = Tool(), Restart = true, ArchiveParallel = 4,
-        }, NullReporter.Instance, default);
+        var result = await EnableAsync(Targets.For(cluster), repository, parallel: 4);
         Assert.True(result.Verified);
         Assert.Equal(4, result.ArchiveParallel);
         Assert.Contains(" --parallel 4", result.ArchiveCommand);
@@ -224,10 +228,7 @@ public abstract class ParallelWalArchivingTests : IDisposable
         var cluster = Start("walpar-outage");
         var repository = NewRepository();
         var target = Targets.For(cluster);
-        var result = await ArchivingService.EnableAsync(new EnableArchivingRequest
-        {
-            Target = target, Repository = repository, Tool = Tool(), Restart = true, ArchiveParallel = 2,
-        }, NullReporter.Instance, default);
+        var result = await EnableAsync(target, repository, parallel: 2);
 
         MakeUnreachable(repository, result.Repository);
         string last;
@@ -261,10 +262,7 @@ public abstract class ParallelWalArchivingTests : IDisposable
         var cluster = Start("walpar-guard");
         var repository = NewRepository();
         var target = Targets.For(cluster);
-        var result = await ArchivingService.EnableAsync(new EnableArchivingRequest
-        {
-            Target = target, Repository = repository, Tool = Tool(), Restart = true, ArchiveParallel = 2, DropBacklogAbove = limit,
-        }, NullReporter.Instance, default);
+        var result = await EnableAsync(target, repository, parallel: 2, dropBacklogAbove: limit);
         Assert.EndsWith($" --parallel 2 --drop-backlog-above {limit}", result.ArchiveCommand);
 
         var droppedLog = Path.Combine(cluster.DataDirectory, "pgbackup_dropped_wal.log");
@@ -290,8 +288,7 @@ public abstract class ParallelWalArchivingTests : IDisposable
         var cluster = Start("walpar-prefetch");
         var repository = NewRepository();
         var target = Targets.For(cluster);
-        var enabled = await ArchivingService.EnableAsync(new EnableArchivingRequest { Target = target, Repository = repository, Tool = Tool(), Restart = true },
-            NullReporter.Instance, default);
+        var enabled = await EnableAsync(target, repository);
         var systemIdentifier = enabled.SystemIdentifier;
 
         // A copy without WAL of its own: it can only become consistent from the archive.
@@ -333,10 +330,7 @@ public abstract class ParallelWalArchivingTests : IDisposable
         var cluster = Start("walpar-compress");
         var repository = NewRepository();
         var target = Targets.For(cluster);
-        var enabled = await ArchivingService.EnableAsync(new EnableArchivingRequest
-        {
-            Target = target, Repository = repository, Tool = Tool(), Restart = true, ArchiveParallel = 2, CompressWal = true,
-        }, NullReporter.Instance, default);
+        var enabled = await EnableAsync(target, repository, parallel: 2, compress: true);
         Assert.True(enabled.CompressWal);
         Assert.Contains($" {WalCompression.Option} --parallel 2", enabled.ArchiveCommand);
         Assert.True((await ArchivingService.GetArchivingStateAsync(target, default)).CompressWal);

@@ -70,6 +70,12 @@ public static class WalSustainedBench
             PhysicalBench.Chown(dir);
             return ((string)tool.ArchiveCommand(archive, parallel: parallel, compress: compress), () => Directory.GetFiles(archive).Select(f => Path.GetFileName(f)));
         }
+        (string, Func<IEnumerable<string>>) PgBackupAzurite(int parallel, bool compress = false)
+        {
+            var container = "w" + Guid.NewGuid().ToString("N")[..16];
+            service.GetBlobContainerClient(container).Create();
+            return ((string)tool.ArchiveCommand($"{azurite.ServiceUrl}/{container}/wal/1", credentials, parallel: parallel, compress: compress), () => Blobs(container, "wal/1/"));
+        }
         IEnumerable<string> Blobs(string container, string prefix) =>
             service.GetBlobContainerClient(container).GetBlobs(new Azure.Storage.Blobs.Models.GetBlobsOptions { Prefix = prefix }).Select(b => b.Name[(b.Name.LastIndexOf('/') + 1)..]);
 
@@ -81,24 +87,9 @@ public static class WalSustainedBench
             new("pgBackRest, folder, archive-async, process-max 2, lz4", (cluster, dir) =>
                 (PgBackRest(cluster, dir, $"repo1-path={dir}/repo"),
                  () => Directory.EnumerateFiles(Path.Combine(dir, "repo", "archive"), "*", SearchOption.AllDirectories).Select(f => Path.GetFileName(f)))),
-            new("PgBackup, Azurite, --parallel 2", (_, dir) =>
-            {
-                var container = "w" + Guid.NewGuid().ToString("N")[..16];
-                service.GetBlobContainerClient(container).Create();
-                return ((string)tool.ArchiveCommand($"{azurite.ServiceUrl}/{container}/wal/1", credentials, parallel: 2), () => Blobs(container, "wal/1/"));
-            }),
-            new("PgBackup, Azurite, --parallel 2 --compress", (_, dir) =>
-            {
-                var container = "w" + Guid.NewGuid().ToString("N")[..16];
-                service.GetBlobContainerClient(container).Create();
-                return ((string)tool.ArchiveCommand($"{azurite.ServiceUrl}/{container}/wal/1", credentials, parallel: 2, compress: true), () => Blobs(container, "wal/1/"));
-            }),
-            new("PgBackup, Azurite, --parallel 4", (_, dir) =>
-            {
-                var container = "w" + Guid.NewGuid().ToString("N")[..16];
-                service.GetBlobContainerClient(container).Create();
-                return ((string)tool.ArchiveCommand($"{azurite.ServiceUrl}/{container}/wal/1", credentials, parallel: 4), () => Blobs(container, "wal/1/"));
-            }),
+            new("PgBackup, Azurite, --parallel 2", (_, _) => PgBackupAzurite(2)),
+            new("PgBackup, Azurite, --parallel 2 --compress", (_, _) => PgBackupAzurite(2, compress: true)),
+            new("PgBackup, Azurite, --parallel 4", (_, _) => PgBackupAzurite(4)),
             new("pgBackRest, Azurite, archive-async, process-max 2, lz4", (cluster, dir) =>
             {
                 var path = "s" + Guid.NewGuid().ToString("N")[..16];
