@@ -92,8 +92,11 @@ public sealed class ArchivedWalGate : IDisposable
         }
     }
 
-    public PgBackupException Damaged(string archiveFolder) => new("WalSegmentDamaged", ErrorKind.InvalidData,
-        $"The WAL archive holds damaged files that this recovery needs, so nothing was recovered: {string.Join(" ", _problems.Order(StringComparer.Ordinal).Take(3))}", archiveFolder,
+    public PgBackupException Damaged(string archiveFolder) => Damaged(_problems, archiveFolder);
+
+    /// <summary>PgBackup.WalSegmentDamaged for the first few of <paramref name="problems"/>.</summary>
+    public static PgBackupException Damaged(IEnumerable<string> problems, string archiveFolder) => new("WalSegmentDamaged", ErrorKind.InvalidData,
+        $"The WAL archive holds damaged files that this recovery needs, so nothing was recovered: {string.Join(" ", problems.Order(StringComparer.Ordinal).Take(3))}", archiveFolder,
         "Restore the damaged segments from another copy of the archive, or recover to a point before the first of them (Get-PgWalArchive -Verify lists them).");
 
     public void Dispose()

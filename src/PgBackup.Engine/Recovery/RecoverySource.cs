@@ -1,4 +1,5 @@
 using PgBackup.Engine.Repository;
+using PgBackup.Engine.Tools;
 using PgBackup.Engine.Repository.Blob;
 using PgBackup.Engine.Repository.Encryption;
 
@@ -245,36 +246,32 @@ public sealed class RecoverySource : IDisposable
         {
             var path = Path.Combine(folder, name);
             if (!WalCompression.IsCompressed(path)) return;
-            var sidecar = path + FolderWalArchiveStore.SidecarSuffix;
-            var recorded = File.Exists(sidecar) ? (await File.ReadAllTextAsync(sidecar, token).ConfigureAwait(false)).Split(' ', 2)[0].Trim() : null;
-            await using (var stored = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous))
+            if (FolderWalArchiveStore.ChecksumProblemOf(path, requireSidecar: true) is { } problem)
             {
-                var actual = Convert.ToHexString(await System.Security.Cryptography.SHA256.HashDataAsync(stored, token).ConfigureAwait(false)).ToLowerInvariant();
-                if (recorded != actual)
-                {
-                    damaged.Add($"{name} (sha256 {actual}, recorded {recorded ?? "none"})");
-                    return;
-                }
+                damaged.Add(problem);
+                return;
             }
             var expanded = path + ".expanded";
-            try { WalCompression.DecompressFile(path, expanded); }
+            string sha;
+            try
+            {
+                // The plaintext's SHA-256 is taken as it is written, for the sidecar the restore_command gate checks.
+                await using var input = WalCompression.Decompressing(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan));
+                await using var output = new FileStream(expanded, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
+                await using var hashing = new HashingWriteStream(output);
+                await input.CopyToAsync(hashing, 1 << 20, token).ConfigureAwait(false);
+                sha = hashing.Sha256();
+            }
             catch (InvalidDataException ex)
             {
-                damaged.Add($"{name} ({ex.Message})");
+                damaged.Add($"{path} does not decompress ({ex.Message})");
                 File.Delete(expanded);
                 return;
             }
             File.Move(expanded, path, overwrite: true);
-            await using (var plain = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous))
-            {
-                var sha = Convert.ToHexString(await System.Security.Cryptography.SHA256.HashDataAsync(plain, token).ConfigureAwait(false)).ToLowerInvariant();
-                await File.WriteAllTextAsync(sidecar, sha + "  " + name + "\n", token).ConfigureAwait(false);
-            }
+            await File.WriteAllTextAsync(path + FolderWalArchiveStore.SidecarSuffix, sha + "  " + name + "\n", token).ConfigureAwait(false);
         }).ConfigureAwait(false);
-        if (!damaged.IsEmpty)
-            throw new PgBackupException("WalSegmentDamaged", ErrorKind.InvalidData,
-                $"The WAL archive holds damaged files that this recovery needs, so nothing was recovered: {string.Join(" ", damaged.Order(StringComparer.Ordinal).Take(3))}", folder,
-                "Restore the damaged segments from another copy of the archive, or recover to a point before the first of them (Get-PgWalArchive -Verify lists them).");
+        if (!damaged.IsEmpty) throw ArchivedWalGate.Damaged(damaged, folder);
     }
 
     /// <summary>Decrypts archived WAL files into a folder archive, each with a sidecar of its plaintext's SHA-256, a few at a time.</summary>
