@@ -75,7 +75,7 @@ public sealed class BackupManifestTests
     public async Task The_follower_reads_files_written_one_after_another_and_the_one_still_growing()
     {
         var root = Path.Combine(Targets.NewFolder(), "backup");
-        await using var follower = BackupWriteFollower.Start(root, BaseBackupFormat.Plain);
+        await using var follower = BackupWriteFollower.Start(root, BaseBackupFormat.Plain, handToDisk: true);
         var random = new Random(3);
         // As pg_basebackup's extractor does: create, append, close, next file; WAL streamed alongside into pg_wal.
         Directory.CreateDirectory(Path.Combine(root, "pg_wal"));
@@ -107,7 +107,7 @@ public sealed class BackupManifestTests
     public async Task The_follower_reads_a_tar_file_while_it_grows()
     {
         var root = Path.Combine(Targets.NewFolder(), "backup");
-        await using var follower = BackupWriteFollower.Start(root, BaseBackupFormat.Tar);
+        await using var follower = BackupWriteFollower.Start(root, BaseBackupFormat.Tar, handToDisk: true);
         Directory.CreateDirectory(root);
         var contents = new Dictionary<string, byte[]>();
         await using (var tarFile = new FileStream(Path.Combine(root, "base.tar"), FileMode.CreateNew))

@@ -36,6 +36,29 @@ public sealed class DurableFilesTests
     }
 
     [Fact]
+    public async Task A_file_handed_to_the_disk_as_it_is_written_holds_every_byte_in_order()
+    {
+        var path = Path.Combine(Targets.NewFolder(), "big");
+        var chunk = RandomNumberGenerator.GetBytes((3 << 20) + 17);
+        using var expected = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        await using (var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous))
+        await using (var stream = new WritebackStream(file))
+        {
+            // Past several 64 MB marks, with writes of both kinds.
+            for (var i = 0; i < 50; i++)
+            {
+                var part = chunk.AsMemory(i % 7, chunk.Length - i % 7);
+                expected.AppendData(part.Span);
+                if (i % 2 == 0) await stream.WriteAsync(part);
+                else stream.Write(part.Span);
+            }
+            Assert.True(stream.Length > 128L << 20);
+        }
+        await using var written = File.OpenRead(path);
+        Assert.Equal(expected.GetHashAndReset(), await SHA256.HashDataAsync(written));
+    }
+
+    [Fact]
     public void Starting_the_write_of_a_file_or_syncing_one_that_is_gone_is_not_an_error()
     {
         var gone = Path.Combine(Targets.NewFolder(), "renamed-meanwhile");

@@ -10,13 +10,13 @@ using PgBackup.Testing;
 //        PgBackup.Bench wal-push [rounds (default 3)]                                  only the per-segment cost of archive commands into a folder
 //        PgBackup.Bench blob-wal [rounds (default 3)]                                  only the WAL push per segment to Azurite vs pgbackrest archive-push
 //        PgBackup.Bench wal-sustained [seconds (default 60)]                          sustained WAL archiving under pgbench: pgbackup-wal (--parallel 2, and 1) vs pgBackRest archive-async, folder and Azurite
-//        PgBackup.Bench encryption [pgbench scale (default 60)] [rounds (default 3)] encrypted vs plain repositories, and pgBackRest with and without aes-256-cbc
+//        PgBackup.Bench encryption [pgbench scale (default 60)] [rounds (default 3)] [case filter, e.g. BaseBackup] encrypted vs plain repositories, and pgBackRest with and without aes-256-cbc
 //        PgBackup.Bench replication [calls (default 50)]                             Get-PgReplicationStatus latency
 //        PgBackup.Bench recovery [pgbench scale (default 68)] [rounds (default 3)]   point-in-time recovery
 // Each round times the raw tool and the cmdlet on the same database, alternating which goes first; the median ratio is reported.
 if (args.Length > 0 && args[0] == "encryption")
 {
-    EncryptionBench.Run(args.Length > 1 ? int.Parse(args[1]) : 60, args.Length > 2 ? int.Parse(args[2]) : 3);
+    EncryptionBench.Run(args.Length > 1 ? int.Parse(args[1]) : 60, args.Length > 2 ? int.Parse(args[2]) : 3, args.Length > 3 ? args[3] : null);
     return;
 }
 if (args.Length > 0 && args[0] == "replication")

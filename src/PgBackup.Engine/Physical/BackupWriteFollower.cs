@@ -10,7 +10,7 @@ namespace PgBackup.Engine.Physical;
 /// whose last change is older than another file's is complete, and the file still being written can be read up to where it
 /// has got. WAL (pg_wal, pg_wal.tar) is streamed alongside and is not in the manifest's file list, so it is left alone.
 /// Each file it has finished is handed to the disk at once (pg_basebackup runs with --no-sync), so the final sync has little
-/// left to wait for. The digests are a head start, not the verdict: anything missed or not matching is read again once
+/// left to wait for; not in a spool, whose files are stored (encrypted, uploaded) elsewhere and thrown away. The digests are a head start, not the verdict: anything missed or not matching is read again once
 /// pg_basebackup is done.
 /// </summary>
 public sealed class BackupWriteFollower : IAsyncDisposable
@@ -19,6 +19,7 @@ public sealed class BackupWriteFollower : IAsyncDisposable
     private const long ReadAheadBeforeListing = 16 << 20;
 
     private readonly string _root;
+    private readonly bool _handToDisk;
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource _writerFinished = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task<Dictionary<string, FileDigest>> _run;
@@ -28,9 +29,10 @@ public sealed class BackupWriteFollower : IAsyncDisposable
     private (string Archive, long NextHeader)? _resumeAt;
     private (string Archive, Task<Dictionary<string, FileDigest>> Digests)? _rest;
 
-    private BackupWriteFollower(string root, BaseBackupFormat format)
+    private BackupWriteFollower(string root, BaseBackupFormat format, bool handToDisk)
     {
         _root = root;
+        _handToDisk = handToDisk;
         _run = Task.Factory.StartNew(() =>
         {
             // pg_basebackup and the server's WAL sender keep both cores of a small machine busy but for short waits on
@@ -43,7 +45,8 @@ public sealed class BackupWriteFollower : IAsyncDisposable
     }
 
     /// <summary>Starts following <paramref name="root"/>, which pg_basebackup has not necessarily created yet.</summary>
-    public static BackupWriteFollower Start(string root, BaseBackupFormat format) => new(root, format);
+    /// <param name="handToDisk">False for a spool that is thrown away once its files are stored elsewhere: writing it to disk would be wasted.</param>
+    public static BackupWriteFollower Start(string root, BaseBackupFormat format, bool handToDisk) => new(root, format, handToDisk);
 
     /// <summary>
     /// Call once pg_basebackup has exited successfully: every file is then complete, so the rest is read to its end.
@@ -120,7 +123,7 @@ public sealed class BackupWriteFollower : IAsyncDisposable
                     inProgress.Remove(path);
                     // pg_basebackup was told not to sync (PgBackup does that once it is done); starting the disk on each
                     // finished file now leaves almost nothing for that final sync to wait for.
-                    DurableFiles.StartWriting(Path.Combine(_root, path));
+                    if (_handToDisk) DurableFiles.StartWriting(Path.Combine(_root, path));
                 }
                 // Listing the folder again for a few new bytes would only take CPU from pg_basebackup.
                 if (read < ReadAheadBeforeListing) WaitForMore();
@@ -207,7 +210,7 @@ public sealed class BackupWriteFollower : IAsyncDisposable
             // This tar file is complete once pg_basebackup has started another one, or has exited.
             bool Complete() => WriterFinished || TarFiles().Any(a => a.Name != current && !finished.Contains(a.Name));
             var path = Path.Combine(_root, current);
-            using (var file = new GrowingFileStream(path, Complete, WaitForMore))
+            using (var file = new GrowingFileStream(path, Complete, WaitForMore, _handToDisk))
             using (var tar = CompressedTar.Open(file, current))
             using (var reader = new TarReader(tar))
             {
@@ -280,7 +283,7 @@ public sealed class BackupWriteFollower : IAsyncDisposable
     /// A file another process is still appending to: at its current end, waits for more until it is complete. What has
     /// been read is complete, so it is handed to the disk as it goes (see <see cref="DurableFiles.StartWriting"/>).
     /// </summary>
-    private sealed class GrowingFileStream(string path, Func<bool> complete, Action waitForMore)
+    private sealed class GrowingFileStream(string path, Func<bool> complete, Action waitForMore, bool handToDisk)
         : ForwardReadStream(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1 << 20, FileOptions.SequentialScan))
     {
         private const long StartWritingEvery = 64 << 20;
@@ -293,7 +296,7 @@ public sealed class BackupWriteFollower : IAsyncDisposable
             while (true)
             {
                 var read = Inner.Read(buffer);
-                if (Inner.Position - _writingFrom >= StartWritingEvery)
+                if (handToDisk && Inner.Position - _writingFrom >= StartWritingEvery)
                 {
                     DurableFiles.StartWriting(path, _writingFrom, Inner.Position - _writingFrom);
                     _writingFrom = Inner.Position;

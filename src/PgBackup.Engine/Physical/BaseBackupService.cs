@@ -93,7 +93,7 @@ public static class BaseBackupService
         uint timeline = 0;
         reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {target.Display} into {finalPath}");
         ToolResult result;
-        var follower = BackupWriteFollower.Start(partial, request.Format);
+        var follower = BackupWriteFollower.Start(partial, request.Format, handToDisk: spool == null);
         // Tar files are stored while pg_basebackup writes them into the spool: uploaded into blobs, or encrypted into the partial folder.
         await using var storing = spool == null || request.Format != BaseBackupFormat.Tar ? null : FolderFollower.Start(Directory.CreateDirectory(partial).FullName,
             IsArchive, name => !name.StartsWith("pg_wal.tar", StringComparison.Ordinal),
@@ -151,6 +151,9 @@ public static class BaseBackupService
         await using var finishedFollower = follower;
         var followed = follower.FinishAsync();
         var uploaded = storing?.FinishAsync();
+        // What was stored must be the finished tar files: reading them back now overlaps the manifest check.
+        var finishedHashes = storing == null ? null : FollowedFile.HashFilesAsync(partial, IsArchive, ct);
+        _ = finishedHashes?.ContinueWith(t => t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         // A spool is thrown away, so only what is stored from it needs to reach the disk.
         var durable = uploaded != null ? (Task)uploaded : spool != null ? Task.CompletedTask : Task.Run(() =>
         {
@@ -223,7 +226,7 @@ public static class BaseBackupService
         }
 
         if (storing != null)
-            return await CommitFollowedAsync(backup, storing, await uploaded!.ConfigureAwait(false), partial, blobWriter, encryptedWriting, encryption, request.Repository!, start, activity, reporter, ct).ConfigureAwait(false);
+            return await CommitFollowedAsync(backup, storing, await uploaded!.ConfigureAwait(false), await finishedHashes!.ConfigureAwait(false), partial, blobWriter, encryptedWriting, encryption, request.Repository!, start, activity, reporter, ct).ConfigureAwait(false);
         if (encryption != null)
             return await CommitEncryptedPlainAsync(backup, encryption, partial, encryptedWriting!, request.Repository!, start, activity, reporter, ct).ConfigureAwait(false);
         if (backup.Format == BaseBackupFormat.Tar)
@@ -267,12 +270,12 @@ public static class BaseBackupService
     /// catalog. In an encrypted repository the checksums recorded are of the encrypted files, so the backup can be checked
     /// without the key.
     /// </summary>
-    private static async Task<BaseBackup> CommitFollowedAsync(BaseBackup backup, FolderFollower follower, Dictionary<string, FollowedFile> followed, string partial,
+    private static async Task<BaseBackup> CommitFollowedAsync(BaseBackup backup, FolderFollower follower, Dictionary<string, FollowedFile> followed,
+        Dictionary<string, string> finished, string partial,
         BlobBackupWriter? blobWriter, PartialBackup? folderWriting, RepositoryEncryption? encryption, RepositoryAddress repository, DateTimeOffset start, string activity,
         IOperationReporter reporter, CancellationToken ct)
     {
         reporter.Progress(activity, "Committing the backup", 99);
-        var finished = await FollowedFile.HashFilesAsync(partial, IsArchive, ct).ConfigureAwait(false);
         foreach (var (name, hash) in finished)
             if (!followed.TryGetValue(name, out var stored) || !string.Equals(stored.ReadHash, hash, StringComparison.Ordinal))
                 throw new PgBackupException("BackupChangedDuringUpload", ErrorKind.InvalidData,

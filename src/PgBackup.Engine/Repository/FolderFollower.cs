@@ -97,7 +97,7 @@ public abstract class FollowedFileTarget : IAsyncDisposable
         public ToFile(string path, RepositoryEncryption? encryption, string name)
         {
             _file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
-            _hashing = new Tools.HashingWriteStream(_file);
+            _hashing = new Tools.HashingWriteStream(new Tools.WritebackStream(_file));
             Open(_hashing, encryption, name);
         }
 

@@ -56,6 +56,13 @@ public static class DurableFiles
         finally { Native.close(fd); }
     }
 
+    /// <summary>As <see cref="StartWriting(string, long, long)"/>, for a file this process holds open for writing.</summary>
+    public static void StartWriting(Microsoft.Win32.SafeHandles.SafeFileHandle file, long offset, long length = 0)
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        _ = Native.sync_file_range((int)file.DangerousGetHandle(), offset, length, SyncFileRangeWrite);
+    }
+
     public static void SyncFile(string file)
     {
         if (OperatingSystem.IsWindows())
