@@ -128,7 +128,7 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
             }, NullReporter.Instance, default);
             Assert.Equal(Enumerable.Range(1, 3), RecoveredInstances.Ledger(result.Port));
         }
-        Assert.Empty(Directory.GetDirectories(Path.GetTempPath(), "pgbackup-spool-*"));
+        await TempFolders.AssertNoneLeftAsync("pgbackup-spool-*");
     }
 
     [Fact]

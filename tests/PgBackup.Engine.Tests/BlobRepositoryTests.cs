@@ -290,7 +290,7 @@ public sealed class BlobBaseBackupTests(SampleClusterFixture fixture, AzuriteFix
         var names = azurite.Container(repository).GetBlobs(Azure.Storage.Blobs.Models.BlobTraits.None, Azure.Storage.Blobs.Models.BlobStates.None, repository.KeyOf(backup.Path) + "/", default).Select(b => b.Name[(repository.KeyOf(backup.Path)!.Length + 1)..]).ToList();
         Assert.Contains("backup_manifest", names);
         Assert.Equal(backup.ArchiveChecksums.Keys.Order(), names.Where(n => n != "backup_manifest").Order());
-        Assert.DoesNotContain(Directory.GetDirectories(Path.GetTempPath(), "pgbackup-base-*"), d => Directory.GetFiles(d, "*", SearchOption.AllDirectories).Length > 0);
+        await TempFolders.AssertNoneLeftAsync("pgbackup-base-*", withFilesOnly: true);
 
         var tested = await Recovery.BaseBackupTester.TestAsync(new BackupTestRequest { Backup = listed, Repository = repository, StartInstance = true }, NullReporter.Instance, default);
         Assert.True(tested.Success, string.Join(" ", tested.Failures));

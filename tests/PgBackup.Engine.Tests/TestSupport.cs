@@ -123,3 +123,24 @@ public sealed class RecoveredInstances
         Assert.Contains("restored log file", File.ReadAllText(Path.Combine(directory, InstanceControl.LogFileName)));
     }
 }
+
+/// <summary>
+/// Temporary folders an operation must not leave behind. Other tests running at the same time have spools of their own
+/// under the same names, so a folder counts as left behind only if it is still there a minute later: an operation in
+/// progress removes its spool when it ends, and a leaked one stays.
+/// </summary>
+public static class TempFolders
+{
+    public static async Task AssertNoneLeftAsync(string pattern, bool withFilesOnly = false)
+    {
+        bool Left(string folder)
+        {
+            try { return Directory.Exists(folder) && (!withFilesOnly || Directory.GetFiles(folder, "*", SearchOption.AllDirectories).Length > 0); }
+            catch (DirectoryNotFoundException) { return false; }
+        }
+        var seen = Directory.GetDirectories(Path.GetTempPath(), pattern).Where(Left).ToList();
+        var deadline = DateTime.UtcNow.AddMinutes(1);
+        while (seen.Any(Left) && DateTime.UtcNow < deadline) await Task.Delay(200);
+        Assert.DoesNotContain(seen, Left);
+    }
+}

@@ -88,18 +88,22 @@ Describe 'Encrypted repositories' -Tag 'Integration' {
             $null = Invoke-PgDump -Server $server -Globals -Repository $repo -ErrorAction Stop
             $base = Start-PgBaseBackup -Server $server -Repository $repo -ErrorAction Stop
             $base.Encrypted | Should -BeTrue
+            $base.Format | Should -Be 'Tar' -Because 'an encrypted folder takes Tar base backups unless asked otherwise'
+            $plainBase = Start-PgBaseBackup -Server $server -Repository $repo -Format Plain -ErrorAction Stop
+            $plainBase.Encrypted | Should -BeTrue
             $null = Invoke-PgTestSql -Cluster $cluster -Database vault -Sql "insert into secrets values (100001, '$marker after the backup')"
             $null = Save-PgTestWalSegment -Cluster $cluster
             (Get-ChildItem -LiteralPath (Join-Path $repo 'wal') -Recurse -File).Count | Should -BeGreaterThan 2
             Find-Marker $repo | Should -BeNullOrEmpty
 
             # Listing, the archive's checks and a backup's checksums work without the key.
-            (Get-PgBackup -Repository $repo).Count | Should -Be 6
+            (Get-PgBackup -Repository $repo).Count | Should -Be 7
             $archive = Get-PgWalArchive -Server $server -Repository $repo -Verify -ErrorAction Stop | Where-Object { $null -ne $_.InRecovery }
             $archive.ChecksumFailures | Should -BeNullOrEmpty
             $check = $base | Test-PgBackup -WarningVariable warned -WarningAction SilentlyContinue -ErrorAction Stop
             $check.Success | Should -BeTrue -Because ($check.Failures -join ' ')
             "$warned" | Should -Match 'encrypted'
+            ($plainBase | Test-PgBackup -WarningAction SilentlyContinue -ErrorAction Stop).Success | Should -BeTrue
         }
         finally {
             $keyFile = [regex]::Match($enabled.ArchiveCommand, "--encrypt '([^']+)'").Groups[1].Value

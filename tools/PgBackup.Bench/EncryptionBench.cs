@@ -63,6 +63,8 @@ public static class EncryptionBench
         {
             ("Start-PgBaseBackup -Format Tar, plain", () => BenchSupport.Time(() => BenchSupport.Invoke(runspace, $"$null = Start-PgBaseBackup -Server '{server}' -Repository '{Next("plain")}' -Format Tar"))),
             ("Start-PgBaseBackup -Format Tar, encrypted", () => { var r = NewEncrypted(); return BenchSupport.Time(() => BenchSupport.Invoke(runspace, $"$null = Start-PgBaseBackup -Server '{server}' -Repository '{r}' -Format Tar")); }),
+            ("Start-PgBaseBackup -Format Plain, plain", () => BenchSupport.Time(() => BenchSupport.Invoke(runspace, $"$null = Start-PgBaseBackup -Server '{server}' -Repository '{Next("plain")}' -Format Plain"))),
+            ("Start-PgBaseBackup -Format Plain, encrypted", () => { var r = NewEncrypted(); return BenchSupport.Time(() => BenchSupport.Invoke(runspace, $"$null = Start-PgBaseBackup -Server '{server}' -Repository '{r}' -Format Plain")); }),
             ("Invoke-PgDump -Format Custom, plain", () => BenchSupport.Time(() => BenchSupport.Invoke(runspace, $"$null = Invoke-PgDump -Server '{server}' -Database bench -Repository '{Next("plain")}' -Format Custom"))),
             ("Invoke-PgDump -Format Custom, encrypted", () => { var r = NewEncrypted(); return BenchSupport.Time(() => BenchSupport.Invoke(runspace, $"$null = Invoke-PgDump -Server '{server}' -Database bench -Repository '{r}' -Format Custom")); }),
             ("Restore-PgPointInTime -Immediate, plain", () => Recover("plainBackup")),

@@ -63,12 +63,15 @@ internal static class BlobDumps
                 reporter.Progress(activity, "Encrypting", 93);
                 var encrypted = Path.Combine(temp, "encrypted");
                 Directory.CreateDirectory(encrypted);
-                await encryption.EncryptTreeAsync(local, encrypted, RepositoryEncryption.NameIn(address, key), ct).ConfigureAwait(false);
+                (sha, files) = await encryption.EncryptTreeAsync(local, encrypted, RepositoryEncryption.NameIn(address, key), durable: false, ct).ConfigureAwait(false);
                 PartialBackup.DeletePath(local);
                 local = encrypted;
             }
-            reporter.Progress(activity, "Computing SHA-256", 95);
-            (sha, files) = await BackupChecksum.ComputeWithFilesAsync(local, ct).ConfigureAwait(false);
+            else
+            {
+                reporter.Progress(activity, "Computing SHA-256", 95);
+                (sha, files) = await BackupChecksum.ComputeWithFilesAsync(local, ct).ConfigureAwait(false);
+            }
             size = BackupChecksum.SizeOf(local);
             var uploaded = 0;
             await Parallel.ForEachAsync(files!.Keys, new ParallelOptions { MaxDegreeOfParallelism = ParallelFileUploads, CancellationToken = ct }, async (name, token) =>

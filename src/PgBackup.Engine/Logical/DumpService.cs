@@ -46,13 +46,13 @@ public static class DumpService
         var partial = writing.PartialPath;
 
         reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {what} into {finalPath}{(encryption != null ? ", encrypted" : "")}");
-        var (dumped, stored) = encryption == null
+        var (dumped, stored, storedFiles) = encryption == null
             ? (await RunToolAsync(tool, request.Globals ? GlobalsArguments(partial, target) : DumpArguments(request, format, partial), target, activity, tablesToDump, reporter, ct, null,
-                result => ToolFailure(tool, result, finalPath, what)).ConfigureAwait(false), null)
+                result => ToolFailure(tool, result, finalPath, what)).ConfigureAwait(false), null, null)
             : await DumpEncryptedAsync(request, format, tool, encryption, RepositoryEncryption.NameIn(request.Repository!, finalPath), partial, activity, tablesToDump, what, reporter, ct).ConfigureAwait(false);
 
         reporter.Progress(activity, "Computing SHA-256", 99);
-        var (sha, files) = stored != null ? (stored, null) : await BackupChecksum.ComputeWithFilesAsync(partial, ct).ConfigureAwait(false);
+        var (sha, files) = stored != null ? (stored, storedFiles) : await BackupChecksum.ComputeWithFilesAsync(partial, ct).ConfigureAwait(false);
         var backup = Describe(request, info, tool, format, start, finalPath, dumped, sha, files, BackupChecksum.SizeOf(partial));
         backup.Repository = request.Path == null ? request.Repository!.Display : null;
         backup.Encrypted = encryption != null;
@@ -68,8 +68,8 @@ public static class DumpService
     /// encryption into the partial file; a Directory dump is written into a temporary folder on this machine, whose files
     /// are encrypted into the partial folder and which is removed afterwards.
     /// </summary>
-    /// <returns>The tables dumped, and for a single-file dump the SHA-256 of the encrypted file, hashed as it was written.</returns>
-    private static async Task<(int Dumped, string? Sha256)> DumpEncryptedAsync(DumpRequest request, DumpFormat format, PgTool tool, RepositoryEncryption encryption, string name, string partial,
+    /// <returns>The tables dumped, and the SHA-256 of what was stored (for a Directory dump, of each file too), hashed as it was written.</returns>
+    private static async Task<(int Dumped, string Sha256, Dictionary<string, string>? Files)> DumpEncryptedAsync(DumpRequest request, DumpFormat format, PgTool tool, RepositoryEncryption encryption, string name, string partial,
         string activity, int tablesToDump, string what, IOperationReporter reporter, CancellationToken ct)
     {
         var target = request.Target;
@@ -78,7 +78,7 @@ public static class DumpService
             await using var file = new FollowedFileTarget.ToFile(partial, encryption, name);
             var dumped = await RunToolAsync(tool, request.Globals ? GlobalsArguments(null, target) : DumpArguments(request, format, null), target, activity, tablesToDump, reporter, ct,
                 stdout => stdout.CopyToAsync(file.Input, 1 << 20, ct), result => ToolFailure(tool, result, partial, what)).ConfigureAwait(false);
-            return (dumped, await file.CompleteAsync().ConfigureAwait(false));
+            return (dumped, await file.CompleteAsync().ConfigureAwait(false), null);
         }
         var temp = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "pgbackup-dump-" + Guid.NewGuid().ToString("N"));
         try
@@ -89,8 +89,8 @@ public static class DumpService
                 result => ToolFailure(tool, result, null, what)).ConfigureAwait(false);
             reporter.Progress(activity, "Encrypting into the repository", 95);
             Directory.CreateDirectory(partial);
-            await encryption.EncryptTreeAsync(local, partial, name, ct).ConfigureAwait(false);
-            return (dumped, null);
+            var (sha, files) = await encryption.EncryptTreeAsync(local, partial, name, durable: true, ct).ConfigureAwait(false);
+            return (dumped, sha, files);
         }
         finally { PartialBackup.DeletePath(temp); }
     }

@@ -20,6 +20,8 @@ public sealed class BackupWriteFollower : IAsyncDisposable
 
     private readonly string _root;
     private readonly bool _handToDisk;
+    private readonly FollowingEncryption? _copies;
+    private readonly bool _sha256;
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource _writerFinished = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task<Dictionary<string, FileDigest>> _run;
@@ -29,24 +31,32 @@ public sealed class BackupWriteFollower : IAsyncDisposable
     private (string Archive, long NextHeader)? _resumeAt;
     private (string Archive, Task<Dictionary<string, FileDigest>> Digests)? _rest;
 
-    private BackupWriteFollower(string root, BaseBackupFormat format, bool handToDisk)
+    private BackupWriteFollower(string root, BaseBackupFormat format, bool handToDisk, FollowingEncryption? copies, bool sha256)
     {
         _root = root;
         _handToDisk = handToDisk;
+        _copies = copies;
+        _sha256 = sha256;
         _run = Task.Factory.StartNew(() =>
         {
             // pg_basebackup and the server's WAL sender keep both cores of a small machine busy but for short waits on
-            // each other; at idle priority the checksums fill those gaps instead of slowing the backup.
-            _idle = IdleCpu.Enter();
-            if (WriterFinished) _idle.Leave();
+            // each other; at idle priority the checksums fill those gaps instead of slowing the backup. Encrypting copies
+            // runs at normal priority: the disk must get their bytes while pg_basebackup runs, not all at the end.
+            if (copies == null) _idle = IdleCpu.Enter();
+            if (WriterFinished) _idle?.Leave();
             try { return format == BaseBackupFormat.Plain ? FollowFolder() : FollowTarFiles(); }
-            finally { _idle.Leave(); }
+            finally { _idle?.Leave(); }
         }, _stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
     /// <summary>Starts following <paramref name="root"/>, which pg_basebackup has not necessarily created yet.</summary>
     /// <param name="handToDisk">False for a spool that is thrown away once its files are stored elsewhere: writing it to disk would be wasted.</param>
-    public static BackupWriteFollower Start(string root, BaseBackupFormat format, bool handToDisk) => new(root, format, handToDisk);
+    /// <param name="copies">For a Plain backup into an encrypted repository: where every byte read is also encrypted.</param>
+    /// <param name="sha256">Whether the digests include the SHA-256 that seals the manifest, or only the CRC-32C that checks it.</param>
+    public static BackupWriteFollower Start(string root, BaseBackupFormat format, bool handToDisk, FollowingEncryption? copies = null, bool sha256 = true) =>
+        new(root, format, handToDisk, format == BaseBackupFormat.Plain ? copies : null, sha256);
+
+    private FileDigester NewDigester() => new(crc32C: true, _sha256);
 
     /// <summary>
     /// Call once pg_basebackup has exited successfully: every file is then complete, so the rest is read to its end.
@@ -61,7 +71,7 @@ public sealed class BackupWriteFollower : IAsyncDisposable
         // follower is reading are read on the other cores while it finishes that one.
         lock (_handOff)
         {
-            if (_resumeAt is { } at) _rest = (at.Archive, Task.Run(() => ReadTarFrom(at.Archive, at.NextHeader, _stop.Token)));
+            if (_resumeAt is { } at) _rest = (at.Archive, Task.Run(() => ReadTarFrom(at.Archive, at.NextHeader, _stop.Token, _sha256)));
         }
         try
         {
@@ -101,7 +111,7 @@ public sealed class BackupWriteFollower : IAsyncDisposable
                 {
                     // While the file being written grows, pg_basebackup has not moved on: no need to list the folder.
                     long grown = 0;
-                    foreach (var (path, digester) in inProgress) grown += ReadOnFrom(Path.Combine(_root, path), digester);
+                    foreach (var (path, digester) in inProgress) grown += ReadOnFrom(path, digester);
                     if (grown > 0)
                     {
                         if (grown < ReadAheadBeforeListing) WaitForMore();
@@ -115,10 +125,11 @@ public sealed class BackupWriteFollower : IAsyncDisposable
                 {
                     _stop.Token.ThrowIfCancellationRequested();
                     if (done.ContainsKey(path)) continue;
-                    if (!inProgress.TryGetValue(path, out var digester)) inProgress[path] = digester = new FileDigester();
-                    read += ReadOnFrom(Path.Combine(_root, path), digester);
+                    if (!inProgress.TryGetValue(path, out var digester)) inProgress[path] = digester = NewDigester();
+                    read += ReadOnFrom(path, digester);
                     if (modified >= newest) continue;
                     done[path] = digester.Finish();
+                    _copies?.Finish(path, done[path]);
                     digester.Dispose();
                     inProgress.Remove(path);
                     // pg_basebackup was told not to sync (PgBackup does that once it is done); starting the disk on each
@@ -151,11 +162,12 @@ public sealed class BackupWriteFollower : IAsyncDisposable
         {
             var digester = inProgress.GetValueOrDefault(path);
             var owned = digester == null;
-            digester ??= new FileDigester();
+            digester ??= NewDigester();
             try
             {
-                ReadOnFrom(Path.Combine(_root, path), digester);
+                ReadOnFrom(path, digester);
                 finished[path] = digester.Finish();
+                _copies?.Finish(path, finished[path]);
             }
             finally
             {
@@ -179,13 +191,14 @@ public sealed class BackupWriteFollower : IAsyncDisposable
         return files;
     }
 
-    private static long ReadOnFrom(string path, FileDigester digester)
+    private long ReadOnFrom(string relative, FileDigester digester)
     {
         try
         {
-            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.SequentialScan);
+            using var stream = new FileStream(Path.Combine(_root, relative), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.SequentialScan);
             stream.Position = digester.Length;
-            return digester.AppendAll(stream);
+            if (_copies == null) return digester.AppendAll(stream);
+            return digester.AppendAll(stream, data => _copies.Append(relative, data));
         }
         // Gone, or held open without sharing (Windows): left unmatched, so the verifier reads it when the backup is done.
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return 0; }
@@ -227,7 +240,9 @@ public sealed class BackupWriteFollower : IAsyncDisposable
                         if (_rest == null && indexable) _resumeAt = (path, TarBlocks(file.Position + entry.Length));
                     }
                     if (entry.EntryType is not (TarEntryType.RegularFile or TarEntryType.V7RegularFile)) continue;
-                    done[prefix + entry.Name.TrimStart('.', '/')] = entry.DataStream == null ? FileDigest.Of(Stream.Null) : FileDigest.Of(entry.DataStream);
+                    using var digester = NewDigester();
+                    if (entry.DataStream != null) digester.AppendAll(entry.DataStream);
+                    done[prefix + entry.Name.TrimStart('.', '/')] = digester.Finish();
                 }
                 lock (_handOff) if (_rest == null) _resumeAt = null;
             }
@@ -241,7 +256,7 @@ public sealed class BackupWriteFollower : IAsyncDisposable
     /// The regular members of a complete, uncompressed tar file from the header at <paramref name="offset"/> on: indexed
     /// in one pass that seeks over their data, then read on every core.
     /// </summary>
-    internal static Dictionary<string, FileDigest> ReadTarFrom(string archive, long offset, CancellationToken ct)
+    internal static Dictionary<string, FileDigest> ReadTarFrom(string archive, long offset, CancellationToken ct, bool sha256 = true)
     {
         var prefix = CompressedTar.ManifestPrefix(Path.GetFileName(archive));
         var members = new List<(string Name, long Data, long Length)>();
@@ -259,7 +274,7 @@ public sealed class BackupWriteFollower : IAsyncDisposable
         {
             using var stream = new FileStream(archive, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.SequentialScan);
             stream.Position = member.Data;
-            using var digester = new FileDigester();
+            using var digester = new FileDigester(crc32C: true, sha256);
             digester.AppendAll(stream, member.Length);
             digests[member.Name] = digester.Finish();
         });

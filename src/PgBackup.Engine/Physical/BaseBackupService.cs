@@ -23,6 +23,19 @@ public static class BaseBackupService
     private static readonly Regex EndLine = new(@"write-ahead log end point: (?<lsn>[0-9A-F]+/[0-9A-F]+)", RegexOptions.Compiled);
     private static readonly Regex CompressSpec = new(@"^((client|server)-)?(none|gzip|lz4|zstd)(:\d+)?$|^\d$", RegexOptions.Compiled | RegexOptions.IgnoreCase);
 
+    /// <summary>
+    /// The format a base backup takes when none is asked for: Plain into a folder or to a path; Tar into a container (blobs
+    /// hold files, not a data directory) and into an encrypted folder, where a Plain backup's one advantage, a data
+    /// directory that starts where it lies, is gone and encrypting its files one by one costs more.
+    /// </summary>
+    public static async Task<BaseBackupFormat> DefaultFormatAsync(RepositoryAddress? repository, CancellationToken ct)
+    {
+        if (repository == null) return BaseBackupFormat.Plain;
+        if (repository.IsBlob) return BaseBackupFormat.Tar;
+        using var encryption = await RepositoryEncryption.LoadAsync(repository, ct).ConfigureAwait(false);
+        return encryption == null ? BaseBackupFormat.Plain : BaseBackupFormat.Tar;
+    }
+
     public static async Task<BaseBackup> BackupAsync(BaseBackupRequest request, IOperationReporter reporter, CancellationToken ct)
     {
         Validate(request);
@@ -93,7 +106,13 @@ public static class BaseBackupService
         uint timeline = 0;
         reporter.Milestone($"Starting {tool.Name} {tool.VersionText} for {target.Display} into {finalPath}");
         ToolResult result;
-        var follower = BackupWriteFollower.Start(partial, request.Format, handToDisk: spool == null);
+        // A Plain backup into an encrypted folder is encrypted from what the follower reads as pg_basebackup writes it.
+        using var copies = encryptedWriting != null && request.Format == BaseBackupFormat.Plain
+            ? new FollowingEncryption(encryption!, encryptedWriting.PartialPath, RepositoryEncryption.NameIn(request.Repository!, encryptedWriting.FinalPath))
+            : null;
+        // An encrypted backup's files are authenticated by AES-GCM and the SHA-256 of each stored file is recorded, so its
+        // manifest keeps the server's CRC-32C: a SHA-256 of the plaintext would cost a pass and protect nothing more.
+        var follower = BackupWriteFollower.Start(partial, request.Format, handToDisk: spool == null, copies, sha256: encryption == null);
         // Tar files are stored while pg_basebackup writes them into the spool: uploaded into blobs, or encrypted into the partial folder.
         await using var storing = spool == null || request.Format != BaseBackupFormat.Tar ? null : FolderFollower.Start(Directory.CreateDirectory(partial).FullName,
             IsArchive, name => !name.StartsWith("pg_wal.tar", StringComparison.Ordinal),
@@ -151,9 +170,12 @@ public static class BaseBackupService
         await using var finishedFollower = follower;
         var followed = follower.FinishAsync();
         var uploaded = storing?.FinishAsync();
-        // What was stored must be the finished tar files: reading them back now overlaps the manifest check.
+        // The finished tar files are read back while the manifest is checked, not after: from a spool, to prove that what
+        // was stored is them; in place, for the SHA-256 the catalog records.
         var finishedHashes = storing == null ? null : FollowedFile.HashFilesAsync(partial, IsArchive, ct);
-        _ = finishedHashes?.ContinueWith(t => t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        var archiveHashes = spool == null && request.Format == BaseBackupFormat.Tar ? BaseBackupVerifier.HashArchivesAsync(partial, ct) : null;
+        foreach (var reading in new Task?[] { finishedHashes, archiveHashes })
+            _ = reading?.ContinueWith(t => t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         // A spool is thrown away, so only what is stored from it needs to reach the disk.
         var durable = uploaded != null ? (Task)uploaded : spool != null ? Task.CompletedTask : Task.Run(() =>
         {
@@ -198,7 +220,7 @@ public static class BaseBackupService
         IReadOnlyList<string> problems;
         try
         {
-            problems = await BaseBackupVerifier.VerifyAndSealAsync(backup, partial, followed, request.ToolPath, reporter, ct).ConfigureAwait(false);
+            problems = await BaseBackupVerifier.VerifyAndSealAsync(backup, partial, followed, request.ToolPath, reporter, ct, seal: encryption == null).ConfigureAwait(false);
         }
         catch
         {
@@ -228,9 +250,8 @@ public static class BaseBackupService
         if (storing != null)
             return await CommitFollowedAsync(backup, storing, await uploaded!.ConfigureAwait(false), await finishedHashes!.ConfigureAwait(false), partial, blobWriter, encryptedWriting, encryption, request.Repository!, start, activity, reporter, ct).ConfigureAwait(false);
         if (encryption != null)
-            return await CommitEncryptedPlainAsync(backup, encryption, partial, encryptedWriting!, request.Repository!, start, activity, reporter, ct).ConfigureAwait(false);
-        if (backup.Format == BaseBackupFormat.Tar)
-            backup.ArchiveChecksums = await BaseBackupVerifier.HashArchivesAsync(partial, ct).ConfigureAwait(false);
+            return await CommitEncryptedPlainAsync(backup, copies!, partial, encryptedWriting!, start, activity, reporter, ct).ConfigureAwait(false);
+        if (archiveHashes != null) backup.ArchiveChecksums = await archiveHashes.ConfigureAwait(false);
         DurableFiles.SyncDirectory(partial);
         var end = DateTimeOffset.UtcNow;
         backup.EndTime = end;
@@ -327,17 +348,15 @@ public static class BaseBackupService
     }
 
     /// <summary>
-    /// A verified Plain backup in the spool into an encrypted folder repository: every file (the sealed manifest too) is
-    /// encrypted into the partial folder, with the SHA-256 of each encrypted file recorded.
+    /// A verified Plain backup in the spool into an encrypted folder repository: the files encrypted while pg_basebackup
+    /// wrote them are kept where they are the verified bytes, the rest (the sealed manifest too) are encrypted now, with
+    /// the SHA-256 of each encrypted file recorded.
     /// </summary>
-    private static async Task<BaseBackup> CommitEncryptedPlainAsync(BaseBackup backup, RepositoryEncryption encryption, string partial, PartialBackup folderWriting,
-        RepositoryAddress repository, DateTimeOffset start, string activity, IOperationReporter reporter, CancellationToken ct)
+    private static async Task<BaseBackup> CommitEncryptedPlainAsync(BaseBackup backup, FollowingEncryption copies, string partial, PartialBackup folderWriting,
+        DateTimeOffset start, string activity, IOperationReporter reporter, CancellationToken ct)
     {
         reporter.Progress(activity, "Encrypting into the repository", 99);
-        Directory.CreateDirectory(folderWriting.PartialPath);
-        await encryption.EncryptTreeAsync(partial, folderWriting.PartialPath, RepositoryEncryption.NameIn(repository, folderWriting.FinalPath), ct).ConfigureAwait(false);
-        var checksums = (await BackupChecksum.ComputeWithFilesAsync(folderWriting.PartialPath, ct).ConfigureAwait(false)).Files!;
-        DurableFiles.SyncTree(folderWriting.PartialPath, ct);
+        var checksums = await copies.CompleteAsync(partial, reporter, ct).ConfigureAwait(false);
         backup.Path = folderWriting.FinalPath;
         backup.ManifestPath = System.IO.Path.Combine(folderWriting.FinalPath, "backup_manifest");
         return await CommitMetadataAsync(backup, checksums, BackupChecksum.SizeOf(folderWriting.PartialPath), true, null, folderWriting, start, activity, reporter, ct).ConfigureAwait(false);

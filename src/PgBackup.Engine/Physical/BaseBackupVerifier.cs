@@ -45,10 +45,12 @@ public static class BaseBackupVerifier
     /// <summary>
     /// Checks a backup pg_basebackup has just written against the manifest the server sent (whose CRC-32C checksums the
     /// server computed as it read each file), starting from what a <see cref="BackupWriteFollower"/> read while it was
-    /// written, and when it matches, replaces the manifest by one with the SHA-256 of every file so later checks use SHA-256.
+    /// written, and when it matches, replaces the manifest by one with the SHA-256 of every file so later checks use SHA-256
+    /// (unless <paramref name="seal"/> is false: an encrypted backup's files are authenticated by their encryption, so it
+    /// keeps the server's CRC-32C).
     /// </summary>
     public static async Task<IReadOnlyList<string>> VerifyAndSealAsync(BaseBackup backup, string path, Task<IReadOnlyDictionary<string, FileDigest>> followed,
-        string? toolPath, IOperationReporter reporter, CancellationToken ct)
+        string? toolPath, IOperationReporter reporter, CancellationToken ct, bool seal = true)
     {
         if (ReadManifest(path, out var problems) is not { } manifest) return problems;
         // pg_verifybackup checks for missing and extra files, sizes and the WAL while the last files are read; checksums are PgBackup's.
@@ -63,7 +65,7 @@ public static class BaseBackupVerifier
         problems.AddRange(Compare(manifest.Files, digests, reportMissing: true));
         if (backup.Format == BaseBackupFormat.Tar) problems.AddRange(ExtraTarMembers(manifest, digests));
         problems.AddRange(await structure.ConfigureAwait(false));
-        if (problems.Count > 0) return problems;
+        if (problems.Count > 0 || !seal) return problems;
 
         var sealedManifest = manifest.WithSha256(digests);
         if (BackupManifest.Parse(sealedManifest).ChecksumProblem() is { } problem) return [problem];

@@ -81,7 +81,10 @@ public sealed class FileDigester : IDisposable
     }
 
     /// <summary>Reads the stream from where it is to its current end, or at most <paramref name="limit"/> bytes; returns how many bytes that was.</summary>
-    public long AppendAll(Stream stream, long limit = long.MaxValue)
+    public long AppendAll(Stream stream, long limit = long.MaxValue) => AppendAll(stream, null, limit);
+
+    /// <summary>As <see cref="AppendAll(Stream, long)"/>, handing each piece read to <paramref name="alsoTo"/> as well.</summary>
+    public long AppendAll(Stream stream, ReadSpanAction? alsoTo, long limit = long.MaxValue)
     {
         var buffer = t_buffer ??= new byte[BufferSize];
         long total = 0;
@@ -89,10 +92,13 @@ public sealed class FileDigester : IDisposable
         while (total < limit && (read = stream.Read(buffer, 0, (int)Math.Min(buffer.Length, limit - total))) > 0)
         {
             Append(buffer.AsSpan(0, read));
+            alsoTo?.Invoke(buffer.AsSpan(0, read));
             total += read;
         }
         return total;
     }
+
+    public delegate void ReadSpanAction(ReadOnlySpan<byte> data);
 
     public FileDigest Finish()
     {

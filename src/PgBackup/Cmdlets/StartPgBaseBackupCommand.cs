@@ -55,8 +55,7 @@ public sealed class StartPgBaseBackupCommand : PgServerCmdlet
             var target = ResolveServer(settings);
             var path = Path == null ? null : GetUnresolvedProviderPathFromPSPath(Path);
             var repository = path == null && settings.Repository != null ? RequireRepositoryAddress(settings) : null;
-            // Blob repositories hold Tar backups: Plain is the default only for folders.
-            var format = repository is { IsBlob: true } && !MyInvocation.BoundParameters.ContainsKey(nameof(Format)) ? BaseBackupFormat.Tar : Format;
+            var format = MyInvocation.BoundParameters.ContainsKey(nameof(Format)) ? Format : RunEngine((_, ct) => BaseBackupService.DefaultFormatAsync(repository, ct));
             var request = new BaseBackupRequest
             {
                 Target = target,

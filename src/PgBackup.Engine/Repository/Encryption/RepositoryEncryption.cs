@@ -99,14 +99,38 @@ public sealed class RepositoryEncryption : IDisposable
     public static async Task<RepositoryEncryption?> OpenForBackupAsync(PgBackupItem backup, RepositoryAddress? blobRepository, RepositoryKeys keys, CancellationToken ct) =>
         RootOf(backup, blobRepository) is { } root ? await OpenForReadingAsync(root, keys, ct).ConfigureAwait(false) : null;
 
-    /// <summary>Encrypts a local file, or every file of a local folder, into <paramref name="destination"/> as the repository's <paramref name="name"/>.</summary>
-    public Task EncryptTreeAsync(string source, string destination, string name, CancellationToken ct) =>
-        EachFileAsync(source, destination, name, name, async (input, output, fileName, _, token) =>
+    /// <summary>
+    /// Encrypts a local file, or every file of a local folder, into <paramref name="destination"/> as the repository's
+    /// <paramref name="name"/>, hashing what is written as it is written. With <paramref name="durable"/> each file is handed
+    /// to the disk once written and everything is synced at the end; without it (a local folder that is uploaded and
+    /// removed) nothing waits for the disk. Files whose relative path <paramref name="skip"/> accepts are left alone.
+    /// </summary>
+    /// <returns>As <see cref="BackupChecksum.ComputeWithFilesAsync"/> would read it back: the SHA-256 of the encrypted file, or
+    /// for a folder the combined one and each file's by relative path.</returns>
+    public async Task<(string Sha256, Dictionary<string, string>? Files)> EncryptTreeAsync(string source, string destination, string name, bool durable, CancellationToken ct,
+        Func<string, bool>? skip = null)
+    {
+        var hashes = new System.Collections.Concurrent.ConcurrentDictionary<string, string>(StringComparer.Ordinal);
+        await EachFileAsync(source, destination, name, name, async (input, output, fileName, _, token) =>
         {
-            await using (var encrypting = Encrypt(output, fileName, leaveOpen: true))
-                await input.CopyToAsync(encrypting, 1 << 20, token).ConfigureAwait(false);
-            output.Flush(flushToDisk: true);
-        }, ct);
+            await using (var hashing = new Tools.HashingWriteStream(durable ? new Tools.WritebackStream(output) : output))
+            {
+                await using (var encrypting = Encrypt(hashing, fileName, leaveOpen: true))
+                    await input.CopyToAsync(encrypting, 1 << 20, token).ConfigureAwait(false);
+                hashes[Path.GetRelativePath(destination, output.Name).Replace('\\', '/')] = hashing.Sha256();
+            }
+            await output.FlushAsync(token).ConfigureAwait(false);
+            if (durable) Tools.DurableFiles.StartWriting(output.SafeFileHandle, 0);
+        }, ct, skip).ConfigureAwait(false);
+        if (durable)
+        {
+            if (File.Exists(destination)) Tools.DurableFiles.SyncFile(destination);
+            else Tools.DurableFiles.SyncTree(destination, ct);
+        }
+        if (File.Exists(source)) return (hashes.Values.Single(), null);
+        var files = new Dictionary<string, string>(hashes, StringComparer.Ordinal);
+        return (BackupChecksum.Combine(files), files);
+    }
 
     /// <summary>
     /// Decrypts an encrypted file, or every file of an encrypted folder, into <paramref name="destination"/> (a local,
@@ -121,7 +145,7 @@ public sealed class RepositoryEncryption : IDisposable
     /// Every folder is made, empty ones included (a data directory needs pg_notify and the like).
     /// </summary>
     private static async Task EachFileAsync(string source, string destination, string name, string location,
-        Func<Stream, FileStream, string, string, CancellationToken, Task> transform, CancellationToken ct)
+        Func<Stream, FileStream, string, string, CancellationToken, Task> transform, CancellationToken ct, Func<string, bool>? skip = null)
     {
         static async Task OneAsync(string from, string to, string fileName, string fileLocation, Func<Stream, FileStream, string, string, CancellationToken, Task> transform, CancellationToken token)
         {
@@ -137,7 +161,8 @@ public sealed class RepositoryEncryption : IDisposable
         Directory.CreateDirectory(destination);
         foreach (var folder in Directory.GetDirectories(source, "*", SearchOption.AllDirectories))
             Directory.CreateDirectory(Path.Combine(destination, Path.GetRelativePath(source, folder)));
-        await Parallel.ForEachAsync(Directory.GetFiles(source, "*", SearchOption.AllDirectories),
+        await Parallel.ForEachAsync(Directory.GetFiles(source, "*", SearchOption.AllDirectories)
+                .Where(file => skip == null || !skip(Path.GetRelativePath(source, file).Replace('\\', '/'))),
             new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Environment.ProcessorCount), CancellationToken = ct }, async (file, token) =>
             {
                 var relative = Path.GetRelativePath(source, file).Replace('\\', '/');
