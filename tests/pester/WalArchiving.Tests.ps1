@@ -177,7 +177,7 @@ select coalesce(string_agg(name, ','), '') from pg_file_settings where sourcefil
             $status.FailedCount | Should -Be $failedBefore -Because 'no push failed'
             $status.ArchiveError | Should -BeNullOrEmpty
             $segment = Get-ChildItem -LiteralPath $result.Repository -File | Where-Object Name -Match '^[0-9A-F]{24}$' | Select-Object -Last 1
-            [System.Text.Encoding]::ASCII.GetString([System.IO.File]::ReadAllBytes($segment.FullName), 0, 7) | Should -BeExactly 'PGBKWZ1'
+            [System.Text.Encoding]::ASCII.GetString([System.IO.File]::ReadAllBytes($segment.FullName), 0, 7) | Should -BeExactly 'PGBKWZ2'
             $null = Disable-PgWalArchiving -Server $server -Restart -Confirm:$false -ErrorAction Stop
         }
     }

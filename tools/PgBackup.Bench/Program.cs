@@ -9,7 +9,7 @@ using PgBackup.Testing;
 //        PgBackup.Bench blob [pgbench scale (default 60)] [rounds (default 3)]       backups into Azure Blob Storage (Azurite, HTTPS) vs a folder and pgBackRest, then WAL push per segment
 //        PgBackup.Bench wal-push [rounds (default 3)]                                  only the per-segment cost of archive commands into a folder
 //        PgBackup.Bench blob-wal [rounds (default 3)]                                  only the WAL push per segment to Azurite vs pgbackrest archive-push
-//        PgBackup.Bench wal-sustained [seconds (default 60)]                          sustained WAL archiving under pgbench: pgbackup-wal (--parallel 2, and 1) vs pgBackRest archive-async, folder and Azurite
+//        PgBackup.Bench wal-sustained [seconds (default 60)] [filter, a|b]            sustained WAL archiving under pgbench: pgbackup-wal (--parallel 2, and 1) vs pgBackRest archive-async, folder and Azurite
 //        PgBackup.Bench encryption [pgbench scale (default 60)] [rounds (default 3)] [case filter, e.g. BaseBackup] encrypted vs plain repositories, and pgBackRest with and without aes-256-cbc
 //        PgBackup.Bench replication [calls (default 50)]                             Get-PgReplicationStatus latency
 //        PgBackup.Bench recovery [pgbench scale (default 68)] [rounds (default 3)]   point-in-time recovery
@@ -41,7 +41,7 @@ if (args.Length > 0 && args[0] == "wal-push")
 }
 if (args.Length > 0 && args[0] == "wal-sustained")
 {
-    WalSustainedBench.Run(args.Length > 1 ? int.Parse(args[1]) : 60);
+    WalSustainedBench.Run(args.Length > 1 ? int.Parse(args[1]) : 60, args.Length > 2 ? args[2] : null);
     return;
 }
 if (args.Length > 0 && args[0] == "blob-wal")

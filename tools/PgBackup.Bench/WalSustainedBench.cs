@@ -26,7 +26,7 @@ public static class WalSustainedBench
     private sealed record Result(string Name, decimal WalBytes, double Tps, TimeSpan Window, long ArchivedInWindow, long Archived,
         TimeSpan Drain, int MaxReady, long Failed, long SegmentSize, string Check);
 
-    public static void Run(int seconds)
+    public static void Run(int seconds, string? only = null)
     {
         var work = Path.Combine(Path.GetTempPath(), "pgbackup-walsustained-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(work);
@@ -90,6 +90,7 @@ public static class WalSustainedBench
             new("PgBackup, Azurite, --parallel 2", (_, _) => PgBackupAzurite(2)),
             new("PgBackup, Azurite, --parallel 2 --compress", (_, _) => PgBackupAzurite(2, compress: true)),
             new("PgBackup, Azurite, --parallel 4", (_, _) => PgBackupAzurite(4)),
+            new("PgBackup, Azurite, --parallel 4 --compress", (_, _) => PgBackupAzurite(4, compress: true)),
             new("pgBackRest, Azurite, archive-async, process-max 2, lz4", (cluster, dir) =>
             {
                 var path = "s" + Guid.NewGuid().ToString("N")[..16];
@@ -101,6 +102,8 @@ public static class WalSustainedBench
                 return (PgBackRest(cluster, dir, BlobBench.PgBackRestAzureRepository(azurite) + $"\nrepo1-path=/{path}", "none"), () => Blobs("pgbackrest", path + "/archive/"));
             }),
         ];
+        // Cases whose name contains one of the '|'-separated words of the filter, to compare a few in less time.
+        if (only != null) cases = cases.Where(c => only.Split('|').Any(w => c.Name.Contains(w, StringComparison.OrdinalIgnoreCase))).ToArray();
 
         Console.WriteLine($"Sustained WAL archiving: pgbench -c {Clients} -j {Threads} -T {seconds} -n with a script that writes 5000 wide rows per transaction (about 1.5 MB of WAL), a fresh cluster per case " +
             $"(max_wal_size 4GB, wal_compression off; the test clusters run with fsync off and synchronous_commit off); " +
@@ -124,7 +127,7 @@ public static class WalSustainedBench
                 $"{r.MaxReady} | {r.Failed} | {r.Check} |");
         }
         Console.WriteLine();
-        Console.WriteLine("pgBackRest compresses with lz4 here (its default is gz); pgbackup-wal compresses with --compress (zlib, fastest level). The window is pgbench's run; " +
+        Console.WriteLine("pgBackRest compresses with lz4 here (its default is gz); pgbackup-wal compresses with --compress (LZ4, fastest level). The window is pgbench's run; " +
             "the drain is from its end until no .ready file is left. Segments archived count pg_stat_archiver.archived_count from the start of the window.");
         Directory.Delete(work, recursive: true);
     }

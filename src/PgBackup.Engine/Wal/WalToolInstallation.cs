@@ -75,8 +75,10 @@ public static class WalToolInstallation
     private static List<(string Source, string Relative)> Files(WalArchiveTool tool)
     {
         var folder = Path.GetDirectoryName(tool.ToolPath)!;
-        var files = new[] { WalArchiveTool.FileName, "pgbackup-wal.runtimeconfig.json", "pgbackup-wal.deps.json" }
-            .Select(name => (Path.Combine(folder, name), name)).Where(f => File.Exists(f.Item1)).ToList();
+        // The portable tool with the libraries it loads (LZ4), its runtimeconfig and deps.
+        var files = Directory.GetFiles(folder, "*.dll").Select(Path.GetFileName)
+            .Concat(["pgbackup-wal.runtimeconfig.json", "pgbackup-wal.deps.json"])
+            .Select(name => (Path.Combine(folder, name!), name!)).Where(f => File.Exists(f.Item1)).ToList();
         if (tool.NativePath != null) files.Add((tool.NativePath, Path.Combine(WalArchiveTool.NativeRuntimeIdentifier, WalArchiveTool.NativeFileName)));
         return files;
     }
