@@ -10,7 +10,8 @@ namespace PgBackup.Engine.Physical;
 /// whose last change is older than another file's is complete, and the file still being written can be read up to where it
 /// has got. WAL (pg_wal, pg_wal.tar) is streamed alongside and is not in the manifest's file list, so it is left alone.
 /// Each file it has finished is handed to the disk at once (pg_basebackup runs with --no-sync), so the final sync has little
-/// left to wait for; not in a spool, whose files are stored (encrypted, uploaded) elsewhere and thrown away. The digests are a head start, not the verdict: anything missed or not matching is read again once
+/// left to wait for; not in a spool, whose files are stored (encrypted, uploaded) elsewhere and thrown away. The digests
+/// are a head start, not the verdict: anything missed or not matching is read again once
 /// pg_basebackup is done.
 /// </summary>
 public sealed class BackupWriteFollower : IAsyncDisposable

@@ -349,7 +349,7 @@ public static class BaseBackupService
 
     /// <summary>
     /// A verified Plain backup in the spool into an encrypted folder repository: the files encrypted while pg_basebackup
-    /// wrote them are kept where they are the verified bytes, the rest (the sealed manifest too) are encrypted now, with
+    /// wrote them are kept where they are the verified bytes, the rest (the manifest too) are encrypted now, with
     /// the SHA-256 of each encrypted file recorded.
     /// </summary>
     private static async Task<BaseBackup> CommitEncryptedPlainAsync(BaseBackup backup, FollowingEncryption copies, string partial, PartialBackup folderWriting,
