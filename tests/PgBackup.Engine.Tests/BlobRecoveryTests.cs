@@ -86,7 +86,7 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
         target.Timeline ??= "current";
         var plan = await RecoveryPlanner.PlanAsync(new RecoveryPlanRequest { Candidates = source.Candidates, BackupChosen = source.Chosen, Target = target, Repository = source.Repository },
             NullReporter.Instance, default);
-        var port = InstanceControl.FreePort();
+        var port = PgBackup.Testing.FreePort.Next();
         return await PointInTimeRecovery.RunAsync(new PointInTimeRequest
         {
             Plan = plan, DataDirectory = NewDataDirectory(), Port = port, WalTool = fx.Tool,
@@ -120,7 +120,7 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
         using (source)
         {
             Assert.Equal(fx.Older.Id, plan.Backup.Id);
-            var port = InstanceControl.FreePort();
+            var port = PgBackup.Testing.FreePort.Next();
             var result = await PointInTimeRecovery.RunAsync(new PointInTimeRequest
             {
                 Plan = plan, DataDirectory = NewDataDirectory(), Port = port, WalTool = fx.Tool,
@@ -179,7 +179,7 @@ public sealed class BlobRecoveryTests(BlobRecoveryFixture fx) : IClassFixture<Bl
     public async Task A_standby_falls_back_to_the_blob_archive_when_the_primary_no_longer_has_the_wal()
     {
         var directory = NewDataDirectory();
-        var port = InstanceControl.FreePort();
+        var port = PgBackup.Testing.FreePort.Next();
         // The restore_command runs an installed copy of the tool, which goes when the standby does.
         var tools = Path.Combine(fx.Folder, "installed tools");
         Environment.SetEnvironmentVariable(InstalledToolUses.RootVariable, tools);

@@ -135,7 +135,7 @@ public abstract class EncryptedRecoveryTests(EncryptedRecoveryFixture fx) : IAsy
         var (source, plan) = await RecoverySource.PlanAsync(null, null, fx.Repository, null, new CatalogFilter(), fx.Cluster.Host, target, null, keys, NullReporter.Instance, default);
         using (source)
         {
-            var port = InstanceControl.FreePort();
+            var port = PgBackup.Testing.FreePort.Next();
             var directory = instances.NewDataDirectory(fx.Folder);
             var result = await PointInTimeRecovery.RunAsync(new PointInTimeRequest
             {
@@ -270,7 +270,7 @@ public abstract class EncryptedRecoveryTests(EncryptedRecoveryFixture fx) : IAsy
     public async Task A_standby_decrypts_what_it_fetches_from_the_archive_with_a_key_file_removed_with_it()
     {
         var directory = instances.NewDataDirectory(fx.Folder);
-        var port = InstanceControl.FreePort();
+        var port = PgBackup.Testing.FreePort.Next();
         await Replication.StandbyBuilder.CreateAsync(new Replication.NewStandbyRequest
         {
             Upstream = Targets.For(fx.Cluster), DataDirectory = directory, Port = port, ArchiveRepository = fx.Repository, WalTool = fx.Tool, Keys = Keys,

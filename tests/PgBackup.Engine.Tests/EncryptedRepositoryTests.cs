@@ -233,7 +233,7 @@ public sealed class EncryptedRepositoryTests(CanaryClusterFixture fixture, Azuri
         using var source = await RecoverySource.PrepareAsync(backup, null, null, null, null, null, RecoveryTarget.EndOfBackup(), ByPassphrase, NullReporter.Instance, default);
         var plan = await RecoveryPlanner.PlanAsync(new RecoveryPlanRequest { Candidates = source.Candidates, BackupChosen = true, Target = RecoveryTarget.EndOfBackup(), Repository = source.Repository },
             NullReporter.Instance, default);
-        var port = InstanceControl.FreePort();
+        var port = PgBackup.Testing.FreePort.Next();
         var directory = Path.Combine(Targets.NewFolder(), "data");
         var tool = new Wal.WalArchiveTool(WalTool.CopyTo(Path.Combine(Targets.NewFolder(), "WalArchive")));
         var result = await PointInTimeRecovery.RunAsync(new PointInTimeRequest

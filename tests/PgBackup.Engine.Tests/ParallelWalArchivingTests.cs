@@ -373,7 +373,7 @@ public abstract class ParallelWalArchivingTests : IDisposable
             Engine.Repository.Encryption.RepositoryKeys.None, NullReporter.Instance, default);
         var plan = await RecoveryPlanner.PlanAsync(new RecoveryPlanRequest { Candidates = source.Candidates, BackupChosen = source.Chosen, Target = recoveryTarget, Repository = source.Repository },
             NullReporter.Instance, default);
-        var port = InstanceControl.FreePort();
+        var port = PgBackup.Testing.FreePort.Next();
         var result = await PointInTimeRecovery.RunAsync(new PointInTimeRequest
         {
             Plan = plan, DataDirectory = recovered.NewDataDirectory(folder), Port = port, WalTool = Tool(),

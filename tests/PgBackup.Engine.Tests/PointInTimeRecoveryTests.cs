@@ -79,7 +79,7 @@ public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixt
     private async Task<RecoveryResult> Recover(RecoveryTarget target, bool continueArchiving = false, string? directory = null, bool force = false)
     {
         lastReporter = new RecordingReporter();
-        var port = InstanceControl.FreePort();
+        var port = PgBackup.Testing.FreePort.Next();
         return await PointInTimeRecovery.RunAsync(new PointInTimeRequest
         {
             Plan = await Plan(target),
@@ -140,7 +140,7 @@ public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixt
             NullReporter.Instance, default);
         fx.Cluster.Psql("insert into ledger values (2001)");
         fx.Cluster.ArchiveCurrentSegment();
-        var port = InstanceControl.FreePort();
+        var port = PgBackup.Testing.FreePort.Next();
         var result = await PointInTimeRecovery.RunAsync(new PointInTimeRequest
         {
             Plan = await Plan(RecoveryTarget.EndOfArchive(), tar),
@@ -249,7 +249,7 @@ public sealed class PointInTimeRecoveryTests(PitrClusterFixture fx) : IClassFixt
         var directory = NewDataDirectory();
         try
         {
-            var port = InstanceControl.FreePort();
+            var port = PgBackup.Testing.FreePort.Next();
             var e = await Assert.ThrowsAsync<PgBackupException>(() => PointInTimeRecovery.RunAsync(new PointInTimeRequest
             {
                 Plan = plan, DataDirectory = directory, Port = port, WalTool = fx.Tool,

@@ -210,11 +210,24 @@ public static class InstanceControl
         }
     }
 
+    private static readonly HashSet<int> PortsHandedOut = [];
+
+    /// <summary>
+    /// A port nothing listens on now, and one this process has not handed out before: the kernel may give a port that was
+    /// just released to the next caller, and an instance that has been given a port has not necessarily bound it yet.
+    /// </summary>
     public static int FreePort()
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        lock (PortsHandedOut)
+        {
+            while (true)
+            {
+                using var listener = new TcpListener(IPAddress.Loopback, 0);
+                listener.Start();
+                var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+                if (PortsHandedOut.Add(port)) return port;
+            }
+        }
     }
 
     /// <summary>Where a client connects: the first listen address (localhost for wildcards), or the socket folder when there is no TCP address.</summary>
