@@ -269,7 +269,7 @@ public sealed class RecoverySource : IDisposable
                 return;
             }
             File.Move(expanded, path, overwrite: true);
-            await File.WriteAllTextAsync(path + FolderWalArchiveStore.SidecarSuffix, sha + "  " + name + "\n", token).ConfigureAwait(false);
+            await FolderWalArchiveStore.WriteSidecarAsync(path, sha, token).ConfigureAwait(false);
         }).ConfigureAwait(false);
         if (!damaged.IsEmpty) throw ArchivedWalGate.Damaged(damaged, folder);
     }
@@ -283,14 +283,16 @@ public sealed class RecoverySource : IDisposable
         await Parallel.ForEachAsync(names, new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = ct }, async (name, token) =>
         {
             var path = Path.Combine(folder, name);
+            string sha;
+            // The plaintext's SHA-256 is taken as it is written, as when compressed segments are expanded.
             await using (var input = archive.OpenRead(name))
             await using (var output = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous))
-                await encryption.DecryptToAsync(input, prefix + name, archive.Location.TrimEnd('/') + "/" + name, output, token).ConfigureAwait(false);
-            await using (var plain = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.SequentialScan | FileOptions.Asynchronous))
+            await using (var hashing = new HashingWriteStream(output))
             {
-                var sha = Convert.ToHexString(await System.Security.Cryptography.SHA256.HashDataAsync(plain, token).ConfigureAwait(false)).ToLowerInvariant();
-                await File.WriteAllTextAsync(path + FolderWalArchiveStore.SidecarSuffix, sha + "  " + name + "\n", token).ConfigureAwait(false);
+                await encryption.DecryptToAsync(input, prefix + name, archive.Location.TrimEnd('/') + "/" + name, hashing, token).ConfigureAwait(false);
+                sha = hashing.Sha256();
             }
+            await FolderWalArchiveStore.WriteSidecarAsync(path, sha, token).ConfigureAwait(false);
             progress(Interlocked.Increment(ref done));
         }).ConfigureAwait(false);
     }

@@ -35,6 +35,10 @@ public sealed class FolderWalArchiveStore(string folder) : IWalArchiveStore
 {
     public const string SidecarSuffix = ".sha256";
 
+    /// <summary>Writes the sidecar of the archived file at <paramref name="path"/>: its SHA-256 and its name, as sha256sum does.</summary>
+    public static Task WriteSidecarAsync(string path, string sha256, CancellationToken ct) =>
+        File.WriteAllTextAsync(path + SidecarSuffix, sha256 + "  " + Path.GetFileName(path) + "\n", ct);
+
     public string Location { get; } = Path.GetFullPath(folder);
     public bool Exists => Directory.Exists(Location);
 

@@ -114,7 +114,7 @@ public sealed class BlobWalArchiveStore : IWalArchiveStore
             var path = Path.Combine(folder, name);
             await _store.Call(() => _store.Blob(_key + "/" + name).DownloadToAsync(path, token), $"download '{name}' from").ConfigureAwait(false);
             if (_checksums!.GetValueOrDefault(name) is { } recorded)
-                await File.WriteAllTextAsync(path + FolderWalArchiveStore.SidecarSuffix, recorded + "  " + name + "\n", token).ConfigureAwait(false);
+                await FolderWalArchiveStore.WriteSidecarAsync(path, recorded, token).ConfigureAwait(false);
             progress?.Invoke(Interlocked.Increment(ref done));
         }).ConfigureAwait(false);
     }
