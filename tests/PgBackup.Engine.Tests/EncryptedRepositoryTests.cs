@@ -221,6 +221,28 @@ public sealed class EncryptedRepositoryTests(CanaryClusterFixture fixture, Azuri
     }
 
     [Theory]
+    [InlineData(null)]
+    [InlineData("client-lz4")]
+    public async Task An_encrypted_tar_backup_is_taken_from_the_tools_output_and_a_compressed_one_through_a_spool(string? compress)
+    {
+        var repository = NewRepository(blob: false);
+        await CreateEncryptedAsync(repository);
+        var backup = await BaseBackupService.BackupAsync(new BaseBackupRequest { Target = Targets.For(Cluster), Repository = repository, Format = BaseBackupFormat.Tar, Compress = compress },
+            NullReporter.Instance, default);
+        // Streamed, the WAL is fetched into base.tar at the end (a temporary slot held it) and the manifest taken out of the stream.
+        Assert.Equal(compress == null ? WalMethod.Fetch : WalMethod.Stream, backup.WalMethod);
+        Assert.Equal(compress == null ? ["backup_manifest", "base.tar"] : ["backup_manifest", "base.tar.lz4", "pg_wal.tar"],
+            Directory.GetFiles(backup.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal("0", Cluster.Psql("select count(*) from pg_replication_slots where slot_name like 'pgbackup_base_%'"));
+        Assert.Empty(await FilesShowingTheMarkerAsync(repository));
+        await TempFolders.AssertNoneLeftAsync("pgbackup-base-*", withFilesOnly: true);
+
+        var tested = await BaseBackupTester.TestAsync(new BackupTestRequest { Backup = backup, Repository = repository, Keys = ByPassphrase, StartInstance = true }, NullReporter.Instance, default);
+        Assert.True(tested.Success, string.Join(" ", tested.Failures));
+        Assert.True(tested.RestoreTested);
+    }
+
+    [Theory]
     [InlineData(BaseBackupFormat.Tar)]
     [InlineData(BaseBackupFormat.Plain)]
     public async Task A_base_backup_from_a_repository_without_a_wal_archive_recovers_with_immediate(BaseBackupFormat format)

@@ -47,5 +47,18 @@ public static class BenchSupport
         return sw.Elapsed;
     }
 
+    /// <summary>CPU time of this process: the module runs in it.</summary>
+    public static TimeSpan ProcessorTime() => Process.GetCurrentProcess().TotalProcessorTime;
+
+    /// <summary>CPU time of the child processes waited for (pg_basebackup, pg_dump...), from /proc/self/stat on Linux.</summary>
+    public static TimeSpan ChildProcessorTime()
+    {
+        if (!OperatingSystem.IsLinux()) return TimeSpan.Zero;
+        var stat = File.ReadAllText("/proc/self/stat");
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        // cutime and cstime are fields 16 and 17 of the whole line, in clock ticks (100 per second on Linux).
+        return TimeSpan.FromSeconds((long.Parse(fields[13]) + long.Parse(fields[14])) / 100.0);
+    }
+
     public static TimeSpan Median(List<TimeSpan> times) => times.Order().ElementAt(times.Count / 2);
 }

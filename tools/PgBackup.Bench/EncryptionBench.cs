@@ -80,7 +80,10 @@ public static class EncryptionBench
             var shuffle = new Random(round);
             foreach (var (name, run) in cases.OrderBy(_ => shuffle.Next()))
             {
-                times[name].Add(run());
+                var (cpu, children) = (BenchSupport.ProcessorTime(), BenchSupport.ChildProcessorTime());
+                var time = run();
+                times[name].Add(time);
+                Console.WriteLine($"  {name}: {time.TotalSeconds:0.00} s (CPU: PgBackup {(BenchSupport.ProcessorTime() - cpu).TotalSeconds:0.00} s, tools {(BenchSupport.ChildProcessorTime() - children).TotalSeconds:0.00} s)");
                 foreach (var dir in Directory.GetDirectories(work).Where(d => Path.GetFileName(d) is var f && (f.StartsWith("plain", StringComparison.Ordinal) || f.StartsWith("encrypted", StringComparison.Ordinal))))
                     Directory.Delete(dir, recursive: true);
                 PhysicalBench.Check(ProcessRunner.Run("sync", []));

@@ -81,13 +81,26 @@ public static class BaseBackupService
         using var encryptedWriting = encryptedPath == null ? null : PartialBackup.Begin(encryptedPath, $"Start-PgBaseBackup of {target.Display}", reporter);
         using var writing = PartialBackup.Begin(finalPath, $"Start-PgBaseBackup of {target.Display}", reporter);
         var partial = writing.PartialPath;
+        // Where a tar file goes when it is stored from this machine: a blob, or an (encrypted) file of the partial folder.
+        FollowedFileTarget OpenStored(string name, CancellationToken token) => blob != null
+            ? new FollowedFileTarget.ToBlob(blob, blobKey! + "/" + name, encryption, token)
+            : new FollowedFileTarget.ToFile(System.IO.Path.Combine(Directory.CreateDirectory(encryptedWriting!.PartialPath).FullName, name), encryption,
+                RepositoryEncryption.NameIn(request.Repository!, encryptedWriting.FinalPath) + "/" + name);
+        // An encrypted Tar backup is taken from pg_basebackup's standard output where the server allows it, so it is written
+        // once (encrypted) instead of into a spool first; the spool folder then holds only the manifest.
+        await using var streamed = encryption != null && request.Format == BaseBackupFormat.Tar && request.Compress == null
+            ? await StreamedBaseTar.TryStartAsync(target, info.Major, request.WalMethod != WalMethod.None, reporter, ct).ConfigureAwait(false)
+            : null;
+        await using var streamedTarget = streamed == null ? null : OpenStored(StreamedBaseTar.ArchiveName, ct);
 
         var label = request.Label ?? $"PgBackup {id}";
-        var args = new List<string>
-        {
+        var args = new List<string>(streamed?.Arguments(request.WalMethod) ??
+        [
             "--pgdata=" + partial,
             "--format=" + (request.Format == BaseBackupFormat.Plain ? "plain" : "tar"),
             "--wal-method=" + request.WalMethod.ToString().ToLowerInvariant(),
+        ])
+        {
             "--checkpoint=" + request.CheckpointMode.ToString().ToLowerInvariant(),
             "--label=" + label,
             // The server's CRC-32C costs it next to nothing (a SHA-256 manifest made pg_basebackup 1.4 to 1.7 times as
@@ -112,14 +125,14 @@ public static class BaseBackupService
             : null;
         // An encrypted backup's files are authenticated by AES-GCM and the SHA-256 of each stored file is recorded, so its
         // manifest keeps the server's CRC-32C: a SHA-256 of the plaintext would cost a pass and protect nothing more.
-        var follower = BackupWriteFollower.Start(partial, request.Format, handToDisk: spool == null, copies, sha256: encryption == null);
+        var follower = streamed != null ? null : BackupWriteFollower.Start(partial, request.Format, handToDisk: spool == null, copies, sha256: encryption == null);
+        async Task StopFollowerAsync()
+        {
+            if (follower != null) await follower.DisposeAsync().ConfigureAwait(false);
+        }
         // Tar files are stored while pg_basebackup writes them into the spool: uploaded into blobs, or encrypted into the partial folder.
-        await using var storing = spool == null || request.Format != BaseBackupFormat.Tar ? null : FolderFollower.Start(Directory.CreateDirectory(partial).FullName,
-            IsArchive, name => !name.StartsWith("pg_wal.tar", StringComparison.Ordinal),
-            (name, token) => blob != null
-                ? new FollowedFileTarget.ToBlob(blob, blobKey! + "/" + name, encryption, token)
-                : new FollowedFileTarget.ToFile(System.IO.Path.Combine(Directory.CreateDirectory(encryptedWriting!.PartialPath).FullName, name), encryption,
-                    RepositoryEncryption.NameIn(request.Repository!, encryptedWriting.FinalPath) + "/" + name), ct);
+        await using var storing = spool == null || request.Format != BaseBackupFormat.Tar || streamed != null ? null : FolderFollower.Start(Directory.CreateDirectory(partial).FullName,
+            IsArchive, name => !name.StartsWith("pg_wal.tar", StringComparison.Ordinal), OpenStored, ct);
         // The partial folder goes when `writing` is disposed without a commit, on every way out.
         void Discard() => reporter.ProgressCompleted(activity);
         using var stall = new StallWatch(target, request.StallTimeout, reporter, ct);
@@ -141,38 +154,61 @@ public static class BaseBackupService
                 }
                 else if (EndLine.Match(line) is { Success: true } e) stopLsn = Lsn.Parse(e.Groups["lsn"].Value);
                 reporter.Verbose(line);
-            }, stall.Token, reporter: reporter).ConfigureAwait(false);
+            }, stall.Token, reporter: reporter, consumeOutput: streamed == null ? null : stdout =>
+            {
+                streamed.Copy(stdout, streamedTarget!.Input, System.IO.Path.Combine(Directory.CreateDirectory(partial).FullName, "backup_manifest"), sha256: encryption == null, stall.Token);
+                return Task.CompletedTask;
+            }).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (stall.Stalled)
         {
-            await follower.DisposeAsync().ConfigureAwait(false);
+            await StopFollowerAsync().ConfigureAwait(false);
             Discard();
             throw new PgBackupException("BackupStalled", ErrorKind.OperationTimeout,
                 $"The base backup of {target.Display} received nothing for {request.StallTimeout}, and the server did not answer a query either: it hangs, or the network to it does. pg_basebackup was stopped and nothing was kept.",
                 target.Display, "Find out why the server does not respond (its log, its host's load and disks, the network), then take the backup again; raise -StallTimeout if it is only very slow.");
         }
+        // Storing pg_basebackup's standard output failed: the repository's disk, most likely.
+        catch (IOException ex) when (streamed != null)
+        {
+            Discard();
+            throw PartialBackup.WriteFailure(System.IO.Path.GetDirectoryName(encryptedWriting?.FinalPath ?? finalPath)!, ex.Message, ex);
+        }
+        catch (InvalidDataException ex) when (streamed != null)
+        {
+            Discard();
+            throw new PgBackupException("BaseBackupFailed", ErrorKind.ToolFailed, $"pg_basebackup's output for {target.Display} could not be read as a tar archive ({ex.Message}); nothing was kept.",
+                target.Display, "Check that pg_basebackup is PostgreSQL's own (ToolPath), then take the backup again with -Verbose and report its output if it happens again.", ex);
+        }
         catch
         {
-            await follower.DisposeAsync().ConfigureAwait(false);
+            await StopFollowerAsync().ConfigureAwait(false);
             Discard();
             throw;
         }
         finally { stall.Stop(); }
         if (!result.Succeeded)
         {
-            await follower.DisposeAsync().ConfigureAwait(false);
+            await StopFollowerAsync().ConfigureAwait(false);
             Discard();
             throw Failure(tool, result, finalPath, target);
+        }
+        if (streamed is { Complete: false })
+        {
+            Discard();
+            throw new PgBackupException("BaseBackupFailed", ErrorKind.ToolFailed,
+                $"pg_basebackup reported success for {target.Display}, but its output ended before the end of its tar archive; nothing was kept.", target.Display,
+                "Take the backup again; if it happens again, run it with -Verbose and report pg_basebackup's output.");
         }
         // pg_basebackup is done, so every file is complete: the follower reads the rest on every core while the disk
         // writes what pg_basebackup (told --no-sync) left in memory and the manifest is read. Both must finish before the
         // backup is kept, exactly as pg_basebackup's own sync would.
         await using var finishedFollower = follower;
-        var followed = follower.FinishAsync();
-        var uploaded = storing?.FinishAsync();
+        var followed = follower?.FinishAsync() ?? Task.FromResult(streamed!.Digests);
+        var uploaded = streamed != null ? CompleteStreamedAsync(streamedTarget!) : storing?.FinishAsync();
         // The finished tar files are read back while the manifest is checked, not after: from a spool, to prove that what
-        // was stored is them; in place, for the SHA-256 the catalog records.
-        var finishedHashes = storing == null ? null : FollowedFile.HashFilesAsync(partial, IsArchive, ct);
+        // was stored is them; in place, for the SHA-256 the catalog records. What was streamed was stored as it was read.
+        var finishedHashes = streamed != null ? Task.FromResult(new Dictionary<string, string>()) : storing == null ? null : FollowedFile.HashFilesAsync(partial, IsArchive, ct);
         var archiveHashes = spool == null && request.Format == BaseBackupFormat.Tar ? BaseBackupVerifier.HashArchivesAsync(partial, ct) : null;
         foreach (var reading in new Task?[] { finishedHashes, archiveHashes })
             _ = reading?.ContinueWith(t => t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
@@ -200,7 +236,8 @@ public static class BaseBackupService
             Path = finalPath,
             Repository = request.Path == null ? request.Repository!.Display : null,
             Format = request.Format,
-            WalMethod = request.WalMethod,
+            // A streamed backup fetches its WAL at the end, held by a slot, instead of streaming it alongside.
+            WalMethod = streamed != null && request.WalMethod != WalMethod.None ? WalMethod.Fetch : request.WalMethod,
             WalIncluded = request.WalMethod != WalMethod.None,
             Timeline = timeline,
             StartLsn = startLsn,
@@ -247,8 +284,8 @@ public static class BaseBackupService
                 "Check the disk that holds the repository (a full or failing disk corrupts files), then take the backup again.");
         }
 
-        if (storing != null)
-            return await CommitFollowedAsync(backup, storing, await uploaded!.ConfigureAwait(false), await finishedHashes!.ConfigureAwait(false), partial, blobWriter, encryptedWriting, encryption, request.Repository!, start, activity, reporter, ct).ConfigureAwait(false);
+        if (storing != null || streamedTarget != null)
+            return await CommitFollowedAsync(backup, storing != null ? storing.CommitAsync : streamedTarget!.CommitAsync, await uploaded!.ConfigureAwait(false), await finishedHashes!.ConfigureAwait(false), partial, blobWriter, encryptedWriting, encryption, request.Repository!, start, activity, reporter, ct).ConfigureAwait(false);
         if (encryption != null)
             return await CommitEncryptedPlainAsync(backup, copies!, partial, encryptedWriting!, start, activity, reporter, ct).ConfigureAwait(false);
         if (archiveHashes != null) backup.ArchiveChecksums = await archiveHashes.ConfigureAwait(false);
@@ -291,7 +328,7 @@ public static class BaseBackupService
     /// catalog. In an encrypted repository the checksums recorded are of the encrypted files, so the backup can be checked
     /// without the key.
     /// </summary>
-    private static async Task<BaseBackup> CommitFollowedAsync(BaseBackup backup, FolderFollower follower, Dictionary<string, FollowedFile> followed,
+    private static async Task<BaseBackup> CommitFollowedAsync(BaseBackup backup, Func<Task> commitStored, Dictionary<string, FollowedFile> followed,
         Dictionary<string, string> finished, string partial,
         BlobBackupWriter? blobWriter, PartialBackup? folderWriting, RepositoryEncryption? encryption, RepositoryAddress repository, DateTimeOffset start, string activity,
         IOperationReporter reporter, CancellationToken ct)
@@ -308,7 +345,7 @@ public static class BaseBackupService
         var size = encryption == null ? BackupChecksum.SizeOf(partial) : followed.Values.Sum(f => f.StoredBytes);
         if (blobWriter != null)
         {
-            await follower.CommitAsync().ConfigureAwait(false);
+            await commitStored().ConfigureAwait(false);
             var manifestKey = blobWriter.Key + "/backup_manifest";
             if (encryption == null)
                 await blobWriter.Store.WriteSmallAsync(manifestKey, await File.ReadAllBytesAsync(manifest, ct).ConfigureAwait(false), ct).ConfigureAwait(false);
@@ -336,6 +373,13 @@ public static class BaseBackupService
             backup.ManifestPath = System.IO.Path.Combine(folder.FinalPath, "backup_manifest");
         }
         return await CommitMetadataAsync(backup, checksums, size, encryption != null, blobWriter, folderWriting, start, activity, reporter, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The one tar file of a streamed backup, stored as it was read: its SHA-256 and size as stored.</summary>
+    private static async Task<Dictionary<string, FollowedFile>> CompleteStreamedAsync(FollowedFileTarget target)
+    {
+        var sha256 = await target.CompleteAsync().ConfigureAwait(false);
+        return new(StringComparer.Ordinal) { [StreamedBaseTar.ArchiveName] = new FollowedFile("", sha256, target.BytesStored) };
     }
 
     private static bool IsArchive(string name) => name.Contains(".tar", StringComparison.Ordinal);

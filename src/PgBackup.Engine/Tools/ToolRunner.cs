@@ -80,7 +80,8 @@ public static class ToolRunner
         if (consumeOutput != null)
         {
             outputDone.TrySetResult();
-            consumed = Task.Run(() => consumeOutput(process.StandardOutput.BaseStream), CancellationToken.None);
+            consumed = Task.Factory.StartNew(() => consumeOutput(new BlockingPipeReader(process.StandardOutput.BaseStream)), CancellationToken.None,
+                TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
         }
         else process.BeginOutputReadLine();
 
@@ -114,6 +115,26 @@ public static class ToolRunner
         List<string> kept;
         lock (errors) kept = [.. errors];
         return new ToolResult(process.ExitCode, kept, output.ToString(), started.Elapsed);
+    }
+
+    /// <summary>
+    /// A tool's standard output read with blocking reads, on a thread of the consumer's own: an asynchronous read of a pipe
+    /// costs a wake-up of the thread pool for every few kilobytes the tool writes, which made reading pg_basebackup's
+    /// output take several times the CPU (2.5 s against 0.5 s for 1 GB in a measurement).
+    /// </summary>
+    private sealed class BlockingPipeReader(Stream pipe) : ForwardReadStream(pipe, leaveOpen: true)
+    {
+        public override int Read(byte[] buffer, int offset, int count) => Inner.Read(buffer, offset, count);
+        public override int Read(Span<byte> buffer) => Inner.Read(buffer);
+
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            return ValueTask.FromResult(Inner.Read(buffer.Span));
+        }
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
     }
 
     /// <summary>
