@@ -13,8 +13,10 @@ namespace PgBackup.Engine.Physical;
 /// written, gives the manifest SHA-256 checksums, writes everything to disk, and only then commits it (the metadata that
 /// makes it part of the catalog, then the rename; <see cref="PartialBackup"/>). A failed, cancelled or hung backup leaves
 /// nothing behind. In a repository, one base backup of a server runs at a time. Into an encrypted repository (folder or
-/// blob) pg_basebackup writes into a local spool, whose tar files are encrypted into the repository while they grow and
-/// verified as usual, with the SHA-256 of every encrypted file recorded so the backup can be checked without the key.
+/// blob) an uncompressed Tar backup is read from pg_basebackup's standard output and encrypted on the way
+/// (<see cref="StreamedBaseTar"/>); otherwise pg_basebackup writes into a local spool, whose tar files are stored
+/// (encrypted, uploaded) while they grow. Either way they are verified as usual, and the SHA-256 of every encrypted file is
+/// recorded so the backup can be checked without the key.
 /// </summary>
 public static class BaseBackupService
 {
