@@ -60,6 +60,39 @@ Describe 'New-PgStandby' -Tag 'Integration' {
         }
     }
 
+    It 'keeps the replication password out of the standby''s files and its base backups, in a pass file Remove-PgInstance removes' -Skip:$IsWindows {
+        # As a new user would: -Credential on a cluster that takes passwords only.
+        $directory = Join-Path (New-PgTestRepository) 'standby with a credential'
+        $port = Get-PgTestFreePort
+        $credential = [pscredential]::new('postgres', (ConvertTo-SecureString $cluster.Password -AsPlainText -Force))
+        try {
+            $status = New-PgStandby -Server $server -Credential $credential -DataDirectory $directory -Port $port -ErrorVariable err -ErrorAction SilentlyContinue
+            $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+            $status.ReceiverStatus | Should -BeExactly 'streaming'
+
+            $autoConf = Get-Content -Raw -LiteralPath (Join-Path $directory 'postgresql.auto.conf')
+            $autoConf | Should -Not -Match 'password='
+            $passFile = [regex]::Match($autoConf, "passfile=''(?<path>[^']+)''").Groups['path'].Value
+            $passFile | Should -Not -BeNullOrEmpty -Because $autoConf
+            $passFile.StartsWith($directory, [System.StringComparison]::Ordinal) | Should -BeFalse
+            $expectedOwner = if ([System.Environment]::IsPrivilegedProcess) { 'postgres' } else { [System.Environment]::UserName }
+            (& stat -c '%a %U' $passFile) | Should -BeExactly "600 $expectedOwner"
+            Select-String -LiteralPath $passFile -SimpleMatch $cluster.Password -Quiet | Should -BeTrue
+
+            # Base backups are offloaded to standbys: one taken from this standby holds no copy of the password.
+            $backup = Start-PgBaseBackup -Server "127.0.0.1:$port" -Credential $credential -Path (Join-Path (New-PgTestRepository) 'from the standby') -ErrorAction Stop
+            $backup.FromStandby | Should -BeTrue
+            Test-Path -LiteralPath (Join-Path $backup.Path 'postgresql.auto.conf') | Should -BeTrue
+            @(Get-ChildItem -LiteralPath $backup.Path -Recurse -File | Where-Object { Select-String -LiteralPath $_.FullName -SimpleMatch $cluster.Password -Quiet }) | Should -BeNullOrEmpty
+
+            Remove-PgInstance -DataDirectory $directory -Confirm:$false -ErrorAction Stop
+            Test-Path -LiteralPath $passFile | Should -BeFalse
+        }
+        finally {
+            Stop-TestStandby -DataDirectory $directory
+        }
+    }
+
     It 'refuses a non-empty data directory and a busy port and leaves them alone' {
         $directory = New-PgTestRepository
         $precious = Join-Path $directory 'precious.txt'

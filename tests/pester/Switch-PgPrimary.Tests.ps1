@@ -83,6 +83,8 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
             Wait-PgTestCondition -What 'The old primary streaming from the new one' -Condition {
                 (Invoke-PgTestSql -Cluster $To -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '1'
             }
+            # It reads its replication password from a pass file, so no base backup taken from it carries the password.
+            Get-Content -Raw -LiteralPath (Join-Path $From.DataDirectory 'postgresql.auto.conf') | Should -Not -Match 'password='
         }
     }
 
@@ -280,6 +282,7 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
         $joined[0].PSObject.TypeNames | Should -Contain 'PgBackup.StandbyStatus'
         $joined[0].ReceiverStatus | Should -BeExactly 'streaming'
         $joined[0].UpstreamPort | Should -Be $standby1.Port
+        Get-Content -Raw -LiteralPath (Join-Path $primary.DataDirectory 'postgresql.auto.conf') | Should -Not -Match 'password='
         Wait-PgTestCondition -What "The old primary replaying the new primary's writes" -Condition {
             (Invoke-PgTestSql -Cluster $primary -Sql 'select count(*) from ledger') -eq '201'
         }

@@ -66,10 +66,10 @@ public static class RejoinService
                 "pg_rewind needs data checksums or wal_log_hints = on in the old primary, and the WAL back to the last common checkpoint on both servers (wal_keep_size, or a WAL archive); otherwise make a new standby with New-PgStandby -Force.");
 
         foreach (var (file, content) in ownConfig) File.WriteAllBytes(Path.Combine(directory, file), content);
-        // pg_rewind's primary_conninfo is its source string, which has no password: the standby needs the same login we used.
-        var conninfo = $"host={ConnectionTarget.QuoteConnInfoValue(request.Primary.Host)} port={request.Primary.Port} user={ConnectionTarget.QuoteConnInfoValue(request.Primary.User)}" +
-                       (request.Primary.Password != null ? $" password={ConnectionTarget.QuoteConnInfoValue(request.Primary.Password)}" : "");
-        File.AppendAllText(Path.Combine(directory, "postgresql.auto.conf"), $"\n# Added by Join-PgStandby: this server follows {request.Primary.Display}\nprimary_conninfo = '{conninfo.Replace("'", "''")}'\n");
+        // pg_rewind's primary_conninfo is its source string, which has no password: the standby needs the same login we used,
+        // from a pass file outside the data directory.
+        var conninfo = await StandbyPassFile.ConnInfoAsync(directory, owner ?? Environment.UserName, request.Primary, null, ct).ConfigureAwait(false);
+        StandbyPassFile.SetPrimaryConnInfo(directory, $"Added by Join-PgStandby: this server follows {request.Primary.Display}", conninfo);
 
         reporter.Progress(activity, "Starting as a standby", 60);
         var log = Path.Combine(directory, "pgbackup-rejoin.log");

@@ -245,10 +245,8 @@ public static class SwitchoverService
             {
                 File.WriteAllText(Path.Combine(plan.PrimaryDataDirectory, "standby.signal"), "");
                 var c = request.Candidate;
-                var conninfo = $"host={ConnectionTarget.QuoteConnInfoValue(c.Host)} port={c.Port} user={ConnectionTarget.QuoteConnInfoValue(c.User)}" +
-                               (c.Password != null ? $" password={ConnectionTarget.QuoteConnInfoValue(c.Password)}" : "") + " application_name=" + ConnectionTarget.QuoteConnInfoValue(ApplicationName(request.Primary));
-                File.AppendAllText(Path.Combine(plan.PrimaryDataDirectory, "postgresql.auto.conf"),
-                    $"\n# Added by Switch-PgPrimary: this server now follows {c.Display}\nprimary_conninfo = '{conninfo.Replace("'", "''")}'\nrecovery_target_timeline = 'latest'\n");
+                var conninfo = await StandbyPassFile.ConnInfoAsync(plan.PrimaryDataDirectory, plan.PrimaryOwner ?? Environment.UserName, c, ApplicationName(request.Primary), ct).ConfigureAwait(false);
+                StandbyPassFile.SetPrimaryConnInfo(plan.PrimaryDataDirectory, $"Added by Switch-PgPrimary: this server now follows {c.Display}", conninfo, "recovery_target_timeline = 'latest'\n");
                 if (plan.PrimaryOwner != null)
                     await DataDirectoryOwner.GiveToAsync(Path.Combine(plan.PrimaryDataDirectory, "standby.signal"), plan.PrimaryOwner + ":", recursive: false, ct).ConfigureAwait(false);
                 var start = await ToolRunner.RunAsUserAsync(pgCtl!, plan.PrimaryOwner, ["start", "-D", plan.PrimaryDataDirectory, "-l", Path.Combine(plan.PrimaryDataDirectory, "pgbackup-switchover.log"), "-w", "-t", "120"],

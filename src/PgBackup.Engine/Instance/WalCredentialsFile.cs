@@ -37,14 +37,14 @@ public static class WalCredentialsFile
     private const string FolderName = ".pgbackup";
 
     /// <summary>The path for <paramref name="serverUser"/>, without writing anything.</summary>
-    public static async Task<string> PathForAsync(string serverUser, string systemIdentifier, string purpose, CancellationToken ct)
+    public static async Task<string> PathForAsync(string serverUser, string systemIdentifier, string purpose, CancellationToken ct, string extension = ".json")
     {
         if (OperatingSystem.IsWindows())
             throw new PgBackupException("BlobArchivingNotSupported", ErrorKind.InvalidOperation,
                 "WAL archiving and restoring from Azure Blob Storage or an encrypted repository through pgbackup-wal is supported for database servers on Linux and other Unix systems; on Windows its credentials or key file cannot be restricted to the service account yet.",
                 serverUser, "Archive into a folder (an SMB share the service account can write), and copy it to Blob Storage with Invoke-PgDump/Start-PgBaseBackup repositories, or run the database server on Linux.");
         var home = await HomeOfAsync(serverUser, ct).ConfigureAwait(false);
-        return Path.Combine(home, FolderName, $"{systemIdentifier}-{purpose}.json");
+        return Path.Combine(home, FolderName, $"{systemIdentifier}-{purpose}{extension}");
     }
 
     /// <summary>
@@ -110,10 +110,14 @@ public static class WalCredentialsFile
     /// <summary>Removes a credentials file PgBackup wrote (and nothing else): its name and folder must be ours.</summary>
     public static bool Remove(string? path)
     {
-        if (path == null || Path.GetFileName(Path.GetDirectoryName(path)) != FolderName || !path.EndsWith(".json", StringComparison.Ordinal) || !File.Exists(path)) return false;
+        if (path == null || !IsInOurFolder(path) || !File.Exists(path) ||
+            !(path.EndsWith(".json", StringComparison.Ordinal) || path.EndsWith(StandbyPassFile.Extension, StringComparison.Ordinal))) return false;
         File.Delete(path);
         return true;
     }
+
+    /// <summary>Whether <paramref name="path"/> is in a ~/.pgbackup folder, where PgBackup writes these files.</summary>
+    public static bool IsInOurFolder(string path) => Path.GetFileName(Path.GetDirectoryName(path)) == FolderName;
 
     /// <summary>The credential a standby in <paramref name="dataDirectory"/> was given, if any, removed with the instance; never fails the removal.</summary>
     public static async Task RemoveStandbysAsync(string dataDirectory, IOperationReporter reporter, CancellationToken ct)
@@ -121,23 +125,30 @@ public static class WalCredentialsFile
         if (OperatingSystem.IsWindows()) return;
         try
         {
-            var control = Path.Combine(dataDirectory, "global", "pg_control");
-            if (!File.Exists(control)) return;
-            var bytes = new byte[8];
-            await using (var stream = File.OpenRead(control)) await stream.ReadExactlyAsync(bytes, ct).ConfigureAwait(false);
-            // pg_control starts with the system identifier, a uint64 in the machine's byte order.
-            var systemIdentifier = BitConverter.ToUInt64(bytes).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            if (!File.Exists(Path.Combine(dataDirectory, "global", "pg_control"))) return;
+            var systemIdentifier = await SystemIdentifierOfAsync(dataDirectory, ct).ConfigureAwait(false);
             var owner = await DataDirectoryOwner.FindAsync(dataDirectory, ct).ConfigureAwait(false);
             if (owner == null) return;
             var path = await PathForAsync(owner, systemIdentifier, StandbyPurpose(dataDirectory), ct).ConfigureAwait(false);
             if (Remove(path)) reporter.Verbose($"Removed the standby's credentials file {path}.");
             var key = await PathForAsync(owner, systemIdentifier, StandbyKeyPurpose(dataDirectory), ct).ConfigureAwait(false);
             if (Remove(key)) reporter.Verbose($"Removed the standby's key file {key}.");
+            var passfile = await PathForAsync(owner, systemIdentifier, StandbyPassFile.Purpose(dataDirectory), ct, StandbyPassFile.Extension).ConfigureAwait(false);
+            if (Remove(passfile)) reporter.Verbose($"Removed the standby's pass file {passfile}.");
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or PgBackupException)
         {
             reporter.Warning($"The credentials file of the standby in '{dataDirectory}' (under ~/.pgbackup of its OS user) could not be checked or removed: {ex.Message}");
         }
+    }
+
+    /// <summary>The system identifier of the cluster in <paramref name="dataDirectory"/>, from its pg_control.</summary>
+    public static async Task<string> SystemIdentifierOfAsync(string dataDirectory, CancellationToken ct)
+    {
+        var bytes = new byte[8];
+        await using (var stream = File.OpenRead(Path.Combine(dataDirectory, "global", "pg_control"))) await stream.ReadExactlyAsync(bytes, ct).ConfigureAwait(false);
+        // pg_control starts with the system identifier, a uint64 in the machine's byte order.
+        return BitConverter.ToUInt64(bytes).ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 
     private static async Task<string> HomeOfAsync(string user, CancellationToken ct)

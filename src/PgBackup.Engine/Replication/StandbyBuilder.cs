@@ -70,6 +70,7 @@ public static class StandbyBuilder
         var started = false;
         string? credentialsFile = null;
         string? keyFile = null;
+        string? passFile = null;
         string? pendingUse = null;
         try
         {
@@ -100,6 +101,9 @@ public static class StandbyBuilder
                 throw new PgBackupException("StandbyCopyFailed", ErrorKind.ToolFailed, $"pg_basebackup from {request.Upstream.Display} failed (exit code {copy.ExitCode}): {copy.ErrorSummary()}", request.Upstream.Display,
                     "The upstream must allow a replication connection for this role (REPLICATION attribute and a 'replication' line in pg_hba.conf) and have a free WAL sender.");
 
+            // pg_basebackup -R wrote the password it connected with into primary_conninfo; the standby reads it from a pass file instead.
+            passFile = await StandbyPassFile.MovePasswordOutAsync(directory, owner ?? Environment.UserName, ct).ConfigureAwait(false);
+            if (passFile != null) reporter.Verbose($"The standby reads its replication password from {passFile}, which only '{owner ?? Environment.UserName}' can read; Remove-PgInstance removes it.");
             File.AppendAllText(Path.Combine(directory, "postgresql.auto.conf"), $"""
 
                 # Added by New-PgStandby
@@ -147,6 +151,7 @@ public static class StandbyBuilder
             // Nothing half-made is left that could be taken for a working standby, and no credential for it.
             WalCredentialsFile.Remove(credentialsFile);
             WalCredentialsFile.Remove(keyFile);
+            WalCredentialsFile.Remove(passFile);
             if (pendingUse != null) InstalledToolUses.AbandonPendingUse(request.ToolInstallRoot!, pendingUse);
             try
             {
