@@ -143,6 +143,23 @@ public sealed class SwitchoverResult
     /// <summary>True when the old primary streams from the new one as a standby.</summary>
     public bool OldPrimaryRejoined { get; set; }
     public SwitchoverStep[] Steps { get; set; } = [];
+    /// <summary>What -RouteScript did to move the clients to the new primary; null when no route script was given.</summary>
+    public RouteScriptRun? Routing { get; set; }
 
     public override string ToString() => $"{OldPrimary} -> {NewPrimary} (timeline {NewTimeline}, writes unavailable {WriteUnavailable.TotalSeconds:0.00}s)";
+}
+
+/// <summary>One run of a switchover's route script: whether it moved the clients, and what it printed.</summary>
+public sealed class RouteScriptRun
+{
+    public string Script { get; set; } = "";
+    public bool Succeeded { get; set; }
+    /// <summary>Null when it was stopped for taking longer than its timeout.</summary>
+    public int? ExitCode { get; set; }
+    public bool TimedOut { get; set; }
+    /// <summary>What it wrote to its standard output and error, in order.</summary>
+    public string Output { get; set; } = "";
+    public TimeSpan Duration { get; set; }
+
+    public override string ToString() => Succeeded ? $"route script succeeded ({Duration.TotalSeconds:0.00}s)" : TimedOut ? "route script timed out" : $"route script failed (exit code {ExitCode})";
 }

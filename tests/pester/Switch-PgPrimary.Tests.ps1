@@ -164,6 +164,48 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
         Invoke-TestSwitchover -From $primary -To $standby -FirstId 1
         Invoke-TestSwitchover -From $standby -To $primary -FirstId 100000
     }
+
+    It 'moves the clients with -RouteScript after the promotion, and reports a route script that fails or hangs with what it printed' -Skip:$IsWindows {
+        $routed = Join-Path (New-PgTestRepository) 'routed.txt'
+        $scripts = @(
+            @{ Script = "echo moving; printf '%s %s %s' `"`$PGBACKUP_OLD_PRIMARY`" `"`$PGBACKUP_NEW_PRIMARY_HOST`" `"`$PGBACKUP_NEW_PRIMARY_PORT`" > '$routed'"; Timeout = '00:00:30' }
+            @{ Script = 'echo the address is held by another host >&2; exit 3'; Timeout = '00:00:30' }
+            @{ Script = 'echo waiting for the load balancer; sleep 30'; Timeout = '00:00:02' }
+        )
+        foreach ($case in $scripts) {
+            $from, $to = Get-TestRoles
+            Wait-PgTestCondition -What 'The candidate streaming' -Condition {
+                (Invoke-PgTestSql -Cluster $from -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '1'
+            }
+            $result = @(Switch-PgPrimary -Primary $from.Server -Candidate $to.Server -RouteScript $case.Script -RouteTimeout $case.Timeout -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
+            # The switchover stands whatever the route script did.
+            $result | Should -HaveCount 1 -Because (Format-PgTestError $err)
+            Invoke-PgTestSql -Cluster $to -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
+            $result[0].Routing.Script | Should -BeExactly $case.Script
+            @($result[0].Steps.Name) | Should -Contain "Moving the clients to $($to.Server) with the route script"
+            if ($case -eq $scripts[0]) {
+                $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+                $result[0].Routing.Succeeded | Should -BeTrue
+                $result[0].Routing.Output | Should -BeExactly 'moving'
+                Get-Content -Raw -LiteralPath $routed | Should -BeExactly "$($from.Server) $($to.Host) $($to.Port)"
+            }
+            else {
+                $err | Should -HaveCount 1
+                $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.RouteScriptFailed,*'
+                $err[0].TargetObject | Should -BeExactly $case.Script
+                $result[0].Routing.Succeeded | Should -BeFalse
+                if ($case -eq $scripts[1]) {
+                    $result[0].Routing.ExitCode | Should -Be 3
+                    $err[0].Exception.Message | Should -BeLike '*the address is held by another host*'
+                }
+                else {
+                    $result[0].Routing.TimedOut | Should -BeTrue
+                    $result[0].Routing.Duration | Should -BeLessThan ([timespan]::FromSeconds(20))
+                    $err[0].Exception.Message | Should -BeLike '*waiting for the load balancer*'
+                }
+            }
+        }
+    }
 }
 
 # Failover: a primary and two standbys made from it
@@ -251,12 +293,14 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
         Invoke-PgTestSql -Cluster $standby2 -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't'
 
         $result = @(Switch-PgPrimary -Failover -Primary $primary.Server -Candidate $candidates -FenceScript 'exit 0' -PrimaryDataDirectory $primary.DataDirectory -Confirm:$false `
-                -WarningVariable warnings -WarningAction SilentlyContinue -ErrorVariable err -ErrorAction SilentlyContinue)
+                -RouteScript 'echo "clients to $PGBACKUP_NEW_PRIMARY"' -WarningVariable warnings -WarningAction SilentlyContinue -ErrorVariable err -ErrorAction SilentlyContinue)
         $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
         $result | Should -HaveCount 1
         $failedOver = $result[0]
         $failedOver.NewPrimary | Should -BeExactly $standby1.Server
         $failedOver.Failover | Should -BeTrue
+        $failedOver.Routing.Succeeded | Should -BeTrue
+        $failedOver.Routing.Output | Should -BeExactly "clients to $($standby1.Server)"
         # The ten rows' WAL is the possible loss, read from the crashed primary's own pg_wal.
         $lost = $failedOver.BytesLost
         $steps = "steps: $(@($failedOver.Steps | ForEach-Object { $_.Name }) -join '; '); final $($failedOver.FinalLsn)"

@@ -20,6 +20,9 @@ public sealed record FailoverRequest
     public string? OldPrimaryDataDirectory { get; init; }
     public string? ToolPath { get; init; }
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>Moves the clients to the new primary once it is promoted, see <see cref="Failover.RouteScript"/>.</summary>
+    public string? RouteScript { get; init; }
+    public TimeSpan RouteTimeout { get; init; } = Failover.RouteScript.DefaultTimeout;
 }
 
 /// <summary>
@@ -76,6 +79,14 @@ public static class FailoverService
         Done($"Promoted {chosen.Target.Display} (timeline {timeline})", started);
         reporter.Milestone($"{chosen.Target.Display} is the primary on timeline {timeline}.");
 
+        RouteScriptRun? routing = null;
+        if (request.RouteScript != null)
+        {
+            started = clock.Elapsed;
+            routing = await RouteScript.RunAsync(request.RouteScript, request.OldPrimary, chosen.Target, request.RouteTimeout, reporter, ct).ConfigureAwait(false);
+            Done($"Moved the clients to {chosen.Target.Display} with the route script{(routing.Succeeded ? "" : " (it failed)")}", started);
+        }
+
         long? lost = null;
         if (request.OldPrimaryDataDirectory is { } oldData)
         {
@@ -101,6 +112,7 @@ public static class FailoverService
         {
             OldPrimary = request.OldPrimary?.Display ?? "", NewPrimary = chosen.Target.Display, FinalLsn = chosen.Received, BytesLost = lost, NewTimeline = timeline,
             WriteUnavailable = promotedAfter, OldPrimaryRejoined = false, Steps = [.. steps], Failover = true, CandidatesBehind = behind, Repointed = [.. repointed],
+            Routing = routing,
         };
     }
 

@@ -21,6 +21,9 @@ public sealed record SwitchoverRequest
     public string? FenceScript { get; init; }
     /// <summary>Other standbys of the old primary, pointed at the new one after the promotion.</summary>
     public IReadOnlyList<ConnectionTarget> OtherStandbys { get; init; } = [];
+    /// <summary>Moves the clients to the new primary once it is promoted, see <see cref="Failover.RouteScript"/>.</summary>
+    public string? RouteScript { get; init; }
+    public TimeSpan RouteTimeout { get; init; } = Failover.RouteScript.DefaultTimeout;
 }
 
 /// <summary>What a switchover will do, worked out and checked without changing anything (what -WhatIf shows).</summary>
@@ -36,6 +39,7 @@ public sealed record SwitchoverPlan(SwitchoverRequest Request, string PrimaryDat
             : $"Stop writes: shut down {Request.Primary.Display} (pg_ctl stop -m fast), which sends its last WAL to the standbys",
         $"Prove {Request.Candidate.Display} replayed the old primary's final WAL (nothing acknowledged is lost)",
         $"Promote {Request.Candidate.Display} to primary (a new timeline)",
+        .. Request.RouteScript != null ? new[] { $"Move the clients to {Request.Candidate.Display}: run the route script (stopped after {Request.RouteTimeout})" } : [],
         .. Fenced
             ? new[] { $"Leave {Request.Primary.Display} stopped: make it a standby of {Request.Candidate.Display} on its host (Join-PgStandby)" }
             : [$"Restart {Request.Primary.Display} as a standby of {Request.Candidate.Display} (standby.signal, primary_conninfo)", $"Check that {Request.Primary.Display} streams from {Request.Candidate.Display}"],
@@ -238,6 +242,13 @@ public static class SwitchoverService
         }
         var unavailable = clock.Elapsed - writesStopped;
 
+        RouteScriptRun? routing = null;
+        if (request.RouteScript != null)
+            await Step($"Moving the clients to {request.Candidate.Display} with the route script", 70, async () =>
+            {
+                routing = await RouteScript.RunAsync(request.RouteScript, request.Primary, request.Candidate, request.RouteTimeout, reporter, ct).ConfigureAwait(false);
+            }).ConfigureAwait(false);
+
         var rejoined = false;
         if (!plan.Fenced)
         {
@@ -284,7 +295,7 @@ public static class SwitchoverService
         return new SwitchoverResult
         {
             OldPrimary = request.Primary.Display, NewPrimary = request.Candidate.Display, FinalLsn = final, BytesLost = proven ? 0 : null, NewTimeline = timeline,
-            WriteUnavailable = unavailable, OldPrimaryRejoined = rejoined, Steps = [.. steps], Repointed = [.. repointed],
+            WriteUnavailable = unavailable, OldPrimaryRejoined = rejoined, Steps = [.. steps], Repointed = [.. repointed], Routing = routing,
         };
     }
 

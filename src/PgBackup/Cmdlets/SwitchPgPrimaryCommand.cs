@@ -59,24 +59,32 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
     [Parameter]
     public TimeSpan Timeout { get; set; } = TimeSpan.FromSeconds(60);
 
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? RouteScript { get; set; }
+
+    [Parameter]
+    public TimeSpan RouteTimeout { get; set; } = Engine.Failover.RouteScript.DefaultTimeout;
+
     protected override void ProcessRecord()
     {
         var settings = LoadSettings();
         try
         {
             RequirePositiveTimeout(Timeout);
+            if (RouteScript != null) RequirePositiveTimeout(RouteTimeout, nameof(RouteTimeout));
             if (Failover)
             {
                 var failover = new FailoverRequest
                 {
                     OldPrimary = Primary == null ? null : ResolveServer(settings, Primary, null, null, Credential),
                     Candidates = Candidate!.Select(c => ResolveServer(settings, c, Candidate!.Length == 1 ? CandidatePort : null, null, Credential)).ToList(),
-                    FenceScript = FenceScript, Force = Force, Timeout = Timeout, ToolPath = settings.ToolPath,
+                    FenceScript = FenceScript, Force = Force, Timeout = Timeout, ToolPath = settings.ToolPath, RouteScript = RouteScript, RouteTimeout = RouteTimeout,
                     OldPrimaryDataDirectory = PrimaryDataDirectory == null ? null : GetUnresolvedProviderPathFromPSPath(PrimaryDataDirectory),
                 };
                 var names = string.Join(", ", failover.Candidates.Select(c => c.Display));
                 if (!ShouldProcess(names, "Fail over: let every candidate replay what it received, fence the old primary, promote the most advanced candidate and repoint the others")) return;
-                WriteObject(RunEngine((reporter, ct) => FailoverService.FailoverAsync(failover, reporter, ct)));
+                WriteResult(RunEngine((reporter, ct) => FailoverService.FailoverAsync(failover, reporter, ct)));
                 return;
             }
             if (Candidate!.Length != 1)
@@ -86,7 +94,7 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
             {
                 Primary = ResolveServer(settings, Primary, null, null, Credential),
                 Candidate = ResolveServer(settings, Candidate[0], CandidatePort, null, Credential),
-                MaxLagBytes = MaxLagBytes, Timeout = Timeout, ToolPath = settings.ToolPath, FenceScript = FenceScript,
+                MaxLagBytes = MaxLagBytes, Timeout = Timeout, ToolPath = settings.ToolPath, FenceScript = FenceScript, RouteScript = RouteScript, RouteTimeout = RouteTimeout,
                 OtherStandbys = (Standby ?? []).Select(s => ResolveServer(settings, s, null, null, Credential)).ToList(),
             };
             var plan = RunEngine((reporter, ct) => SwitchoverService.PlanAsync(request, reporter, ct));
@@ -97,8 +105,15 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
                 return;
             }
             if (!ShouldProcess(request.Candidate.Display, $"Switch over from {request.Primary.Display}: " + string.Join("; ", plan.Steps))) return;
-            WriteObject(RunEngine((reporter, ct) => SwitchoverService.ExecuteAsync(plan, reporter, ct)));
+            WriteResult(RunEngine((reporter, ct) => SwitchoverService.ExecuteAsync(plan, reporter, ct)));
         }
         catch (PgBackupException ex) { WriteEngineError(ex); }
+    }
+
+    /// <summary>The result, then a failed route script as an error of its own: the primary has moved, the clients may not have.</summary>
+    private void WriteResult(SwitchoverResult result)
+    {
+        WriteObject(result);
+        if (Engine.Failover.RouteScript.FailureOf(result) is { } routingFailed) WriteEngineError(routingFailed);
     }
 }
