@@ -8,6 +8,7 @@
 #   - PowerShell 7.4 or later (pwsh): the PowerShell .NET tool, version 7.6.10, into ~/.dotnet/tools;
 #   - with --tests, Azurite (for the blob repository tests): the npm package azurite 3.37.0 into
 #     ~/.local/share/pgbackup-test/azurite;
+#   - with --tests, PgBouncer (for the Switch-PgPrimary -PgBouncer tests): apt-get install pgbouncer as root on Debian/Ubuntu;
 #   - Pester 5 (for the tests): the Pester NuGet package, version 5.9.1, into the user's PowerShell module folder, as
 #     Install-Module -Scope CurrentUser would put it (no PowerShell Gallery is needed; where one is reachable,
 #     Install-Module Pester -MaximumVersion 5.99 -Scope CurrentUser does the same).
@@ -140,4 +141,18 @@ if [ "${1:-}" = "--tests" ] && [ -z "${PGBACKUP_AZURITE:-}" ] && [ ! -x "$AZURIT
     fail "'npm install azurite@$AZURITE_VERSION' failed (above). Install Azurite yourself and set PGBACKUP_AZURITE to its azurite-blob program."
   }
   [ -x "$AZURITE_HOME/node_modules/.bin/azurite-blob" ] || fail "azurite@$AZURITE_VERSION was installed into $AZURITE_HOME but has no azurite-blob program."
+fi
+
+# PgBouncer, for the tests of switchovers that move a pooler's clients (Switch-PgPrimary -PgBouncer): the distribution's
+# package. The tests start their own on a loopback port; the package's service is not used.
+pgbouncer_ok() { command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; }
+if [ "${1:-}" = "--tests" ] && ! pgbouncer_ok; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "PgBouncer not found: installing pgbouncer with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq pgbouncer >/dev/null
+  else
+    fail "PgBouncer is needed for the Switch-PgPrimary -PgBouncer tests: install it (Debian/Ubuntu: sudo apt-get install -y pgbouncer; RHEL/Fedora: sudo dnf install -y pgbouncer)."
+  fi
 fi

@@ -145,8 +145,30 @@ public sealed class SwitchoverResult
     public SwitchoverStep[] Steps { get; set; } = [];
     /// <summary>What -RouteScript did to move the clients to the new primary; null when no route script was given.</summary>
     public RouteScriptRun? Routing { get; set; }
+    /// <summary>What happened to each PgBouncer given with -PgBouncer.</summary>
+    public PoolerSwitch[] Poolers { get; set; } = [];
 
     public override string ToString() => $"{OldPrimary} -> {NewPrimary} (timeline {NewTimeline}, writes unavailable {WriteUnavailable.TotalSeconds:0.00}s)";
+}
+
+/// <summary>What a switchover did to one PgBouncer in front of the primary.</summary>
+public sealed class PoolerSwitch
+{
+    /// <summary>The pooler's admin console, host:port.</summary>
+    public string Pooler { get; set; } = "";
+    /// <summary>Its databases that pointed at the old primary: paused, moved and resumed.</summary>
+    public string[] Databases { get; set; } = [];
+    /// <summary>The pgbouncer.ini rewritten; null when the route script points a remote pooler elsewhere.</summary>
+    public string? ConfigPath { get; set; }
+    /// <summary>The server those databases point at now, as far as PgBackup moved them.</summary>
+    public string PointsTo { get; set; } = "";
+    public bool Resumed { get; set; }
+    /// <summary>How long its clients waited: from the pause to the resume.</summary>
+    public TimeSpan ClientsWaited { get; set; }
+    /// <summary>What went wrong with the pooler, if anything (also given as a warning).</summary>
+    public string? Problem { get; set; }
+
+    public override string ToString() => $"{Pooler}: {string.Join(", ", Databases)} -> {PointsTo}, {(Resumed ? "resumed" : "NOT resumed")} after {ClientsWaited.TotalSeconds:0.00}s";
 }
 
 /// <summary>One run of a switchover's route script: whether it moved the clients, and what it printed.</summary>

@@ -9,11 +9,11 @@ public sealed class StandbyPassFileTests
     [Fact]
     public void A_connection_string_is_read_with_quoted_and_escaped_values()
     {
-        var parts = StandbyPassFile.ParseConnInfo(@"user=postgres password='it\'s se:cret\\' channel_binding=prefer host = 127.0.0.1 port=5432 sslmode=prefer");
+        var parts = Connection.ConnInfo.Parse(@"user=postgres password='it\'s se:cret\\' channel_binding=prefer host = 127.0.0.1 port=5432 sslmode=prefer");
         Assert.Equal(["user", "password", "channel_binding", "host", "port", "sslmode"], parts.Select(p => p.Key));
         Assert.Equal(@"it's se:cret\", parts[1].Value);
         Assert.Equal("127.0.0.1", parts[3].Value);
-        Assert.Throws<FormatException>(() => StandbyPassFile.ParseConnInfo("user='unclosed"));
+        Assert.Throws<FormatException>(() => Connection.ConnInfo.Parse("user='unclosed"));
     }
 
     [Fact]

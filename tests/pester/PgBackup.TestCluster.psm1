@@ -1214,11 +1214,104 @@ function Stop-PgTestAzurite {
     Remove-PgTestFolder -Path $Azurite.Folder
 }
 
+function Start-PgTestPgBouncer {
+    <#
+    .SYNOPSIS
+        Starts a PgBouncer (Debian package pgbouncer, installed by scripts/prerequisites.sh --tests) on a free loopback
+        port in front of a test cluster, in transaction pooling, with the cluster's password; Stop-PgTestPgBouncer stops it.
+    .DESCRIPTION
+        Its [databases] section sends each of -Database to the cluster. postgres is an admin user of its console. Runs
+        as the postgres user when this process is root (PgBouncer refuses root). Returns Port, Server ('127.0.0.1:port'),
+        ConfigPath (its pgbouncer.ini, which Switch-PgPrimary -PgBouncerConfig rewrites), Folder and Process.
+    #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory)] [psobject] $Cluster, [string[]] $Database = @('postgres'))
+    $program = @('/usr/sbin/pgbouncer', '/usr/bin/pgbouncer') + @(Get-Command pgbouncer -CommandType Application -ErrorAction SilentlyContinue | ForEach-Object Source) |
+        Where-Object { $_ -and (Test-Path -LiteralPath $_ -PathType Leaf) } | Select-Object -First 1
+    if (-not $program) {
+        throw 'PgBouncer is not installed, and the Switch-PgPrimary -PgBouncer tests need it. Run scripts/prerequisites.sh --tests, which installs it (Debian/Ubuntu: apt-get install -y pgbouncer).'
+    }
+    $folder = [System.IO.Directory]::CreateTempSubdirectory('pgbackup-pester-pgbouncer-').FullName
+    $port = Get-PgTestFreePort
+    $config = Join-Path $folder 'pgbouncer.ini'
+    $databases = ($Database | ForEach-Object { "$_ = host=$($Cluster.Host) port=$($Cluster.Port) dbname=$_" }) -join "`n"
+    [System.IO.File]::WriteAllText($config, @"
+[databases]
+$databases
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $(Join-Path $folder 'users.txt')
+admin_users = $($script:SuperUser)
+pool_mode = transaction
+logfile = $(Join-Path $folder 'pgbouncer.log')
+"@, $script:Utf8)
+    Write-PrivateFile -Path (Join-Path $folder 'users.txt') -Content "`"$($script:SuperUser)`" `"$($Cluster.Password)`"`n"
+    $psi = if (-not $IsWindows -and [System.Environment]::IsPrivilegedProcess) {
+        $out = & chown -R "$($script:SuperUser):$($script:SuperUser)" $folder 2>&1
+        if ($LASTEXITCODE -ne 0) { throw "chown -R postgres:postgres $folder failed: $($out -join ' ')" }
+        $start = [System.Diagnostics.ProcessStartInfo]::new('runuser')
+        foreach ($a in @('-u', $script:SuperUser, '--', $program, $config)) { $start.ArgumentList.Add($a) }
+        $start
+    }
+    else {
+        $start = [System.Diagnostics.ProcessStartInfo]::new($program)
+        $start.ArgumentList.Add($config)
+        $start
+    }
+    $psi.RedirectStandardOutput = $true
+    $psi.RedirectStandardError = $true
+    $psi.UseShellExecute = $false
+    $process = [System.Diagnostics.Process]::Start($psi)
+    $null = $process.StandardOutput.ReadToEndAsync()
+    $null = $process.StandardError.ReadToEndAsync()
+    $bouncer = [pscustomobject]@{
+        PSTypeName = 'PgBackup.TestPgBouncer'; Process = $process; Folder = $folder; Port = $port; Server = "127.0.0.1:$port"; ConfigPath = $config; Password = $Cluster.Password
+        BinDirectory = $Cluster.BinDirectory
+    }
+    try {
+        Wait-PgTestCondition -What "PgBouncer listening on port $port" -Condition { $null -ne (Invoke-PgTestPgBouncerAdmin -PgBouncer $bouncer -Command 'SHOW VERSION' -ErrorAction SilentlyContinue) }
+    }
+    catch {
+        $log = Join-Path $folder 'pgbouncer.log'
+        Stop-PgTestPgBouncer -PgBouncer $bouncer
+        throw "PgBouncer did not start: $_ $(if (Test-Path -LiteralPath $log) { Get-Content -LiteralPath $log -Tail 5 })"
+    }
+    $bouncer
+}
+
+function Invoke-PgTestPgBouncerAdmin {
+    <# Runs one command on a test PgBouncer's admin console with psql; returns its rows, fields separated by '|'. #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory)] [psobject] $PgBouncer, [Parameter(Mandatory)] [string] $Command)
+    $psql = Get-PgToolPath -Cluster $PgBouncer -Tool 'psql'
+    $saved = Push-PgEnvironment -Set @{ PGPASSWORD = $PgBouncer.Password }
+    try { $output = & $psql -X -q -A -t -F '|' -h 127.0.0.1 -p $PgBouncer.Port -U $script:SuperUser -d pgbouncer -c $Command 2>&1 }
+    finally { Pop-PgEnvironment -Saved $saved }
+    if ($LASTEXITCODE -ne 0) { Write-Error "PgBouncer refused '$Command': $($output -join ' ')"; return }
+    @($output | ForEach-Object { "$_" } | Where-Object { $_ })
+}
+
+function Stop-PgTestPgBouncer {
+    <# Stops a PgBouncer started by Start-PgTestPgBouncer and removes its folder; accepts $null, never throws. #>
+    [CmdletBinding()]
+    param([AllowNull()] [psobject] $PgBouncer)
+    if ($null -eq $PgBouncer) { return }
+    try { if (-not $PgBouncer.Process.HasExited) { $PgBouncer.Process.Kill($true); $null = $PgBouncer.Process.WaitForExit(10000) } } catch { }
+    Remove-PgTestFolder -Path $PgBouncer.Folder
+}
+
 #endregion
 
 Export-ModuleMember -Function @(
     'Start-PgTestAzurite'
     'Stop-PgTestAzurite'
+    'Start-PgTestPgBouncer'
+    'Stop-PgTestPgBouncer'
+    'Invoke-PgTestPgBouncerAdmin'
     'New-PgTestDumpRepository'
     'Get-PgTestRepositoryRoot'
     'Get-PgBackupModuleManifest'

@@ -490,3 +490,130 @@ Describe 'Switch-PgPrimary -FenceScript' -Tag 'Integration' {
         }
     }
 }
+
+# Switchover through PgBouncer: a writer connects through a PgBouncer (transaction pooling) in front of the primary and
+# records every acknowledged commit while Switch-PgPrimary -PgBouncer pauses the pooler, switches over, points the
+# pooler at the new primary (pgbouncer.ini and RELOAD) and resumes it.
+Describe 'Switch-PgPrimary -PgBouncer' -Tag 'Integration' {
+    BeforeAll {
+        Import-Module (Join-Path $PSScriptRoot 'PgBackup.TestCluster.psm1') -Force
+        Import-Module (Get-PgBackupModuleManifest) -Force
+
+        $primary = Start-PgTestCluster -Name 'bouncerprimary'
+        $null = Invoke-PgTestSql -Cluster $primary -Sql 'create table ledger(id int primary key)'
+        $standby = Start-PgTestStandby -Primary $primary -Name 'bouncerstandby' -ClusterName 'pester_bouncer_standby'
+        Wait-PgTestCondition -What 'The standby streaming from the primary' -Condition {
+            (Invoke-PgTestSql -Cluster $primary -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '1'
+        }
+        $bouncer = Start-PgTestPgBouncer -Cluster $primary
+        $environment = Enter-PgTestEnvironment -Cluster $primary
+
+        function Get-TestPgBouncerTarget {
+            # host:port of the server PgBouncer sends the postgres database to, and whether it is paused.
+            $row = @(Invoke-PgTestPgBouncerAdmin -PgBouncer $bouncer -Command 'SHOW DATABASES' | Where-Object { $_.StartsWith('postgres|', [System.StringComparison]::Ordinal) })
+            $fields = $row[0].Split('|')
+            [pscustomobject]@{ Server = "$($fields[1]):$($fields[2])"; Paused = $fields[11] -eq '1' }
+        }
+    }
+
+    AfterAll {
+        Exit-PgTestEnvironment -State $environment
+        Stop-PgTestPgBouncer -PgBouncer $bouncer
+        $first, $second = $standby, $primary
+        try { if ((Invoke-PgTestSql -Cluster $primary -Sql 'select pg_is_in_recovery()') -eq 't') { $first, $second = $primary, $standby } }
+        catch { Write-Warning "Reading the role of $($primary.Server) failed: $_" }
+        Stop-PgTestCluster -Cluster $first
+        Stop-PgTestCluster -Cluster $second
+    }
+
+    It 'checks the poolers before anything changes, and -WhatIf changes nothing' {
+        $null = Switch-PgPrimary -Primary $primary.Server -Candidate $standby.Server -PgBouncer $bouncer.Server -PgBouncerConfig $bouncer.ConfigPath -WhatIf -ErrorAction Stop
+        (Get-TestPgBouncerTarget).Paused | Should -BeFalse
+
+        $null = Switch-PgPrimary -Primary $primary.Server -Candidate $standby.Server -PgBouncer $bouncer.Server -PgBouncerConfig $bouncer.ConfigPath, $bouncer.ConfigPath -Confirm:$false -ErrorVariable pairs -ErrorAction SilentlyContinue
+        $pairs | Should -HaveCount 1 -Because (Format-PgTestError $pairs)
+        $pairs[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.PgBouncerConfigCount,*'
+
+        # A pgbouncer.ini without the database PgBouncer serves from the primary cannot be what it runs with.
+        $otherConfig = Join-Path (New-PgTestRepository) 'pgbouncer.ini'
+        Set-Content -LiteralPath $otherConfig -Value "[databases]`nelsewhere = host=127.0.0.1 port=1 dbname=x`n`n[pgbouncer]`nlisten_port = 1`n"
+        $null = Switch-PgPrimary -Primary $primary.Server -Candidate $standby.Server -PgBouncer $bouncer.Server -PgBouncerConfig $otherConfig -Confirm:$false -ErrorVariable mismatch -ErrorAction SilentlyContinue
+        $mismatch | Should -HaveCount 1 -Because (Format-PgTestError $mismatch)
+        $mismatch[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.PgBouncerConfigMismatch,*'
+        $mismatch[0].TargetObject | Should -BeExactly $otherConfig
+        Invoke-PgTestSql -Cluster $primary -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
+        (Get-TestPgBouncerTarget).Paused | Should -BeFalse
+    }
+
+    It 'moves the clients: no client error, no lost commit, PgBouncer sends them to the new primary and the old one streams from it' {
+        $acknowledged = [System.Collections.Concurrent.ConcurrentBag[int]]::new()
+        $failures = [System.Collections.Concurrent.ConcurrentBag[string]]::new()
+        $stop = [System.Threading.CancellationTokenSource]::new()
+        $psql = Join-Path $primary.BinDirectory ($(if ($IsWindows) { 'psql.exe' } else { 'psql' }))
+        $conninfo = "host=127.0.0.1 port=$($bouncer.Port) user=postgres password=$($primary.Password) dbname=postgres connect_timeout=30"
+        $writer = Start-ThreadJob -ArgumentList $psql, $conninfo, $acknowledged, $failures, $stop.Token -ScriptBlock {
+            param($Psql, $ConnInfo, $Bag, $Failures, $Token)
+            $id = 1
+            while (-not $Token.IsCancellationRequested) {
+                $out = & $Psql -X -q -d $ConnInfo -c "insert into ledger values ($id)" 2>&1
+                if ($LASTEXITCODE -eq 0) { $Bag.Add($id) } else { $Failures.Add("${id}: $out") }
+                $id++
+            }
+        }
+        try {
+            Wait-PgTestCondition -What 'The writer committing through PgBouncer' -Condition { $acknowledged.Count -ge 20 }
+            $result = @(Switch-PgPrimary -Primary $primary.Server -Candidate $standby.Server -PgBouncer $bouncer.Server -PgBouncerConfig $bouncer.ConfigPath -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
+            $after = $acknowledged.Count
+            Wait-PgTestCondition -What 'The writer committing after the switchover' -Condition { $acknowledged.Count -ge $after + 20 }
+        }
+        finally {
+            $stop.Cancel()
+            $null = $writer | Wait-Job -Timeout 60
+            $writer | Remove-Job -Force
+        }
+        $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+        @($failures.ToArray()) | Should -BeNullOrEmpty -Because 'clients of a paused PgBouncer wait instead of failing'
+        $result | Should -HaveCount 1
+        $pooler = @($result[0].Poolers)
+        $pooler | Should -HaveCount 1
+        $pooler[0].PSObject.TypeNames | Should -Contain 'PgBackup.PoolerSwitch'
+        $pooler[0].Databases | Should -Be @('postgres')
+        $pooler[0].Resumed | Should -BeTrue
+        $pooler[0].PointsTo | Should -BeExactly $standby.Server
+        $pooler[0].ClientsWaited | Should -BeGreaterThan ([timespan]::Zero)
+        $pooler[0].ClientsWaited | Should -BeLessThan ([timespan]::FromSeconds(30))
+
+        $target = Get-TestPgBouncerTarget
+        $target.Server | Should -BeExactly $standby.Server
+        $target.Paused | Should -BeFalse
+        Get-Content -Raw -LiteralPath $bouncer.ConfigPath | Should -Match "postgres = host='127.0.0.1' port='?$($standby.Port)'?"
+        $present = [System.Collections.Generic.HashSet[int]]::new()
+        foreach ($id in (Invoke-PgTestSql -Cluster $standby -Sql 'select id from ledger') -split "`n") { if ($id.Trim()) { $null = $present.Add([int] $id.Trim()) } }
+        @($acknowledged.ToArray() | Where-Object { -not $present.Contains($_) }) | Should -BeNullOrEmpty -Because 'every acknowledged commit must survive the switchover'
+        Wait-PgTestCondition -What 'The old primary streaming from the new one' -Condition {
+            (Invoke-PgTestSql -Cluster $standby -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '1'
+        }
+    }
+
+    It 'resumes PgBouncer toward the primary that still runs when the switchover fails midway' {
+        # The roles are swapped now: the standby is the primary, PgBouncer points at it. The candidate (the first
+        # primary) stops replaying, so the switchover cannot prove it has everything and gives up after the pause.
+        Wait-PgTestCondition -What 'The candidate streaming' -Condition {
+            (Invoke-PgTestSql -Cluster $standby -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '1'
+        }
+        $null = Invoke-PgTestSql -Cluster $primary -Sql 'select pg_wal_replay_pause()'
+        try {
+            $null = Switch-PgPrimary -Primary $standby.Server -Candidate $primary.Server -PgBouncer $bouncer.Server -PgBouncerConfig $bouncer.ConfigPath -Timeout 00:00:05 -Confirm:$false `
+                -WarningAction SilentlyContinue -ErrorVariable err -ErrorAction SilentlyContinue
+        }
+        finally { $null = Invoke-PgTestSql -Cluster $primary -Sql 'select pg_wal_replay_resume()' }
+        $err | Should -HaveCount 1 -Because (Format-PgTestError $err)
+        $err[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.CandidateMissingWal,*'
+        Invoke-PgTestSql -Cluster $standby -Sql 'select pg_is_in_recovery()' | Should -BeExactly 'f'
+        $target = Get-TestPgBouncerTarget
+        $target.Paused | Should -BeFalse
+        $target.Server | Should -BeExactly $standby.Server
+        $out = & (Join-Path $primary.BinDirectory 'psql') -X -q -d "host=127.0.0.1 port=$($bouncer.Port) user=postgres password=$($primary.Password) dbname=postgres connect_timeout=10" -c 'insert into ledger values (-1)' 2>&1
+        $LASTEXITCODE | Should -Be 0 -Because "PgBouncer sends its clients to the primary that runs: $out"
+    }
+}

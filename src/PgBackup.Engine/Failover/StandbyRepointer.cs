@@ -39,7 +39,7 @@ internal static class StandbyRepointer
 
     private static List<KeyValuePair<string, string>>? TryParse(string conninfo)
     {
-        try { return StandbyPassFile.ParseConnInfo(conninfo); }
+        try { return ConnInfo.Parse(conninfo); }
         catch (FormatException) { return null; }
     }
 }

@@ -24,6 +24,8 @@ public sealed record SwitchoverRequest
     /// <summary>Moves the clients to the new primary once it is promoted, see <see cref="Failover.RouteScript"/>.</summary>
     public string? RouteScript { get; init; }
     public TimeSpan RouteTimeout { get; init; } = Failover.RouteScript.DefaultTimeout;
+    /// <summary>PgBouncers in front of the primary: paused before it stops, moved to the new one and resumed.</summary>
+    public IReadOnlyList<PgBouncerRequest> PgBouncers { get; init; } = [];
 }
 
 /// <summary>What a switchover will do, worked out and checked without changing anything (what -WhatIf shows).</summary>
@@ -32,14 +34,21 @@ public sealed record SwitchoverPlan(SwitchoverRequest Request, string PrimaryDat
     /// <summary>The old primary is stopped by the fence script, not by PgBackup, and stays stopped.</summary>
     public bool Fenced => Request.FenceScript != null;
 
+    /// <summary>The PgBouncers to move, checked (each has databases pointing at the old primary).</summary>
+    public IReadOnlyList<PgBouncerPooler> Poolers { get; init; } = [];
+
     public IReadOnlyList<string> Steps =>
     [
+        .. Poolers.Select(p => $"Pause {string.Join(", ", p.Databases)} in the PgBouncer at {p.Display} (running transactions finish, new queries wait; at most {Request.Timeout})"),
         Fenced
             ? $"Stop writes: run the fence script, which must shut {Request.Primary.Display} down cleanly (and may print its final checkpoint LSN)"
             : $"Stop writes: shut down {Request.Primary.Display} (pg_ctl stop -m fast), which sends its last WAL to the standbys",
         $"Prove {Request.Candidate.Display} replayed the old primary's final WAL (nothing acknowledged is lost)",
         $"Promote {Request.Candidate.Display} to primary (a new timeline)",
         .. Request.RouteScript != null ? new[] { $"Move the clients to {Request.Candidate.Display}: run the route script (stopped after {Request.RouteTimeout})" } : [],
+        .. Poolers.Select(p => p.HasConfig
+            ? $"Point {string.Join(", ", p.Databases)} of the PgBouncer at {p.Display} at {Request.Candidate.Display} (pgbouncer.ini, RELOAD) and resume them"
+            : $"Resume {string.Join(", ", p.Databases)} in the PgBouncer at {p.Display} (the route script points them at {Request.Candidate.Display})"),
         .. Fenced
             ? new[] { $"Leave {Request.Primary.Display} stopped: make it a standby of {Request.Candidate.Display} on its host (Join-PgStandby)" }
             : [$"Restart {Request.Primary.Display} as a standby of {Request.Candidate.Display} (standby.signal, primary_conninfo)", $"Check that {Request.Primary.Display} streams from {Request.Candidate.Display}"],
@@ -114,12 +123,68 @@ public static class SwitchoverService
                 ? await DataDirectoryOwner.FindAsync(dataDirectory, ct).ConfigureAwait(false) ?? InstanceControl.DefaultServiceUser
                 : null;
             reporter.Verbose($"Switchover plan: {primary.Display} (timeline {timeline}, {dataDirectory}) -> {candidate.Display}, lag {lag} bytes.");
-            return new SwitchoverPlan(request, dataDirectory, owner == "root" ? null : owner, info.Major, (uint)timeline, lag);
+            var poolers = new List<PgBouncerPooler>();
+            foreach (var pgBouncer in request.PgBouncers)
+                poolers.Add(await PgBouncerPooler.CheckAsync(pgBouncer, primary, request.ToolPath, reporter, ct).ConfigureAwait(false));
+            return new SwitchoverPlan(request, dataDirectory, owner == "root" ? null : owner, info.Major, (uint)timeline, lag) { Poolers = poolers };
         }
         catch (NpgsqlException ex) when (!ct.IsCancellationRequested) { throw ServerSession.Translate(ex, primary); }
     }
 
+    /// <summary>
+    /// Switches over, with the plan's PgBouncers paused first and resumed toward the new primary after the promotion. When
+    /// the switchover fails midway, every paused pooler is resumed toward whichever server is the primary then.
+    /// </summary>
     public static async Task<SwitchoverResult> ExecuteAsync(SwitchoverPlan plan, IOperationReporter reporter, CancellationToken ct)
+    {
+        var paused = new List<PgBouncerPooler>();
+        var moved = new List<PoolerSwitch>();
+        try
+        {
+            var result = await SwitchAsync(plan, async () =>
+            {
+                foreach (var pooler in plan.Poolers)
+                {
+                    paused.Add(pooler);
+                    await pooler.PauseAsync(plan.Request.Timeout, reporter, ct).ConfigureAwait(false);
+                }
+            }, async () =>
+            {
+                foreach (var pooler in paused) moved.Add(await pooler.ResumeAsync(plan.Request.Candidate, reporter, ct).ConfigureAwait(false));
+                paused.Clear();
+            }, reporter, ct).ConfigureAwait(false);
+            result.Poolers = [.. moved];
+            return result;
+        }
+        catch when (paused.Count > 0)
+        {
+            var primary = await PrimaryNowAsync(plan.Request).ConfigureAwait(false);
+            foreach (var pooler in paused)
+            {
+                var resumed = await pooler.ResumeAsync(primary, reporter, CancellationToken.None).ConfigureAwait(false);
+                reporter.Warning($"The switchover failed; the PgBouncer at {resumed.Pooler} was resumed toward {(primary?.Display ?? "the server it pointed at, since no server answers as the primary")}.");
+            }
+            throw;
+        }
+    }
+
+    /// <summary>Which of the two servers accepts writes now, for a pooler to be resumed toward; null when neither answers as a primary.</summary>
+    private static async Task<ConnectionTarget?> PrimaryNowAsync(SwitchoverRequest request)
+    {
+        foreach (var server in new[] { request.Candidate, request.Primary })
+        {
+            try
+            {
+                using var patience = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+                await using var connection = await ServerSession.OpenAsync(server, patience.Token).ConfigureAwait(false);
+                if (!await ServerSession.ScalarAsync<bool>(connection, "select pg_is_in_recovery()", patience.Token).ConfigureAwait(false)) return server;
+            }
+            catch (Exception ex) when (ex is PgBackupException or NpgsqlException or OperationCanceledException) { }
+        }
+        return null;
+    }
+
+    private static async Task<SwitchoverResult> SwitchAsync(SwitchoverPlan plan, Func<Task> pausePoolers, Func<Task> resumePoolers, IOperationReporter reporter, CancellationToken ct)
     {
         var request = plan.Request;
         var locator = new ToolLocator(request.ToolPath);
@@ -144,6 +209,8 @@ public static class SwitchoverService
         var stoppedHere = false;
         var promotionRequested = false;
         uint timeline = 0;
+        if (plan.Poolers.Count > 0)
+            await Step($"Pausing the PgBouncer{(plan.Poolers.Count > 1 ? "s" : "")} in front of {request.Primary.Display}", 5, pausePoolers).ConfigureAwait(false);
         try
         {
             if (plan.Fenced)
@@ -248,6 +315,8 @@ public static class SwitchoverService
             {
                 routing = await RouteScript.RunAsync(request.RouteScript, request.Primary, request.Candidate, request.RouteTimeout, reporter, ct).ConfigureAwait(false);
             }).ConfigureAwait(false);
+        if (plan.Poolers.Count > 0)
+            await Step($"Resuming the PgBouncer{(plan.Poolers.Count > 1 ? "s" : "")} toward {request.Candidate.Display}", 75, resumePoolers).ConfigureAwait(false);
 
         var rejoined = false;
         if (!plan.Fenced)

@@ -1,4 +1,3 @@
-using System.Text;
 using System.Text.RegularExpressions;
 using PgBackup.Engine.Connection;
 
@@ -58,13 +57,13 @@ public static class StandbyPassFile
         var text = await File.ReadAllTextAsync(autoConf, ct).ConfigureAwait(false);
         var match = PrimaryConnInfoLine.Matches(text).LastOrDefault();
         if (match == null) return null;
-        var parts = ParseConnInfo(match.Groups["value"].Value.Replace("''", "'"));
+        var parts = ConnInfo.Parse(match.Groups["value"].Value.Replace("''", "'"));
         var password = parts.FirstOrDefault(p => p.Key == "password").Value;
         if (password == null) return null;
         var user = parts.FirstOrDefault(p => p.Key == "user").Value ?? Environment.UserName;
         var passfile = await WriteAsync(dataDirectory, serverUser, user, password, ct).ConfigureAwait(false);
         var kept = parts.Where(p => p.Key is not ("password" or "passfile")).Append(new("passfile", passfile));
-        var conninfo = string.Join(" ", kept.Select(p => p.Key + "=" + ConnectionTarget.QuoteConnInfoValue(p.Value)));
+        var conninfo = ConnInfo.Format(kept);
         SetPrimaryConnInfo(dataDirectory, "Written by pg_basebackup -R; the password is in the pass file", conninfo);
         return passfile;
     }
@@ -78,41 +77,6 @@ public static class StandbyPassFile
         var autoConf = Path.Combine(dataDirectory, "postgresql.auto.conf");
         var kept = PrimaryConnInfoLine.Replace(File.Exists(autoConf) ? File.ReadAllText(autoConf) : "", "").TrimEnd('\r', '\n');
         File.WriteAllText(autoConf, $"{kept}\n\n# {comment}\nprimary_conninfo = '{conninfo.Replace("'", "''")}'\n{moreLines}");
-    }
-
-    /// <summary>libpq's keyword=value connection string: values bare or in single quotes, with backslash escapes.</summary>
-    internal static List<KeyValuePair<string, string>> ParseConnInfo(string conninfo)
-    {
-        var parts = new List<KeyValuePair<string, string>>();
-        var i = 0;
-        while (true)
-        {
-            while (i < conninfo.Length && char.IsWhiteSpace(conninfo[i])) i++;
-            if (i == conninfo.Length) return parts;
-            var equals = conninfo.IndexOf('=', i);
-            if (equals < 0) throw new FormatException($"'{conninfo[i..]}' is not keyword=value.");
-            var key = conninfo[i..equals].Trim();
-            i = equals + 1;
-            while (i < conninfo.Length && char.IsWhiteSpace(conninfo[i])) i++;
-            var value = new StringBuilder();
-            if (i < conninfo.Length && conninfo[i] == '\'')
-            {
-                for (i++; ; i++)
-                {
-                    if (i == conninfo.Length) throw new FormatException($"The value of '{key}' has no closing quote.");
-                    if (conninfo[i] == '\'') { i++; break; }
-                    if (conninfo[i] == '\\' && i + 1 < conninfo.Length) i++;
-                    value.Append(conninfo[i]);
-                }
-            }
-            else
-                for (; i < conninfo.Length && !char.IsWhiteSpace(conninfo[i]); i++)
-                {
-                    if (conninfo[i] == '\\' && i + 1 < conninfo.Length) i++;
-                    value.Append(conninfo[i]);
-                }
-            parts.Add(new(key, value.ToString()));
-        }
     }
 
     /// <summary>A pass file field: colons and backslashes escaped with a backslash.</summary>

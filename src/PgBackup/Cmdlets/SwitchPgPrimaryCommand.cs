@@ -63,6 +63,14 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
     [ValidateNotNullOrEmpty]
     public string? RouteScript { get; set; }
 
+    [Parameter(ParameterSetName = SwitchoverSet)]
+    [ValidateNotNullOrEmpty]
+    public string[]? PgBouncer { get; set; }
+
+    [Parameter(ParameterSetName = SwitchoverSet)]
+    [ValidateNotNullOrEmpty]
+    public string[]? PgBouncerConfig { get; set; }
+
     [Parameter]
     public TimeSpan RouteTimeout { get; set; } = Engine.Failover.RouteScript.DefaultTimeout;
 
@@ -90,12 +98,18 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
             if (Candidate!.Length != 1)
                 throw new PgBackupException("OneCandidate", ErrorKind.InvalidArgument, $"A switchover promotes one standby; {Candidate.Length} were given.", Candidate,
                     "Give one -Candidate, or use -Failover to let PgBackup choose the most advanced of several standbys.");
+            if (PgBouncerConfig != null && PgBouncerConfig.Length != (PgBouncer?.Length ?? 0))
+                throw new PgBackupException("PgBouncerConfigCount", ErrorKind.InvalidArgument,
+                    $"-PgBouncerConfig names {PgBouncerConfig.Length} file(s) for {PgBouncer?.Length ?? 0} -PgBouncer admin console(s); they go in pairs, in the same order.", PgBouncerConfig,
+                    "Give one pgbouncer.ini per -PgBouncer, or leave -PgBouncerConfig out for poolers on other machines (-RouteScript then points them at the new primary).");
             var request = new SwitchoverRequest
             {
                 Primary = ResolveServer(settings, Primary, null, null, Credential),
                 Candidate = ResolveServer(settings, Candidate[0], CandidatePort, null, Credential),
                 MaxLagBytes = MaxLagBytes, Timeout = Timeout, ToolPath = settings.ToolPath, FenceScript = FenceScript, RouteScript = RouteScript, RouteTimeout = RouteTimeout,
                 OtherStandbys = (Standby ?? []).Select(s => ResolveServer(settings, s, null, null, Credential)).ToList(),
+                PgBouncers = (PgBouncer ?? []).Select((b, i) => new PgBouncerRequest(ResolveServer(settings, b, null, "pgbouncer", null),
+                    PgBouncerConfig == null ? null : GetUnresolvedProviderPathFromPSPath(PgBouncerConfig[i]))).ToList(),
             };
             var plan = RunEngine((reporter, ct) => SwitchoverService.PlanAsync(request, reporter, ct));
             if (MyInvocation.BoundParameters.TryGetValue("WhatIf", out var whatIf) && (SwitchParameter)whatIf)
