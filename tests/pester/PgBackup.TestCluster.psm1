@@ -675,6 +675,21 @@ function Stop-PgTestCluster {
     }
 }
 
+function Stop-PgTestClusterPair {
+    <#
+    .SYNOPSIS
+        Stops a primary and its standby after tests that may have swapped their roles: whichever is the standby now goes
+        first, so the primary's fast shutdown does not wait for its WAL sender. Never throws.
+    #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory)] [psobject[]] $Cluster)
+    $first, $second = $Cluster[1], $Cluster[0]
+    try { if ((Invoke-PgTestSql -Cluster $Cluster[0] -Sql 'select pg_is_in_recovery()') -eq 't') { $first, $second = $Cluster[0], $Cluster[1] } }
+    catch { Write-Warning "Reading the role of $($Cluster[0].Server) failed: $_" }
+    Stop-PgTestCluster -Cluster $first
+    Stop-PgTestCluster -Cluster $second
+}
+
 function Invoke-PgTestSql {
     <#
     .SYNOPSIS
@@ -1311,6 +1326,7 @@ Export-ModuleMember -Function @(
     'Stop-PgTestAzurite'
     'Start-PgTestPgBouncer'
     'Stop-PgTestPgBouncer'
+    'Stop-PgTestClusterPair'
     'Invoke-PgTestPgBouncerAdmin'
     'New-PgTestDumpRepository'
     'Get-PgTestRepositoryRoot'

@@ -92,13 +92,7 @@ Describe 'Switch-PgPrimary' -Tag 'Integration' {
         Exit-PgTestEnvironment -State $environment
         # Standbys before their primary (Stop-PgTestCluster accepts $null and clusters already removed).
         if ($null -ne $extraClusters) { for ($i = $extraClusters.Count - 1; $i -ge 0; $i--) { Stop-PgTestCluster -Cluster $extraClusters[$i] } }
-        # Stopping the standby (whichever server that is now) first keeps the primary's fast shutdown from waiting
-        # for its WAL sender.
-        $first, $second = $standby, $primary
-        try { if ((Invoke-PgTestSql -Cluster $primary -Sql 'select pg_is_in_recovery()') -eq 't') { $first, $second = $primary, $standby } }
-        catch { Write-Warning "Reading the role of $($primary.Server) failed: $_" }
-        Stop-PgTestCluster -Cluster $first
-        Stop-PgTestCluster -Cluster $second
+        Stop-PgTestClusterPair -Cluster $primary, $standby
     }
 
     It 'prints the plan with -WhatIf and changes nothing, and the guards refuse' {
@@ -519,11 +513,7 @@ Describe 'Switch-PgPrimary -PgBouncer' -Tag 'Integration' {
     AfterAll {
         Exit-PgTestEnvironment -State $environment
         Stop-PgTestPgBouncer -PgBouncer $bouncer
-        $first, $second = $standby, $primary
-        try { if ((Invoke-PgTestSql -Cluster $primary -Sql 'select pg_is_in_recovery()') -eq 't') { $first, $second = $primary, $standby } }
-        catch { Write-Warning "Reading the role of $($primary.Server) failed: $_" }
-        Stop-PgTestCluster -Cluster $first
-        Stop-PgTestCluster -Cluster $second
+        Stop-PgTestClusterPair -Cluster $primary, $standby
     }
 
     It 'checks the poolers before anything changes, and -WhatIf changes nothing' {
