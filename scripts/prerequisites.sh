@@ -8,7 +8,8 @@
 #   - PowerShell 7.4 or later (pwsh): the PowerShell .NET tool, version 7.6.10, into ~/.dotnet/tools;
 #   - with --tests, Azurite (for the blob repository tests): the npm package azurite 3.37.0 into
 #     ~/.local/share/pgbackup-test/azurite;
-#   - with --tests, PgBouncer (for the Switch-PgPrimary -PgBouncer tests): apt-get install pgbouncer as root on Debian/Ubuntu;
+#   - with --tests, PgBouncer, Patroni and etcd (for the tests of switchovers through a pooler and of Patroni clusters):
+#     apt-get install pgbouncer patroni etcd-server as root on Debian/Ubuntu;
 #   - Pester 5 (for the tests): the Pester NuGet package, version 5.9.1, into the user's PowerShell module folder, as
 #     Install-Module -Scope CurrentUser would put it (no PowerShell Gallery is needed; where one is reachable,
 #     Install-Module Pester -MaximumVersion 5.99 -Scope CurrentUser does the same).
@@ -154,5 +155,19 @@ if [ "${1:-}" = "--tests" ] && ! pgbouncer_ok; then
     apt-get install -y -qq pgbouncer >/dev/null
   else
     fail "PgBouncer is needed for the Switch-PgPrimary -PgBouncer tests: install it (Debian/Ubuntu: sudo apt-get install -y pgbouncer; RHEL/Fedora: sudo dnf install -y pgbouncer)."
+  fi
+fi
+
+# Patroni and etcd, for the tests of clusters that Patroni runs: the distribution's packages (Patroni 3.0 talks to etcd's
+# v2 API, which the tests switch on). The tests start their own on loopback ports; the packages' services are not used.
+patroni_ok() { command -v patroni >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1; }
+if [ "${1:-}" = "--tests" ] && ! patroni_ok; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Patroni or etcd not found: installing patroni and etcd-server with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq patroni etcd-server >/dev/null
+  else
+    fail "Patroni and etcd are needed for the Patroni tests: install them (Debian/Ubuntu: sudo apt-get install -y patroni etcd-server)."
   fi
 fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All tests: installs what is missing (scripts/prerequisites.sh: PostgreSQL, pwsh, Pester, Azurite, PgBouncer), builds the module, then runs
+# All tests: installs what is missing (scripts/prerequisites.sh: PostgreSQL, pwsh, Pester, Azurite, PgBouncer, Patroni, etcd), builds the module, then runs
 # the engine tests (xUnit, against real PostgreSQL clusters) and the Pester suites in real pwsh (every cmdlet as a user
 # runs it, the module's conventions, and the fault matrix of docs/reliability.md). The output ends with both summaries.
 set -euo pipefail

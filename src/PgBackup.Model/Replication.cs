@@ -185,3 +185,42 @@ public sealed class RouteScriptRun
 
     public override string ToString() => Succeeded ? $"route script succeeded ({Duration.TotalSeconds:0.00}s)" : TimedOut ? "route script timed out" : $"route script failed (exit code {ExitCode})";
 }
+
+/// <summary>A cluster run by Patroni, as its REST API describes it: who leads, who follows, and how far behind.</summary>
+public sealed class PatroniCluster
+{
+    /// <summary>The REST API it was read from.</summary>
+    public string RestUrl { get; set; } = "";
+    /// <summary>Patroni's scope: the cluster's name in the consensus store.</summary>
+    public string Scope { get; set; } = "";
+    /// <summary>The member holding the leader key; null while there is none (a failover under way).</summary>
+    public string? Leader { get; set; }
+    public uint? Timeline { get; set; }
+    /// <summary>True while Patroni's automatic failover is paused (maintenance mode).</summary>
+    public bool Paused { get; set; }
+    public PatroniMember[] Members { get; set; } = [];
+    /// <summary>The timeline switches Patroni recorded: timeline, LSN, reason, time, new leader.</summary>
+    public string[] History { get; set; } = [];
+
+    public override string ToString() => $"{Scope}: leader {Leader ?? "(none)"} on timeline {Timeline}, {Members.Length} members{(Paused ? ", paused" : "")}";
+}
+
+/// <summary>One member of a Patroni cluster.</summary>
+public sealed class PatroniMember
+{
+    public string Name { get; set; } = "";
+    /// <summary>leader, replica, sync_standby, standby_leader...</summary>
+    public string Role { get; set; } = "";
+    /// <summary>running, streaming, starting, stopped...</summary>
+    public string State { get; set; } = "";
+    public string Host { get; set; } = "";
+    public int Port { get; set; }
+    /// <summary>host:port, as -Server takes it.</summary>
+    public string Server => $"{Host}:{Port}";
+    public uint? Timeline { get; set; }
+    /// <summary>Bytes behind the leader; null when Patroni does not know (a member that is starting).</summary>
+    public long? LagBytes { get; set; }
+    public string ApiUrl { get; set; } = "";
+
+    public override string ToString() => $"{Name} ({Role}, {State}) {Server}";
+}

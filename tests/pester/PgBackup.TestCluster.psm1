@@ -1319,6 +1319,140 @@ function Stop-PgTestPgBouncer {
     Remove-PgTestFolder -Path $PgBouncer.Folder
 }
 
+function Start-PgTestPatroni {
+    <#
+    .SYNOPSIS
+        Starts a Patroni cluster on loopback: one etcd (v2 API on, as Patroni 3.0's etcd client needs) and -Members
+        Patroni nodes running PostgreSQL as the postgres user; Stop-PgTestPatroni stops all of it and removes its folder.
+    .DESCRIPTION
+        Debian packages patroni and etcd-server, installed by scripts/prerequisites.sh --tests. The first node bootstraps
+        and leads, the others clone from it. loop_wait is 1 second so switchovers finish quickly. The REST API asks for
+        basic auth (RestUser/RestPassword) on its unsafe methods. Returns Members (Name, Server, RestUrl), RestUrl (the
+        first node's), Password (the superuser postgres's, also for replication), Credential, RestCredential, Folder.
+    #>
+    [CmdletBinding()]
+    param([int] $Members = 2)
+    $patroni = @('/usr/bin/patroni') + @(Get-Command patroni -CommandType Application -ErrorAction SilentlyContinue | ForEach-Object Source) | Where-Object { $_ -and (Test-Path -LiteralPath $_) } | Select-Object -First 1
+    $etcd = @('/usr/bin/etcd') + @(Get-Command etcd -CommandType Application -ErrorAction SilentlyContinue | ForEach-Object Source) | Where-Object { $_ -and (Test-Path -LiteralPath $_) } | Select-Object -First 1
+    if (-not $patroni -or -not $etcd) {
+        throw 'Patroni and etcd are not installed, and the Patroni tests need them. Run scripts/prerequisites.sh --tests, which installs them (Debian/Ubuntu: apt-get install -y patroni etcd-server).'
+    }
+    $bin = Find-PgServerBinDirectory
+    $folder = [System.IO.Directory]::CreateTempSubdirectory('pgbackup-pester-patroni-').FullName
+    $password = 'pgbackup-patroni-' + [System.Convert]::ToHexString([System.Security.Cryptography.RandomNumberGenerator]::GetBytes(8)).ToLowerInvariant()
+    $restPassword = 'rest-' + [System.Convert]::ToHexString([System.Security.Cryptography.RandomNumberGenerator]::GetBytes(8)).ToLowerInvariant()
+    $clientPort, $peerPort = (Get-PgTestFreePort), (Get-PgTestFreePort)
+    $nodes = foreach ($i in 0..($Members - 1)) {
+        $rest, $pg = (Get-PgTestFreePort), (Get-PgTestFreePort)
+        $config = Join-Path $folder "node$i.yml"
+        [System.IO.File]::WriteAllText($config, @"
+scope: pgbackup-test
+name: node$i
+restapi:
+  listen: 127.0.0.1:$rest
+  connect_address: 127.0.0.1:$rest
+  authentication:
+    username: patroni
+    password: $restPassword
+etcd:
+  host: 127.0.0.1:$clientPort
+bootstrap:
+  dcs:
+    ttl: 10
+    loop_wait: 1
+    retry_timeout: 5
+    maximum_lag_on_failover: 1048576
+    postgresql:
+      use_pg_rewind: true
+  initdb:
+  - encoding: UTF8
+  - data-checksums
+  pg_hba:
+  - host replication postgres 127.0.0.1/32 scram-sha-256
+  - host all all 127.0.0.1/32 scram-sha-256
+  - local all all trust
+postgresql:
+  listen: 127.0.0.1:$pg
+  connect_address: 127.0.0.1:$pg
+  data_dir: $(Join-Path $folder "data$i")
+  bin_dir: $bin
+  pgpass: $(Join-Path $folder "pgpass$i")
+  authentication:
+    replication:
+      username: postgres
+      password: $password
+    superuser:
+      username: postgres
+      password: $password
+    rewind:
+      username: postgres
+      password: $password
+  parameters:
+    unix_socket_directories: '$folder'
+    password_encryption: scram-sha-256
+"@, $script:Utf8)
+        [pscustomobject]@{ Name = "node$i"; Server = "127.0.0.1:$pg"; Port = $pg; RestUrl = "http://127.0.0.1:$rest"; Config = $config; Process = $null }
+    }
+    $asRoot = -not $IsWindows -and [System.Environment]::IsPrivilegedProcess
+    if ($asRoot) {
+        $out = & chown -R "$($script:SuperUser):$($script:SuperUser)" $folder 2>&1
+        if ($LASTEXITCODE -ne 0) { throw "chown -R postgres:postgres $folder failed: $($out -join ' ')" }
+    }
+    function Start-Child([string] $Program, [string[]] $Arguments, [string] $Log) {
+        $psi = if ($asRoot) { [System.Diagnostics.ProcessStartInfo]::new('runuser') } else { [System.Diagnostics.ProcessStartInfo]::new('/bin/sh') }
+        $command = "exec '$Program' $(($Arguments | ForEach-Object { "'$_'" }) -join ' ') >'$Log' 2>&1"
+        foreach ($a in $(if ($asRoot) { @('-u', $script:SuperUser, '--', '/bin/sh', '-c', $command) } else { @('-c', $command) })) { $psi.ArgumentList.Add($a) }
+        $psi.UseShellExecute = $false
+        [System.Diagnostics.Process]::Start($psi)
+    }
+    $cluster = [pscustomobject]@{
+        PSTypeName = 'PgBackup.TestPatroni'; Folder = $folder; Members = @($nodes); RestUrl = $nodes[0].RestUrl; Password = $password; Etcd = $null
+        Credential = [pscredential]::new('postgres', (ConvertTo-SecureString $password -AsPlainText -Force))
+        RestCredential = [pscredential]::new('patroni', (ConvertTo-SecureString $restPassword -AsPlainText -Force))
+    }
+    try {
+        $cluster.Etcd = Start-Child $etcd @('--name', 'e1', '--data-dir', (Join-Path $folder 'etcd'), '--listen-client-urls', "http://127.0.0.1:$clientPort", '--advertise-client-urls', "http://127.0.0.1:$clientPort",
+            '--listen-peer-urls', "http://127.0.0.1:$peerPort", '--initial-advertise-peer-urls', "http://127.0.0.1:$peerPort", '--initial-cluster', "e1=http://127.0.0.1:$peerPort", '--enable-v2=true') (Join-Path $folder 'etcd.log')
+        Wait-PgTestCondition -What 'etcd answering' -Condition { try { $null -ne (Invoke-RestMethod "http://127.0.0.1:$clientPort/version" -TimeoutSec 2) } catch { $false } }
+        foreach ($node in $nodes) {
+            $node.Process = Start-Child $patroni @($node.Config) (Join-Path $folder "$($node.Name).log")
+            if ($node -eq $nodes[0]) {
+                Wait-PgTestCondition -What 'the first Patroni node leading' -Seconds 90 -Condition {
+                    try { (Invoke-RestMethod "$($node.RestUrl)/cluster" -TimeoutSec 2).members | Where-Object { $_.role -eq 'leader' -and $_.state -eq 'running' } } catch { $null }
+                }
+            }
+        }
+        Wait-PgTestCondition -What 'every Patroni replica following the leader' -Seconds 90 -Condition {
+            try { @((Invoke-RestMethod "$($nodes[0].RestUrl)/cluster" -TimeoutSec 2).members | Where-Object { $_.role -ne 'leader' -and $_.state -in 'running', 'streaming' -and $_.lag -eq 0 }).Count -eq $Members - 1 } catch { $false }
+        }
+    }
+    catch {
+        $logs = Get-ChildItem -LiteralPath $folder -Filter '*.log' | ForEach-Object { "$($_.Name): $(Get-Content -LiteralPath $_.FullName -Tail 5)" }
+        Stop-PgTestPatroni -Patroni $cluster
+        throw "The Patroni test cluster did not start: $_ $($logs -join ' | ')"
+    }
+    $cluster
+}
+
+function Stop-PgTestPatroni {
+    <# Stops the Patroni nodes (and the PostgreSQL servers they run), then etcd, and removes the folder; accepts $null, never throws. #>
+    [CmdletBinding()]
+    param([AllowNull()] [psobject] $Patroni)
+    if ($null -eq $Patroni) { return }
+    foreach ($process in @($Patroni.Members | ForEach-Object Process) + @($Patroni.Etcd)) {
+        try { if ($process -and -not $process.HasExited) { $process.Kill($true); $null = $process.WaitForExit(15000) } } catch { }
+    }
+    # A postmaster Patroni started is not its child process: stop whatever still runs in the data folders.
+    foreach ($data in Get-ChildItem -LiteralPath $Patroni.Folder -Directory -Filter 'data*' -ErrorAction SilentlyContinue) {
+        $pidFile = Join-Path $data.FullName 'postmaster.pid'
+        if (Test-Path -LiteralPath $pidFile) {
+            $postmaster = [int] (Get-Content -LiteralPath $pidFile -TotalCount 1)
+            try { Stop-Process -Id $postmaster -Force -ErrorAction Stop; Start-Sleep -Milliseconds 500 } catch { }
+        }
+    }
+    Remove-PgTestFolder -Path $Patroni.Folder
+}
+
 #endregion
 
 Export-ModuleMember -Function @(
@@ -1327,6 +1461,8 @@ Export-ModuleMember -Function @(
     'Start-PgTestPgBouncer'
     'Stop-PgTestPgBouncer'
     'Stop-PgTestClusterPair'
+    'Start-PgTestPatroni'
+    'Stop-PgTestPatroni'
     'Invoke-PgTestPgBouncerAdmin'
     'New-PgTestDumpRepository'
     'Get-PgTestRepositoryRoot'

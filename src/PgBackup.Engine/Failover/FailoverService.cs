@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Npgsql;
 using PgBackup.Engine.Connection;
+using PgBackup.Engine.Patroni;
 using PgBackup.Engine.Replication;
 using PgBackup.Engine.Tools;
 using PgBackup.Engine.Wal;
@@ -44,6 +45,8 @@ public static class FailoverService
                 $"{old.Display} still answers as a primary; promoting a standby now would make two primaries. Nothing was changed.", old.Display,
                 "Use a planned switchover (Switch-PgPrimary without -Failover), or stop and fence the old primary first.");
 
+        foreach (var target in request.Candidates)
+            await PatroniClient.RefuseIfManagedAsync(target, "promote it", PatroniClient.FailoverWay, ct).ConfigureAwait(false);
         var started = clock.Elapsed;
         var candidates = new List<Candidate>();
         foreach (var target in request.Candidates)

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using PgBackup.Engine.Connection;
+using PgBackup.Engine.Patroni;
 using PgBackup.Engine.Replication;
 using PgBackup.Engine.Tools;
 using PgBackup.Engine.Instance;
@@ -37,6 +38,9 @@ public static class RejoinService
         ServerInfo info;
         await using (var connection = await ServerSession.OpenAsync(request.Primary, ct).ConfigureAwait(false))
         {
+            if (await PatroniClient.ManagesAsync(connection, directory, ct).ConfigureAwait(false))
+                throw PatroniClient.Refusal(request.Primary.Display, "rejoin a member",
+                    "Let Patroni rejoin the former leader: start Patroni on that member again (with use_pg_rewind: true it rewinds it), or run patronictl reinit <scope> <member>.");
             info = await ServerSession.GetInfoAsync(connection, ct).ConfigureAwait(false);
             if (await ServerSession.ScalarAsync<bool>(connection, "select pg_is_in_recovery()", ct).ConfigureAwait(false))
                 throw new PgBackupException("NotAPrimary", ErrorKind.InvalidOperation, $"{request.Primary.Display} is a standby; the old primary must follow the new primary.", request.Primary.Display,

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.RegularExpressions;
 using Npgsql;
 using PgBackup.Engine.Connection;
+using PgBackup.Engine.Patroni;
 using PgBackup.Engine.Replication;
 using PgBackup.Engine.Tools;
 using PgBackup.Engine.Instance;
@@ -73,6 +74,8 @@ public static class SwitchoverService
         await using var c = await ServerSession.OpenAsync(candidate, ct).ConfigureAwait(false);
         try
         {
+            if (await PatroniClient.ManagesAsync(p, null, ct).ConfigureAwait(false) || await PatroniClient.ManagesAsync(c, null, ct).ConfigureAwait(false))
+                throw PatroniClient.Refusal(primary.Display, "switch it over", PatroniClient.SwitchoverWay);
             var info = await ServerSession.GetInfoAsync(p, ct).ConfigureAwait(false);
             if (await ServerSession.ScalarAsync<bool>(p, "select pg_is_in_recovery()", ct).ConfigureAwait(false))
                 throw Refuse("NotAPrimary", $"{primary.Display} is a standby, not a primary.", primary.Display, "Give the current primary as -Primary (Get-PgReplicationStatus shows each role).");

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using PgBackup.Engine.Connection;
+using PgBackup.Engine.Patroni;
 using PgBackup.Engine.Tools;
 using PgBackup.Engine.Instance;
 using PgBackup.Engine.Repository;
@@ -54,7 +55,12 @@ public static class StandbyBuilder
 
         ServerInfo info;
         await using (var connection = await ServerSession.OpenAsync(request.Upstream, ct).ConfigureAwait(false))
+        {
+            if (await PatroniClient.ManagesAsync(connection, null, ct).ConfigureAwait(false))
+                throw PatroniClient.Refusal(request.Upstream.Display, "add a standby to its cluster",
+                    "Add a member the Patroni way: start Patroni on the new machine with the cluster's scope and the same DCS (it clones itself from a member), and check it with Get-PgReplicationStatus -Patroni.");
             info = await ServerSession.GetInfoAsync(connection, ct).ConfigureAwait(false);
+        }
         var locator = new ToolLocator(request.ToolPath);
         var basebackup = locator.Find("pg_basebackup", info.Major, info.Major, reporter);
         var pgCtl = locator.Find("pg_ctl", info.Major, info.Major, reporter);

@@ -1,5 +1,6 @@
 using Npgsql;
 using PgBackup.Engine.Connection;
+using PgBackup.Engine.Patroni;
 
 namespace PgBackup.Engine.Replication;
 
@@ -30,6 +31,8 @@ public static class SynchronousStandbyService
     public static async Task<(string Names, IReadOnlyList<string> NotStreaming)> PlanAsync(SynchronousStandbyRequest request, CancellationToken ct)
     {
         Validate(request);
+        await PatroniClient.RefuseIfManagedAsync(request.Primary, "change its synchronous replication",
+            "Let Patroni manage synchronous replication: patronictl edit-config --set synchronous_mode=true (and synchronous_node_count), or PATCH /config on its REST API.", ct).ConfigureAwait(false);
         var snapshot = await ReplicationMonitor.ReadAsync(request.Primary, includeSlots: false, ct).ConfigureAwait(false);
         if (snapshot.InRecovery)
             throw new PgBackupException("NotAPrimary", ErrorKind.InvalidOperation, $"{request.Primary.Display} is a standby; synchronous replication is configured on the primary.", request.Primary.Display,

@@ -74,6 +74,17 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
     [Parameter]
     public TimeSpan RouteTimeout { get; set; } = Engine.Failover.RouteScript.DefaultTimeout;
 
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Patroni { get; set; }
+
+    [Parameter]
+    [Credential]
+    public PSCredential? PatroniCredential { get; set; }
+
+    [Parameter]
+    public DateTimeOffset? At { get; set; }
+
     protected override void ProcessRecord()
     {
         var settings = LoadSettings();
@@ -81,6 +92,14 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
         {
             RequirePositiveTimeout(Timeout);
             if (RouteScript != null) RequirePositiveTimeout(RouteTimeout, nameof(RouteTimeout));
+            if (Patroni != null)
+            {
+                SwitchThroughPatroni(settings);
+                return;
+            }
+            if (At != null)
+                throw new PgBackupException("AtNeedsPatroni", ErrorKind.InvalidArgument, "-At schedules a switchover in Patroni; without -Patroni, PgBackup switches over now.", At,
+                    "Add -Patroni with a member's REST API URL, or leave out -At.");
             if (Failover)
             {
                 var failover = new FailoverRequest
@@ -122,6 +141,31 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
             WriteResult(RunEngine((reporter, ct) => SwitchoverService.ExecuteAsync(plan, reporter, ct)));
         }
         catch (PgBackupException ex) { WriteEngineError(ex); }
+    }
+
+    /// <summary>A cluster that Patroni runs: Patroni moves the leader key, PgBackup asks it to and moves the clients.</summary>
+    private void SwitchThroughPatroni(Engine.Configuration.PgBackupSettings settings)
+    {
+        if (Candidate!.Length != 1)
+            throw new PgBackupException("OneCandidate", ErrorKind.InvalidArgument, $"Patroni promotes the one member it is asked to; {Candidate.Length} were given.", Candidate,
+                "Give one -Candidate (Get-PgReplicationStatus -Patroni lists the members).");
+        var request = new PatroniSwitchoverRequest
+        {
+            Patroni = Engine.Patroni.PatroniEndpoint.Parse(Patroni!, PatroniCredential?.UserName, PatroniCredential?.GetNetworkCredential().Password),
+            Leader = Failover ? null : Primary, Candidate = Candidate[0], Failover = Failover, At = At,
+            Database = ResolveServer(settings, null, null, null, Credential),
+            Timeout = Timeout, RouteScript = RouteScript, RouteTimeout = RouteTimeout, ToolPath = settings.ToolPath,
+            PgBouncers = (PgBouncer ?? []).Select((b, i) => new PgBouncerRequest(ResolveServer(settings, b, null, "pgbouncer", null),
+                PgBouncerConfig == null ? null : GetUnresolvedProviderPathFromPSPath(PgBouncerConfig[i]))).ToList(),
+        };
+        var plan = RunEngine((reporter, ct) => PatroniSwitchover.PlanAsync(request, reporter, ct));
+        if (MyInvocation.BoundParameters.TryGetValue("WhatIf", out var whatIf) && (SwitchParameter)whatIf)
+        {
+            foreach (var step in plan.Steps) ShouldProcess(plan.Candidate.Server, step);
+            return;
+        }
+        if (!ShouldProcess(plan.Candidate.Server, string.Join("; ", plan.Steps))) return;
+        WriteResult(RunEngine((reporter, ct) => PatroniSwitchover.ExecuteAsync(plan, reporter, ct)));
     }
 
     /// <summary>The result, then a failed route script as an error of its own: the primary has moved, the clients may not have.</summary>

@@ -1,0 +1,102 @@
+#Requires -Version 7.4
+# A cluster that Patroni runs (two nodes and etcd, on loopback): PgBackup reads it through Patroni's REST API, switches
+# it over through Patroni, and refuses to act behind Patroni's back.
+
+Describe 'Patroni clusters' -Tag 'Integration' {
+    BeforeAll {
+        Import-Module (Join-Path $PSScriptRoot 'PgBackup.TestCluster.psm1') -Force
+        Import-Module (Get-PgBackupModuleManifest) -Force
+
+        $patroni = Start-PgTestPatroni -Members 2
+        $environment = Enter-PgTestEnvironment
+        $credential = $patroni.Credential
+
+        function Get-TestLeader {
+            # The member Patroni reports as the leader, and the other one.
+            $cluster = Get-PgReplicationStatus -Patroni $patroni.RestUrl -ErrorAction Stop
+            $leader = $patroni.Members | Where-Object Name -EQ $cluster.Leader
+            $leader, ($patroni.Members | Where-Object Name -NE $cluster.Leader)
+        }
+    }
+
+    AfterAll {
+        Exit-PgTestEnvironment -State $environment
+        Stop-PgTestPatroni -Patroni $patroni
+    }
+
+    It 'shows the members, the leader, the timeline and the lag as Patroni sees them' {
+        $cluster = Get-PgReplicationStatus -Patroni $patroni.RestUrl -ErrorVariable err -ErrorAction SilentlyContinue
+        $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+        $cluster.PSObject.TypeNames | Should -Contain 'PgBackup.PatroniCluster'
+        $cluster.Scope | Should -BeExactly 'pgbackup-test'
+        $cluster.Leader | Should -BeExactly 'node0'
+        $cluster.Timeline | Should -Be 1
+        $cluster.Paused | Should -BeFalse
+        $cluster.Members | Should -HaveCount 2
+        $replica = $cluster.Members | Where-Object Name -EQ 'node1'
+        $replica.Role | Should -BeExactly 'replica'
+        $replica.Server | Should -BeExactly $patroni.Members[1].Server
+        $replica.LagBytes | Should -Be 0
+
+        $null = Get-PgReplicationStatus -Patroni 'ftp://nowhere' -ErrorVariable bad -ErrorAction SilentlyContinue
+        $bad[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.InvalidPatroniUrl,*'
+    }
+
+    It 'refuses to switch over, fail over, add a standby or change synchronous replication behind Patroni''s back, and nothing changes' {
+        $leader, $replica = Get-TestLeader
+        $refusals = @(
+            { Switch-PgPrimary -Primary $leader.Server -Candidate $replica.Server -Credential $credential -Confirm:$false -ErrorVariable e -ErrorAction SilentlyContinue; $e }
+            { Switch-PgPrimary -Failover -Candidate $replica.Server -Force -Credential $credential -Confirm:$false -ErrorVariable e -ErrorAction SilentlyContinue; $e }
+            { New-PgStandby -Server $leader.Server -Credential $credential -DataDirectory (Join-Path (New-PgTestRepository) 'never') -Port (Get-PgTestFreePort) -Confirm:$false -ErrorVariable e -ErrorAction SilentlyContinue; $e }
+            { Set-PgSynchronousStandby -Server $leader.Server -Credential $credential -Standby $replica.Name -Force -Confirm:$false -ErrorVariable e -ErrorAction SilentlyContinue; $e }
+        )
+        foreach ($attempt in $refusals) {
+            $errors = @(& $attempt | Where-Object { $_ -is [System.Management.Automation.ErrorRecord] })
+            $errors | Should -HaveCount 1 -Because "$attempt gave: $(Format-PgTestError $errors)"
+            $errors[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.ManagedByPatroni,*'
+            $errors[0].CategoryInfo.Category | Should -Be ([System.Management.Automation.ErrorCategory]::InvalidOperation)
+            $errors[0].ErrorDetails.RecommendedAction | Should -BeLike '*Patroni*'
+        }
+        (Get-PgReplicationStatus -Patroni $patroni.RestUrl).Leader | Should -BeExactly $leader.Name
+    }
+
+    It 'switches over through Patroni: -WhatIf shows the plan, then Patroni names the new leader and the old one streams from it' {
+        $leader, $replica = Get-TestLeader
+        $null = Switch-PgPrimary -Patroni $patroni.RestUrl -PatroniCredential $patroni.RestCredential -Primary $leader.Name -Candidate $replica.Name -Credential $credential -WhatIf -ErrorAction Stop
+        (Get-PgReplicationStatus -Patroni $patroni.RestUrl).Leader | Should -BeExactly $leader.Name
+
+        # Without the REST API's login, Patroni refuses and nothing changes.
+        $null = Switch-PgPrimary -Patroni $patroni.RestUrl -Primary $leader.Name -Candidate $replica.Name -Credential $credential -Confirm:$false -ErrorVariable noLogin -ErrorAction SilentlyContinue
+        $noLogin[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.PatroniAuthenticationFailed,*'
+
+        $result = @(Switch-PgPrimary -Patroni $patroni.RestUrl -PatroniCredential $patroni.RestCredential -Primary $leader.Server -Candidate $replica.Server -Credential $credential `
+                -RouteScript 'echo "to $PGBACKUP_NEW_PRIMARY"' -Timeout 00:01:00 -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
+        $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+        $result | Should -HaveCount 1
+        $result[0].NewPrimary | Should -BeExactly $replica.Server
+        $result[0].OldPrimary | Should -BeExactly $leader.Server
+        $result[0].OldPrimaryRejoined | Should -BeTrue
+        $result[0].NewTimeline | Should -BeGreaterThan 1
+        $result[0].Routing.Output | Should -BeExactly "to $($replica.Server)"
+
+        $cluster = Get-PgReplicationStatus -Patroni $patroni.RestUrl
+        $cluster.Leader | Should -BeExactly $replica.Name
+        $cluster.History | Should -Not -BeNullOrEmpty
+        # The old leader streams from the new one, as PostgreSQL itself says.
+        $standby = Get-PgReplicationStatus -Server $leader.Server -Credential $credential -ErrorAction Stop | Where-Object { $_.PSObject.TypeNames -contains 'PgBackup.StandbyStatus' }
+        $standby.ReceiverStatus | Should -BeExactly 'streaming'
+        $standby.UpstreamPort | Should -Be $replica.Port
+    }
+
+    It 'fails over through Patroni to the member it is given' {
+        $leader, $replica = Get-TestLeader
+        Wait-PgTestCondition -What "$($replica.Name) replicating again" -Seconds 60 -Condition {
+            @((Get-PgReplicationStatus -Patroni $patroni.RestUrl).Members | Where-Object { $_.Name -eq $replica.Name -and $_.LagBytes -eq 0 }).Count -eq 1
+        }
+        $result = @(Switch-PgPrimary -Failover -Patroni $patroni.RestUrl -PatroniCredential $patroni.RestCredential -Candidate $replica.Name -Credential $credential -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
+        $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+        $result[0].Failover | Should -BeTrue
+        $result[0].NewPrimary | Should -BeExactly $replica.Server
+        (Get-PgReplicationStatus -Patroni $patroni.RestUrl).Leader | Should -BeExactly $replica.Name
+    }
+}
