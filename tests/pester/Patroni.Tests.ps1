@@ -40,6 +40,9 @@ Describe 'Patroni clusters' -Tag 'Integration' {
 
         $null = Get-PgReplicationStatus -Patroni 'ftp://nowhere' -ErrorVariable bad -ErrorAction SilentlyContinue
         $bad[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.InvalidPatroniUrl,*'
+        # A login is not sent in clear to another machine.
+        $null = Get-PgReplicationStatus -Patroni 'http://patroni.example.invalid:8008' -PatroniCredential $patroni.RestCredential -ErrorVariable clear -ErrorAction SilentlyContinue
+        $clear[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.InsecurePatroni,*'
     }
 
     It 'refuses to switch over, fail over, add a standby or change synchronous replication behind Patroni''s back, and nothing changes' {
@@ -98,5 +101,25 @@ Describe 'Patroni clusters' -Tag 'Integration' {
         $result[0].Failover | Should -BeTrue
         $result[0].NewPrimary | Should -BeExactly $replica.Server
         (Get-PgReplicationStatus -Patroni $patroni.RestUrl).Leader | Should -BeExactly $replica.Name
+    }
+
+    It 'goes through Patroni for a server whose profile names its REST API, without -Patroni' {
+        $leader, $replica = Get-TestLeader
+        Wait-PgTestCondition -What "$($replica.Name) replicating again" -Seconds 60 -Condition {
+            @((Get-PgReplicationStatus -Patroni $patroni.RestUrl).Members | Where-Object { $_.Name -eq $replica.Name -and $_.LagBytes -eq 0 }).Count -eq 1
+        }
+        $config = @{ Servers = @{ 'patroni-leader' = @{ Host = '127.0.0.1'; Port = $leader.Port; Patroni = $patroni.RestUrl } } } | ConvertTo-Json -Depth 4
+        Set-Content -LiteralPath $env:PGBACKUP_CONFIG -Value $config
+        try {
+            $cluster = Get-PgReplicationStatus -Server patroni-leader -Credential $credential -ErrorAction Stop
+            $cluster.PSObject.TypeNames | Should -Contain 'PgBackup.PatroniCluster'
+            $cluster.Leader | Should -BeExactly $leader.Name
+
+            $result = @(Switch-PgPrimary -Primary patroni-leader -Candidate $replica.Name -PatroniCredential $patroni.RestCredential -Credential $credential -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
+            $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+            $result[0].NewPrimary | Should -BeExactly $replica.Server
+            (Get-PgReplicationStatus -Patroni $patroni.RestUrl).Leader | Should -BeExactly $replica.Name
+        }
+        finally { Set-Content -LiteralPath $env:PGBACKUP_CONFIG -Value '{}' }
     }
 }

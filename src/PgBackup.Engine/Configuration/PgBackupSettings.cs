@@ -9,7 +9,8 @@ namespace PgBackup.Engine.Configuration;
 public sealed record RepositoryProfile(string Name, string Url, PgBackup.Engine.Repository.BlobSecrets Secrets, bool AllowInsecureHttp = false);
 
 /// <summary>A named server from the "Servers" section of pgbackup.json, usable as -Server name.</summary>
-public sealed record ServerProfile(string Name, string? Host, int? Port, string? Database, string? User, string? SslMode, string? SslRootCert, string? PassFile);
+/// <param name="Patroni">The REST API of the Patroni that runs this server: its cluster is then read and switched over through Patroni.</param>
+public sealed record ServerProfile(string Name, string? Host, int? Port, string? Database, string? User, string? SslMode, string? SslRootCert, string? PassFile, string? Patroni = null);
 
 /// <summary>
 /// The effective configuration: built-in defaults &lt; pgbackup.json &lt; PGBACKUP_* environment variables &lt; cmdlet parameters.
@@ -112,7 +113,7 @@ public sealed class PgBackupSettings
         if (section["Port"] is { Length: > 0 } p)
             port = int.TryParse(p, out var n) && n is > 0 and < 65536 ? n : throw Invalid($"Servers:{section.Key}:Port", p, "a TCP port number");
         return new ServerProfile(section.Key, NullIfEmpty(section["Host"]), port, NullIfEmpty(section["Database"]),
-            NullIfEmpty(section["User"]), NullIfEmpty(section["SslMode"]), NullIfEmpty(section["SslRootCert"]), NullIfEmpty(section["PassFile"]));
+            NullIfEmpty(section["User"]), NullIfEmpty(section["SslMode"]), NullIfEmpty(section["SslRootCert"]), NullIfEmpty(section["PassFile"]), NullIfEmpty(section["Patroni"]));
     }
 
     /// <summary>

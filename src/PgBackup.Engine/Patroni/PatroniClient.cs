@@ -12,12 +12,18 @@ namespace PgBackup.Engine.Patroni;
 public sealed record PatroniEndpoint(Uri Url, string? User = null, string? Password = null)
 {
     /// <summary>A URL as a user gives it: http(s)://host:port, or host:port (http).</summary>
-    public static PatroniEndpoint Parse(string url, string? user, string? password)
+    /// <param name="allowInsecureHttp">Send a login over plain HTTP to another machine (the AllowInsecureHttp setting).</param>
+    public static PatroniEndpoint Parse(string url, string? user, string? password, bool allowInsecureHttp = false)
     {
         var text = url.Contains("://", StringComparison.Ordinal) ? url : "http://" + url;
         if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
             throw new PgBackupException("InvalidPatroniUrl", ErrorKind.InvalidArgument, $"'{url}' is not the URL of a Patroni REST API.", url,
                 "Give it as http://host:8008 or https://host:8008 (restapi.connect_address in the member's patroni.yml).");
+        // A basic-auth login travels in clear over HTTP: only to this machine, or when the user allows it.
+        if (user != null && uri.Scheme == "http" && !uri.IsLoopback && !allowInsecureHttp)
+            throw new PgBackupException("InsecurePatroni", ErrorKind.InvalidArgument,
+                $"The login for Patroni's REST API would travel in clear over plain HTTP to {uri.Host}. Nothing was sent.", url,
+                "Give Patroni's REST API a certificate (restapi.certfile in patroni.yml) and use https://, or set AllowInsecureHttp (PGBACKUP_ALLOWINSECUREHTTP) on a private network.");
         return new PatroniEndpoint(uri, user, password);
     }
 }

@@ -24,21 +24,17 @@ public sealed class GetPgReplicationStatusCommand : PgServersCmdlet
         var settings = LoadSettings();
         if (Patroni != null)
         {
-            // A Patroni cluster is read from Patroni's REST API: its own view of leader, members and lag.
-            try
-            {
-                var endpoint = Engine.Patroni.PatroniEndpoint.Parse(Patroni, PatroniCredential?.UserName, PatroniCredential?.GetNetworkCredential().Password);
-                WriteObject(RunEngine(async (_, ct) =>
-                {
-                    using var client = new Engine.Patroni.PatroniClient(endpoint);
-                    return await client.GetClusterAsync(ct).ConfigureAwait(false);
-                }));
-            }
-            catch (PgBackupException ex) { WriteEngineError(ex); }
+            WritePatroniCluster(Patroni, settings);
             return;
         }
         foreach (var target in ResolveServers(settings))
         {
+            // A server whose profile names its Patroni is read from Patroni, as with -Patroni.
+            if (target.Profile != null && settings.FindProfile(target.Profile)?.Patroni is { } patroni)
+            {
+                WritePatroniCluster(patroni, settings);
+                continue;
+            }
             try
             {
                 var snapshot = RunEngine((_, ct) => ReplicationMonitor.ReadAsync(target, IncludeSlots, ct));
@@ -49,5 +45,20 @@ public sealed class GetPgReplicationStatusCommand : PgServersCmdlet
             }
             catch (PgBackupException ex) { WriteEngineError(ex); }
         }
+    }
+
+    /// <summary>A Patroni cluster, read from Patroni's REST API: its own view of leader, members and lag.</summary>
+    private void WritePatroniCluster(string url, Engine.Configuration.PgBackupSettings settings)
+    {
+        try
+        {
+            var endpoint = Engine.Patroni.PatroniEndpoint.Parse(url, PatroniCredential?.UserName, PatroniCredential?.GetNetworkCredential().Password, settings.AllowInsecureHttp);
+            WriteObject(RunEngine(async (_, ct) =>
+            {
+                using var client = new Engine.Patroni.PatroniClient(endpoint);
+                return await client.GetClusterAsync(ct).ConfigureAwait(false);
+            }));
+        }
+        catch (PgBackupException ex) { WriteEngineError(ex); }
     }
 }

@@ -92,9 +92,11 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
         {
             RequirePositiveTimeout(Timeout);
             if (RouteScript != null) RequirePositiveTimeout(RouteTimeout, nameof(RouteTimeout));
-            if (Patroni != null)
+            // A profile that names its Patroni marks the cluster as Patroni's, as -Patroni does.
+            var patroni = Patroni ?? settings.FindProfile(Primary ?? Candidate![0])?.Patroni;
+            if (patroni != null)
             {
-                SwitchThroughPatroni(settings);
+                SwitchThroughPatroni(settings, patroni);
                 return;
             }
             if (At != null)
@@ -144,15 +146,17 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
     }
 
     /// <summary>A cluster that Patroni runs: Patroni moves the leader key, PgBackup asks it to and moves the clients.</summary>
-    private void SwitchThroughPatroni(Engine.Configuration.PgBackupSettings settings)
+    private void SwitchThroughPatroni(Engine.Configuration.PgBackupSettings settings, string patroniUrl)
     {
         if (Candidate!.Length != 1)
             throw new PgBackupException("OneCandidate", ErrorKind.InvalidArgument, $"Patroni promotes the one member it is asked to; {Candidate.Length} were given.", Candidate,
                 "Give one -Candidate (Get-PgReplicationStatus -Patroni lists the members).");
+        // Members are named as Patroni names them; a profile given as -Primary or -Candidate stands for its host:port.
+        string Member(string value) => settings.FindProfile(value) is { Host: { } host } profile ? $"{host}:{profile.Port ?? 5432}" : value;
         var request = new PatroniSwitchoverRequest
         {
-            Patroni = Engine.Patroni.PatroniEndpoint.Parse(Patroni!, PatroniCredential?.UserName, PatroniCredential?.GetNetworkCredential().Password),
-            Leader = Failover ? null : Primary, Candidate = Candidate[0], Failover = Failover, At = At,
+            Patroni = Engine.Patroni.PatroniEndpoint.Parse(patroniUrl, PatroniCredential?.UserName, PatroniCredential?.GetNetworkCredential().Password, settings.AllowInsecureHttp),
+            Leader = Failover || Primary == null ? null : Member(Primary), Candidate = Member(Candidate[0]), Failover = Failover, At = At,
             Database = ResolveServer(settings, null, null, null, Credential),
             Timeout = Timeout, RouteScript = RouteScript, RouteTimeout = RouteTimeout, ToolPath = settings.ToolPath,
             PgBouncers = (PgBouncer ?? []).Select((b, i) => new PgBouncerRequest(ResolveServer(settings, b, null, "pgbouncer", null),
