@@ -27,6 +27,18 @@ fail() {
   exit 1
 }
 
+# Installs Debian/Ubuntu packages when this runs as root with apt-get; returns 1 otherwise, for the caller to say what
+# to install. The first argument says why, for the log.
+apt_install() {
+  local why="$1"
+  shift
+  { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; } || return 1
+  echo "$why: installing $* with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "$@" >/dev/null
+}
+
 if ! command -v dotnet >/dev/null 2>&1; then
   fail "the .NET SDK (8.0 or later) is required: https://learn.microsoft.com/dotnet/core/install/linux"
 fi
@@ -39,12 +51,7 @@ have_postgres() {
 }
 
 if ! have_postgres; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "PostgreSQL server binaries not found: installing postgresql and postgresql-contrib with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq postgresql postgresql-contrib >/dev/null
-  else
+  if ! apt_install "PostgreSQL server binaries not found" postgresql postgresql-contrib; then
     echo "PostgreSQL server binaries (initdb, pg_ctl) not found. Install them, for example:" >&2
     echo "  Debian/Ubuntu: sudo apt-get install -y postgresql postgresql-contrib" >&2
     echo "  RHEL/Fedora:   sudo dnf install -y postgresql-server postgresql-contrib" >&2
@@ -61,12 +68,7 @@ native_toolchain_ok() {
 }
 
 if [ "$(uname -s)" = Linux ] && ! native_toolchain_ok; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "No C toolchain for the native build of pgbackup-wal: installing gcc, libc6-dev and zlib1g-dev with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq gcc libc6-dev zlib1g-dev >/dev/null
-  else
+  if ! apt_install "No C toolchain for the native build of pgbackup-wal" gcc libc6-dev zlib1g-dev; then
     echo "prerequisites: warning: no C toolchain, so the build makes only the portable pgbackup-wal (the tests of the native one will fail); install one: Debian/Ubuntu: sudo apt-get install -y gcc libc6-dev zlib1g-dev; RHEL/Fedora: sudo dnf install -y gcc glibc-devel zlib-devel" >&2
   fi
 fi
@@ -148,26 +150,14 @@ fi
 # package. The tests start their own on a loopback port; the package's service is not used.
 pgbouncer_ok() { command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; }
 if [ "${1:-}" = "--tests" ] && ! pgbouncer_ok; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "PgBouncer not found: installing pgbouncer with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq pgbouncer >/dev/null
-  else
+  apt_install "PgBouncer not found" pgbouncer ||
     fail "PgBouncer is needed for the Switch-PgPrimary -PgBouncer tests: install it (Debian/Ubuntu: sudo apt-get install -y pgbouncer; RHEL/Fedora: sudo dnf install -y pgbouncer)."
-  fi
 fi
 
 # Patroni and etcd, for the tests of clusters that Patroni runs: the distribution's packages (Patroni 3.0 talks to etcd's
 # v2 API, which the tests switch on). The tests start their own on loopback ports; the packages' services are not used.
 patroni_ok() { command -v patroni >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1; }
 if [ "${1:-}" = "--tests" ] && ! patroni_ok; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "Patroni or etcd not found: installing patroni and etcd-server with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq patroni etcd-server >/dev/null
-  else
+  apt_install "Patroni or etcd not found" patroni etcd-server ||
     fail "Patroni and etcd are needed for the Patroni tests: install them (Debian/Ubuntu: sudo apt-get install -y patroni etcd-server)."
-  fi
 fi
