@@ -58,6 +58,17 @@ public abstract class PgCmdlet : PSCmdlet
         catch (OperationCanceledException) when (cancel.IsCancellationRequested) { throw new PipelineStoppedException(); }
     }
 
+    /// <summary>A Patroni REST API as a user gives it, with its login if any (a login is refused over plain HTTP to another machine).</summary>
+    protected static Engine.Patroni.PatroniEndpoint PatroniEndpointOf(string url, PSCredential? credential, PgBackupSettings settings) =>
+        Engine.Patroni.PatroniEndpoint.Parse(url, credential?.UserName, credential?.GetNetworkCredential().Password, settings.AllowInsecureHttp);
+
+    /// <summary>Patroni's view of its cluster, read from its REST API.</summary>
+    protected PatroniCluster ReadPatroniCluster(Engine.Patroni.PatroniEndpoint endpoint) => RunEngine(async (_, ct) =>
+    {
+        using var client = new Engine.Patroni.PatroniClient(endpoint);
+        return await client.GetClusterAsync(ct).ConfigureAwait(false);
+    });
+
     protected PgBackupSettings LoadSettings(IReadOnlyDictionary<string, string?>? fromParameters = null)
     {
         try { return PgBackupSettings.Load(fromParameters); }

@@ -38,6 +38,15 @@ Describe 'Patroni clusters' -Tag 'Integration' {
         $replica.Server | Should -BeExactly $patroni.Members[1].Server
         $replica.LagBytes | Should -Be 0
 
+        # The checks of monitoring runbooks, on Patroni's view.
+        $waited = Wait-PgReplication -Patroni $patroni.RestUrl -Timeout 00:00:30 -ErrorAction Stop
+        $waited.Leader | Should -BeExactly 'node0'
+        $test = Test-PgReplication -Patroni $patroni.RestUrl -MaxLagBytes 0 -ErrorAction Stop
+        $test.Success | Should -BeTrue -Because ($test.Failures -join '; ')
+        $test.Role | Should -BeExactly 'patroni'
+        $test.StandbysChecked | Should -Be 1
+        Test-PgReplication -Patroni $patroni.RestUrl -Quiet | Should -BeTrue
+
         $null = Get-PgReplicationStatus -Patroni 'ftp://nowhere' -ErrorVariable bad -ErrorAction SilentlyContinue
         $bad[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.InvalidPatroniUrl,*'
         # A login is not sent in clear to another machine.
@@ -114,6 +123,7 @@ Describe 'Patroni clusters' -Tag 'Integration' {
             $cluster = Get-PgReplicationStatus -Server patroni-leader -Credential $credential -ErrorAction Stop
             $cluster.PSObject.TypeNames | Should -Contain 'PgBackup.PatroniCluster'
             $cluster.Leader | Should -BeExactly $leader.Name
+            (Test-PgReplication -Server patroni-leader -Credential $credential -ErrorAction Stop).Role | Should -BeExactly 'patroni'
 
             $result = @(Switch-PgPrimary -Primary patroni-leader -Candidate $replica.Name -PatroniCredential $patroni.RestCredential -Credential $credential -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
             $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)

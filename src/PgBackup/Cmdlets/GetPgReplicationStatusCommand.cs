@@ -50,15 +50,7 @@ public sealed class GetPgReplicationStatusCommand : PgServersCmdlet
     /// <summary>A Patroni cluster, read from Patroni's REST API: its own view of leader, members and lag.</summary>
     private void WritePatroniCluster(string url, Engine.Configuration.PgBackupSettings settings)
     {
-        try
-        {
-            var endpoint = Engine.Patroni.PatroniEndpoint.Parse(url, PatroniCredential?.UserName, PatroniCredential?.GetNetworkCredential().Password, settings.AllowInsecureHttp);
-            WriteObject(RunEngine(async (_, ct) =>
-            {
-                using var client = new Engine.Patroni.PatroniClient(endpoint);
-                return await client.GetClusterAsync(ct).ConfigureAwait(false);
-            }));
-        }
+        try { WriteObject(ReadPatroniCluster(PatroniEndpointOf(url, PatroniCredential, settings))); }
         catch (PgBackupException ex) { WriteEngineError(ex); }
     }
 }

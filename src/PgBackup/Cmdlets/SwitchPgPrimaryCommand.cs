@@ -155,7 +155,7 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
         string Member(string value) => settings.FindProfile(value) is { Host: { } host } profile ? $"{host}:{profile.Port ?? 5432}" : value;
         var request = new PatroniSwitchoverRequest
         {
-            Patroni = Engine.Patroni.PatroniEndpoint.Parse(patroniUrl, PatroniCredential?.UserName, PatroniCredential?.GetNetworkCredential().Password, settings.AllowInsecureHttp),
+            Patroni = PatroniEndpointOf(patroniUrl, PatroniCredential, settings),
             Leader = Failover || Primary == null ? null : Member(Primary), Candidate = Member(Candidate[0]), Failover = Failover, At = At,
             Database = ResolveServer(settings, null, null, null, Credential),
             Timeout = Timeout, RouteScript = RouteScript, RouteTimeout = RouteTimeout, ToolPath = settings.ToolPath,

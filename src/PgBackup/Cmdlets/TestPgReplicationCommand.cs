@@ -18,23 +18,44 @@ public sealed class TestPgReplicationCommand : PgServersCmdlet
     [Parameter]
     public SwitchParameter Quiet { get; set; }
 
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Patroni { get; set; }
+
+    [Parameter]
+    [Credential]
+    public PSCredential? PatroniCredential { get; set; }
+
     protected override void ProcessRecord()
     {
         var settings = LoadSettings();
+        // A Patroni cluster (-Patroni, or a server whose profile names its REST API) is judged on Patroni's view.
+        if (Patroni != null)
+        {
+            Report(Patroni, () => Engine.Patroni.PatroniHealth.Evaluate(ReadPatroniCluster(PatroniEndpointOf(Patroni, PatroniCredential, settings)), MaxLagBytes));
+            return;
+        }
         foreach (var target in ResolveServers(settings))
         {
-            try
-            {
-                var result = ReplicationMonitor.Evaluate(RunEngine((_, ct) => ReplicationMonitor.ReadAsync(target, false, ct)), MaxLagBytes, MaxReplayLag);
-                foreach (var failure in result.Failures) WriteVerbose($"{target.Display}: {failure}");
-                WriteObject(Quiet ? result.Success : result);
-            }
-            catch (PgBackupException ex)
-            {
-                // A server that cannot be asked fails the check; -Quiet still answers, for if statements in runbooks.
-                if (Quiet) { WriteVerbose(ex.Message); WriteObject(false); }
-                else WriteEngineError(ex);
-            }
+            if (target.Profile != null && settings.FindProfile(target.Profile)?.Patroni is { } url)
+                Report(url, () => Engine.Patroni.PatroniHealth.Evaluate(ReadPatroniCluster(PatroniEndpointOf(url, PatroniCredential, settings)), MaxLagBytes));
+            else Report(target.Display, () => ReplicationMonitor.Evaluate(RunEngine((_, ct) => ReplicationMonitor.ReadAsync(target, false, ct)), MaxLagBytes, MaxReplayLag));
+        }
+    }
+
+    private void Report(string display, Func<ReplicationTestResult> evaluate)
+    {
+        try
+        {
+            var result = evaluate();
+            foreach (var failure in result.Failures) WriteVerbose($"{display}: {failure}");
+            WriteObject(Quiet ? result.Success : result);
+        }
+        catch (PgBackupException ex)
+        {
+            // A server that cannot be asked fails the check; -Quiet still answers, for if statements in runbooks.
+            if (Quiet) { WriteVerbose(ex.Message); WriteObject(false); }
+            else WriteEngineError(ex);
         }
     }
 }

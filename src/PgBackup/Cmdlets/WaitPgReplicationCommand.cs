@@ -5,7 +5,7 @@ using PgBackup.Engine.Replication;
 namespace PgBackup.Commands;
 
 [Cmdlet(VerbsLifecycle.Wait, "PgReplication")]
-[OutputType(typeof(ReplicationLink))]
+[OutputType(typeof(ReplicationLink), typeof(PatroniCluster))]
 public sealed class WaitPgReplicationCommand : PgServerCmdlet
 {
     [Parameter]
@@ -19,12 +19,31 @@ public sealed class WaitPgReplicationCommand : PgServerCmdlet
     [Parameter]
     public TimeSpan Timeout { get; set; } = TimeSpan.FromSeconds(60);
 
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Patroni { get; set; }
+
+    [Parameter]
+    [Credential]
+    public PSCredential? PatroniCredential { get; set; }
+
     protected override void ProcessRecord()
     {
         var settings = LoadSettings();
         try
         {
             RequirePositiveTimeout(Timeout);
+            // A Patroni cluster (-Patroni, or a server whose profile names its REST API): until every member has caught up, as Patroni reports it.
+            if ((Patroni ?? (Server != null ? settings.FindProfile(Server)?.Patroni : null)) is { } url)
+            {
+                var endpoint = PatroniEndpointOf(url, PatroniCredential, settings);
+                WriteObject(RunEngine(async (reporter, ct) =>
+                {
+                    using var client = new Engine.Patroni.PatroniClient(endpoint);
+                    return await Engine.Patroni.PatroniHealth.WaitAsync(client, Timeout, reporter, ct).ConfigureAwait(false);
+                }));
+                return;
+            }
             PgBackup.Lsn? target = null;
             if (Lsn != null)
                 target = PgBackup.Lsn.TryParse(Lsn, out var parsed) ? parsed : throw new PgBackupException("InvalidLsn", ErrorKind.InvalidArgument,
