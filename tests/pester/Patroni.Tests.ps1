@@ -112,6 +112,26 @@ Describe 'Patroni clusters' -Tag 'Integration' {
         (Get-PgReplicationStatus -Patroni $patroni.RestUrl).Leader | Should -BeExactly $replica.Name
     }
 
+    It 'schedules a switchover in Patroni with -At, which Patroni carries out at that time' {
+        $leader, $replica = Get-TestLeader
+        Wait-PgTestCondition -What "$($replica.Name) replicating again" -Seconds 60 -Condition {
+            @((Get-PgReplicationStatus -Patroni $patroni.RestUrl).Members | Where-Object { $_.Name -eq $replica.Name -and $_.LagBytes -eq 0 }).Count -eq 1
+        }
+        $null = Switch-PgPrimary -Patroni $patroni.RestUrl -PatroniCredential $patroni.RestCredential -Primary $leader.Name -Candidate $replica.Name -Credential $credential `
+            -At ([DateTimeOffset]::Now.AddSeconds(4)) -RouteScript 'true' -Confirm:$false -ErrorVariable withClients -ErrorAction SilentlyContinue
+        $withClients[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.ScheduledWithClients,*'
+
+        $result = @(Switch-PgPrimary -Patroni $patroni.RestUrl -PatroniCredential $patroni.RestCredential -Primary $leader.Name -Candidate $replica.Name -Credential $credential `
+                -At ([DateTimeOffset]::Now.AddSeconds(4)) -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
+        $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+        $result | Should -HaveCount 1
+        # Returned at once: the leader is still the old one, and Patroni switches over at the time asked.
+        (Get-PgReplicationStatus -Patroni $patroni.RestUrl).Leader | Should -BeExactly $leader.Name
+        Wait-PgTestCondition -What "Patroni switching over to $($replica.Name) at the scheduled time" -Seconds 60 -Condition {
+            (Get-PgReplicationStatus -Patroni $patroni.RestUrl).Leader -eq $replica.Name
+        }
+    }
+
     It 'goes through Patroni for a server whose profile names its REST API, without -Patroni' {
         $leader, $replica = Get-TestLeader
         Wait-PgTestCondition -What "$($replica.Name) replicating again" -Seconds 60 -Condition {
