@@ -3,6 +3,7 @@ using Npgsql;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Patroni;
 using PgBackup.Engine.Replication;
+using PgBackup.Engine.Routing;
 using PgBackup.Engine.Tools;
 using PgBackup.Engine.Wal;
 
@@ -21,9 +22,9 @@ public sealed record FailoverRequest
     public string? OldPrimaryDataDirectory { get; init; }
     public string? ToolPath { get; init; }
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(60);
-    /// <summary>Moves the clients to the new primary once it is promoted, see <see cref="Failover.RouteScript"/>.</summary>
+    /// <summary>Moves the clients to the new primary once it is promoted, see <see cref="Routing.RouteScript"/>.</summary>
     public string? RouteScript { get; init; }
-    public TimeSpan RouteTimeout { get; init; } = Failover.RouteScript.DefaultTimeout;
+    public TimeSpan RouteTimeout { get; init; } = Routing.RouteScript.DefaultTimeout;
 }
 
 /// <summary>

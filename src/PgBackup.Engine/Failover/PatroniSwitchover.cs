@@ -2,6 +2,7 @@ using System.Diagnostics;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Patroni;
 using PgBackup.Engine.Replication;
+using PgBackup.Engine.Routing;
 
 namespace PgBackup.Engine.Failover;
 
@@ -19,7 +20,7 @@ public sealed record PatroniSwitchoverRequest
     public required ConnectionTarget Database { get; init; }
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(60);
     public string? RouteScript { get; init; }
-    public TimeSpan RouteTimeout { get; init; } = Engine.Failover.RouteScript.DefaultTimeout;
+    public TimeSpan RouteTimeout { get; init; } = Engine.Routing.RouteScript.DefaultTimeout;
     public IReadOnlyList<PgBouncerRequest> PgBouncers { get; init; } = [];
     public string? ToolPath { get; init; }
 }

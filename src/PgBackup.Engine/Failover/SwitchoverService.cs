@@ -5,6 +5,7 @@ using Npgsql;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Patroni;
 using PgBackup.Engine.Replication;
+using PgBackup.Engine.Routing;
 using PgBackup.Engine.Tools;
 using PgBackup.Engine.Instance;
 
@@ -22,9 +23,9 @@ public sealed record SwitchoverRequest
     public string? FenceScript { get; init; }
     /// <summary>Other standbys of the old primary, pointed at the new one after the promotion.</summary>
     public IReadOnlyList<ConnectionTarget> OtherStandbys { get; init; } = [];
-    /// <summary>Moves the clients to the new primary once it is promoted, see <see cref="Failover.RouteScript"/>.</summary>
+    /// <summary>Moves the clients to the new primary once it is promoted, see <see cref="Routing.RouteScript"/>.</summary>
     public string? RouteScript { get; init; }
-    public TimeSpan RouteTimeout { get; init; } = Failover.RouteScript.DefaultTimeout;
+    public TimeSpan RouteTimeout { get; init; } = Routing.RouteScript.DefaultTimeout;
     /// <summary>PgBouncers in front of the primary: paused before it stops, moved to the new one and resumed.</summary>
     public IReadOnlyList<PgBouncerRequest> PgBouncers { get; init; } = [];
 }

@@ -1,6 +1,7 @@
 using System.Management.Automation;
 using PgBackup.Engine;
 using PgBackup.Engine.Failover;
+using PgBackup.Engine.Routing;
 
 namespace PgBackup.Commands;
 
@@ -72,7 +73,7 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
     public string[]? PgBouncerConfig { get; set; }
 
     [Parameter]
-    public TimeSpan RouteTimeout { get; set; } = Engine.Failover.RouteScript.DefaultTimeout;
+    public TimeSpan RouteTimeout { get; set; } = Engine.Routing.RouteScript.DefaultTimeout;
 
     [Parameter]
     [ValidateNotNullOrEmpty]
@@ -176,6 +177,6 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
     private void WriteResult(SwitchoverResult result)
     {
         WriteObject(result);
-        if (Engine.Failover.RouteScript.FailureOf(result) is { } routingFailed) WriteEngineError(routingFailed);
+        if (Engine.Routing.RouteScript.FailureOf(result) is { } routingFailed) WriteEngineError(routingFailed);
     }
 }

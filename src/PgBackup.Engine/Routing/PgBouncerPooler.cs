@@ -3,7 +3,7 @@ using System.Text.RegularExpressions;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Tools;
 
-namespace PgBackup.Engine.Failover;
+namespace PgBackup.Engine.Routing;
 
 /// <summary>A PgBouncer to move with a switchover: its admin console, and its pgbouncer.ini when it runs on this machine.</summary>
 public sealed record PgBouncerRequest(ConnectionTarget Admin, string? ConfigPath);

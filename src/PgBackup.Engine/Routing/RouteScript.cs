@@ -2,7 +2,7 @@ using System.Diagnostics;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Tools;
 
-namespace PgBackup.Engine.Failover;
+namespace PgBackup.Engine.Routing;
 
 /// <summary>
 /// The operator's program that moves the clients to a new primary once it is promoted (a virtual IP, a DNS record,
