@@ -675,6 +675,17 @@ function Stop-PgTestCluster {
     }
 }
 
+function Stop-PgTestServer {
+    <#
+    .SYNOPSIS
+        Stops a test cluster's server and keeps its folders: -Mode fast for a clean stop, immediate for a crash. Throws when pg_ctl fails.
+    #>
+    [CmdletBinding()]
+    param([Parameter(Mandatory)] [psobject] $Cluster, [ValidateSet('fast', 'immediate')] [string] $Mode = 'fast')
+    $r = Invoke-PgServerTool -Cluster $Cluster -Tool pg_ctl -ArgumentList @('stop', '-D', $Cluster.DataDirectory, '-m', $Mode, '-w', '-t', '60')
+    if ($r.ExitCode -ne 0) { throw "pg_ctl stop -m $Mode failed (exit code $($r.ExitCode)): $($r.Output)" }
+}
+
 function Stop-PgTestClusterPair {
     <#
     .SYNOPSIS
@@ -1461,6 +1472,7 @@ Export-ModuleMember -Function @(
     'Start-PgTestPgBouncer'
     'Stop-PgTestPgBouncer'
     'Stop-PgTestClusterPair'
+    'Stop-PgTestServer'
     'Start-PgTestPatroni'
     'Stop-PgTestPatroni'
     'Invoke-PgTestPgBouncerAdmin'

@@ -221,13 +221,6 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
             & $testCluster { param($c) Start-PgTestServer -Cluster $c } $Cluster
         }
 
-        function Stop-TestServer {
-            # Stops a server without removing its folders: -m fast for a clean stop, -m immediate for a crash.
-            param([psobject] $Cluster, [ValidateSet('fast', 'immediate')] [string] $Mode)
-            $r = & $testCluster { param($c, $m) Invoke-PgServerTool -Cluster $c -Tool pg_ctl -ArgumentList @('stop', '-D', $c.DataDirectory, '-m', $m, '-w', '-t', '60') } $Cluster $Mode
-            if ($r.ExitCode -ne 0) { throw "pg_ctl failed (exit code $($r.ExitCode)): $($r.Output)" }
-        }
-
         # wal_keep_size keeps the WAL back to the last common checkpoint, which pg_rewind needs to rejoin the old primary.
         $primary = Start-PgTestCluster -Name 'failprimary' -Settings @{ wal_keep_size = '256MB' }
         $null = Invoke-PgTestSql -Cluster $primary -Sql 'create table ledger(id int primary key)'
@@ -259,7 +252,7 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
         Wait-PgTestCondition -What 'Standby 2 having the first rows' -Condition {
             (Invoke-PgTestSql -Cluster $standby2 -Sql 'select count(*) from ledger') -eq '100'
         }
-        Stop-TestServer -Cluster $standby2 -Mode fast
+        Stop-PgTestServer -Cluster $standby2 -Mode fast
         $null = Invoke-PgTestSql -Cluster $primary -Sql 'insert into ledger select generate_series(101, 200)'
         Wait-PgTestCondition -What 'Standby 1 having every row' -Condition {
             (Invoke-PgTestSql -Cluster $standby1 -Sql 'select count(*) from ledger') -eq '200'
@@ -276,7 +269,7 @@ Describe 'Switch-PgPrimary -Failover' -Tag 'Integration' {
         $null = Invoke-PgTestSql -Cluster $primary -Sql 'set synchronous_commit = on; insert into ledger select generate_series(1001, 1010)'
         Start-Sleep -Milliseconds 200
         Invoke-PgTestSql -Cluster $standby1 -Sql 'select count(*) from ledger where id > 1000' | Should -BeExactly '0'
-        Stop-TestServer -Cluster $primary -Mode immediate
+        Stop-PgTestServer -Cluster $primary -Mode immediate
         Start-TestStandbyServer -Cluster $standby2
 
         $candidates = @($standby2.Server, $standby1.Server)
@@ -605,5 +598,37 @@ Describe 'Switch-PgPrimary -PgBouncer' -Tag 'Integration' {
         $target.Server | Should -BeExactly $standby.Server
         $out = & (Join-Path $primary.BinDirectory 'psql') -X -q -d "host=127.0.0.1 port=$($bouncer.Port) user=postgres password=$($primary.Password) dbname=postgres connect_timeout=10" -c 'insert into ledger values (-1)' 2>&1
         $LASTEXITCODE | Should -Be 0 -Because "PgBouncer sends its clients to the primary that runs: $out"
+    }
+
+    It 'moves PgBouncer to the promoted standby in a failover, and needs -Primary to know which databases to move' {
+        # The standby is the primary now and PgBouncer points at it; it crashes, and its standby (the first primary) is failed over to.
+        Wait-PgTestCondition -What 'The first primary streaming as a standby' -Condition {
+            (Invoke-PgTestSql -Cluster $standby -Sql "select count(*) from pg_stat_replication where state = 'streaming'") -eq '1'
+        }
+        $null = Invoke-PgTestSql -Cluster $standby -Sql 'insert into ledger values (-2)'
+        Wait-PgTestCondition -What 'The standby replaying the last commit' -Condition { (Invoke-PgTestSql -Cluster $primary -Sql 'select count(*) from ledger where id = -2') -eq '1' }
+        Stop-PgTestServer -Cluster $standby -Mode immediate
+
+        $null = Switch-PgPrimary -Failover -Candidate $primary.Server -Force -PgBouncer $bouncer.Server -PgBouncerConfig $bouncer.ConfigPath -Confirm:$false -ErrorVariable unnamed -ErrorAction SilentlyContinue
+        $unnamed | Should -HaveCount 1 -Because (Format-PgTestError $unnamed)
+        $unnamed[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.PgBouncerNeedsPrimary,*'
+        Invoke-PgTestSql -Cluster $primary -Sql 'select pg_is_in_recovery()' | Should -BeExactly 't' -Because 'nothing was promoted'
+
+        $result = @(Switch-PgPrimary -Failover -Primary $standby.Server -Candidate $primary.Server -Force -PgBouncer $bouncer.Server -PgBouncerConfig $bouncer.ConfigPath -Confirm:$false `
+            -WarningAction SilentlyContinue -ErrorVariable err -ErrorAction SilentlyContinue)
+        $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+        $result | Should -HaveCount 1
+        $result[0].Failover | Should -BeTrue
+        $result[0].NewPrimary | Should -BeExactly $primary.Server
+        $pooler = @($result[0].Poolers)
+        $pooler | Should -HaveCount 1
+        $pooler[0].Resumed | Should -BeTrue
+        $pooler[0].PointsTo | Should -BeExactly $primary.Server
+        $target = Get-TestPgBouncerTarget
+        $target.Paused | Should -BeFalse
+        $target.Server | Should -BeExactly $primary.Server
+        $out = & (Join-Path $primary.BinDirectory 'psql') -X -q -A -t -d "host=127.0.0.1 port=$($bouncer.Port) user=postgres password=$($primary.Password) dbname=postgres connect_timeout=10" -c 'insert into ledger values (-3) returning (select count(*) from ledger where id = -2)' 2>&1
+        $LASTEXITCODE | Should -Be 0 -Because "PgBouncer sends its clients to the promoted standby: $out"
+        "$out".Trim() | Should -BeExactly '1' -Because 'the standby had replayed the row before the primary crashed'
     }
 }

@@ -25,6 +25,8 @@ public sealed record FailoverRequest
     /// <summary>Moves the clients to the new primary once it is promoted, see <see cref="Routing.RouteScript"/>.</summary>
     public string? RouteScript { get; init; }
     public TimeSpan RouteTimeout { get; init; } = Routing.RouteScript.DefaultTimeout;
+    /// <summary>PgBouncers in front of the failed primary: paused while the failover runs, then moved to the new primary and resumed.</summary>
+    public IReadOnlyList<PgBouncerRequest> PgBouncers { get; init; } = [];
 }
 
 /// <summary>
@@ -37,18 +39,40 @@ public static class FailoverService
 
     public static async Task<SwitchoverResult> FailoverAsync(FailoverRequest request, IOperationReporter reporter, CancellationToken ct)
     {
-        var clock = Stopwatch.StartNew();
-        var steps = new List<SwitchoverStep>();
-        void Done(string name, TimeSpan started) => steps.Add(new SwitchoverStep { Name = name, Duration = clock.Elapsed - started });
-
         if (request.OldPrimary is { } old && await AnswersAsPrimaryAsync(old, ct).ConfigureAwait(false))
             throw new PgBackupException("PrimaryReachable", ErrorKind.InvalidOperation,
                 $"{old.Display} still answers as a primary; promoting a standby now would make two primaries. Nothing was changed.", old.Display,
                 "Use a planned switchover (Switch-PgPrimary without -Failover), or stop and fence the old primary first.");
-
+        if (request.PgBouncers.Count > 0 && request.OldPrimary == null)
+            throw new PgBackupException("PgBouncerNeedsPrimary", ErrorKind.InvalidArgument,
+                "-PgBouncer moves the pooler's databases that point at the failed primary, so the failed primary must be named. Nothing was changed.", request.PgBouncers[0].Admin.Display,
+                "Add -Primary with the failed primary's address (as the pooler lists it in SHOW DATABASES).");
         foreach (var target in request.Candidates)
             await PatroniClient.RefuseIfManagedAsync(target, "promote it", PatroniClient.FailoverWay, ct).ConfigureAwait(false);
-        var started = clock.Elapsed;
+        var poolers = new List<PgBouncerPooler>();
+        foreach (var pgBouncer in request.PgBouncers)
+            poolers.Add(await PgBouncerPooler.CheckAsync(pgBouncer, request.OldPrimary!, request.ToolPath, reporter, ct).ConfigureAwait(false));
+        var move = new PoolerMove(poolers, reporter);
+        try { return await FailOverAsync(request, move, reporter, ct).ConfigureAwait(false); }
+        catch
+        {
+            await move.RecoverAsync(() => FirstPrimaryAsync([.. request.Candidates, .. request.OldPrimary is { } o ? new[] { o } : []])).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static async Task<SwitchoverResult> FailOverAsync(FailoverRequest request, PoolerMove poolers, IOperationReporter reporter, CancellationToken ct)
+    {
+        var log = new StepLog(reporter);
+        var started = log.Elapsed;
+        if (!poolers.IsEmpty)
+        {
+            // The clients fail against the dead primary now; paused, they wait for the new one instead.
+            await poolers.PauseAsync(request.Timeout, ct).ConfigureAwait(false);
+            log.Record($"Paused the {poolers.Noun} in front of {request.OldPrimary!.Display}", started);
+        }
+
+        started = log.Elapsed;
         var candidates = new List<Candidate>();
         foreach (var target in request.Candidates)
             candidates.Add(await CatchUpAsync(target, request.Timeout, reporter, ct).ConfigureAwait(false));
@@ -56,22 +80,22 @@ public static class FailoverService
             throw new PgBackupException("DifferentCluster", ErrorKind.InvalidOperation, "The candidates belong to different clusters (system identifiers differ). Nothing was changed.",
                 string.Join(", ", candidates.Select(c => c.Target.Display)), "Give only standbys of the failed primary.");
         var chosen = candidates.OrderByDescending(c => c.Received).First();
-        Done($"All candidates replayed what they received; {chosen.Target.Display} is the most advanced at {chosen.Received}", started);
+        log.Record($"All candidates replayed what they received; {chosen.Target.Display} is the most advanced at {chosen.Received}", started);
         var behind = candidates.Where(c => c != chosen).Select(c => $"{c.Target.Display}: {chosen.Received - c.Received} bytes behind").ToArray();
 
-        started = clock.Elapsed;
+        started = log.Elapsed;
         if (request.FenceScript != null)
         {
             await FenceScript.RunAsync(request.FenceScript, request.OldPrimary, chosen.Target, request.OldPrimaryDataDirectory, reporter, ct).ConfigureAwait(false);
-            Done("Fenced the old primary with the fence script", started);
+            log.Record("Fenced the old primary with the fence script", started);
         }
         else if (!request.Force)
             throw new PgBackupException("NotFenced", ErrorKind.InvalidOperation,
                 $"Nothing fences the old primary{(request.OldPrimary != null ? " " + request.OldPrimary.Display : "")}: if it comes back, two primaries would accept writes. Nothing was promoted.", request.OldPrimary?.Display,
                 "Pass -FenceScript (a command that cuts the old primary off and exits 0), or, once you have fenced it yourself, -Force.");
-        else Done("The operator confirmed the old primary is fenced (-Force)", started);
+        else log.Record("The operator confirmed the old primary is fenced (-Force)", started);
 
-        started = clock.Elapsed;
+        started = log.Elapsed;
         uint timeline;
         await using (var connection = await ServerSession.OpenAsync(chosen.Target, ct).ConfigureAwait(false))
         {
@@ -79,44 +103,52 @@ public static class FailoverService
                 throw new PgBackupException("PromoteFailed", ErrorKind.ToolFailed, $"{chosen.Target.Display} did not finish promotion within 60 s.", chosen.Target.Display, "Look at its server log.");
             timeline = (uint)await ServerSession.ScalarAsync<int>(connection, "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", ct).ConfigureAwait(false);
         }
-        var promotedAfter = clock.Elapsed;
-        Done($"Promoted {chosen.Target.Display} (timeline {timeline})", started);
+        var promotedAfter = log.Elapsed;
+        log.Record($"Promoted {chosen.Target.Display} (timeline {timeline})", started);
         reporter.Milestone($"{chosen.Target.Display} is the primary on timeline {timeline}.");
 
         RouteScriptRun? routing = null;
         if (request.RouteScript != null)
         {
-            started = clock.Elapsed;
+            started = log.Elapsed;
             routing = await RouteScript.RunAsync(request.RouteScript, request.OldPrimary, chosen.Target, request.RouteTimeout, reporter, ct).ConfigureAwait(false);
-            Done($"Moved the clients to {chosen.Target.Display} with the route script{(routing.Succeeded ? "" : " (it failed)")}", started);
+            log.Record($"Moved the clients to {chosen.Target.Display} with the route script{(routing.Succeeded ? "" : " (it failed)")}", started);
         }
 
         long? lost = null;
         if (request.OldPrimaryDataDirectory is { } oldData)
         {
-            started = clock.Elapsed;
+            started = log.Elapsed;
             if (await WalEnd.FindAsync(oldData, request.ToolPath, reporter, ct).ConfigureAwait(false) is { } oldEnd)
             {
                 lost = Math.Max(0, oldEnd - chosen.Received);
-                Done($"The old primary's WAL ends at {oldEnd}: {lost} bytes of it are not on {chosen.Target.Display}", started);
+                log.Record($"The old primary's WAL ends at {oldEnd}: {lost} bytes of it are not on {chosen.Target.Display}", started);
                 if (lost > 0) reporter.Warning($"{lost} bytes of WAL the old primary wrote ({chosen.Received} to {oldEnd}) never reached {chosen.Target.Display}: the transactions in them are lost (pg_rewind discards them when the old primary rejoins).");
             }
             else reporter.Warning($"The end of the WAL in {oldData} could not be read, so the data lost is not known.");
         }
 
+        PoolerSwitch[] moved = [];
+        if (!poolers.IsEmpty)
+        {
+            started = log.Elapsed;
+            moved = await poolers.ResumeAsync(chosen.Target, ct).ConfigureAwait(false);
+            log.Record($"Resumed the {poolers.Noun} toward {chosen.Target.Display}", started);
+        }
+
         var repointed = new List<string>();
         foreach (var other in candidates.Where(c => c != chosen))
         {
-            started = clock.Elapsed;
+            started = log.Elapsed;
             if (await StandbyRepointer.RepointAsync(other.Target, chosen.Target, request.Timeout, reporter, ct).ConfigureAwait(false)) repointed.Add(other.Target.Display);
-            Done($"Repointed {other.Target.Display} to {chosen.Target.Display}", started);
+            log.Record($"Repointed {other.Target.Display} to {chosen.Target.Display}", started);
         }
 
         return new SwitchoverResult
         {
             OldPrimary = request.OldPrimary?.Display ?? "", NewPrimary = chosen.Target.Display, FinalLsn = chosen.Received, BytesLost = lost, NewTimeline = timeline,
-            WriteUnavailable = promotedAfter, OldPrimaryRejoined = false, Steps = [.. steps], Failover = true, CandidatesBehind = behind, Repointed = [.. repointed],
-            Routing = routing,
+            WriteUnavailable = promotedAfter, OldPrimaryRejoined = false, Steps = log.Steps, Failover = true, CandidatesBehind = behind, Repointed = [.. repointed],
+            Routing = routing, Poolers = moved,
         };
     }
 
@@ -134,14 +166,23 @@ public static class FailoverService
         catch (PgBackupException ex) { return ex.ErrorId != "PgBackup.ServerUnreachable"; }
     }
 
-    private static async Task<bool> AnswersAsPrimaryAsync(ConnectionTarget old, CancellationToken ct)
+    private static async Task<bool> AnswersAsPrimaryAsync(ConnectionTarget server, CancellationToken ct)
     {
         try
         {
-            await using var connection = await ServerSession.OpenAsync(old with { ConnectTimeoutSeconds = 3 }, ct).ConfigureAwait(false);
+            await using var connection = await ServerSession.OpenAsync(server with { ConnectTimeoutSeconds = 3 }, ct).ConfigureAwait(false);
             return !await ServerSession.ScalarAsync<bool>(connection, "select pg_is_in_recovery()", ct).ConfigureAwait(false);
         }
-        catch (PgBackupException) { return false; }
+        catch (Exception ex) when (ex is PgBackupException or NpgsqlException && !ct.IsCancellationRequested) { return false; }
+    }
+
+    /// <summary>The first of <paramref name="servers"/> that accepts writes now (for poolers to be resumed toward after a failure); null when none does.</summary>
+    internal static async Task<ConnectionTarget?> FirstPrimaryAsync(IEnumerable<ConnectionTarget> servers)
+    {
+        using var patience = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        foreach (var server in servers)
+            if (await AnswersAsPrimaryAsync(server, patience.Token).ConfigureAwait(false)) return server;
+        return null;
     }
 
     /// <summary>Waits until the standby replayed everything it received: promoting earlier would throw that WAL away.</summary>

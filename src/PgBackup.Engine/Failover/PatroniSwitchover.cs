@@ -81,30 +81,18 @@ public static class PatroniSwitchover
     public static async Task<SwitchoverResult> ExecuteAsync(PatroniSwitchoverPlan plan, IOperationReporter reporter, CancellationToken ct)
     {
         var request = plan.Request;
-        var clock = Stopwatch.StartNew();
-        var steps = new List<SwitchoverStep>();
-        async Task Step(string name, Func<Task> work)
-        {
-            reporter.Milestone(name);
-            var started = clock.Elapsed;
-            await work().ConfigureAwait(false);
-            steps.Add(new SwitchoverStep { Name = name, Duration = clock.Elapsed - started });
-        }
+        var log = new StepLog(reporter);
         using var patroni = new PatroniClient(request.Patroni);
         var candidate = plan.Candidate;
-        var paused = new List<PgBouncerPooler>();
+        var poolers = new PoolerMove(plan.Poolers, reporter);
         try
         {
-            foreach (var pooler in plan.Poolers)
-                await Step($"Pausing {string.Join(", ", pooler.Databases)} in the PgBouncer at {pooler.Display}", async () =>
-                {
-                    paused.Add(pooler);
-                    await pooler.PauseAsync(request.Timeout, reporter, ct).ConfigureAwait(false);
-                }).ConfigureAwait(false);
+            if (!poolers.IsEmpty)
+                await log.RunAsync($"Pausing the {poolers.Noun} in front of {plan.Leader!.Server}", 5, () => poolers.PauseAsync(request.Timeout, ct)).ConfigureAwait(false);
 
-            var asked = clock.Elapsed;
+            var asked = log.Elapsed;
             string answer = "";
-            await Step(request.Failover ? $"Asking Patroni to fail over to {candidate.Name}" : $"Asking Patroni to switch over from {plan.Leader!.Name} to {candidate.Name}", async () =>
+            await log.RunAsync(request.Failover ? $"Asking Patroni to fail over to {candidate.Name}" : $"Asking Patroni to switch over from {plan.Leader!.Name} to {candidate.Name}", 20, async () =>
             {
                 answer = request.Failover
                     ? await patroni.FailoverAsync(candidate.Name, ct).ConfigureAwait(false)
@@ -112,11 +100,11 @@ public static class PatroniSwitchover
             }).ConfigureAwait(false);
             reporter.Verbose($"Patroni: {answer}");
             if (request.At != null)
-                return Result(plan, steps, null, TimeSpan.Zero, false, null, []);
+                return Result(plan, log, null, TimeSpan.Zero, false, null, []);
 
             PatroniCluster now = plan.Cluster;
             var unavailable = TimeSpan.Zero;
-            await Step($"Waiting until Patroni reports {candidate.Name} as the leader", async () =>
+            await log.RunAsync($"Waiting until Patroni reports {candidate.Name} as the leader", 40, async () =>
             {
                 var deadline = DateTime.UtcNow + request.Timeout;
                 while (true)
@@ -129,12 +117,12 @@ public static class PatroniSwitchover
                             "Look at Patroni's view (patronictl list, Get-PgReplicationStatus -Patroni) and its logs; it may still finish.");
                     await Task.Delay(250, ct).ConfigureAwait(false);
                 }
-                unavailable = clock.Elapsed - asked;
+                unavailable = log.Elapsed - asked;
             }).ConfigureAwait(false);
 
             var rejoined = false;
             if (plan.Leader is { } old)
-                await Step($"Waiting until {old.Name} streams from {candidate.Name}", async () =>
+                await log.RunAsync($"Waiting until {old.Name} streams from {candidate.Name}", 60, async () =>
                 {
                     var deadline = DateTime.UtcNow + request.Timeout;
                     while (!rejoined && DateTime.UtcNow < deadline)
@@ -152,17 +140,13 @@ public static class PatroniSwitchover
 
             RouteScriptRun? routing = null;
             if (request.RouteScript != null)
-                await Step($"Moving the clients to {candidate.Server} with the route script", async () =>
+                await log.RunAsync($"Moving the clients to {candidate.Server} with the route script", 70, async () =>
                 {
                     routing = await RouteScript.RunAsync(request.RouteScript, plan.Leader == null ? null : Target(request, plan.Leader), Target(request, candidate), request.RouteTimeout, reporter, ct).ConfigureAwait(false);
                 }).ConfigureAwait(false);
-            var moved = new List<PoolerSwitch>();
-            if (paused.Count > 0)
-                await Step($"Resuming the PgBouncer{(paused.Count > 1 ? "s" : "")} toward {candidate.Server}", async () =>
-                {
-                    foreach (var pooler in paused) moved.Add(await pooler.ResumeAsync(Target(request, candidate), reporter, ct).ConfigureAwait(false));
-                    paused.Clear();
-                }).ConfigureAwait(false);
+            PoolerSwitch[] moved = [];
+            if (!poolers.IsEmpty)
+                await log.RunAsync($"Resuming the {poolers.Noun} toward {candidate.Server}", 75, async () => moved = await poolers.ResumeAsync(Target(request, candidate), ct).ConfigureAwait(false)).ConfigureAwait(false);
             // Patroni's view of the timeline follows a loop later; the new leader's WAL says it now.
             uint? timeline = now.Timeline;
             try
@@ -172,24 +156,18 @@ public static class PatroniSwitchover
             }
             catch (Exception ex) when (ex is PgBackupException or Npgsql.NpgsqlException) { reporter.Verbose($"The timeline of {candidate.Server} could not be read: {ex.Message}"); }
             reporter.Milestone($"Patroni made {candidate.Name} ({candidate.Server}) the leader of {now.Scope} on timeline {timeline}.");
-            return Result(plan, steps, timeline, unavailable, rejoined, routing, moved);
+            return Result(plan, log, timeline, unavailable, rejoined, routing, moved);
         }
-        catch when (paused.Count > 0)
+        catch
         {
             // Whoever leads now, as Patroni sees it, is where the clients go.
-            PatroniMember? leaderNow = null;
-            try { leaderNow = (await patroni.GetClusterAsync(CancellationToken.None).ConfigureAwait(false)) is { Leader: { } name } c ? c.Members.First(m => m.Name == name) : null; }
-            catch (PgBackupException) { }
-            foreach (var pooler in paused)
-            {
-                var resumed = await pooler.ResumeAsync(leaderNow == null ? null : Target(request, leaderNow), reporter, CancellationToken.None).ConfigureAwait(false);
-                reporter.Warning($"The switchover failed; the PgBouncer at {resumed.Pooler} was resumed toward {resumed.PointsTo}.");
-            }
+            await poolers.RecoverAsync(async () =>
+                (await patroni.GetClusterAsync(CancellationToken.None).ConfigureAwait(false)) is { Leader: { } name } now ? Target(request, now.Members.First(m => m.Name == name)) : null).ConfigureAwait(false);
             throw;
         }
     }
 
-    private static SwitchoverResult Result(PatroniSwitchoverPlan plan, List<SwitchoverStep> steps, uint? timeline, TimeSpan unavailable, bool rejoined, RouteScriptRun? routing, List<PoolerSwitch> moved) => new()
+    private static SwitchoverResult Result(PatroniSwitchoverPlan plan, StepLog log, uint? timeline, TimeSpan unavailable, bool rejoined, RouteScriptRun? routing, PoolerSwitch[] moved) => new()
     {
         OldPrimary = plan.Leader?.Server ?? plan.Cluster.Members.FirstOrDefault(m => m.Name == plan.Cluster.Leader)?.Server ?? "",
         NewPrimary = plan.Candidate.Server,
@@ -199,9 +177,9 @@ public static class PatroniSwitchover
         WriteUnavailable = unavailable,
         OldPrimaryRejoined = rejoined,
         Failover = plan.Request.Failover,
-        Steps = [.. steps],
+        Steps = log.Steps,
         Routing = routing,
-        Poolers = [.. moved],
+        Poolers = moved,
     };
 
     /// <summary>A member's PostgreSQL, with the request's login.</summary>

@@ -141,71 +141,23 @@ public static class SwitchoverService
     /// </summary>
     public static async Task<SwitchoverResult> ExecuteAsync(SwitchoverPlan plan, IOperationReporter reporter, CancellationToken ct)
     {
-        var paused = new List<PgBouncerPooler>();
-        var moved = new List<PoolerSwitch>();
-        try
+        var poolers = new PoolerMove(plan.Poolers, reporter);
+        try { return await SwitchAsync(plan, poolers, reporter, ct).ConfigureAwait(false); }
+        catch
         {
-            var result = await SwitchAsync(plan, async () =>
-            {
-                foreach (var pooler in plan.Poolers)
-                {
-                    paused.Add(pooler);
-                    await pooler.PauseAsync(plan.Request.Timeout, reporter, ct).ConfigureAwait(false);
-                }
-            }, async () =>
-            {
-                foreach (var pooler in paused) moved.Add(await pooler.ResumeAsync(plan.Request.Candidate, reporter, ct).ConfigureAwait(false));
-                paused.Clear();
-            }, reporter, ct).ConfigureAwait(false);
-            result.Poolers = [.. moved];
-            return result;
-        }
-        catch when (paused.Count > 0)
-        {
-            var primary = await PrimaryNowAsync(plan.Request).ConfigureAwait(false);
-            foreach (var pooler in paused)
-            {
-                var resumed = await pooler.ResumeAsync(primary, reporter, CancellationToken.None).ConfigureAwait(false);
-                reporter.Warning($"The switchover failed; the PgBouncer at {resumed.Pooler} was resumed toward {(primary?.Display ?? "the server it pointed at, since no server answers as the primary")}.");
-            }
+            await poolers.RecoverAsync(() => FailoverService.FirstPrimaryAsync([plan.Request.Candidate, plan.Request.Primary])).ConfigureAwait(false);
             throw;
         }
     }
 
-    /// <summary>Which of the two servers accepts writes now, for a pooler to be resumed toward; null when neither answers as a primary.</summary>
-    private static async Task<ConnectionTarget?> PrimaryNowAsync(SwitchoverRequest request)
-    {
-        foreach (var server in new[] { request.Candidate, request.Primary })
-        {
-            try
-            {
-                using var patience = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-                await using var connection = await ServerSession.OpenAsync(server, patience.Token).ConfigureAwait(false);
-                if (!await ServerSession.ScalarAsync<bool>(connection, "select pg_is_in_recovery()", patience.Token).ConfigureAwait(false)) return server;
-            }
-            catch (Exception ex) when (ex is PgBackupException or NpgsqlException or OperationCanceledException) { }
-        }
-        return null;
-    }
-
-    private static async Task<SwitchoverResult> SwitchAsync(SwitchoverPlan plan, Func<Task> pausePoolers, Func<Task> resumePoolers, IOperationReporter reporter, CancellationToken ct)
+    private static async Task<SwitchoverResult> SwitchAsync(SwitchoverPlan plan, PoolerMove poolers, IOperationReporter reporter, CancellationToken ct)
     {
         var request = plan.Request;
         var locator = new ToolLocator(request.ToolPath);
         // A fenced primary is stopped by the operator's script; the server programs are needed only for a local one.
         var pgCtl = plan.Fenced ? null : locator.Find("pg_ctl", plan.ServerMajor, plan.ServerMajor, reporter);
         var controlData = plan.Fenced ? null : locator.Find("pg_controldata", plan.ServerMajor, plan.ServerMajor, reporter);
-        var steps = new List<SwitchoverStep>();
-        var activity = $"Switching over from {request.Primary.Display} to {request.Candidate.Display}";
-        var clock = Stopwatch.StartNew();
-        async Task Step(string name, int percent, Func<Task> work)
-        {
-            reporter.Progress(activity, name, percent);
-            reporter.Milestone(name);
-            var started = clock.Elapsed;
-            await work().ConfigureAwait(false);
-            steps.Add(new SwitchoverStep { Name = name, Duration = clock.Elapsed - started });
-        }
+        var log = new StepLog(reporter, $"Switching over from {request.Primary.Display} to {request.Candidate.Display}");
 
         var writesStopped = TimeSpan.Zero;
         Lsn final = default;
@@ -213,14 +165,14 @@ public static class SwitchoverService
         var stoppedHere = false;
         var promotionRequested = false;
         uint timeline = 0;
-        if (plan.Poolers.Count > 0)
-            await Step($"Pausing the PgBouncer{(plan.Poolers.Count > 1 ? "s" : "")} in front of {request.Primary.Display}", 5, pausePoolers).ConfigureAwait(false);
+        if (!poolers.IsEmpty)
+            await log.RunAsync($"Pausing the {poolers.Noun} in front of {request.Primary.Display}", 5, () => poolers.PauseAsync(request.Timeout, ct)).ConfigureAwait(false);
         try
         {
             if (plan.Fenced)
-                await Step($"Stopping writes on {request.Primary.Display} with the fence script", 10, async () =>
+                await log.RunAsync($"Stopping writes on {request.Primary.Display} with the fence script", 10, async () =>
                 {
-                    writesStopped = clock.Elapsed;
+                    writesStopped = log.Elapsed;
                     var outcome = await FenceScript.RunAsync(request.FenceScript!, request.Primary, request.Candidate, plan.PrimaryDataDirectory, reporter, ct).ConfigureAwait(false);
                     if (await FailoverService.AnswersAsync(request.Primary, ct).ConfigureAwait(false))
                         throw new PgBackupException("PrimaryStillRunning", ErrorKind.InvalidOperation,
@@ -240,9 +192,9 @@ public static class SwitchoverService
                     }
                 }).ConfigureAwait(false);
             else
-                await Step($"Stopping {request.Primary.Display}", 10, async () =>
+                await log.RunAsync($"Stopping {request.Primary.Display}", 10, async () =>
                 {
-                    writesStopped = clock.Elapsed;
+                    writesStopped = log.Elapsed;
                     var stop = await ToolRunner.RunAsUserAsync(pgCtl!, plan.PrimaryOwner, ["stop", "-D", plan.PrimaryDataDirectory, "-m", "fast", "-w", "-t", ((int)request.Timeout.TotalSeconds).ToString(CultureInfo.InvariantCulture)],
                         new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter).ConfigureAwait(false);
                     if (!stop.Succeeded)
@@ -259,7 +211,7 @@ public static class SwitchoverService
                 }).ConfigureAwait(false);
 
             var restart = plan.Fenced ? "start the old primary again on its host" : $"start the old primary again (pg_ctl start -D {plan.PrimaryDataDirectory})";
-            await Step(proven ? $"Waiting until {request.Candidate.Display} replayed {final}" : $"Waiting until {request.Candidate.Display} replayed all it received", 35, async () =>
+            await log.RunAsync(proven ? $"Waiting until {request.Candidate.Display} replayed {final}" : $"Waiting until {request.Candidate.Display} replayed all it received", 35, async () =>
             {
                 var deadline = DateTime.UtcNow + request.Timeout;
                 // A candidate that hangs does not answer at all: the timeout cancels the connection or the query that waits for it.
@@ -297,7 +249,7 @@ public static class SwitchoverService
                 }
             }).ConfigureAwait(false);
 
-            await Step($"Promoting {request.Candidate.Display}", 60, async () =>
+            await log.RunAsync($"Promoting {request.Candidate.Display}", 60, async () =>
             {
                 await using var c = await ServerSession.OpenAsync(request.Candidate, ct).ConfigureAwait(false);
                 promotionRequested = true;
@@ -311,21 +263,22 @@ public static class SwitchoverService
         {
             throw await RestartOldPrimaryAsync(plan, pgCtl!, ex, reporter).ConfigureAwait(false);
         }
-        var unavailable = clock.Elapsed - writesStopped;
+        var unavailable = log.Elapsed - writesStopped;
 
         RouteScriptRun? routing = null;
         if (request.RouteScript != null)
-            await Step($"Moving the clients to {request.Candidate.Display} with the route script", 70, async () =>
+            await log.RunAsync($"Moving the clients to {request.Candidate.Display} with the route script", 70, async () =>
             {
                 routing = await RouteScript.RunAsync(request.RouteScript, request.Primary, request.Candidate, request.RouteTimeout, reporter, ct).ConfigureAwait(false);
             }).ConfigureAwait(false);
-        if (plan.Poolers.Count > 0)
-            await Step($"Resuming the PgBouncer{(plan.Poolers.Count > 1 ? "s" : "")} toward {request.Candidate.Display}", 75, resumePoolers).ConfigureAwait(false);
+        PoolerSwitch[] moved = [];
+        if (!poolers.IsEmpty)
+            await log.RunAsync($"Resuming the {poolers.Noun} toward {request.Candidate.Display}", 75, async () => moved = await poolers.ResumeAsync(request.Candidate, ct).ConfigureAwait(false)).ConfigureAwait(false);
 
         var rejoined = false;
         if (!plan.Fenced)
         {
-            await Step($"Restarting {request.Primary.Display} as a standby of {request.Candidate.Display}", 80, async () =>
+            await log.RunAsync($"Restarting {request.Primary.Display} as a standby of {request.Candidate.Display}", 80, async () =>
             {
                 File.WriteAllText(Path.Combine(plan.PrimaryDataDirectory, "standby.signal"), "");
                 var c = request.Candidate;
@@ -338,7 +291,7 @@ public static class SwitchoverService
                 if (!start.Succeeded) reporter.Warning($"{request.Primary.Display} did not start as a standby: {start.ErrorSummary()}. {request.Candidate.Display} is the primary; rejoin the old one with pg_rewind.");
             }).ConfigureAwait(false);
 
-            await Step($"Checking that {request.Primary.Display} streams from {request.Candidate.Display}", 90, async () =>
+            await log.RunAsync($"Checking that {request.Primary.Display} streams from {request.Candidate.Display}", 90, async () =>
             {
                 var deadline = DateTime.UtcNow + request.Timeout;
                 while (DateTime.UtcNow < deadline && !rejoined)
@@ -358,17 +311,17 @@ public static class SwitchoverService
 
         var repointed = new List<string>();
         foreach (var other in request.OtherStandbys)
-            await Step($"Pointing {other.Display} at {request.Candidate.Display}", 95, async () =>
+            await log.RunAsync($"Pointing {other.Display} at {request.Candidate.Display}", 95, async () =>
             {
                 if (await StandbyRepointer.RepointAsync(other, request.Candidate, request.Timeout, reporter, ct).ConfigureAwait(false)) repointed.Add(other.Display);
             }).ConfigureAwait(false);
 
-        reporter.ProgressCompleted(activity);
+        log.Completed();
         reporter.Milestone($"{request.Candidate.Display} is the primary on timeline {timeline}; writes were unavailable for {unavailable.TotalSeconds:0.00}s.");
         return new SwitchoverResult
         {
             OldPrimary = request.Primary.Display, NewPrimary = request.Candidate.Display, FinalLsn = final, BytesLost = proven ? 0 : null, NewTimeline = timeline,
-            WriteUnavailable = unavailable, OldPrimaryRejoined = rejoined, Steps = [.. steps], Repointed = [.. repointed], Routing = routing,
+            WriteUnavailable = unavailable, OldPrimaryRejoined = rejoined, Steps = log.Steps, Repointed = [.. repointed], Routing = routing, Poolers = moved,
         };
     }
 

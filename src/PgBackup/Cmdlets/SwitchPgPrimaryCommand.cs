@@ -64,11 +64,11 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
     [ValidateNotNullOrEmpty]
     public string? RouteScript { get; set; }
 
-    [Parameter(ParameterSetName = SwitchoverSet)]
+    [Parameter]
     [ValidateNotNullOrEmpty]
     public string[]? PgBouncer { get; set; }
 
-    [Parameter(ParameterSetName = SwitchoverSet)]
+    [Parameter]
     [ValidateNotNullOrEmpty]
     public string[]? PgBouncerConfig { get; set; }
 
@@ -93,6 +93,10 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
         {
             RequirePositiveTimeout(Timeout);
             if (RouteScript != null) RequirePositiveTimeout(RouteTimeout, nameof(RouteTimeout));
+            if (PgBouncerConfig != null && PgBouncerConfig.Length != (PgBouncer?.Length ?? 0))
+                throw new PgBackupException("PgBouncerConfigCount", ErrorKind.InvalidArgument,
+                    $"-PgBouncerConfig names {PgBouncerConfig.Length} file(s) for {PgBouncer?.Length ?? 0} -PgBouncer admin console(s); they go in pairs, in the same order.", PgBouncerConfig,
+                    "Give one pgbouncer.ini per -PgBouncer, or leave -PgBouncerConfig out for poolers on other machines (-RouteScript then points them at the new primary).");
             // A profile that names its Patroni marks the cluster as Patroni's, as -Patroni does.
             var patroni = Patroni ?? settings.FindProfile(Primary ?? Candidate![0])?.Patroni;
             if (patroni != null)
@@ -111,27 +115,24 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
                     Candidates = Candidate!.Select(c => ResolveServer(settings, c, Candidate!.Length == 1 ? CandidatePort : null, null, Credential)).ToList(),
                     FenceScript = FenceScript, Force = Force, Timeout = Timeout, ToolPath = settings.ToolPath, RouteScript = RouteScript, RouteTimeout = RouteTimeout,
                     OldPrimaryDataDirectory = PrimaryDataDirectory == null ? null : GetUnresolvedProviderPathFromPSPath(PrimaryDataDirectory),
+                    PgBouncers = PgBouncers(settings),
                 };
                 var names = string.Join(", ", failover.Candidates.Select(c => c.Display));
-                if (!ShouldProcess(names, "Fail over: let every candidate replay what it received, fence the old primary, promote the most advanced candidate and repoint the others")) return;
+                var clients = failover.PgBouncers.Count > 0 ? $"; pause the PgBouncer databases that point at {failover.OldPrimary?.Display} and resume them toward the new primary" : "";
+                if (!ShouldProcess(names, "Fail over: let every candidate replay what it received, fence the old primary, promote the most advanced candidate and repoint the others" + clients)) return;
                 WriteResult(RunEngine((reporter, ct) => FailoverService.FailoverAsync(failover, reporter, ct)));
                 return;
             }
             if (Candidate!.Length != 1)
                 throw new PgBackupException("OneCandidate", ErrorKind.InvalidArgument, $"A switchover promotes one standby; {Candidate.Length} were given.", Candidate,
                     "Give one -Candidate, or use -Failover to let PgBackup choose the most advanced of several standbys.");
-            if (PgBouncerConfig != null && PgBouncerConfig.Length != (PgBouncer?.Length ?? 0))
-                throw new PgBackupException("PgBouncerConfigCount", ErrorKind.InvalidArgument,
-                    $"-PgBouncerConfig names {PgBouncerConfig.Length} file(s) for {PgBouncer?.Length ?? 0} -PgBouncer admin console(s); they go in pairs, in the same order.", PgBouncerConfig,
-                    "Give one pgbouncer.ini per -PgBouncer, or leave -PgBouncerConfig out for poolers on other machines (-RouteScript then points them at the new primary).");
             var request = new SwitchoverRequest
             {
                 Primary = ResolveServer(settings, Primary, null, null, Credential),
                 Candidate = ResolveServer(settings, Candidate[0], CandidatePort, null, Credential),
                 MaxLagBytes = MaxLagBytes, Timeout = Timeout, ToolPath = settings.ToolPath, FenceScript = FenceScript, RouteScript = RouteScript, RouteTimeout = RouteTimeout,
                 OtherStandbys = (Standby ?? []).Select(s => ResolveServer(settings, s, null, null, Credential)).ToList(),
-                PgBouncers = (PgBouncer ?? []).Select((b, i) => new PgBouncerRequest(ResolveServer(settings, b, null, "pgbouncer", null),
-                    PgBouncerConfig == null ? null : GetUnresolvedProviderPathFromPSPath(PgBouncerConfig[i]))).ToList(),
+                PgBouncers = PgBouncers(settings),
             };
             var plan = RunEngine((reporter, ct) => SwitchoverService.PlanAsync(request, reporter, ct));
             if (MyInvocation.BoundParameters.TryGetValue("WhatIf", out var whatIf) && (SwitchParameter)whatIf)
@@ -160,8 +161,7 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
             Leader = Failover || Primary == null ? null : Member(Primary), Candidate = Member(Candidate[0]), Failover = Failover, At = At,
             Database = ResolveServer(settings, null, null, null, Credential),
             Timeout = Timeout, RouteScript = RouteScript, RouteTimeout = RouteTimeout, ToolPath = settings.ToolPath,
-            PgBouncers = (PgBouncer ?? []).Select((b, i) => new PgBouncerRequest(ResolveServer(settings, b, null, "pgbouncer", null),
-                PgBouncerConfig == null ? null : GetUnresolvedProviderPathFromPSPath(PgBouncerConfig[i]))).ToList(),
+            PgBouncers = PgBouncers(settings),
         };
         var plan = RunEngine((reporter, ct) => PatroniSwitchover.PlanAsync(request, reporter, ct));
         if (MyInvocation.BoundParameters.TryGetValue("WhatIf", out var whatIf) && (SwitchParameter)whatIf)
@@ -172,6 +172,11 @@ public sealed class SwitchPgPrimaryCommand : PgCmdlet
         if (!ShouldProcess(plan.Candidate.Server, string.Join("; ", plan.Steps))) return;
         WriteResult(RunEngine((reporter, ct) => PatroniSwitchover.ExecuteAsync(plan, reporter, ct)));
     }
+
+    /// <summary>The -PgBouncer admin consoles, each with its -PgBouncerConfig when given.</summary>
+    private List<PgBouncerRequest> PgBouncers(Engine.Configuration.PgBackupSettings settings) =>
+        (PgBouncer ?? []).Select((b, i) => new PgBouncerRequest(ResolveServer(settings, b, null, "pgbouncer", null),
+            PgBouncerConfig == null ? null : GetUnresolvedProviderPathFromPSPath(PgBouncerConfig[i]))).ToList();
 
     /// <summary>The result, then a failed route script as an error of its own: the primary has moved, the clients may not have.</summary>
     private void WriteResult(SwitchoverResult result)
