@@ -72,7 +72,7 @@ Describe 'Patroni clusters' -Tag 'Integration' {
         (Get-PgReplicationStatus -Patroni $patroni.RestUrl).Leader | Should -BeExactly $leader.Name
     }
 
-    It 'switches over through Patroni: -WhatIf shows the plan, then Patroni names the new leader and the old one streams from it' {
+    It 'switches over through Patroni: -WhatIf shows the plan, then Patroni names the new leader, the old one streams from it and PgBouncer follows' {
         $leader, $replica = Get-TestLeader
         $null = Switch-PgPrimary -Patroni $patroni.RestUrl -PatroniCredential $patroni.RestCredential -Primary $leader.Name -Candidate $replica.Name -Credential $credential -WhatIf -ErrorAction Stop
         (Get-PgReplicationStatus -Patroni $patroni.RestUrl).Leader | Should -BeExactly $leader.Name
@@ -81,9 +81,26 @@ Describe 'Patroni clusters' -Tag 'Integration' {
         $null = Switch-PgPrimary -Patroni $patroni.RestUrl -Primary $leader.Name -Candidate $replica.Name -Credential $credential -Confirm:$false -ErrorVariable noLogin -ErrorAction SilentlyContinue
         $noLogin[0].FullyQualifiedErrorId | Should -BeLikeExactly 'PgBackup.PatroniAuthenticationFailed,*'
 
-        $result = @(Switch-PgPrimary -Patroni $patroni.RestUrl -PatroniCredential $patroni.RestCredential -Primary $leader.Server -Candidate $replica.Server -Credential $credential `
-                -RouteScript 'echo "to $PGBACKUP_NEW_PRIMARY"' -Timeout 00:01:00 -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
+        # A PgBouncer in front of the leader moves with Patroni's switchover.
+        $bouncer = Start-PgTestPgBouncer -Cluster ([pscustomobject]@{ Host = '127.0.0.1'; Port = $leader.Port; Password = $patroni.Password; BinDirectory = (Find-PgServerBinDirectory) })
+        # The admin console's login comes from PGPASSWORD here (a password file or the connection string would do as well).
+        $env:PGPASSWORD = $patroni.Password
+        try {
+            $result = @(Switch-PgPrimary -Patroni $patroni.RestUrl -PatroniCredential $patroni.RestCredential -Primary $leader.Server -Candidate $replica.Server -Credential $credential `
+                    -RouteScript 'echo "to $PGBACKUP_NEW_PRIMARY"' -PgBouncer $bouncer.Server -PgBouncerConfig $bouncer.ConfigPath -Timeout 00:01:00 -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue)
+            $pooled = & (Join-Path $bouncer.BinDirectory 'psql') -X -q -A -t -d "host=127.0.0.1 port=$($bouncer.Port) user=postgres password=$($patroni.Password) dbname=postgres connect_timeout=10" -c 'select pg_is_in_recovery()' 2>&1
+            $shown = @(Invoke-PgTestPgBouncerAdmin -PgBouncer $bouncer -Command 'SHOW DATABASES' | Where-Object { $_.StartsWith('postgres|', [System.StringComparison]::Ordinal) })
+        }
+        finally {
+            Remove-Item Env:PGPASSWORD -ErrorAction SilentlyContinue
+            Stop-PgTestPgBouncer -PgBouncer $bouncer
+        }
         $err | Should -BeNullOrEmpty -Because (Format-PgTestError $err)
+        @($result[0].Poolers) | Should -HaveCount 1
+        $result[0].Poolers[0].Resumed | Should -BeTrue
+        $result[0].Poolers[0].PointsTo | Should -BeExactly $replica.Server
+        $shown[0].Split('|')[2] | Should -BeExactly "$($replica.Port)"
+        "$pooled".Trim() | Should -BeExactly 'f' -Because "PgBouncer sends its clients to the new leader: $pooled"
         $result | Should -HaveCount 1
         $result[0].NewPrimary | Should -BeExactly $replica.Server
         $result[0].OldPrimary | Should -BeExactly $leader.Server
