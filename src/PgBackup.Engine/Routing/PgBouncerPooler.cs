@@ -44,8 +44,7 @@ public sealed class PgBouncerPooler
     public static async Task<PgBouncerPooler> CheckAsync(PgBouncerRequest request, ConnectionTarget oldPrimary, string? toolPath, IOperationReporter reporter, CancellationToken ct)
     {
         var psql = new ToolLocator(toolPath).Find("psql", null, null, reporter);
-        var pooler = new PgBouncerPooler(request, psql, [], oldPrimary);
-        var rows = await pooler.QueryAsync("SHOW DATABASES", ct).ConfigureAwait(false);
+        var rows = await AdminAsync(request, psql, "SHOW DATABASES", ct).ConfigureAwait(false);
         var databases = rows.Select(r => r.Split('|')).Where(f => f.Length >= 3 && f[0] != "pgbouncer" && PointsAt(f[1], f[2], oldPrimary)).Select(f => f[0]).ToList();
         if (databases.Count == 0)
             throw new PgBackupException("PgBouncerNotInFront", ErrorKind.InvalidArgument,
@@ -56,7 +55,7 @@ public sealed class PgBouncerPooler
             if (!File.Exists(request.ConfigPath))
                 throw new PgBackupException("PgBouncerConfigNotFound", ErrorKind.ObjectNotFound, $"'{request.ConfigPath}' does not exist. Nothing was changed.", request.ConfigPath,
                     "Give the pgbouncer.ini this PgBouncer runs with (SHOW CONFIG on its admin console names it as conffile).");
-            var listed = ListedDatabases(await File.ReadAllLinesAsync(request.ConfigPath, ct).ConfigureAwait(false));
+            var listed = DatabaseEntries(await File.ReadAllLinesAsync(request.ConfigPath, ct).ConfigureAwait(false)).Select(e => e.Name).ToHashSet(StringComparer.Ordinal);
             if (databases.FirstOrDefault(d => !listed.Contains(d) && !listed.Contains("*")) is { } missing)
                 throw new PgBackupException("PgBouncerConfigMismatch", ErrorKind.InvalidArgument,
                     $"The PgBouncer at {request.Admin.Display} serves the database '{missing}' from {oldPrimary.Display}, but '{request.ConfigPath}' has no entry for it in [databases]. Nothing was changed.",
@@ -142,18 +141,13 @@ public sealed class PgBouncerPooler
     {
         var path = _request.ConfigPath!;
         var lines = await File.ReadAllLinesAsync(path, ct).ConfigureAwait(false);
-        var section = "";
-        for (var i = 0; i < lines.Length; i++)
+        foreach (var entry in DatabaseEntries(lines))
         {
-            var line = lines[i].Trim();
-            if (line.StartsWith('[') && line.EndsWith(']')) { section = line[1..^1].Trim().ToLowerInvariant(); continue; }
-            if (section != "databases" || line.Length == 0 || line[0] is ';' or '#' || DatabaseEntry.Match(lines[i]) is not { Success: true } entry) continue;
-            var parts = ConnInfo.Parse(entry.Groups["conninfo"].Value);
-            var host = parts.FirstOrDefault(p => p.Key == "host").Value ?? "";
-            var port = parts.FirstOrDefault(p => p.Key == "port").Value ?? "5432";
+            var host = entry.Settings.FirstOrDefault(p => p.Key == "host").Value ?? "";
+            var port = entry.Settings.FirstOrDefault(p => p.Key == "port").Value ?? "5432";
             if (!PointsAt(host, port, _pointsTo)) continue;
-            var rewritten = parts.Where(p => p.Key is not ("host" or "port")).Prepend(new("port", primary.Port.ToString(System.Globalization.CultureInfo.InvariantCulture))).Prepend(new("host", primary.Host));
-            lines[i] = entry.Groups["name"].Value + " = " + ConnInfo.Format(rewritten);
+            var rewritten = entry.Settings.Where(p => p.Key is not ("host" or "port")).Prepend(new("port", primary.Port.ToString(System.Globalization.CultureInfo.InvariantCulture))).Prepend(new("host", primary.Host));
+            lines[entry.Line] = entry.RawName + " = " + ConnInfo.Format(rewritten);
         }
         // Written in place, so the file keeps its owner and mode (PgBouncer runs as another user).
         await File.WriteAllLinesAsync(path, lines, ct).ConfigureAwait(false);
@@ -161,18 +155,23 @@ public sealed class PgBouncerPooler
 
     private static readonly Regex DatabaseEntry = new(@"^\s*(?<name>[^=\s]+|""[^""]+"")\s*=\s*(?<conninfo>.*)$", RegexOptions.Compiled);
 
-    private static HashSet<string> ListedDatabases(IEnumerable<string> lines)
+    /// <summary>One entry of pgbouncer.ini's [databases] section: its line, its name as written and unquoted, and its connection settings.</summary>
+    private sealed record DatabaseLine(int Line, string RawName, IReadOnlyList<KeyValuePair<string, string>> Settings)
     {
-        var listed = new HashSet<string>(StringComparer.Ordinal);
+        public string Name => RawName.Trim('"');
+    }
+
+    /// <summary>The entries of the [databases] section, skipping comments, blank lines and every other section.</summary>
+    private static IEnumerable<DatabaseLine> DatabaseEntries(IReadOnlyList<string> lines)
+    {
         var section = "";
-        foreach (var raw in lines)
+        for (var i = 0; i < lines.Count; i++)
         {
-            var line = raw.Trim();
+            var line = lines[i].Trim();
             if (line.StartsWith('[') && line.EndsWith(']')) { section = line[1..^1].Trim().ToLowerInvariant(); continue; }
-            if (section == "databases" && line.Length > 0 && line[0] is not (';' or '#') && DatabaseEntry.Match(line) is { Success: true } entry)
-                listed.Add(entry.Groups["name"].Value.Trim('"'));
+            if (section == "databases" && line.Length > 0 && line[0] is not (';' or '#') && DatabaseEntry.Match(lines[i]) is { Success: true } entry)
+                yield return new DatabaseLine(i, entry.Groups["name"].Value, ConnInfo.Parse(entry.Groups["conninfo"].Value));
         }
-        return listed;
     }
 
     /// <summary>Whether a PgBouncer database's host and port are <paramref name="server"/>'s; the loopback names count as one.</summary>
@@ -187,13 +186,15 @@ public sealed class PgBouncerPooler
     private static string Identifier(string name) => "\"" + name.Replace("\"", "\"\"") + "\"";
 
     /// <summary>One command on the admin console; the rows of its answer, fields separated by '|'.</summary>
-    private async Task<List<string>> QueryAsync(string command, CancellationToken ct)
+    private Task<List<string>> QueryAsync(string command, CancellationToken ct) => AdminAsync(_request, _psql, command, ct);
+
+    private static async Task<List<string>> AdminAsync(PgBouncerRequest request, PgTool psql, string command, CancellationToken ct)
     {
-        var admin = _request.Admin with { Database = "pgbouncer" };
-        var result = await ToolRunner.RunAsync(_psql, ["-X", "-q", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "--no-password", "-c", command], admin.ToolEnvironment(), null, ct,
+        var admin = request.Admin with { Database = "pgbouncer" };
+        var result = await ToolRunner.RunAsync(psql, ["-X", "-q", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "--no-password", "-c", command], admin.ToolEnvironment(), null, ct,
             captureOutput: true).ConfigureAwait(false);
         if (!result.Succeeded)
-            throw new PgBackupException("PgBouncerFailed", ErrorKind.ToolFailed, $"The PgBouncer at {Display} refused '{command}': {result.ErrorSummary()}", Display,
+            throw new PgBackupException("PgBouncerFailed", ErrorKind.ToolFailed, $"The PgBouncer at {request.Admin.Display} refused '{command}': {result.ErrorSummary()}", request.Admin.Display,
                 "Check that the user is in admin_users of pgbouncer.ini and that its admin console is reachable (psql -d pgbouncer).");
         return [.. result.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)];
     }
