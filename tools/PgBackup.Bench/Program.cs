@@ -12,6 +12,7 @@ using PgBackup.Testing;
 //        PgBackup.Bench wal-sustained [seconds (default 60)] [filter, a|b]            sustained WAL archiving under pgbench: pgbackup-wal (--parallel 2, and 1) vs pgBackRest archive-async, folder and Azurite
 //        PgBackup.Bench encryption [pgbench scale (default 60)] [rounds (default 3)] [case filter, e.g. BaseBackup] encrypted vs plain repositories, and pgBackRest with and without aes-256-cbc
 //        PgBackup.Bench replication [calls (default 50)]                             Get-PgReplicationStatus latency
+//        PgBackup.Bench switchover [switchovers (default 5)] [pgbench scale (default 10)] switchovers under pgbench -c 4: through PgBouncer, direct, Patroni (-Patroni and patronictl)
 //        PgBackup.Bench recovery [pgbench scale (default 68)] [rounds (default 3)]   point-in-time recovery
 // Each round times the raw tool and the cmdlet on the same database, alternating which goes first; the median ratio is reported.
 if (args.Length > 0 && args[0] == "encryption")
@@ -22,6 +23,11 @@ if (args.Length > 0 && args[0] == "encryption")
 if (args.Length > 0 && args[0] == "replication")
 {
     ReplicationBench.Run(args.Length > 1 ? int.Parse(args[1]) : 50);
+    return;
+}
+if (args.Length > 0 && args[0] == "switchover")
+{
+    SwitchoverBench.Run(args.Length > 1 ? int.Parse(args[1]) : 5, args.Length > 2 ? int.Parse(args[2]) : 10);
     return;
 }
 if (args.Length > 0 && args[0] == "recovery")

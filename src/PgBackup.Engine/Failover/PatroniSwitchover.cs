@@ -38,9 +38,10 @@ public sealed record PatroniSwitchoverPlan(PatroniSwitchoverRequest Request, Pat
             : Request.Failover
                 ? $"Ask Patroni ({Cluster.RestUrl}) to fail over to {Candidate.Name} ({Candidate.Server})"
                 : $"Ask Patroni ({Cluster.RestUrl}) to switch over from {Leader!.Name} ({Leader.Server}) to {Candidate.Name} ({Candidate.Server})",
-        .. Request.At == null ? new[] { $"Wait until Patroni reports {Candidate.Name} as the leader{(Leader != null ? $" and {Leader.Name} streaming from it" : "")}" } : [],
+        .. Request.At == null ? new[] { $"Wait until Patroni reports {Candidate.Name} as the leader and it takes writes" } : [],
         .. Request.RouteScript != null ? new[] { $"Move the clients to {Candidate.Server}: run the route script" } : [],
         .. Poolers.Select(p => $"Point {string.Join(", ", p.Databases)} of the PgBouncer at {p.Display} at {Candidate.Server} and resume them"),
+        .. Request.At == null && Leader != null ? new[] { $"Wait until {Leader.Name} streams from {Candidate.Name}" } : [],
     ];
 }
 
@@ -110,19 +111,30 @@ public static class PatroniSwitchover
                 while (true)
                 {
                     now = await patroni.GetClusterAsync(ct).ConfigureAwait(false);
-                    if (now.Leader == candidate.Name && now.Members.Any(m => m.Name == candidate.Name && m.State is "running" or "streaming")) break;
+                    // Patroni names the leader as it promotes it; the clients are let through once it takes writes.
+                    if (now.Leader == candidate.Name && now.Members.Any(m => m.Name == candidate.Name && m.State is "running" or "streaming")
+                        && await FailoverService.FirstPrimaryAsync([Target(request, candidate)]).ConfigureAwait(false) != null) break;
                     if (DateTime.UtcNow > deadline)
                         throw new PgBackupException("PatroniSwitchoverTimeout", ErrorKind.OperationTimeout,
                             $"Patroni accepted the {(request.Failover ? "failover" : "switchover")}, but does not report {candidate.Name} as the leader after {request.Timeout} (leader: {now.Leader ?? "none"}).", request.Patroni.Url.ToString(),
                             "Look at Patroni's view (patronictl list, Get-PgReplicationStatus -Patroni) and its logs; it may still finish.");
-                    await Task.Delay(250, ct).ConfigureAwait(false);
+                    await Task.Delay(100, ct).ConfigureAwait(false);
                 }
                 unavailable = log.Elapsed - asked;
             }).ConfigureAwait(false);
 
+            RouteScriptRun? routing = null;
+            if (request.RouteScript != null)
+                await log.RunAsync($"Moving the clients to {candidate.Server} with the route script", 50, async () =>
+                {
+                    routing = await RouteScript.RunAsync(request.RouteScript, plan.Leader == null ? null : Target(request, plan.Leader), Target(request, candidate), request.RouteTimeout, reporter, ct).ConfigureAwait(false);
+                }).ConfigureAwait(false);
+            PoolerSwitch[] moved = [];
+            if (!poolers.IsEmpty)
+                await log.RunAsync($"Resuming the {poolers.Noun} toward {candidate.Server}", 60, async () => moved = await poolers.ResumeAsync(Target(request, candidate), ct).ConfigureAwait(false)).ConfigureAwait(false);
             var rejoined = false;
             if (plan.Leader is { } old)
-                await log.RunAsync($"Waiting until {old.Name} streams from {candidate.Name}", 60, async () =>
+                await log.RunAsync($"Waiting until {old.Name} streams from {candidate.Name}", 80, async () =>
                 {
                     var deadline = DateTime.UtcNow + request.Timeout;
                     while (!rejoined && DateTime.UtcNow < deadline)
@@ -138,15 +150,6 @@ public static class PatroniSwitchover
                     if (!rejoined) reporter.Warning($"Patroni made {candidate.Name} the leader, but {old.Name} does not stream from it after {request.Timeout}; Patroni may still be rejoining it (patronictl list).");
                 }).ConfigureAwait(false);
 
-            RouteScriptRun? routing = null;
-            if (request.RouteScript != null)
-                await log.RunAsync($"Moving the clients to {candidate.Server} with the route script", 70, async () =>
-                {
-                    routing = await RouteScript.RunAsync(request.RouteScript, plan.Leader == null ? null : Target(request, plan.Leader), Target(request, candidate), request.RouteTimeout, reporter, ct).ConfigureAwait(false);
-                }).ConfigureAwait(false);
-            PoolerSwitch[] moved = [];
-            if (!poolers.IsEmpty)
-                await log.RunAsync($"Resuming the {poolers.Noun} toward {candidate.Server}", 75, async () => moved = await poolers.ResumeAsync(Target(request, candidate), ct).ConfigureAwait(false)).ConfigureAwait(false);
             // Patroni's view of the timeline follows a loop later; the new leader's WAL says it now.
             uint? timeline = now.Timeline;
             try
