@@ -88,6 +88,8 @@ public static class PatroniSwitchover
         var poolers = new PoolerMove(plan.Poolers, reporter);
         try
         {
+            // Patroni demotes the leader with a shutdown checkpoint; one taken now leaves it little to write while the clients wait.
+            if (plan.Leader is { } leader && request.At == null) await SwitchoverService.CheckpointAsync(Target(request, leader), reporter, ct).ConfigureAwait(false);
             if (!poolers.IsEmpty)
                 await log.RunAsync($"Pausing the {poolers.Noun} in front of {plan.Leader!.Server}", 5, () => poolers.PauseAsync(request.Timeout, ct)).ConfigureAwait(false);
 

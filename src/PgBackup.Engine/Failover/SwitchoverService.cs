@@ -165,6 +165,7 @@ public static class SwitchoverService
         var stoppedHere = false;
         var promotionRequested = false;
         uint timeline = 0;
+        if (!plan.Fenced) await CheckpointAsync(request.Primary, reporter, ct).ConfigureAwait(false);
         if (!poolers.IsEmpty)
             await log.RunAsync($"Pausing the {poolers.Noun} in front of {request.Primary.Display}", 5, () => poolers.PauseAsync(request.Timeout, ct)).ConfigureAwait(false);
         try
@@ -342,6 +343,20 @@ public static class SwitchoverService
                 failure.Target, "Find out why the switchover could not finish (the message above names the server), then switch over again.", failure)
             : new PgBackupException(failure.ErrorId, failure.Kind, failure.Message + $" Starting {primary.Display} again failed as well: {start.ErrorSummary()}", failure.Target,
                 $"Start the old primary by hand (pg_ctl start -D {plan.PrimaryDataDirectory}) and read its log; nothing was promoted.", failure);
+    }
+
+    /// <summary>
+    /// A checkpoint while the primary still takes writes, so that the one its shutdown must write (while no client can
+    /// write) has little left to flush. A login that may not run CHECKPOINT only makes the shutdown slower.
+    /// </summary>
+    internal static async Task CheckpointAsync(ConnectionTarget primary, IOperationReporter reporter, CancellationToken ct)
+    {
+        try
+        {
+            await using var connection = await ServerSession.OpenAsync(primary, ct).ConfigureAwait(false);
+            await ServerSession.ExecuteAsync(connection, "checkpoint", primary, ct).ConfigureAwait(false);
+        }
+        catch (PgBackupException ex) { reporter.Verbose($"CHECKPOINT on {primary.Display} before the switchover failed ({ex.Message}); its shutdown checkpoint will take longer."); }
     }
 
     private static PgBackupException Refuse(string id, string message, object target, string action) =>
