@@ -95,7 +95,7 @@ public static class SwitchoverBench
                 var (from, to) = (order[i % 2][0], order[(i + 1) % 2][0]);
                 Run(patronictl, ["-c", nodeConfig, "switchover", "--leader", from, "--candidate", to, "--force"], new() { ["PATRONI_RESTAPI_USERNAME"] = user, ["PATRONI_RESTAPI_PASSWORD"] = restPassword });
                 BenchSupport.Invoke(runspace, caughtUp);
-            }));
+            }, firstSwitchover: switchovers));
         }
         finally
         {
