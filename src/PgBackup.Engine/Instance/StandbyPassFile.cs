@@ -24,12 +24,21 @@ public static class StandbyPassFile
     /// Writes the pass file of the standby in <paramref name="dataDirectory"/> (which must hold its pg_control) for
     /// <paramref name="serverUser"/> and returns its path; the same content again leaves it as it is.
     /// </summary>
-    public static async Task<string> WriteAsync(string dataDirectory, string serverUser, string user, string password, CancellationToken ct)
+    public static Task<string> WriteAsync(string dataDirectory, string serverUser, string user, string password, CancellationToken ct) =>
+        WriteForAsync(dataDirectory, serverUser, Purpose(dataDirectory), user, password, ct);
+
+    /// <summary>A pass file of the server in <paramref name="dataDirectory"/> for another use (<paramref name="purpose"/>, as a subscription's), one entry for <paramref name="user"/>.</summary>
+    public static async Task<string> WriteForAsync(string dataDirectory, string serverUser, string purpose, string user, string password, CancellationToken ct)
     {
-        var systemIdentifier = await WalCredentialsFile.SystemIdentifierOfAsync(dataDirectory, ct).ConfigureAwait(false);
-        var path = await WalCredentialsFile.PathForAsync(serverUser, systemIdentifier, Purpose(dataDirectory), ct, Extension).ConfigureAwait(false);
+        var path = await PathForAsync(dataDirectory, serverUser, purpose, ct).ConfigureAwait(false);
         await WalCredentialsFile.WriteAsync(path, $"*:*:*:{Escape(user)}:{Escape(password)}\n", serverUser, ct).ConfigureAwait(false);
         return path;
+    }
+
+    public static async Task<string> PathForAsync(string dataDirectory, string serverUser, string purpose, CancellationToken ct)
+    {
+        var systemIdentifier = await WalCredentialsFile.SystemIdentifierOfAsync(dataDirectory, ct).ConfigureAwait(false);
+        return await WalCredentialsFile.PathForAsync(serverUser, systemIdentifier, purpose, ct, Extension).ConfigureAwait(false);
     }
 
     /// <summary>Whether <paramref name="path"/> is a pass file PgBackup wrote (another one may not be readable by the server's OS user).</summary>

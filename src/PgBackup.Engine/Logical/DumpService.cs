@@ -215,7 +215,7 @@ public static class DumpService
     private static string CountTablesSql(DumpRequest r)
     {
         static string Like(IEnumerable<string> patterns, string column) =>
-            string.Join(" or ", patterns.Select(p => $"{column} ~ '{PatternToRegex(p)}'"));
+            string.Join(" or ", patterns.Select(p => $"{column} ~ '{NamePattern.ToRegex(p)}'"));
         var where = new List<string>
         {
             "c.relkind = 'r'",
@@ -228,20 +228,6 @@ public static class DumpService
         if (r.Tables.Length > 0) where.Add("(" + Like(r.Tables.Select(t => t.Contains('.') ? t : "*." + t), "n.nspname || '.' || c.relname") + ")");
         if (r.ExcludeTables.Length > 0) where.Add("not (" + Like(r.ExcludeTables.Select(t => t.Contains('.') ? t : "*." + t), "n.nspname || '.' || c.relname") + ")");
         return "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace where " + string.Join(" and ", where);
-    }
-
-    /// <summary>psql-style pattern (* and ?, unquoted parts folded to lower case) as an anchored regular expression.</summary>
-    private static string PatternToRegex(string pattern)
-    {
-        var sb = new System.Text.StringBuilder("^");
-        var quoted = false;
-        foreach (var ch in pattern)
-        {
-            if (ch == '"') { quoted = !quoted; continue; }
-            var c = quoted ? ch : char.ToLowerInvariant(ch);
-            sb.Append(c switch { '*' when !quoted => ".*", '?' when !quoted => ".", '\'' => "''", _ => Regex.Escape(c.ToString()) });
-        }
-        return sb.Append('$').ToString();
     }
 
     /// <param name="writtenPath">The file or folder the tool wrote, whose volume a write error is about; null when it wrote to standard output.</param>

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Npgsql;
 using PgBackup.Engine.Connection;
+using PgBackup.Engine.Instance;
 using PgBackup.Engine.Repository;
 using PgBackup.Engine.Tools;
 
@@ -508,59 +509,10 @@ public static class ArchivingService
                              "Run again with -Restart, or restart the server in a maintenance window.");
             return (connection, state, false);
         }
-        if (!await RestartAsync(target, server, pending, meanwhile, owner, toolPath, info, reporter, ct).ConfigureAwait(false)) return (connection, state, false);
+        if (!await ServerRestart.RestartAsync(target, server.DataDirectory, pending, meanwhile, owner, toolPath, info.Major, reporter, ct).ConfigureAwait(false)) return (connection, state, false);
         await connection.DisposeAsync().ConfigureAwait(false);
         connection = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
         return (connection, await ReadStateAsync(connection, ct).ConfigureAwait(false), true);
-    }
-
-    /// <summary>
-    /// pg_ctl restart as the data directory's owner. False (with a warning saying what to restart) when PgBackup may not
-    /// or should not restart this server itself.
-    /// </summary>
-    private static async Task<bool> RestartAsync(ConnectionTarget target, ServerFacts server, string pending, string meanwhile, string? owner, string? toolPath,
-        ServerInfo info, IOperationReporter reporter, CancellationToken ct)
-    {
-        bool Refuse(string why)
-        {
-            reporter.Warning($"{target.Display} was not restarted: {why}. Restart it yourself so that {pending} take effect; {meanwhile}.");
-            return false;
-        }
-        if (OperatingSystem.IsWindows()) return Refuse("on Windows the server runs as a service; restart that service");
-        if (!target.ServesFromHere(server.DataDirectory)) return Refuse($"its data directory {server.DataDirectory} is not on this machine");
-        if (owner == null) return Refuse($"the owner of {server.DataDirectory} could not be found");
-        var asOwner = IsRoot && owner != "root";
-        if (!asOwner && owner != Environment.UserName) return Refuse($"it runs as '{owner}' and this account ('{Environment.UserName}') cannot restart it");
-        var postmaster = Instance.InstanceControl.ReadPostmaster(server.DataDirectory)?.Pid;
-        if (postmaster != null && Instance.InstanceControl.SystemdUnit(postmaster.Value) is { } unit)
-            return Refuse($"systemd runs it as {unit}; run 'systemctl restart {unit}'");
-
-        var pgCtl = new ToolLocator(toolPath).Find("pg_ctl", info.Major, info.Major, reporter);
-        if (pgCtl.Major != info.Major) return Refuse($"no pg_ctl of version {info.Major} was found (only {pgCtl})");
-        var arguments = new List<string> { "restart", "-D", server.DataDirectory, "-m", "fast", "-w", "-t", "300" };
-        // Without -l the restarted server would write its log into pg_ctl's output, which nobody reads after we return.
-        arguments.AddRange(["-l", ServerLogFile(postmaster) ?? Path.Combine(server.DataDirectory, "pgbackup-restart.log")]);
-
-        reporter.Milestone($"Restarting {target.Display} (pg_ctl restart -m fast) so that {pending} take effect.");
-        var result = await ToolRunner.RunAsUserAsync(pgCtl, asOwner ? owner : null, arguments, new Dictionary<string, string?> { ["PGDATA"] = null }, reporter.Verbose, ct, reporter).ConfigureAwait(false);
-        if (!result.Succeeded)
-            throw new PgBackupException("RestartFailed", ErrorKind.ToolFailed,
-                $"pg_ctl restart of {target.Display} failed (exit code {result.ExitCode}):{Environment.NewLine}{result.ErrorSummary()}", server.DataDirectory,
-                "Look at the server log, fix what it names, and start the server (pg_ctl start -D <data directory>); the archiving settings are already written.");
-        reporter.Milestone($"{target.Display} restarted in {result.Duration.TotalSeconds:0.0}s.");
-        return true;
-    }
-
-    /// <summary>The file the running server writes its log to (its stderr), on Linux.</summary>
-    private static string? ServerLogFile(int? postmaster)
-    {
-        if (postmaster == null || !OperatingSystem.IsLinux()) return null;
-        try
-        {
-            var target = File.ResolveLinkTarget($"/proc/{postmaster}/fd/2", returnFinalTarget: false)?.FullName;
-            return target != null && File.Exists(target) ? target : null;
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return null; }
     }
 
     private static async Task<(string Segment, TimeSpan Duration)> VerifyAsync(NpgsqlConnection connection, ConnectionTarget target, ArchiveDestination archive, TimeSpan timeout,
