@@ -9,6 +9,9 @@ namespace PgBackup.Engine.Replication;
 public sealed record ReplicationSnapshot(ConnectionTarget Target, bool InRecovery, Lsn CurrentLsn, IReadOnlyList<ReplicationLink> Links, StandbyStatus? Standby,
     IReadOnlyList<ReplicationSlot> Slots)
 {
+    /// <summary>Logical replication: this server's logical slots (as a publisher) and subscriptions.</summary>
+    public IReadOnlyList<LogicalReplicationLink> LogicalLinks { get; init; } = [];
+
     public string Role => InRecovery ? "Standby" : "Primary";
 }
 
@@ -71,7 +74,10 @@ public static class ReplicationMonitor
         StandbyStatus? standby = null;
         if (inRecovery) standby = await ReadStandbyAsync(connection, target, info, ct).ConfigureAwait(false);
         var slots = includeSlots ? await ReadSlotsAsync(connection, target, current, ct).ConfigureAwait(false) : [];
-        return new ReplicationSnapshot(target, inRecovery, current, links, standby, slots);
+        var logical = await LogicalLinks.ReadAsync(connection, target, inRecovery, current, ct).ConfigureAwait(false);
+        // A logical WAL sender is the publisher's side of a logical link, not a standby.
+        links.RemoveAll(l => logical.Any(x => x.Side == "Publisher" && x.Active && l.SlotName == x.Name) || l.ApplicationName.StartsWith("pg_", StringComparison.Ordinal) && l.ApplicationName.Contains("_sync_", StringComparison.Ordinal));
+        return new ReplicationSnapshot(target, inRecovery, current, links, standby, slots) { LogicalLinks = logical };
     }
 
     private static async Task<StandbyStatus> ReadStandbyAsync(NpgsqlConnection connection, ConnectionTarget target, ServerInfo info, CancellationToken ct)
@@ -140,8 +146,17 @@ public static class ReplicationMonitor
             if (maxLagBytes is { } mb && s.ReplayLagBytes > mb) failures.Add($"{s.ReplayLagBytes} bytes received but not replayed (more than {mb}).");
             if (maxReplayLag is { } ml && s.ReplayDelay > ml) failures.Add($"Replay is {s.ReplayDelay} behind (more than {ml}).");
         }
-        else if (snapshot.Links.Count == 0)
+        else if (snapshot.Links.Count == 0 && snapshot.LogicalLinks.Count == 0)
             failures.Add("No standby is connected.");
+        foreach (var logical in snapshot.LogicalLinks)
+        {
+            if (logical.Side == "Publisher" && !logical.Active) failures.Add($"The logical slot '{logical.Name}' has no subscriber connected; it holds {logical.RetainedWalBytes ?? 0} bytes of WAL.");
+            if (logical.Side == "Publisher" && maxLagBytes is { } lb && logical.LagBytes > lb) failures.Add($"The subscriber of '{logical.Name}' has not confirmed {logical.LagBytes} bytes (more than {lb}).");
+            if (logical.Side == "Publisher" && maxReplayLag is { } lt && logical.Lag > lt) failures.Add($"The subscriber of '{logical.Name}' confirms {logical.Lag} behind (more than {lt}).");
+            if (logical.Side == "Subscriber" && logical.State != "streaming") failures.Add($"The subscription '{logical.Name}' is {logical.State}, not streaming.");
+            if (logical.Side == "Subscriber" && logical.Tables.Where(t => t.State != "Ready").ToArray() is { Length: > 0 } copying)
+                failures.Add($"The subscription '{logical.Name}' is still copying {copying.Length} table(s): {string.Join(", ", copying.Select(t => $"{t.Table} ({t.State})"))}.");
+        }
         foreach (var link in snapshot.Links)
         {
             var name = link.ApplicationName.Length > 0 ? link.ApplicationName : link.ClientAddress;
@@ -152,13 +167,16 @@ public static class ReplicationMonitor
         }
         return new ReplicationTestResult
         {
-            Server = snapshot.Target.Host, Port = snapshot.Target.Port, Role = snapshot.Role, StandbysChecked = snapshot.Links.Count + (snapshot.Standby != null ? 1 : 0),
+            Server = snapshot.Target.Host, Port = snapshot.Target.Port, Role = snapshot.Role, StandbysChecked = snapshot.Links.Count + snapshot.LogicalLinks.Count + (snapshot.Standby != null ? 1 : 0),
             MaxLagBytes = maxLagBytes, MaxReplayLag = maxReplayLag, Failures = [.. failures], Success = failures.Count == 0,
         };
     }
 
-    /// <summary>Waits until the chosen standbys of <paramref name="primary"/> have replayed <paramref name="lsn"/> (default: the primary's current LSN).</summary>
-    public static async Task<IReadOnlyList<ReplicationLink>> WaitAsync(ConnectionTarget primary, Lsn? lsn, IReadOnlyCollection<string>? applicationNames, TimeSpan timeout,
+    /// <summary>
+    /// Waits until the chosen standbys of <paramref name="primary"/> have replayed <paramref name="lsn"/> (default: the
+    /// primary's current LSN), and its chosen logical subscribers have confirmed it. Returns their links.
+    /// </summary>
+    public static async Task<IReadOnlyList<object>> WaitAsync(ConnectionTarget primary, Lsn? lsn, IReadOnlyCollection<string>? applicationNames, TimeSpan timeout,
         IOperationReporter reporter, CancellationToken ct)
     {
         await using var connection = await ServerSession.OpenAsync(primary, ct).ConfigureAwait(false);
@@ -170,27 +188,31 @@ public static class ReplicationMonitor
             var clock = Stopwatch.StartNew();
             for (var snapshot = first; ; snapshot = await ReadAsync(connection, primary, includeSlots: false, ct).ConfigureAwait(false))
             {
-                var chosen = snapshot.Links.Where(l => applicationNames == null || applicationNames.Count == 0 || applicationNames.Contains(l.ApplicationName, StringComparer.Ordinal)).ToList();
-                var missing = applicationNames?.Where(n => !chosen.Any(l => l.ApplicationName == n)).ToList() ?? [];
+                bool Chosen(string name) => applicationNames == null || applicationNames.Count == 0 || applicationNames.Contains(name, StringComparer.Ordinal);
+                var chosen = snapshot.Links.Where(l => Chosen(l.ApplicationName)).ToList();
+                var logical = snapshot.LogicalLinks.Where(l => l.Side == "Publisher" && Chosen(l.Name)).ToList();
+                var missing = applicationNames?.Where(n => !chosen.Any(l => l.ApplicationName == n) && !logical.Any(l => l.Name == n)).ToList() ?? [];
                 var behind = chosen.Where(l => l.ReplayLsn is not { } r || r < target).ToList();
-                if (chosen.Count > 0 && missing.Count == 0 && behind.Count == 0)
+                var unconfirmed = logical.Where(l => l.ConfirmedLsn is not { } c || c < target).ToList();
+                if (chosen.Count + logical.Count > 0 && missing.Count == 0 && behind.Count == 0 && unconfirmed.Count == 0)
                 {
                     reporter.ProgressCompleted(activity);
-                    reporter.Milestone($"{chosen.Count} standby(s) of {primary.Display} replayed {target} after {clock.Elapsed.TotalSeconds:0.0}s.");
-                    return chosen;
+                    reporter.Milestone($"{chosen.Count} standby(s) and {logical.Count} logical subscriber(s) of {primary.Display} reached {target} after {clock.Elapsed.TotalSeconds:0.0}s.");
+                    return [.. chosen, .. logical];
                 }
                 if (clock.Elapsed > timeout)
                 {
                     reporter.ProgressCompleted(activity);
-                    var why = chosen.Count == 0 && missing.Count == 0 ? "no standby is connected"
+                    var why = chosen.Count + logical.Count == 0 && missing.Count == 0 ? "no standby is connected"
                         : string.Join("; ", missing.Select(m => $"'{m}' is not connected").Concat(behind.Select(b =>
-                            $"'{(b.ApplicationName.Length > 0 ? b.ApplicationName : b.ClientAddress)}' replayed only {b.ReplayLsn?.ToString() ?? "nothing"}")));
+                            $"'{(b.ApplicationName.Length > 0 ? b.ApplicationName : b.ClientAddress)}' replayed only {b.ReplayLsn?.ToString() ?? "nothing"}"))
+                            .Concat(unconfirmed.Select(l => $"the subscriber of '{l.Name}' confirmed only {l.ConfirmedLsn?.ToString() ?? "nothing"}")));
                     throw new PgBackupException("ReplicationTimeout", ErrorKind.OperationTimeout,
                         $"The standbys of {primary.Display} did not replay {target} within {timeout}: {why}.", primary.Display,
                         "Check the standbys with Get-PgReplicationStatus (a paused replay, a broken connection, or a long-running query on the standby delays replay), or wait longer with -Timeout.");
                 }
                 var worst = behind.Where(b => b.ReplayLsn != null).Select(b => target - b.ReplayLsn!.Value).DefaultIfEmpty(0).Max();
-                reporter.Progress(activity, $"{behind.Count + missing.Count} standby(s) behind, {worst} bytes at most", -1);
+                reporter.Progress(activity, $"{behind.Count + unconfirmed.Count + missing.Count} standby(s) or subscriber(s) behind, {worst} bytes at most", -1);
                 await Task.Delay(100, ct).ConfigureAwait(false);
             }
         }

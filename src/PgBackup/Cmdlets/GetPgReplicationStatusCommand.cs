@@ -5,7 +5,7 @@ using PgBackup.Engine.Replication;
 namespace PgBackup.Commands;
 
 [Cmdlet(VerbsCommon.Get, "PgReplicationStatus")]
-[OutputType(typeof(ReplicationLink), typeof(StandbyStatus), typeof(ReplicationSlot), typeof(PatroniCluster))]
+[OutputType(typeof(ReplicationLink), typeof(StandbyStatus), typeof(ReplicationSlot), typeof(LogicalReplicationLink), typeof(PatroniCluster))]
 public sealed class GetPgReplicationStatusCommand : PgServersCmdlet
 {
     [Parameter]
@@ -42,6 +42,8 @@ public sealed class GetPgReplicationStatusCommand : PgServersCmdlet
                 if (snapshot.Links.Count == 0 && !snapshot.InRecovery) WriteVerbose($"No standby is connected to {target.Display}.");
                 WriteObject(snapshot.Links, enumerateCollection: true);
                 WriteObject(snapshot.Slots, enumerateCollection: true);
+                WriteObject(snapshot.LogicalLinks, enumerateCollection: true);
+                foreach (var orphan in snapshot.LogicalLinks.Select(LogicalLinks.OrphanWarning).OfType<string>()) WriteWarning(orphan);
             }
             catch (PgBackupException ex) { WriteEngineError(ex); }
         }

@@ -5,7 +5,7 @@ using PgBackup.Engine.Replication;
 namespace PgBackup.Commands;
 
 [Cmdlet(VerbsLifecycle.Wait, "PgReplication")]
-[OutputType(typeof(ReplicationLink), typeof(PatroniCluster))]
+[OutputType(typeof(ReplicationLink), typeof(LogicalReplicationLink), typeof(PatroniCluster))]
 public sealed class WaitPgReplicationCommand : PgServerCmdlet
 {
     [Parameter]
