@@ -11,6 +11,7 @@
     RequiredAssemblies   = @('PgBackup.Model.dll')
     FormatsToProcess     = @('PgBackup.Format.ps1xml')
     CmdletsToExport      = @(
+        'Complete-PgLogicalMigration'
         'Disable-PgWalArchiving'
         'Enable-PgWalArchiving'
         'Get-PgBackup'
@@ -20,8 +21,8 @@
         'Get-PgWalArchive'
         'Invoke-PgDump'
         'Invoke-PgRecoveryDrill'
-        'New-PgRepository'
         'Join-PgStandby'
+        'New-PgRepository'
         'New-PgStandby'
         'Remove-PgBackup'
         'Remove-PgInstance'
@@ -31,7 +32,9 @@
         'Set-PgSynchronousStandby'
         'Start-PgBaseBackup'
         'Start-PgInstance'
+        'Start-PgLogicalMigration'
         'Stop-PgInstance'
+        'Stop-PgLogicalMigration'
         'Switch-PgPrimary'
         'Test-PgBackup'
         'Test-PgReplication'

@@ -118,7 +118,7 @@ function Get-PgTestKnownCmdlet {
     [CmdletBinding()]
     [OutputType([string])]
     param()
-    'Disable-PgWalArchiving', 'Enable-PgWalArchiving', 'Get-PgBackup', 'Get-PgBackupConfig', 'Get-PgReplicationStatus', 'Get-PgRepository', 'Get-PgWalArchive', 'Invoke-PgDump', 'Invoke-PgRecoveryDrill', 'Join-PgStandby', 'New-PgRepository', 'New-PgStandby', 'Remove-PgBackup', 'Remove-PgInstance', 'Restore-PgDump', 'Restore-PgPointInTime', 'Set-PgRepository', 'Set-PgSynchronousStandby', 'Start-PgBaseBackup', 'Start-PgInstance', 'Stop-PgInstance', 'Switch-PgPrimary', 'Test-PgBackup', 'Test-PgReplication', 'Wait-PgReplication'
+    'Complete-PgLogicalMigration', 'Disable-PgWalArchiving', 'Enable-PgWalArchiving', 'Get-PgBackup', 'Get-PgBackupConfig', 'Get-PgReplicationStatus', 'Get-PgRepository', 'Get-PgWalArchive', 'Invoke-PgDump', 'Invoke-PgRecoveryDrill', 'Join-PgStandby', 'New-PgRepository', 'New-PgStandby', 'Remove-PgBackup', 'Remove-PgInstance', 'Restore-PgDump', 'Restore-PgPointInTime', 'Set-PgRepository', 'Set-PgSynchronousStandby', 'Start-PgBaseBackup', 'Start-PgInstance', 'Start-PgLogicalMigration', 'Stop-PgInstance', 'Stop-PgLogicalMigration', 'Switch-PgPrimary', 'Test-PgBackup', 'Test-PgReplication', 'Wait-PgReplication'
 }
 
 function Get-NewestBinFolder {
