@@ -84,6 +84,21 @@ public sealed partial class AzuriteServer : IDisposable
         _process = null;
     }
 
+    /// <summary>
+    /// Kills Azurite once it has saved its blob index. Azurite keeps the index in memory and saves it every 5 s when it
+    /// changed, so a kill right after a write loses that write (a real storage service never does). This waits for a
+    /// save that started after the call (the index file written again), or, when nothing changed, 12 s at the most.
+    /// </summary>
+    public void KillAfterSave()
+    {
+        var index = Path.Combine(_folder, "__azurite_db_blob__.json");
+        var asked = DateTime.UtcNow;
+        var deadline = asked + TimeSpan.FromSeconds(12);
+        // A whole second later: the file system's time stamps may be coarse.
+        while (DateTime.UtcNow < deadline && !(File.Exists(index) && File.GetLastWriteTimeUtc(index) > asked.AddSeconds(1))) Thread.Sleep(100);
+        Kill();
+    }
+
     public void Dispose() => Kill();
 
     private static string Locate()
