@@ -162,6 +162,9 @@ insert into accounts(balance) select 100 from generate_series(1, 50);
             $waited = @(Wait-PgReplication -Server $source.Server -Timeout 00:00:30 -ErrorAction Stop)
             @($waited | Where-Object { $_.PSObject.TypeNames -contains 'PgBackup.LogicalReplicationLink' }).Name | Should -Be @($migration.Name)
 
+            # -WhatIf checks and changes nothing: the writer goes on and the slot stays.
+            $null = $migration | Complete-PgLogicalMigration -TargetCredential $targetCredential -WhatIf -ErrorAction Stop
+            Invoke-PgTestSql -Cluster $source -Sql "select count(*) from pg_replication_slots where slot_name = '$($migration.Name)'" | Should -BeExactly '1'
             $before = $acknowledged.Count
             Wait-PgTestCondition -What 'The writer committing during the replication' -Condition { $acknowledged.Count -ge $before + 20 }
             $cutover = $migration | Complete-PgLogicalMigration -TargetCredential $targetCredential -VerifyData -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
