@@ -13,6 +13,7 @@ using PgBackup.Testing;
 //        PgBackup.Bench encryption [pgbench scale (default 60)] [rounds (default 3)] [case filter, e.g. BaseBackup] encrypted vs plain repositories, and pgBackRest with and without aes-256-cbc
 //        PgBackup.Bench replication [calls (default 50)]                             Get-PgReplicationStatus latency
 //        PgBackup.Bench switchover [switchovers (default 5)] [pgbench scale (default 10)] switchovers under pgbench -c 4: through PgBouncer, direct, Patroni (-Patroni and patronictl)
+//        PgBackup.Bench migration [pgbench scale (default 70)]                      logical migration under pgbench: write downtime vs pg_dump + pg_restore
 //        PgBackup.Bench recovery [pgbench scale (default 68)] [rounds (default 3)]   point-in-time recovery
 // Each round times the raw tool and the cmdlet on the same database, alternating which goes first; the median ratio is reported.
 if (args.Length > 0 && args[0] == "encryption")
@@ -28,6 +29,11 @@ if (args.Length > 0 && args[0] == "replication")
 if (args.Length > 0 && args[0] == "switchover")
 {
     SwitchoverBench.Run(args.Length > 1 ? int.Parse(args[1]) : 5, args.Length > 2 ? int.Parse(args[2]) : 10);
+    return;
+}
+if (args.Length > 0 && args[0] == "migration")
+{
+    MigrationBench.Run(args.Length > 1 ? int.Parse(args[1]) : 70);
     return;
 }
 if (args.Length > 0 && args[0] == "recovery")

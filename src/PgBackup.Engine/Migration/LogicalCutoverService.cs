@@ -98,6 +98,7 @@ public static class LogicalCutoverService
 
             reporter.Progress(activity, "Waiting until the target confirmed everything", 30);
             var final = await ConfirmedAsync(s, plan, ct).ConfigureAwait(false);
+            reporter.Verbose($"The target confirmed {final} {(clock.Elapsed - writesStopped).TotalSeconds:0.00}s after writes stopped.");
 
             reporter.Progress(activity, "Copying the sequences", 50);
             var sequences = new List<SequenceCopy>();
@@ -111,12 +112,17 @@ public static class LogicalCutoverService
                 sequences.Add(new SequenceCopy { Sequence = sequence, SourceValue = value, TargetValue = targetValue });
             }
 
+            reporter.Verbose($"Sequences set {(clock.Elapsed - writesStopped).TotalSeconds:0.00}s after writes stopped.");
             reporter.Progress(activity, $"Comparing {plan.Tables.Count} table(s)", 70);
             var verified = new List<TableVerification>();
             foreach (var table in plan.Tables)
             {
-                var (sourceRows, sourceSum) = await MigrationProbes.TableDigestAsync(s, table, request.VerifyData, ct).ConfigureAwait(false);
-                var (targetRows, targetSum) = await MigrationProbes.TableDigestAsync(t, table, request.VerifyData, ct).ConfigureAwait(false);
+                // Both sides count at once: the writes stay stopped while they do.
+                var onSource = MigrationProbes.TableDigestAsync(s, table, request.VerifyData, ct);
+                var onTarget = MigrationProbes.TableDigestAsync(t, table, request.VerifyData, ct);
+                await Task.WhenAll(onSource, onTarget).ConfigureAwait(false);
+                var (sourceRows, sourceSum) = onSource.Result;
+                var (targetRows, targetSum) = onTarget.Result;
                 verified.Add(new TableVerification
                 {
                     Table = table.Display, SourceRows = sourceRows, TargetRows = targetRows, SourceChecksum = sourceSum, TargetChecksum = targetSum,
@@ -124,6 +130,7 @@ public static class LogicalCutoverService
                 });
             }
             var allMatch = verified.All(v => v.Match);
+            reporter.Verbose($"Tables compared {(clock.Elapsed - writesStopped).TotalSeconds:0.00}s after writes stopped.");
             if (allMatch)
             {
                 reporter.Progress(activity, "Dropping the subscription, slot and publication", 90);
