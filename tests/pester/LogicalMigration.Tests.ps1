@@ -35,7 +35,7 @@ Describe 'Logical migrations' -Tag 'Integration' {
         Stop-PgTestCluster -Cluster $target
     }
 
-    It 'refuses a table without a key, listing them all, and a target whose tables hold rows, before anything changes' {
+    It 'refuses a table without a key, listing them all, and a target whose tables hold rows, before anything changes; -Force empties them' {
         New-TestSourceDatabase -Name shop -Sql 'create table items(id int primary key, name text); create table audit(at timestamptz, what text); create table notes(body text); insert into items values (1, ''one'')'
         $null = Start-PgLogicalMigration -Source $source.Server -Target $target.Server -Database shop -TargetCredential $targetCredential -Confirm:$false -ErrorVariable noKey -ErrorAction SilentlyContinue
         $noKey | Should -HaveCount 1 -Because (Format-PgTestError $noKey)
@@ -55,6 +55,14 @@ Describe 'Logical migrations' -Tag 'Integration' {
         $full[0].TargetObject | Should -BeExactly 'public.items'
         Get-TestMigrationObject shop | Should -BeNullOrEmpty
         Invoke-PgTestSql -Cluster $target -Database shop -Sql 'select id from items' | Should -BeExactly '7'
+
+        # -Force empties it first: the target then holds the source's rows only.
+        $forced = Start-PgLogicalMigration -Source $source.Server -Target $target.Server -Database shop -Table items -TargetCredential $targetCredential -Force -Confirm:$false `
+            -WarningAction SilentlyContinue -ErrorAction Stop
+        $forced.Synchronized | Should -BeTrue
+        Invoke-PgTestSql -Cluster $target -Database shop -Sql 'select string_agg(id::text, '','' order by id) from items' | Should -BeExactly '1'
+        $forced | Stop-PgLogicalMigration -TargetCredential $targetCredential -Confirm:$false -ErrorAction Stop
+        Get-TestMigrationObject shop | Should -BeNullOrEmpty
     }
 
     It 'prints the plan with -WhatIf and changes nothing; without wal_level = logical it asks for -Restart' {

@@ -50,17 +50,25 @@ public static class LogicalLinks
                 subscriptions.Add((r.GetString(0), r.GetString(1), r.GetBoolean(2), r.GetBoolean(3), r.IsDBNull(4) ? null : Lsn.Parse(r.GetString(4)),
                     r.IsDBNull(5) ? null : r.GetFieldValue<DateTimeOffset>(5)));
         foreach (var sub in subscriptions)
-        {
-            // Table states are in the subscription's own database.
-            await using var there = sub.Database == connection.Database ? null : await ServerSession.OpenAsync(target with { Database = sub.Database }, ct).ConfigureAwait(false);
             links.Add(new LogicalReplicationLink
             {
                 Server = target.Host, Port = target.Port, Side = "Subscriber", Name = sub.Name, Database = sub.Database, Owned = sub.Name.StartsWith(OwnedPrefix, StringComparison.Ordinal),
                 Active = sub.Enabled, State = sub.Running ? "streaming" : sub.Enabled ? "starting" : "disabled", ConfirmedLsn = sub.Received, LastMessageTime = sub.LastMessage,
-                Tables = await TableStatesAsync(there ?? connection, sub.Name, ct).ConfigureAwait(false),
+                Tables = await TableStatesInAsync(connection, target, sub.Database, sub.Name, ct).ConfigureAwait(false),
             });
-        }
         return links;
+    }
+
+    /// <summary>The table states of a subscription, read in its own database; none when this login may not connect there.</summary>
+    private static async Task<LogicalTableSync[]> TableStatesInAsync(NpgsqlConnection connection, ConnectionTarget target, string database, string subscription, CancellationToken ct)
+    {
+        if (database == connection.Database) return await TableStatesAsync(connection, subscription, ct).ConfigureAwait(false);
+        try
+        {
+            await using var there = await ServerSession.OpenAsync(target with { Database = database }, ct).ConfigureAwait(false);
+            return await TableStatesAsync(there, subscription, ct).ConfigureAwait(false);
+        }
+        catch (PgBackupException) { return []; }
     }
 
     /// <summary>Each table of the subscription and its sync state (pg_subscription_rel), read in the subscription's database.</summary>
