@@ -115,6 +115,15 @@ public static class FailoverService
             log.Record($"Moved the clients to {chosen.Target.Display} with the route script{(routing.Succeeded ? "" : " (it failed)")}", started);
         }
 
+        // The clients go on before the loss is measured and the other standbys follow: neither needs them to wait.
+        PoolerSwitch[] moved = [];
+        if (!poolers.IsEmpty)
+        {
+            started = log.Elapsed;
+            moved = await poolers.ResumeAsync(chosen.Target, ct).ConfigureAwait(false);
+            log.Record($"Resumed the {poolers.Noun} toward {chosen.Target.Display}", started);
+        }
+
         long? lost = null;
         if (request.OldPrimaryDataDirectory is { } oldData)
         {
@@ -126,14 +135,6 @@ public static class FailoverService
                 if (lost > 0) reporter.Warning($"{lost} bytes of WAL the old primary wrote ({chosen.Received} to {oldEnd}) never reached {chosen.Target.Display}: the transactions in them are lost (pg_rewind discards them when the old primary rejoins).");
             }
             else reporter.Warning($"The end of the WAL in {oldData} could not be read, so the data lost is not known.");
-        }
-
-        PoolerSwitch[] moved = [];
-        if (!poolers.IsEmpty)
-        {
-            started = log.Elapsed;
-            moved = await poolers.ResumeAsync(chosen.Target, ct).ConfigureAwait(false);
-            log.Record($"Resumed the {poolers.Noun} toward {chosen.Target.Display}", started);
         }
 
         var repointed = new List<string>();
