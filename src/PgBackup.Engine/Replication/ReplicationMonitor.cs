@@ -190,7 +190,8 @@ public static class ReplicationMonitor
             {
                 bool Chosen(string name) => applicationNames == null || applicationNames.Count == 0 || applicationNames.Contains(name, StringComparer.Ordinal);
                 var chosen = snapshot.Links.Where(l => Chosen(l.ApplicationName)).ToList();
-                var logical = snapshot.LogicalLinks.Where(l => l.Side == "Publisher" && Chosen(l.Name)).ToList();
+                // Without names, only logical subscribers that are connected: an idle slot of another tool is not waited for.
+                var logical = snapshot.LogicalLinks.Where(l => l.Side == "Publisher" && (applicationNames is { Count: > 0 } ? Chosen(l.Name) : l.Active)).ToList();
                 var missing = applicationNames?.Where(n => !chosen.Any(l => l.ApplicationName == n) && !logical.Any(l => l.Name == n)).ToList() ?? [];
                 var behind = chosen.Where(l => l.ReplayLsn is not { } r || r < target).ToList();
                 var unconfirmed = logical.Where(l => l.ConfirmedLsn is not { } c || c < target).ToList();
