@@ -55,6 +55,14 @@ public static class ServerSession
         return new ServerInfo(reader.GetInt32(0), reader.GetString(1), reader.GetString(2));
     }
 
+    /// <summary>The timeline the server writes WAL on now (a primary), from the name of its current segment.</summary>
+    public static async Task<uint> TimelineAsync(NpgsqlConnection connection, CancellationToken ct) =>
+        (uint)await ScalarAsync<int>(connection, "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", ct).ConfigureAwait(false);
+
+    /// <summary>The cluster's system identifier (pg_control), which every standby and copy of it shares.</summary>
+    public static async Task<string> SystemIdentifierAsync(NpgsqlConnection connection, CancellationToken ct) =>
+        await ScalarAsync<string>(connection, "select system_identifier::text from pg_control_system()", ct).ConfigureAwait(false) ?? "";
+
     public static async Task<T?> ScalarAsync<T>(NpgsqlConnection connection, string sql, CancellationToken ct, params object[] parameters)
     {
         await using var cmd = new NpgsqlCommand(sql, connection);

@@ -101,7 +101,7 @@ public static class FailoverService
         {
             if (!await ServerSession.ScalarAsync<bool>(connection, "select pg_promote(true, 60)", ct).ConfigureAwait(false))
                 throw new PgBackupException("PromoteFailed", ErrorKind.ToolFailed, $"{chosen.Target.Display} did not finish promotion within 60 s.", chosen.Target.Display, "Look at its server log.");
-            timeline = (uint)await ServerSession.ScalarAsync<int>(connection, "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", ct).ConfigureAwait(false);
+            timeline = await ServerSession.TimelineAsync(connection, ct).ConfigureAwait(false);
         }
         var promotedAfter = log.Elapsed;
         log.Record($"Promoted {chosen.Target.Display} (timeline {timeline})", started);
@@ -195,7 +195,7 @@ public static class FailoverService
             if (!await ServerSession.ScalarAsync<bool>(connection, "select pg_is_in_recovery()", ct).ConfigureAwait(false))
                 throw new PgBackupException("CandidateNotStandby", ErrorKind.InvalidOperation, $"{target.Display} already accepts writes: it is not a standby. Nothing was changed.", target.Display,
                     "A primary exists already: check every server's role with Get-PgReplicationStatus before failing over.");
-            var system = await ServerSession.ScalarAsync<string>(connection, "select system_identifier::text from pg_control_system()", ct).ConfigureAwait(false) ?? "";
+            var system = await ServerSession.SystemIdentifierAsync(connection, ct).ConfigureAwait(false);
             if (await ServerSession.ScalarAsync<bool>(connection, "select pg_get_wal_replay_pause_state() <> 'not paused'", ct).ConfigureAwait(false))
             {
                 reporter.Warning($"WAL replay was paused on {target.Display}; resuming it so that it replays everything it received.");

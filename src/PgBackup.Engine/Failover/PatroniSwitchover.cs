@@ -157,7 +157,7 @@ public static class PatroniSwitchover
             try
             {
                 await using var connection = await ServerSession.OpenAsync(Target(request, candidate), ct).ConfigureAwait(false);
-                timeline = (uint)await ServerSession.ScalarAsync<int>(connection, "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", ct).ConfigureAwait(false);
+                timeline = await ServerSession.TimelineAsync(connection, ct).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is PgBackupException or Npgsql.NpgsqlException) { reporter.Verbose($"The timeline of {candidate.Server} could not be read: {ex.Message}"); }
             reporter.Milestone($"Patroni made {candidate.Name} ({candidate.Server}) the leader of {now.Scope} on timeline {timeline}.");

@@ -83,8 +83,8 @@ public static class SwitchoverService
             if (!await ServerSession.ScalarAsync<bool>(c, "select pg_is_in_recovery()", ct).ConfigureAwait(false))
                 throw Refuse("CandidateNotStandby", $"{candidate.Display} is not a standby: it already accepts writes. Two primaries must never run side by side.", candidate.Display,
                     "Check which server is the primary before switching; fence the other one.");
-            var idP = await ServerSession.ScalarAsync<string>(p, "select system_identifier::text from pg_control_system()", ct).ConfigureAwait(false);
-            var idC = await ServerSession.ScalarAsync<string>(c, "select system_identifier::text from pg_control_system()", ct).ConfigureAwait(false);
+            var idP = await ServerSession.SystemIdentifierAsync(p, ct).ConfigureAwait(false);
+            var idC = await ServerSession.SystemIdentifierAsync(c, ct).ConfigureAwait(false);
             if (idP != idC)
                 throw Refuse("DifferentCluster", $"{candidate.Display} belongs to another cluster (system identifier {idC}, the primary's is {idP}).", candidate.Display,
                     "Choose a standby that was made from this primary (New-PgStandby).");
@@ -95,7 +95,7 @@ public static class SwitchoverService
             if (receiver != $"streaming {primaryPort}")
                 throw Refuse("CandidateNotStreaming", $"{candidate.Display} does not stream from {primary.Display} (its WAL receiver: '{receiver}').", candidate.Display,
                     "Switch over only to a standby that streams directly from this primary; check primary_conninfo and Get-PgReplicationStatus.");
-            var timeline = await ServerSession.ScalarAsync<int>(p, "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", ct).ConfigureAwait(false);
+            var timeline = await ServerSession.TimelineAsync(p, ct).ConfigureAwait(false);
             var received = await ServerSession.ScalarAsync<int>(c, "select received_tli from pg_stat_wal_receiver", ct).ConfigureAwait(false);
             if (received != timeline)
                 throw Refuse("TimelineMismatch", $"{candidate.Display} receives timeline {received}, the primary is on timeline {timeline}.", candidate.Display,
@@ -118,7 +118,7 @@ public static class SwitchoverService
                 if (!await ServerSession.ScalarAsync<bool>(o, "select pg_is_in_recovery()", ct).ConfigureAwait(false))
                     throw Refuse("StandbyNotStandby", $"{other.Display}, given to follow the new primary, is not a standby: it accepts writes.", other.Display,
                         "Give only standbys of this primary to -Standby; a second primary must be fenced, not repointed.");
-                var idO = await ServerSession.ScalarAsync<string>(o, "select system_identifier::text from pg_control_system()", ct).ConfigureAwait(false);
+                var idO = await ServerSession.SystemIdentifierAsync(o, ct).ConfigureAwait(false);
                 if (idO != idP)
                     throw Refuse("DifferentCluster", $"{other.Display} belongs to another cluster (system identifier {idO}, the primary's is {idP}).", other.Display,
                         "Give only standbys of this primary to -Standby.");
@@ -257,7 +257,7 @@ public static class SwitchoverService
                 if (!await ServerSession.ScalarAsync<bool>(c, "select pg_promote(true, 60)", ct).ConfigureAwait(false))
                     throw new PgBackupException("PromoteFailed", ErrorKind.ToolFailed, $"{request.Candidate.Display} did not finish promotion within 60 s.", request.Candidate.Display,
                         "Look at the candidate's log; the old primary is stopped and can be started again if needed.");
-                timeline = (uint)await ServerSession.ScalarAsync<int>(c, "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", ct).ConfigureAwait(false);
+                timeline = await ServerSession.TimelineAsync(c, ct).ConfigureAwait(false);
             }).ConfigureAwait(false);
         }
         catch (PgBackupException ex) when (stoppedHere && !promotionRequested)

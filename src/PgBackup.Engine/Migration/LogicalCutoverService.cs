@@ -52,8 +52,8 @@ public static class LogicalCutoverService
         await using var t = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
         try
         {
-            var name = request.Name ?? await LogicalMigrationService.NameOfAsync(source, target, ct).ConfigureAwait(false);
-            var states = await MigrationProbes.TableStatesAsync(t, name, ct).ConfigureAwait(false);
+            var name = request.Name ?? await LogicalMigrationService.NameOfAsync(s, source.Database, t, target.Database, ct).ConfigureAwait(false);
+            var states = await Replication.LogicalLinks.TableStatesAsync(t, name, ct).ConfigureAwait(false);
             var position = await MigrationProbes.SlotPositionAsync(s, name, ct).ConfigureAwait(false);
             if (states.Length == 0 || position == null)
                 throw new PgBackupException("MigrationNotFound", ErrorKind.ObjectNotFound,
@@ -136,8 +136,7 @@ public static class LogicalCutoverService
                 reporter.Progress(activity, "Dropping the subscription, slot and publication", 90);
                 await MigrationProbes.DropSubscriptionAsync(t, target, plan.Name, ct).ConfigureAwait(false);
                 await MigrationProbes.DropSourceSideAsync(s, source, plan.Name, allowWrites: false, ct).ConfigureAwait(false);
-                var dataDirectory = await ServerSession.ScalarAsync<string>(t, "show data_directory", ct).ConfigureAwait(false) ?? "";
-                if (!OperatingSystem.IsWindows() && target.ServesFromHere(dataDirectory)) await MigrationPassFile.RemoveAsync(dataDirectory, plan.Name, ct).ConfigureAwait(false);
+                await MigrationPassFile.RemoveAsync(t, target, plan.Name, ct).ConfigureAwait(false);
             }
             reporter.ProgressCompleted(activity);
             var result = new LogicalCutover

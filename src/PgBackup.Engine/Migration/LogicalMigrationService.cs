@@ -4,6 +4,7 @@ using System.Text;
 using Npgsql;
 using PgBackup.Engine.Connection;
 using PgBackup.Engine.Instance;
+using PgBackup.Engine.Replication;
 using PgBackup.Engine.Tools;
 
 namespace PgBackup.Engine.Migration;
@@ -72,7 +73,7 @@ public sealed record LogicalMigrationPlan(LogicalMigrationRequest Request, strin
 /// </summary>
 public static class LogicalMigrationService
 {
-    public const string NamePrefix = Replication.LogicalLinks.OwnedPrefix;
+    public const string NamePrefix = LogicalLinks.OwnedPrefix;
 
     /// <summary>The one name of a migration's publication, slot and subscription: the same for the same source and target databases.</summary>
     public static string NameOf(string sourceSystem, string sourceDatabase, string targetSystem, string targetDatabase) =>
@@ -81,13 +82,14 @@ public static class LogicalMigrationService
     /// <summary>The name of the migration between two databases, read from the two servers' system identifiers.</summary>
     public static async Task<string> NameOfAsync(ConnectionTarget source, ConnectionTarget target, CancellationToken ct)
     {
-        async Task<string> SystemOf(ConnectionTarget server)
-        {
-            await using var c = await ServerSession.OpenAsync(server with { Database = "postgres" }, ct).ConfigureAwait(false);
-            return await ServerSession.ScalarAsync<string>(c, "select system_identifier::text from pg_control_system()", ct).ConfigureAwait(false) ?? "";
-        }
-        return NameOf(await SystemOf(source).ConfigureAwait(false), source.Database, await SystemOf(target).ConfigureAwait(false), target.Database);
+        await using var s = await ServerSession.OpenAsync(source with { Database = "postgres" }, ct).ConfigureAwait(false);
+        await using var t = await ServerSession.OpenAsync(target with { Database = "postgres" }, ct).ConfigureAwait(false);
+        return await NameOfAsync(s, source.Database, t, target.Database, ct).ConfigureAwait(false);
     }
+
+    /// <summary>The same, over sessions already open on the two servers.</summary>
+    internal static async Task<string> NameOfAsync(NpgsqlConnection source, string sourceDatabase, NpgsqlConnection target, string targetDatabase, CancellationToken ct) =>
+        NameOf(await ServerSession.SystemIdentifierAsync(source, ct).ConfigureAwait(false), sourceDatabase, await ServerSession.SystemIdentifierAsync(target, ct).ConfigureAwait(false), targetDatabase);
 
     public static async Task<LogicalMigrationPlan> PlanAsync(LogicalMigrationRequest request, IOperationReporter reporter, CancellationToken ct)
     {
@@ -292,9 +294,10 @@ public static class LogicalMigrationService
         var activity = $"Copying {plan.Tables.Count} table(s) from {plan.Request.Source.Display} to {target.Display}";
         var deadline = plan.Request.Timeout is { } limit ? DateTime.UtcNow + limit : DateTime.MaxValue;
         long? errorsBefore = null;
+        await using var t = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
         while (true)
         {
-            var tables = await ReadTablesAsync(target, plan.Name, ct).ConfigureAwait(false);
+            var tables = await LogicalLinks.TableStatesAsync(t, plan.Name, ct).ConfigureAwait(false);
             var ready = tables.Count(x => x.State == "Ready");
             var copying = tables.Where(x => x.State is "Copying" or "Init").Select(x => x.Table).ToArray();
             reporter.Progress(activity, copying.Length > 0 ? $"{ready} of {tables.Length} ready; copying {string.Join(", ", copying.Take(3))}{(copying.Length > 3 ? "..." : "")}" : $"{ready} of {tables.Length} ready",
@@ -304,7 +307,7 @@ public static class LogicalMigrationService
                 reporter.ProgressCompleted(activity);
                 return tables;
             }
-            var errors = await MigrationProbes.SyncErrorsAsync(target, plan.Name, ct).ConfigureAwait(false);
+            var errors = await MigrationProbes.SyncErrorsAsync(t, plan.Name, ct).ConfigureAwait(false);
             errorsBefore ??= errors;
             if (errors > errorsBefore)
                 throw new PgBackupException("InitialCopyFailed", ErrorKind.InvalidOperation,
@@ -318,10 +321,10 @@ public static class LogicalMigrationService
         }
     }
 
-    public static async Task<LogicalTableSync[]> ReadTablesAsync(ConnectionTarget target, string name, CancellationToken ct)
+    private static async Task<LogicalTableSync[]> ReadTablesAsync(ConnectionTarget target, string name, CancellationToken ct)
     {
         await using var t = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
-        return await MigrationProbes.TableStatesAsync(t, name, ct).ConfigureAwait(false);
+        return await LogicalLinks.TableStatesAsync(t, name, ct).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -338,9 +341,7 @@ public static class LogicalMigrationService
             {
                 await using var t = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
                 if (await MigrationProbes.DropSubscriptionAsync(t, target, name, ct).ConfigureAwait(false)) removed.Add($"subscription {name} on {target.Display}");
-                var dataDirectory = await ServerSession.ScalarAsync<string>(t, "show data_directory", ct).ConfigureAwait(false) ?? "";
-                if (!OperatingSystem.IsWindows() && target.ServesFromHere(dataDirectory) && await MigrationPassFile.RemoveAsync(dataDirectory, name, ct).ConfigureAwait(false))
-                    removed.Add("the subscription's pass file");
+                if (await MigrationPassFile.RemoveAsync(t, target, name, ct).ConfigureAwait(false)) removed.Add("the subscription's pass file");
             }
             catch (PgBackupException ex) when (ex.ErrorId == "PgBackup.DatabaseNotFound") { reporter.Verbose($"{target.Database} does not exist on {target.Display}: no subscription to remove."); }
         }

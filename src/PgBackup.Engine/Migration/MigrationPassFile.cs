@@ -13,9 +13,12 @@ internal static class MigrationPassFile
     public static Task<string> WriteAsync(string dataDirectory, string serverUser, string name, string user, string password, CancellationToken ct) =>
         StandbyPassFile.WriteForAsync(dataDirectory, serverUser, Purpose(name), user, password, ct);
 
-    public static async Task<bool> RemoveAsync(string dataDirectory, string name, CancellationToken ct)
+    /// <summary>Removes the migration's pass file when the target server (connected as <paramref name="t"/>) runs here; false when there is none.</summary>
+    public static async Task<bool> RemoveAsync(Npgsql.NpgsqlConnection t, Connection.ConnectionTarget target, string name, CancellationToken ct)
     {
-        if (await DataDirectoryOwner.FindAsync(dataDirectory, ct).ConfigureAwait(false) is not { } owner) return false;
+        if (OperatingSystem.IsWindows()) return false;
+        var dataDirectory = await Connection.ServerSession.ScalarAsync<string>(t, "show data_directory", ct).ConfigureAwait(false) ?? "";
+        if (!target.ServesFromHere(dataDirectory) || await DataDirectoryOwner.FindAsync(dataDirectory, ct).ConfigureAwait(false) is not { } owner) return false;
         return WalCredentialsFile.Remove(await StandbyPassFile.PathForAsync(dataDirectory, owner, Purpose(name), ct).ConfigureAwait(false));
     }
 }

@@ -107,13 +107,9 @@ internal static class MigrationProbes
         }
     }
 
-    public static Task<LogicalTableSync[]> TableStatesAsync(NpgsqlConnection c, string subscription, CancellationToken ct) =>
-        Replication.LogicalLinks.TableStatesAsync(c, subscription, ct);
-
     /// <summary>How often the subscription's table copies failed (pg_stat_subscription_stats); 0 before PostgreSQL 15.</summary>
-    public static async Task<long> SyncErrorsAsync(ConnectionTarget target, string subscription, CancellationToken ct)
+    public static async Task<long> SyncErrorsAsync(NpgsqlConnection t, string subscription, CancellationToken ct)
     {
-        await using var t = await ServerSession.OpenAsync(target, ct).ConfigureAwait(false);
         if (await ServerSession.ScalarAsync<int>(t, "select current_setting('server_version_num')::int", ct).ConfigureAwait(false) < 150000) return 0;
         return await ServerSession.ScalarAsync<long>(t, "select coalesce((select sync_error_count + apply_error_count from pg_stat_subscription_stats where subname = $1), 0)", ct, subscription).ConfigureAwait(false);
     }
